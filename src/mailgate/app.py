@@ -1,0 +1,184 @@
+"""The composition root: build every part from :class:`Settings`, start and stop in order.
+
+Start: store → transports → dispatcher → web → SMTP. Stop runs the reverse, so
+the SMTP server stops accepting first and the store closes last. Nothing else
+in mailgate builds ``Settings`` or wires parts together; two gateways with
+different settings can run in one process (the tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from contextlib import AsyncExitStack
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from mailgate.clock import Clock, SystemClock
+from mailgate.deliver import CaptureTransport, Dispatcher, SmtpTransport, Transport, parse_relay_url
+from mailgate.inbox import Inbox
+from mailgate.ingest import Submissions
+from mailgate.ingest.smtp import CaptureHandler, SmtpServer
+from mailgate.model import Message
+from mailgate.settings import Settings, default_db_url
+from mailgate.store import Database, InboxStore, QueueStore
+from mailgate.web import Services, create_app
+
+__all__ = ["Gateway", "Mode"]
+
+log = logging.getLogger(__name__)
+
+
+class Mode(StrEnum):
+    DEV = "dev"  #: capture server: SMTP capture, every message to the inbox
+    SERVE = "serve"  #: gateway: deliver through the relay (capture when none is set)
+
+
+class Gateway:
+    """One running mailgate. ``async with Gateway(settings, mode=…) as gw:``."""
+
+    def __init__(self, settings: Settings, *, mode: Mode, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.clock = clock or SystemClock()
+        self.http_address: tuple[str, int] | None = None
+        self.smtp_address: tuple[str, int] | None = None
+        self.db_url = settings.db_url or default_db_url(f"{mode.value}.sqlite3")
+        self._stack = AsyncExitStack()
+
+    @property
+    def http_url(self) -> str:
+        assert self.http_address is not None, "gateway not started"
+        return f"http://{self.http_address[0]}:{self.http_address[1]}"
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        s = self.settings
+        s.check_safe()
+        db = Database(self.db_url)
+        self._stack.push_async_callback(db.aclose)
+        await db.migrate()
+        queue = QueueStore(db)
+        self.inbox = Inbox(InboxStore(db), self.clock)
+        route, default_from = await self._transports()
+        self.dispatcher = Dispatcher(
+            queue,
+            route,
+            retry=s.retry.policy(),
+            settings=s.delivery,
+            clock=self.clock,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        )
+        if s.delivery.enabled:
+            await self.dispatcher.start()
+            self._stack.push_async_callback(self.dispatcher.stop)
+        submissions = Submissions(
+            queue,
+            self.clock,
+            default_from=default_from,
+            limits=s.limits,
+            on_queued=self.dispatcher.wake,
+        )
+        services = Services(
+            submissions, queue, self.inbox, self.clock, s.api_token, self.mode.value
+        )
+        await self._start_web(services)
+        if self.mode is Mode.DEV and s.smtp.enabled:
+            await self._start_smtp()
+
+    async def _transports(self) -> tuple[Any, str]:
+        """The route from a message to its transport, and the default sender."""
+        capture: Transport = CaptureTransport(self.inbox)
+        relay_url = self.settings.relay_url
+        if self.mode is Mode.DEV or relay_url is None:
+            return (lambda _m: capture), self.settings.default_from
+        relay = parse_relay_url(relay_url.get_secret_value())
+        smtp = SmtpTransport(
+            relay,
+            pool_size=self.settings.delivery.pool_size,
+            timeout=self.settings.delivery.smtp_timeout,
+            local_hostname=self.settings.smtp.hostname,
+        )
+        self._stack.push_async_callback(smtp.aclose)
+        log.info("relaying through %s", relay.name)
+
+        def route(_message: Message) -> Transport:
+            return smtp
+
+        return route, relay.default_from or self.settings.default_from
+
+    async def _start_web(self, services: Services) -> None:
+        config = uvicorn.Config(
+            create_app(services),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        server = _EmbeddedServer(config)
+        sock = _listen(self.settings.http.host, self.settings.http.port)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="mailgate-web")
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("web server stopped during start-up")
+            await asyncio.sleep(0.01)
+        self.http_address = sock.getsockname()[:2]
+
+        async def stop() -> None:
+            server.should_exit = True
+            await task
+            sock.close()
+
+        self._stack.push_async_callback(stop)
+
+    async def _start_smtp(self) -> None:
+        s = self.settings
+        handler = CaptureHandler(self.inbox, max_recipients=s.limits.max_recipients)
+        server = SmtpServer(
+            handler,
+            hostname=s.smtp.hostname,
+            max_message_size=s.limits.max_message_size,
+            timeout=s.smtp.timeout,
+        )
+        self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
+        self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: signals belong to the CLI, not to uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

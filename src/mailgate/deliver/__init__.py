@@ -1,0 +1,17 @@
+"""Delivery: the dispatcher and the transports it sends through."""
+
+from mailgate.deliver.capture import CaptureTransport
+from mailgate.deliver.dispatcher import Dispatcher
+from mailgate.deliver.relay import RelayConfig, parse_relay_url
+from mailgate.deliver.smtp import SmtpTransport
+from mailgate.deliver.transport import Envelope, Transport
+
+__all__ = [
+    "CaptureTransport",
+    "Dispatcher",
+    "Envelope",
+    "RelayConfig",
+    "SmtpTransport",
+    "Transport",
+    "parse_relay_url",
+]

@@ -1,0 +1,160 @@
+"""The dispatcher: lease due messages, send each through its transport, record the outcome.
+
+At-least-once: a message is leased before it is sent and settled after; if this
+process dies in between, the lease expires and another dispatcher sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from email.utils import parseaddr
+
+from mailgate.clock import Clock
+from mailgate.deliver.transport import Envelope, Transport
+from mailgate.mime import build_message
+from mailgate.model import Attempt, Message, Outcome, SendResult
+from mailgate.policy import RetryPolicy, decide, recipient_outcomes
+from mailgate.settings import DeliverySettings
+from mailgate.store import Job, QueueStore
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: QueueStore,
+        route: Callable[[Message], Transport],
+        *,
+        retry: RetryPolicy,
+        settings: DeliverySettings,
+        clock: Clock,
+        owner: str,
+    ) -> None:
+        self.queue = queue
+        self.route = route
+        self.retry = retry
+        self.settings = settings
+        self.clock = clock
+        self.owner = owner
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        """New work may be due: scan the queue now instead of at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="mailgate-dispatcher")
+
+    async def stop(self) -> None:
+        """Lease nothing more; let in-flight sends finish and record their outcome."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                leased = await self._lease_batch()
+            except Exception:
+                log.exception("leasing from the queue failed; retrying after the poll interval")
+                leased = 0
+            if self._stopping:
+                break
+            if leased and len(self._inflight) < self.settings.concurrency:
+                continue  # more may be due right away
+            await self._sleep()
+
+    async def _lease_batch(self) -> int:
+        free = self.settings.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        jobs = await self.queue.lease(
+            self.owner, self.clock.now(), free, self.settings.lease_seconds
+        )
+        for job in jobs:
+            task = asyncio.create_task(self._deliver(job))
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+        return len(jobs)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        timeout = self.settings.poll_interval
+        if len(self._inflight) < self.settings.concurrency:
+            try:
+                due = await self.queue.next_due()
+            except Exception:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max((due - self.clock.now()).total_seconds(), 0.0))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _deliver(self, job: Job) -> None:
+        """Build, send, record — the whole life of one attempt."""
+        transport = self.route(job.message)
+        started = time.monotonic()
+        result = await self._send(transport, job)
+        attempt = Attempt(
+            at=self.clock.now(),
+            transport=transport.name,
+            code=result.code,
+            enhanced_code=result.enhanced_code,
+            text=result.detail,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            recipients=recipient_outcomes(result, job.pending),
+        )
+        decision = decide(
+            result,
+            pending=job.pending,
+            delivered_before=job.delivered,
+            attempts=job.attempt_count + 1,
+            created_at=job.message.created_at,
+            now=attempt.at,
+            retry=self.retry,
+            draw=random.random(),
+        )
+        try:
+            if not await self.queue.record(job, self.owner, attempt, decision):
+                log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
+        except Exception:
+            log.exception(
+                "could not record the outcome of %s; its lease will expire", job.message.id
+            )
+            return
+        log.info("%s %s via %s: %s", job.message.id, decision.state, transport.name, result.detail)
+
+    async def _send(self, transport: Transport, job: Job) -> SendResult:
+        try:
+            content = build_message(job.message)
+        except (ValueError, TypeError, LookupError) as exc:
+            return SendResult(Outcome.FAILED, None, None, f"could not build the message: {exc}")
+        envelope = Envelope(
+            sender=parseaddr(job.message.sender)[1],
+            recipients=job.pending,
+            message_id=job.message.id,
+            tenant=job.message.tenant,
+        )
+        try:
+            return await transport.send(envelope, content)
+        except Exception as exc:  # a bug must not lose the message: retry it later
+            log.exception("transport %s raised while sending %s", transport.name, job.message.id)
+            return SendResult(Outcome.DEFERRED, None, None, f"internal error: {exc!r}")

@@ -1,0 +1,124 @@
+"""The inbox: parse what arrives, commit it, serve it back.
+
+Both the SMTP capture server and the capture transport land here, so in
+development mail from every source ends up in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from mailgate.clock import Clock
+from mailgate.errors import NotFound
+from mailgate.ids import new_id
+from mailgate.mime import ParsedAttachment, parse_message
+from mailgate.store import CapturedRecord, InboxStore
+
+__all__ = ["CaptureMeta", "Inbox", "capture_event"]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureMeta:
+    """Everything about a capture that is not in the message bytes."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    source: str = "smtp"  #: smtp | api
+    remote_addr: str | None = None
+    helo: str | None = None
+    auth: dict[str, Any] | None = None  #: {"mechanism", "username", "password"}
+    tenant: str = "default"
+
+
+class Inbox:
+    def __init__(self, store: InboxStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
+        """Parse and commit; when this returns the message is durable."""
+        parsed = parse_message(raw)
+        record = CapturedRecord(
+            id=new_id(),
+            tenant=meta.tenant,
+            source=meta.source,
+            received_at=self.clock.now(),
+            remote_addr=meta.remote_addr,
+            helo=meta.helo,
+            mail_from=meta.mail_from,
+            rcpt_to=list(meta.rcpt_to),
+            auth=meta.auth,
+            subject=parsed.subject,
+            from_header=parsed.sender,
+            to_header=parsed.to,
+            headers=parsed.headers,
+            text=parsed.text,
+            html=parsed.html,
+            attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
+            size=len(raw),
+        )
+        await self.store.add(record, raw)
+        return record
+
+    async def attachment(self, capture_id: str, index: int, tenant: str) -> ParsedAttachment:
+        """The exact decoded bytes of attachment ``index`` (re-parsed from the raw message)."""
+        parsed = parse_message(await self.store.raw(capture_id, tenant))
+        if not 0 <= index < len(parsed.attachments):
+            raise NotFound(f"captured message {capture_id} has no attachment {index}")
+        return parsed.attachments[index]
+
+
+def _describe(index: int, att: ParsedAttachment) -> dict[str, Any]:
+    return {
+        "index": index,
+        "filename": att.filename,
+        "content_type": att.content_type,
+        "size": len(att.content),
+        "cid": att.cid,
+        "inline": att.inline,
+    }
+
+
+def capture_event(
+    record: CapturedRecord, *, raw: bytes | None = None, contents: list[bytes] | None = None
+) -> dict[str, Any]:
+    """The capture event of DESIGN §3, as handlers and ``GET /inbox/{id}`` see it.
+
+    Attachment content is included only when ``contents`` is given (memory mode).
+    """
+    attachments = []
+    for i, att in enumerate(record.attachments):
+        item = {k: att[k] for k in ("filename", "content_type", "size", "cid", "inline")}
+        item["index"] = i
+        if contents is not None:
+            item["content"] = base64.b64encode(contents[i]).decode()
+        attachments.append(item)
+    return {
+        "event": "EMAIL_RECEIVED",
+        "id": record.id,
+        "uuid": record.id,
+        "source": record.source,
+        "remote_addr": record.remote_addr,
+        "received_at": record.received_at.isoformat().replace("+00:00", "Z"),
+        "envelope": {"from": record.mail_from, "to": record.rcpt_to, "helo": record.helo},
+        "authentication": _auth(record.auth),
+        "message": {
+            "headers": record.headers,
+            "subject": record.subject,
+            "from": record.from_header,
+            "to": record.to_header,
+            "body": record.text,
+            "html": record.html,
+            "raw": raw.decode("utf-8", "replace") if raw is not None else None,
+        },
+        "size": record.size,
+        "attachments": attachments,
+    }
+
+
+def _auth(auth: dict[str, Any] | None) -> dict[str, Any]:
+    if not auth:
+        return {"attempted": False, "mechanism": None, "username": None, "password": None}
+    return {"attempted": True, **auth}

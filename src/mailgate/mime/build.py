@@ -1,0 +1,80 @@
+"""Build the RFC 5322 bytes of a queued :class:`~mailgate.model.Message`."""
+
+from __future__ import annotations
+
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from mailgate.model import Attachment, Message
+
+__all__ = ["MAILGATE_ID_HEADER", "build_message"]
+
+MAILGATE_ID_HEADER = "X-Mailgate-ID"
+
+
+def build_message(message: Message) -> bytes:
+    """The message as it goes on the wire (CRLF line ends).
+
+    text and html become multipart/alternative; attachments with a ``cid`` are
+    related to the html part, the rest make the whole multipart/mixed. Bcc is
+    never written: it lives only in the envelope. The Message-ID and Date are
+    fixed when the message is queued, so every retry sends identical headers.
+    """
+    utf8 = _needs_smtputf8(message)
+    msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    _set_headers(msg, message)
+    _set_body(msg, message)
+    for att in message.attachments:
+        if att.cid is None or message.html is None:
+            _add(msg, att, inline=False)
+    return msg.as_bytes()
+
+
+def _needs_smtputf8(message: Message) -> bool:
+    addresses = (message.sender, *message.to, *message.cc, message.reply_to or "")
+    return not all(a.isascii() for a in addresses)
+
+
+def _set_headers(msg: EmailMessage, message: Message) -> None:
+    msg["From"] = message.sender
+    msg["To"] = ", ".join(message.to)
+    if message.cc:
+        msg["Cc"] = ", ".join(message.cc)
+    if message.reply_to:
+        msg["Reply-To"] = message.reply_to
+    msg["Subject"] = message.subject
+    msg["Date"] = format_datetime(message.created_at)
+    msg["Message-ID"] = message.message_id
+    msg[MAILGATE_ID_HEADER] = message.id
+    for name, value in message.headers.items():
+        msg[name] = value
+
+
+def _set_body(msg: EmailMessage, message: Message) -> None:
+    if message.text is not None:
+        msg.set_content(message.text)
+    if message.html is not None:
+        if message.text is not None:
+            msg.add_alternative(message.html, subtype="html")
+        else:
+            msg.set_content(message.html, subtype="html")
+        related = [a for a in message.attachments if a.cid is not None]
+        if related:
+            html_part = msg.get_body(preferencelist=("html",))
+            assert isinstance(html_part, EmailMessage)
+            for att in related:
+                _add(html_part, att, inline=True)
+
+
+def _add(target: EmailMessage, att: Attachment, *, inline: bool) -> None:
+    maintype, _, subtype = att.content_type.partition("/")
+    add = target.add_related if inline else target.add_attachment
+    add(
+        att.content,
+        maintype=maintype,
+        subtype=subtype,
+        filename=att.filename,
+        disposition="inline" if inline else "attachment",
+        cid=f"<{att.cid}>" if att.cid else None,
+    )

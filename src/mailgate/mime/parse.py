@@ -1,0 +1,101 @@
+"""Parse raw RFC 5322 bytes into what the inbox shows: headers, text, html, attachments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+__all__ = ["ParsedAttachment", "ParsedMessage", "parse_message"]
+
+HeaderValue = str | list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAttachment:
+    filename: str | None
+    content_type: str
+    content: bytes
+    cid: str | None
+    inline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    headers: dict[str, HeaderValue]  #: decoded; a header that repeats becomes a list
+    subject: str
+    sender: str
+    to: str
+    text: str | None
+    html: str | None
+    attachments: tuple[ParsedAttachment, ...]
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse leniently: mail from the wild is often malformed, and capture must keep it.
+
+    Every leaf part that is not the chosen text or html body is an attachment, in
+    document order; that order is the attachment's index in the API.
+    """
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    text_part = msg.get_body(preferencelist=("plain",))
+    html_part = msg.get_body(preferencelist=("html",))
+    bodies = {id(p) for p in (text_part, html_part) if p is not None}
+    attachments = tuple(
+        _attachment(part)
+        for part in msg.walk()
+        if not part.is_multipart() and id(part) not in bodies
+    )
+    return ParsedMessage(
+        headers=_headers(msg),
+        subject=_header(msg, "Subject"),
+        sender=_header(msg, "From"),
+        to=_header(msg, "To"),
+        text=_content(text_part),
+        html=_content(html_part),
+        attachments=attachments,
+    )
+
+
+def _header(msg: EmailMessage, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except (ValueError, IndexError):  # malformed header values
+        value = msg.get_all(name, failobj=[""])[0]
+    return "" if value is None else str(value)
+
+
+def _headers(msg: EmailMessage) -> dict[str, HeaderValue]:
+    headers: dict[str, HeaderValue] = {}
+    for name in dict.fromkeys(msg.keys()):
+        try:
+            values = [str(v) for v in msg.get_all(name, [])]
+        except (ValueError, IndexError):
+            values = [str(v) for v in msg.raw_items() if v[0] == name]
+        headers[name] = values[0] if len(values) == 1 else values
+    return headers
+
+
+def _content(part: object) -> str | None:
+    if not isinstance(part, EmailMessage):
+        return None
+    try:
+        content = part.get_content()
+    except (LookupError, ValueError):  # unknown charset: fall back to a lossless-ish decode
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+    return content if isinstance(content, str) else None
+
+
+def _attachment(part: EmailMessage) -> ParsedAttachment:
+    payload = part.get_payload(decode=True)
+    cid = part.get("Content-ID")
+    return ParsedAttachment(
+        filename=part.get_filename(),
+        content_type=part.get_content_type(),
+        content=payload if isinstance(payload, bytes) else b"",
+        cid=str(cid).strip("<>") if cid else None,
+        inline=part.get_content_disposition() == "inline",
+    )

@@ -1,0 +1,166 @@
+"""All configuration, in one pydantic-settings object.
+
+Precedence (highest first): command-line flags, ``MAILGATE_*`` environment
+variables (nested sections with ``__``: ``MAILGATE_SMTP__PORT``), ``.env``, the
+TOML file given with ``--config``, the defaults below. Only the composition
+root (:mod:`mailgate.app`) and the CLI build a :class:`Settings`; every part
+receives just its own section.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mailgate.errors import ConfigError
+from mailgate.policy import RetryPolicy
+
+__all__ = [
+    "DeliverySettings",
+    "HttpSettings",
+    "LimitSettings",
+    "RetrySettings",
+    "Settings",
+    "SmtpSettings",
+    "default_db_url",
+    "load_settings",
+]
+
+
+class HttpSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the web server (API, UI) binds to.")
+    port: int = Field(8787, description="Web server port; 0 picks a free one.")
+
+
+class SmtpSettings(BaseModel):
+    enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
+    host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
+    port: int = Field(1025, description="SMTP port; 0 picks a free one.")
+    hostname: str = Field("mailgate.local", description="Name in the SMTP greeting and EHLO.")
+    timeout: float = Field(300.0, description="Idle seconds before a client is dropped.")
+    shutdown_grace: float = Field(
+        10.0, description="Seconds open sessions get to finish on shutdown before a 421."
+    )
+
+
+class LimitSettings(BaseModel):
+    max_message_size: int = Field(
+        25 * 1024 * 1024, description="Largest message accepted, in bytes (SMTP SIZE, REST)."
+    )
+    max_recipients: int = Field(500, description="Most recipients (to+cc+bcc) of one message.")
+    max_batch: int = Field(1000, description="Most messages in one POST /messages.")
+
+
+class DeliverySettings(BaseModel):
+    enabled: bool = Field(True, description="Run the dispatcher in this process.")
+    concurrency: int = Field(16, description="Messages in flight at once in this process.")
+    pool_size: int = Field(8, description="Open SMTP connections kept per upstream.")
+    lease_seconds: float = Field(
+        300.0, description="A leased message returns to the queue if not settled in time."
+    )
+    poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
+    smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
+
+
+class RetrySettings(BaseModel):
+    """Defaults follow RFC 5321 §4.5.4.1 (≥30 min between tries, give up after 4–5 days)."""
+
+    initial_delay: float = Field(1800.0, description="Seconds before the second attempt.")
+    multiplier: float = Field(2.0, description="Backoff factor between attempts.")
+    max_delay: float = Field(14400.0, description="Longest wait between attempts, seconds.")
+    max_age: float = Field(432000.0, description="Give up this many seconds after queueing.")
+    jitter: float = Field(0.1, description="± fraction of each delay drawn at random.")
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(**self.model_dump())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MAILGATE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+    )
+
+    db_url: str | None = Field(
+        None, description="sqlite:///path or postgresql://…; default: a file in the data dir."
+    )
+    relay_url: SecretStr | None = Field(
+        None,
+        description="Default upstream: smtp://[user:pass@]host:port, smtp+starttls://, smtps://;"
+        " ?from= sets the default sender. Unset: capture everything.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for /api/v1; required when the web server is not on loopback.",
+    )
+    default_from: str = Field(
+        "mailgate@localhost", description="Sender used when a message names none."
+    )
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
+    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
+    retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    def check_safe(self) -> None:
+        """Refuse combinations that would expose an open API (DESIGN §5)."""
+        if self.api_token is None and not is_loopback(self.http.host):
+            raise ConfigError(
+                f"refusing to serve the API on {self.http.host} without a token: "
+                "set MAILGATE_API_TOKEN (or bind --http to 127.0.0.1)"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_db_url(name: str) -> str:
+    """A SQLite file in the user's data directory (created if missing)."""
+    directory = Path(platformdirs.user_data_dir("mailgate", appauthor=False))
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / name}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from flags (``overrides``), environment, ``.env`` and a TOML file."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**overrides)

@@ -1,0 +1,157 @@
+"""Captured mail: what the capture server and the capture transport keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select
+from sqlalchemy.engine import RowMapping
+
+from mailgate.errors import NotFound
+from mailgate.store.database import Database
+from mailgate.store.schema import inbox
+
+__all__ = ["CapturedRecord", "InboxStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedRecord:
+    id: str
+    tenant: str
+    source: str
+    received_at: datetime
+    remote_addr: str | None
+    helo: str | None
+    mail_from: str
+    rcpt_to: list[str]
+    auth: dict[str, Any] | None
+    subject: str
+    from_header: str
+    to_header: str
+    headers: dict[str, Any]
+    text: str | None
+    html: str | None
+    attachments: list[dict[str, Any]]
+    size: int
+
+
+_SUMMARY = [c for c in inbox.c if c.name != "raw"]
+
+
+class InboxStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, record: CapturedRecord, raw: bytes) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(inbox).values(
+                    id=record.id,
+                    tenant=record.tenant,
+                    source=record.source,
+                    received_at=record.received_at,
+                    remote_addr=record.remote_addr,
+                    helo=record.helo,
+                    mail_from=record.mail_from,
+                    rcpt_to=record.rcpt_to,
+                    auth=record.auth,
+                    subject=record.subject,
+                    from_header=record.from_header,
+                    to_header=record.to_header,
+                    headers=record.headers,
+                    text_body=record.text,
+                    html_body=record.html,
+                    attachments=record.attachments,
+                    size=record.size,
+                    raw=raw,
+                )
+            )
+
+    async def list(
+        self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> list[CapturedRecord]:
+        """Newest first; ``query`` matches subject, From, To and envelope addresses."""
+        c = inbox.c
+        stmt = select(*_SUMMARY).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit)
+        if cursor:
+            stmt = stmt.where(c.id < cursor)
+        if query:
+            pattern = f"%{_escape_like(query)}%"
+            stmt = stmt.where(
+                or_(
+                    *(
+                        col.ilike(pattern, escape="\\")
+                        for col in (c.subject, c.from_header, c.to_header, c.mail_from)
+                    )
+                )
+            )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_record(r) for r in rows]
+
+    async def get(self, capture_id: str, tenant: str) -> CapturedRecord:
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(*_SUMMARY).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise NotFound(f"no captured message {capture_id}")
+        return _record(row)
+
+    async def raw(self, capture_id: str, tenant: str) -> bytes:
+        async with self.db.read() as conn:
+            raw = (
+                await conn.execute(
+                    select(inbox.c.raw).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+                )
+            ).scalar_one_or_none()
+        if raw is None:
+            raise NotFound(f"no captured message {capture_id}")
+        return bytes(raw)
+
+    async def delete(self, capture_id: str, tenant: str) -> None:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(inbox).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+            )
+        if not result.rowcount:
+            raise NotFound(f"no captured message {capture_id}")
+
+    async def clear(self, tenant: str) -> int:
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(inbox).where(inbox.c.tenant == tenant))
+        return int(result.rowcount)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _record(row: RowMapping) -> CapturedRecord:
+    return CapturedRecord(
+        id=row["id"],
+        tenant=row["tenant"],
+        source=row["source"],
+        received_at=row["received_at"],
+        remote_addr=row["remote_addr"],
+        helo=row["helo"],
+        mail_from=row["mail_from"],
+        rcpt_to=row["rcpt_to"],
+        auth=row["auth"],
+        subject=row["subject"],
+        from_header=row["from_header"],
+        to_header=row["to_header"],
+        headers=row["headers"],
+        text=row["text_body"],
+        html=row["html_body"],
+        attachments=row["attachments"],
+        size=row["size"],
+    )

@@ -1,0 +1,424 @@
+"""The message queue: enqueue, lease, record attempts, list, retry, cancel.
+
+Leasing is the one place engines differ: PostgreSQL claims rows with
+``FOR UPDATE SKIP LOCKED`` so several processes share the queue; on SQLite
+the statement runs under the database's write lock, which serialises it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailgate.errors import Conflict, NotFound
+from mailgate.model import Attachment, Attempt, Message, Outcome, Priority, RecipientResult, State
+from mailgate.policy import Decision
+from mailgate.store.database import Database
+from mailgate.store.schema import attachments, attempts, events, messages
+
+__all__ = ["Enqueued", "Job", "MessageRecord", "QueueStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: str
+    duplicate: bool  #: the idempotency key was seen before; nothing was queued
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A leased message and the delivery state the dispatcher needs."""
+
+    message: Message
+    pending: tuple[str, ...]
+    delivered: int
+    attempt_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message as the API shows it."""
+
+    id: str
+    key: str | None
+    account: str
+    state: State
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    subject: str
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    last_error: str | None
+    metadata: dict[str, Any]
+    attempts: tuple[Attempt, ...] = ()
+
+
+class QueueStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
+        """Commit a batch in one transaction; a known (tenant, key) returns the first id."""
+        results: list[Enqueued] = []
+        async with self.db.write() as conn:
+            for message in batch:
+                existing = await self._by_key(conn, message) if message.key else None
+                if existing is not None:
+                    results.append(Enqueued(existing, duplicate=True))
+                    continue
+                await self._insert(conn, message, now)
+                results.append(Enqueued(message.id, duplicate=False))
+        return results
+
+    async def _by_key(self, conn: AsyncConnection, message: Message) -> str | None:
+        query = select(messages.c.id).where(
+            messages.c.tenant == message.tenant, messages.c.key == message.key
+        )
+        return (await conn.execute(query)).scalar_one_or_none()
+
+    async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> None:
+        due = max(m.send_at, now) if m.send_at else now
+        await conn.execute(
+            insert(messages).values(
+                id=m.id,
+                tenant=m.tenant,
+                key=m.key,
+                account=m.account,
+                state=State.QUEUED,
+                priority=int(m.priority),
+                sender=m.sender,
+                to_addrs=list(m.to),
+                cc_addrs=list(m.cc),
+                bcc_addrs=list(m.bcc),
+                reply_to=m.reply_to,
+                subject=m.subject,
+                text_body=m.text,
+                html_body=m.html,
+                headers=dict(m.headers),
+                meta=dict(m.metadata),
+                message_id=m.message_id,
+                pending=list(m.envelope_recipients),
+                delivered=0,
+                attempt_count=0,
+                created_at=m.created_at,
+                updated_at=now,
+                send_at=m.send_at,
+                next_attempt_at=due,
+            )
+        )
+        if m.attachments:
+            await conn.execute(
+                insert(attachments),
+                [
+                    {
+                        "message_id": m.id,
+                        "idx": i,
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "cid": a.cid,
+                        "content": a.content,
+                    }
+                    for i, a in enumerate(m.attachments)
+                ],
+            )
+        await _event(conn, m.id, "queued", {"state": State.QUEUED}, now)
+
+    async def lease(self, owner: str, now: datetime, limit: int, lease_for: float) -> list[Job]:
+        """Claim up to ``limit`` due messages for ``owner`` until the lease expires.
+
+        Due means queued/deferred with ``next_attempt_at`` passed, or ``sending``
+        under a lease that expired (its dispatcher died).
+        """
+        c = messages.c
+        due = or_(
+            and_(c.state.in_([State.QUEUED, State.DEFERRED]), c.next_attempt_at <= now),
+            and_(c.state == State.SENDING, c.lease_expires_at < now),
+        )
+        claim = (
+            select(c.id)
+            .where(due)
+            .order_by(c.priority, c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.db.write() as conn:
+            ids = list((await conn.execute(claim)).scalars())
+            if not ids:
+                return []
+            await conn.execute(
+                update(messages)
+                .where(c.id.in_(ids))
+                .values(
+                    state=State.SENDING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_for),
+                    updated_at=now,
+                )
+            )
+            rows = (await conn.execute(select(messages).where(c.id.in_(ids)))).mappings().all()
+            files = await _attachments_of(conn, ids)
+        order = {id_: i for i, id_ in enumerate(ids)}
+        jobs = [_job(row, files.get(row["id"], ())) for row in rows]
+        return sorted(jobs, key=lambda j: order[j.message.id])
+
+    async def record(self, job: Job, owner: str, attempt: Attempt, decision: Decision) -> bool:
+        """Write an attempt and its outcome; False if the lease was lost meanwhile."""
+        c = messages.c
+        mid = job.message.id
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(messages)
+                .where(c.id == mid, c.lease_owner == owner, c.state == State.SENDING)
+                .values(
+                    state=decision.state,
+                    pending=list(decision.pending),
+                    delivered=decision.delivered,
+                    attempt_count=c.attempt_count + 1,
+                    next_attempt_at=decision.next_attempt_at,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=attempt.at,
+                    last_error=None if decision.state is State.SENT else attempt.text,
+                )
+            )
+            await conn.execute(insert(attempts).values(message_id=mid, **_attempt_row(attempt)))
+            await _event(
+                conn,
+                mid,
+                decision.state,
+                {"state": decision.state, "code": attempt.code},
+                attempt.at,
+            )
+        return bool(result.rowcount)
+
+    async def next_due(self) -> datetime | None:
+        """The earliest time a queued or deferred message becomes due."""
+        c = messages.c
+        query = select(func.min(c.next_attempt_at)).where(
+            c.state.in_([State.QUEUED, State.DEFERRED])
+        )
+        async with self.db.read() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        # func.min keeps the column's type, so this is already aware UTC.
+        return value if isinstance(value, datetime) else None
+
+    async def get(self, message_id: str, tenant: str) -> MessageRecord:
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(messages).where(
+                            messages.c.id == message_id, messages.c.tenant == tenant
+                        )
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound(f"no message {message_id}")
+            tries = (
+                (
+                    await conn.execute(
+                        select(attempts)
+                        .where(attempts.c.message_id == message_id)
+                        .order_by(attempts.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return replace(_record(row), attempts=tuple(_attempt(t) for t in tries))
+
+    async def list(
+        self, tenant: str, *, state: State | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[MessageRecord], str | None]:
+        """Newest first; pass the returned cursor to get the next page."""
+        c = messages.c
+        query = select(messages).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit + 1)
+        if state is not None:
+            query = query.where(c.state == state)
+        if cursor:
+            query = query.where(c.id < cursor)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        records = [_record(r) for r in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
+
+    async def retry(self, message_id: str, tenant: str, now: datetime) -> None:
+        """Deferred or failed → queued, due now."""
+        await self._transition(
+            message_id, tenant, {State.DEFERRED, State.FAILED}, State.QUEUED, now
+        )
+
+    async def cancel(self, message_id: str, tenant: str, now: datetime) -> None:
+        """Withdraw a message not yet sent. A message being sent right now cannot be."""
+        await self._transition(
+            message_id, tenant, {State.QUEUED, State.DEFERRED, State.FAILED}, State.CANCELLED, now
+        )
+
+    async def _transition(
+        self, message_id: str, tenant: str, allowed: set[State], to: State, now: datetime
+    ) -> None:
+        c = messages.c
+        async with self.db.write() as conn:
+            current = (
+                (
+                    await conn.execute(
+                        select(c.state, c.pending, c.to_addrs, c.cc_addrs, c.bcc_addrs).where(
+                            c.id == message_id, c.tenant == tenant
+                        )
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if current is None:
+                raise NotFound(f"no message {message_id}")
+            if current["state"] == to:
+                return
+            if current["state"] not in allowed:
+                raise Conflict(f"message {message_id} is {current['state']}; cannot become {to}")
+            values: dict[str, Any] = {"state": to, "updated_at": now}
+            if to is State.QUEUED:
+                values.update(
+                    next_attempt_at=now, pending=current["pending"] or _all_rcpts(current)
+                )
+            else:
+                values.update(next_attempt_at=None)
+            await conn.execute(update(messages).where(c.id == message_id).values(**values))
+            await _event(conn, message_id, to, {"state": to}, now)
+
+    async def count_by_state(self, tenant: str | None = None) -> dict[str, int]:
+        c = messages.c
+        query = select(c.state, func.count()).group_by(c.state)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(state): int(n) for state, n in rows}
+
+
+async def _event(
+    conn: AsyncConnection, message_id: str, kind: str, payload: dict[str, Any], now: datetime
+) -> None:
+    await conn.execute(
+        insert(events).values(
+            message_id=message_id, kind=str(kind), payload=payload, created_at=now
+        )
+    )
+
+
+async def _attachments_of(
+    conn: AsyncConnection, ids: list[str]
+) -> dict[str, tuple[Attachment, ...]]:
+    rows = (
+        (
+            await conn.execute(
+                select(attachments)
+                .where(attachments.c.message_id.in_(ids))
+                .order_by(attachments.c.idx)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    found: dict[str, list[Attachment]] = {}
+    for r in rows:
+        found.setdefault(r["message_id"], []).append(
+            Attachment(r["filename"], r["content_type"], r["content"], r["cid"])
+        )
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _all_rcpts(row: RowMapping) -> list[str]:
+    from email.utils import parseaddr
+
+    return list(
+        dict.fromkeys(
+            parseaddr(a)[1] for a in (*row["to_addrs"], *row["cc_addrs"], *row["bcc_addrs"])
+        )
+    )
+
+
+def _job(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
+    message = Message(
+        id=row["id"],
+        tenant=row["tenant"],
+        key=row["key"],
+        account=row["account"],
+        sender=row["sender"],
+        to=tuple(row["to_addrs"]),
+        cc=tuple(row["cc_addrs"]),
+        bcc=tuple(row["bcc_addrs"]),
+        reply_to=row["reply_to"],
+        subject=row["subject"],
+        text=row["text_body"],
+        html=row["html_body"],
+        headers=row["headers"],
+        attachments=files,
+        priority=Priority(row["priority"]),
+        send_at=row["send_at"],
+        metadata=row["meta"],
+        message_id=row["message_id"],
+        created_at=row["created_at"],
+    )
+    return Job(message, tuple(row["pending"]), row["delivered"], row["attempt_count"])
+
+
+def _record(row: RowMapping) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"],
+        key=row["key"],
+        account=row["account"],
+        state=State(row["state"]),
+        sender=row["sender"],
+        to=tuple(row["to_addrs"]),
+        cc=tuple(row["cc_addrs"]),
+        bcc=tuple(row["bcc_addrs"]),
+        subject=row["subject"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        metadata=row["meta"],
+    )
+
+
+def _attempt_row(a: Attempt) -> dict[str, Any]:
+    return {
+        "at": a.at,
+        "transport": a.transport,
+        "code": a.code,
+        "enhanced_code": a.enhanced_code,
+        "text": a.text,
+        "duration_ms": a.duration_ms,
+        "recipients": {
+            k: {"status": v.status, "code": v.code, "text": v.text} for k, v in a.recipients.items()
+        },
+    }
+
+
+def _attempt(row: RowMapping) -> Attempt:
+    recipients = {
+        k: RecipientResult(Outcome(v["status"]), v["code"], v["text"])
+        for k, v in row["recipients"].items()
+    }
+    return Attempt(
+        row["at"],
+        row["transport"],
+        row["code"],
+        row["enhanced_code"],
+        row["text"],
+        row["duration_ms"],
+        recipients,
+    )
