@@ -1,24 +1,48 @@
 """Identifiers for messages and captured mail.
 
 IDs are UUIDv7 (RFC 9562 §5.7): the first 48 bits are the Unix time in
-milliseconds, so IDs sort by creation time. Listings page by ID alone.
+milliseconds, so IDs sort by creation time and listings page by ID alone.
+Within one process they are also strictly increasing (RFC 9562 §6.2,
+method 3: a later ID in the same millisecond is the previous one plus one),
+so "newest first" is exact even for messages created in the same millisecond.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import uuid
 
 __all__ = ["new_id"]
 
+_lock = threading.Lock()
+_last = 0
+_VERSION_VARIANT = (0x7 << 76) | (0b10 << 62)
+_RAND_A = ((1 << 12) - 1) << 64
+_RAND_B = (1 << 62) - 1
+
 
 def new_id() -> str:
+    global _last
     ms = time.time_ns() // 1_000_000
     rand = secrets.randbits(74)
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (rand >> 62) << 64  # 12 bits rand_a
-    value |= 0b10 << 62  # RFC 9562 variant
-    value |= rand & ((1 << 62) - 1)  # 62 bits rand_b
+    value = ((ms & ((1 << 48) - 1)) << 80) | _VERSION_VARIANT
+    value |= ((rand >> 62) << 64) & _RAND_A | (rand & _RAND_B)
+    with _lock:
+        if value <= _last:
+            value = _next_after(_last)
+        _last = value
     return str(uuid.UUID(int=value))
+
+
+def _next_after(value: int) -> int:
+    """The next valid v7 value: increment the random bits, skipping version/variant."""
+    rand_b = (value & _RAND_B) + 1
+    rand_a = (value & _RAND_A) >> 64
+    ms = value >> 80
+    if rand_b > _RAND_B:
+        rand_b, rand_a = 0, rand_a + 1
+        if rand_a > 0xFFF:
+            rand_a, ms = 0, ms + 1
+    return (ms << 80) | _VERSION_VARIANT | (rand_a << 64) | rand_b

@@ -108,11 +108,11 @@ class Settings(BaseSettings):
     default_from: str = Field(
         "mailgate@localhost", description="Sender used when a message names none."
     )
-    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
-    smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
-    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
-    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
-    retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
 
     @classmethod
     def settings_customise_sources(

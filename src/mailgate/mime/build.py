@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email import policy
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 
 from mailgate.model import Attachment, Message
 
@@ -32,8 +32,9 @@ def build_message(message: Message) -> bytes:
 
 
 def _needs_smtputf8(message: Message) -> bool:
+    """RFC 6531: only a non-ASCII *address* needs SMTPUTF8; names use RFC 2047 words."""
     addresses = (message.sender, *message.to, *message.cc, message.reply_to or "")
-    return not all(a.isascii() for a in addresses)
+    return not all(parseaddr(a)[1].isascii() for a in addresses)
 
 
 def _set_headers(msg: EmailMessage, message: Message) -> None:

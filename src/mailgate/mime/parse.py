@@ -85,8 +85,11 @@ def _content(part: object) -> str | None:
         content = part.get_content()
     except (LookupError, ValueError):  # unknown charset: fall back to a lossless-ish decode
         payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
-    return content if isinstance(content, str) else None
+        if not isinstance(payload, bytes):
+            return None
+        return payload.decode("utf-8", "replace").replace("\r\n", "\n")
+    # CRLF is wire format; text shown or handed to handlers uses plain newlines.
+    return content.replace("\r\n", "\n") if isinstance(content, str) else None
 
 
 def _attachment(part: EmailMessage) -> ParsedAttachment:

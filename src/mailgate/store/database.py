@@ -57,17 +57,25 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on exit; serialised on SQLite."""
+        """A transaction that commits on exit; serialised on SQLite.
+
+        On SQLite it starts with ``BEGIN IMMEDIATE``: taking the write lock up front
+        means a read-then-write (leasing) never fails half-way with SQLITE_BUSY when
+        another process shares the file; ``busy_timeout`` makes it wait instead.
+        """
         if self._write_lock is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock, self.engine.connect() as conn:
+            await conn.execution_options(mailgate_write=True)
+            async with conn.begin():
+                yield conn
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -83,7 +91,10 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, decide when transactions begin (SQLAlchemy's
+    # documented recipe for aiosqlite), so _sqlite_begin can choose the BEGIN.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL: readers never block the writer; NORMAL is durable across app crashes
     # (a power cut can lose the last commits, not corrupt the file).
@@ -92,6 +103,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get("mailgate_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def alembic_config() -> Config:

@@ -1,0 +1,124 @@
+"""Real peers for tests: a scriptable upstream MTA (aiosmtpd) in the test's event loop.
+
+An :class:`Upstream` answers like a real server would: 250 by default, or any
+reply a test scripts at MAIL, RCPT (per recipient) or DATA (per transaction,
+in order), or it drops the connection at a given verb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from types import TracebackType
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+__all__ = ["Received", "Upstream"]
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    mail_options: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> EmailMessage:
+        msg = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+class Upstream:
+    """``async with Upstream() as up:`` — then relay to ``up.url``."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.rcpt_replies: dict[str, str] = {}  #: address → reply (e.g. "550 5.1.1 no such user")
+        self.data_replies: deque[str] = deque()  #: consumed one per DATA; then 250
+        self.drop_at: str | None = None  #: "MAIL", "RCPT" or "DATA": close the connection there
+        self.connections = 0
+        self.transactions = 0
+        self.arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Upstream:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> SMTP:
+            self.connections += 1
+            return SMTP(self, hostname="upstream.test", enable_SMTPUTF8=True, loop=loop)
+
+        self._server = await loop.create_server(factory, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _drop(self, server: SMTP, verb: str) -> bool:
+        if self.drop_at == verb:
+            assert server.transport is not None
+            server.transport.close()
+            return True
+        return False
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self._drop(server, "MAIL"):
+            return "421 4.4.2 dropped"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self._drop(server, "RCPT"):
+            return "421 4.4.2 dropped"
+        reply = self.rcpt_replies.get(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.transactions += 1
+        if self._drop(server, "DATA"):
+            return "421 4.4.2 dropped"
+        reply = self.data_replies.popleft() if self.data_replies else "250 2.0.0 OK: queued"
+        if reply.startswith("2"):
+            raw = envelope.original_content or b""
+            self.received.append(
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    raw,
+                    list(envelope.mail_options),
+                )
+            )
+            self.arrived.set()
+        return reply
+
+    async def wait_for(self, count: int, limit: float = 10.0) -> list[Received]:
+        """Wait until ``count`` messages were accepted in all."""
+        async with asyncio.timeout(limit):
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.received

@@ -1,0 +1,17 @@
+import uuid
+
+from mailgate.ids import _next_after, new_id
+
+
+def test_ids_are_uuid7_and_strictly_increasing() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_increment_carries_into_rand_a_and_keeps_version_bits() -> None:
+    value = uuid.UUID("01a1ffa5-4432-7fff-bfff-ffffffffffff").int
+    following = uuid.UUID(int=_next_after(value))
+    assert str(following) == "01a1ffa5-4433-7000-8000-000000000000"
+    assert following.version == 7

@@ -1,0 +1,129 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mailgate.model import Outcome, RecipientResult, SendResult, State
+from mailgate.policy import Decision, RetryPolicy, classify, decide, split_enhanced
+
+T0 = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (250, Outcome.SENT),
+        (251, Outcome.SENT),
+        (421, Outcome.DEFERRED),
+        (451, Outcome.DEFERRED),
+        (452, Outcome.DEFERRED),
+        (550, Outcome.FAILED),
+        (554, Outcome.FAILED),
+        (None, Outcome.DEFERRED),
+    ],
+)
+def test_classify_follows_rfc5321_reply_classes(code: int | None, outcome: Outcome) -> None:
+    assert classify(code) is outcome
+
+
+def test_split_enhanced_code() -> None:
+    assert split_enhanced("5.1.1 <x@example.com>: no such user") == (
+        "5.1.1",
+        "<x@example.com>: no such user",
+    )
+    assert split_enhanced("4.7.0 Try later") == ("4.7.0", "Try later")
+    assert split_enhanced("OK queued") == (None, "OK queued")
+    assert split_enhanced("3.1.1 not a class") == (None, "3.1.1 not a class")
+
+
+def test_retry_backoff_grows_exponentially_and_caps() -> None:
+    policy = RetryPolicy(initial_delay=60, multiplier=2, max_delay=300, max_age=86400, jitter=0)
+    delays = [_delay(policy, n) for n in range(1, 6)]
+    assert delays == [60, 120, 240, 300, 300]
+
+
+def _delay(policy: RetryPolicy, attempts: int) -> float:
+    when = policy.next_attempt(attempts, T0, T0, 0.5)
+    assert when is not None
+    return (when - T0).total_seconds()
+
+
+def test_retry_jitter_stays_within_bounds() -> None:
+    policy = RetryPolicy(initial_delay=100, multiplier=2, max_delay=1000, max_age=86400, jitter=0.1)
+    low = policy.next_attempt(1, T0, T0, 0.0)
+    high = policy.next_attempt(1, T0, T0, 0.999999)
+    assert low == T0 + timedelta(seconds=90)
+    assert high is not None and T0 + timedelta(seconds=109.99) < high <= T0 + timedelta(seconds=110)
+
+
+def test_retry_gives_up_after_max_age() -> None:
+    policy = RetryPolicy(initial_delay=3600, max_age=7200, jitter=0)
+    assert policy.next_attempt(1, T0, T0, 0.5) is not None
+    assert policy.next_attempt(1, T0, T0 + timedelta(seconds=3601), 0.5) is None
+
+
+def test_rfc_defaults() -> None:
+    policy = RetryPolicy()
+    assert policy.initial_delay >= 30 * 60  # RFC 5321 §4.5.4.1: at least 30 minutes
+    assert policy.max_age >= 4 * 86400  # and at least 4-5 days before giving up
+
+
+def _decide(result: SendResult, pending: tuple[str, ...], delivered_before: int = 0) -> Decision:
+    return decide(
+        result,
+        pending=pending,
+        delivered_before=delivered_before,
+        attempts=1,
+        created_at=T0,
+        now=T0,
+        retry=RetryPolicy(jitter=0),
+        draw=0.5,
+    )
+
+
+def test_decide_sent_when_all_accepted() -> None:
+    ok = RecipientResult(Outcome.SENT, 250, "ok")
+    d = _decide(SendResult(Outcome.SENT, 250, "2.0.0", "ok", {"a@x.io": ok}), ("a@x.io",))
+    assert d.state is State.SENT and d.pending == () and d.delivered == 1
+
+
+def test_decide_partial_permanent_refusal_is_sent_for_the_others() -> None:
+    result = SendResult(
+        Outcome.SENT,
+        250,
+        None,
+        "ok",
+        {
+            "a@x.io": RecipientResult(Outcome.SENT, 250, "ok"),
+            "b@x.io": RecipientResult(Outcome.FAILED, 550, "5.1.1 no such user"),
+        },
+    )
+    d = _decide(result, ("a@x.io", "b@x.io"))
+    assert d.state is State.SENT and d.pending == () and d.delivered == 1
+
+
+def test_decide_transient_recipient_stays_pending() -> None:
+    result = SendResult(
+        Outcome.SENT,
+        250,
+        None,
+        "ok",
+        {
+            "a@x.io": RecipientResult(Outcome.SENT, 250, "ok"),
+            "b@x.io": RecipientResult(Outcome.DEFERRED, 451, "4.2.1 busy"),
+        },
+    )
+    d = _decide(result, ("a@x.io", "b@x.io"))
+    assert d.state is State.DEFERRED
+    assert d.pending == ("b@x.io",)
+    assert d.next_attempt_at == T0 + timedelta(seconds=1800)
+
+
+def test_decide_connection_failure_defers_everyone() -> None:
+    d = _decide(SendResult(Outcome.DEFERRED, None, None, "refused"), ("a@x.io", "b@x.io"))
+    assert d.state is State.DEFERRED and d.pending == ("a@x.io", "b@x.io")
+
+
+def test_decide_all_refused_permanently_is_failed_unless_earlier_delivery() -> None:
+    result = SendResult(Outcome.FAILED, 550, "5.1.1", "no such user")
+    assert _decide(result, ("b@x.io",)).state is State.FAILED
+    assert _decide(result, ("b@x.io",), delivered_before=1).state is State.SENT

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from mailgate.errors import ConfigError
+from mailgate.settings import Settings, load_settings
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILGATE_SMTP__PORT", "2526")
+    monkeypatch.setenv("MAILGATE_RETRY__INITIAL_DELAY", "60")
+    monkeypatch.setenv("MAILGATE_RELAY_URL", "smtp://u:secret@h:25")
+    s = Settings()
+    assert s.smtp.port == 2526 and s.smtp.host == "127.0.0.1"
+    assert s.retry.policy().initial_delay == 60
+    assert s.relay_url is not None and "secret" not in str(s.relay_url)
+
+
+def test_flags_override_env_which_overrides_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "mailgate.toml"
+    config.write_text(
+        'default_from = "file@example.com"\n[http]\nport = 9000\nhost = "127.0.0.2"\n'
+    )
+    monkeypatch.setenv("MAILGATE_HTTP__PORT", "9001")
+    s = load_settings(config, http={"host": "127.0.0.3"})
+    assert s.default_from == "file@example.com"
+    assert s.http.port == 9001  # env beats file
+    assert s.http.host == "127.0.0.3"  # flag beats env and file
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_open_api_beyond_loopback_refuses_to_start() -> None:
+    Settings(http={"host": "127.0.0.1"}).check_safe()
+    Settings(http={"host": "::1"}).check_safe()
+    with pytest.raises(ConfigError, match="MAILGATE_API_TOKEN"):
+        Settings(http={"host": "0.0.0.0"}).check_safe()
+    Settings(http={"host": "0.0.0.0"}, api_token="t").check_safe()
