@@ -1,0 +1,64 @@
+"""In-process gateways on free ports, each with its own SQLite file and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from mailgate.app import Gateway, Mode
+from mailgate.settings import Settings
+
+GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
+
+
+def fast_settings(db_url: str, **overrides: Any) -> Settings:
+    """Loopback on port 0, and retry delays short enough for a test."""
+    values: dict[str, Any] = {
+        "db_url": db_url,
+        "http": {"host": "127.0.0.1", "port": 0},
+        "smtp": {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0},
+        "retry": {"initial_delay": 0.2, "multiplier": 1.0, "jitter": 0.0},
+        "delivery": {"poll_interval": 0.1, "smtp_timeout": 5.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return Settings(**values)
+
+
+@pytest.fixture
+def start_gateway(db_url: str) -> GatewayFactory:
+    @contextlib.asynccontextmanager
+    async def start(mode: Mode = Mode.SERVE, **overrides: Any) -> AsyncIterator[Gateway]:
+        async with Gateway(fast_settings(db_url, **overrides), mode=mode) as gateway:
+            yield gateway
+
+    return start
+
+
+@contextlib.asynccontextmanager
+async def api(gateway: Gateway, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(
+        base_url=f"{gateway.http_url}/api/v1", headers=headers, timeout=10
+    ) as client:
+        yield client
+
+
+async def wait_for_state(
+    client: httpx.AsyncClient, message_id: str, *states: str, limit: float = 10.0
+) -> dict[str, Any]:
+    """Poll GET /messages/{id} until its state is one of ``states``."""
+    async with asyncio.timeout(limit):
+        while True:
+            body: dict[str, Any] = (await client.get(f"/messages/{message_id}")).json()
+            if body["state"] in states:
+                return body
+            await asyncio.sleep(0.05)
