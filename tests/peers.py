@@ -8,14 +8,17 @@ in order), or it drops the connection at a given verb.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from types import TracebackType
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 __all__ = ["Received", "Upstream"]
 
@@ -37,7 +40,20 @@ class Received:
 class Upstream:
     """``async with Upstream() as up:`` — then relay to ``up.url``."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        tls: str | None = None,
+        credentials: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: None, "starttls" (required before AUTH/MAIL) or "implicit" (SMTPS).
+        ``credentials``: username → password; when given, AUTH is required."""
+        assert tls is None or ssl_context is not None
+        self.tls = tls
+        self.credentials = credentials
+        self.ssl_context = ssl_context
+        self.logins: list[str] = []
         self.received: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}  #: address → reply (e.g. "550 5.1.1 no such user")
         self.data_replies: deque[str] = deque()  #: consumed one per DATA; then 250
@@ -50,18 +66,36 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = {None: "smtp", "starttls": "smtp+starttls", "implicit": "smtps"}[self.tls]
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> Upstream:
         loop = asyncio.get_running_loop()
 
         def factory() -> SMTP:
             self.connections += 1
-            return SMTP(self, hostname="upstream.test", enable_SMTPUTF8=True, loop=loop)
+            with warnings.catch_warnings():  # AUTH without STARTTLS is fine under implicit TLS
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+                return self._session(loop)
 
-        self._server = await loop.create_server(factory, "127.0.0.1", 0)
+        implicit = self.ssl_context if self.tls == "implicit" else None
+        self._server = await loop.create_server(factory, "127.0.0.1", 0, ssl=implicit)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _session(self, loop: asyncio.AbstractEventLoop) -> SMTP:
+        return SMTP(
+            self,
+            hostname="upstream.test",
+            enable_SMTPUTF8=True,
+            loop=loop,
+            tls_context=self.ssl_context if self.tls == "starttls" else None,
+            require_starttls=self.tls == "starttls",
+            auth_required=self.credentials is not None,
+            # aiosmtpd knows STARTTLS but not implicit TLS: there the line is TLS anyway
+            auth_require_tls=self.tls == "starttls",
+            authenticator=self._authenticate,
+        )
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -69,6 +103,17 @@ class Upstream:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self.credentials is None:
+            return AuthResult(success=False, handled=False)  # aiosmtpd then answers 535
+        login, password = data.login.decode(), data.password.decode()
+        ok = self.credentials.get(login) == password
+        if ok:
+            self.logins.append(login)
+        return AuthResult(success=ok, handled=False)
 
     def _drop(self, server: SMTP, verb: str) -> bool:
         if self.drop_at == verb:

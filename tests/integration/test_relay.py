@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from mailgate.app import Mode
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
 from tests.peers import Upstream
+from tests.tls import server_context
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 
@@ -301,3 +304,34 @@ async def test_message_leased_by_a_dead_dispatcher_is_sent_after_its_lease_expir
         assert (await client.get(f"/messages/{mid}")).json()["state"] == "sending"
         body = await wait_for_state(client, mid, "sent")
     assert len(body["attempts"]) == 1 and len(upstream.received) == 1
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_tls_relay_with_credentials(
+    start_gateway: GatewayFactory, tmp_path: Path, tls: str
+) -> None:
+    context = server_context(tmp_path)
+    async with Upstream(
+        tls=tls, ssl_context=context, credentials={"relay-user": "p@ss:w/rd"}
+    ) as up:
+        scheme = up.url.partition("://")[0]
+        relay = f"{scheme}://relay-user:p%40ss%3Aw%2Frd@127.0.0.1:{up.port}?verify=false"
+        async with start_gateway(relay_url=relay) as gw, api(gw) as client:
+            [mid] = await submit(client, message())
+            body = await wait_for_state(client, mid, "sent", "deferred", "failed")
+    assert body["state"] == "sent", body["attempts"]
+    assert up.logins == ["relay-user"] and len(up.received) == 1
+    assert "p@ss" not in str(body)
+
+
+async def test_wrong_relay_password_fails_without_leaking_it(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    context = server_context(tmp_path)
+    async with Upstream(tls="starttls", ssl_context=context, credentials={"u": "right"}) as up:
+        relay = f"smtp+starttls://u:wrong-secret@127.0.0.1:{up.port}?verify=false"
+        async with start_gateway(relay_url=relay) as gw, api(gw) as client:
+            [mid] = await submit(client, message())
+            body = await wait_for_state(client, mid, "failed")
+    assert body["attempts"][0]["code"] == 535  # RFC 4954: authentication credentials invalid
+    assert "wrong-secret" not in str(body)
