@@ -1,0 +1,147 @@
+"""``mailgate send`` against a running ``mailgate dev``: REST in, capture transport out."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import (
+    RunCli,
+    StartSync,
+    Workspace,
+    dev_args,
+    run_together,
+    wait_message,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _captured(http: httpx.Client, message_id: str) -> dict[str, Any]:
+    """The inbox entry that the capture transport made for queued message ``message_id``."""
+    items = http.get("/api/v1/inbox", params={"limit": 500}).json()["items"]
+    found = []
+    for item in items:
+        event: dict[str, Any] = http.get(f"/api/v1/inbox/{item['id']}").json()
+        if event["message"]["headers"].get("X-Mailgate-ID") == message_id:
+            found.append(event)
+    assert len(found) == 1, f"{message_id}: {len(found)} captures among {items}"
+    return found[0]
+
+
+def test_send_text_and_html_with_attachments(
+    mailgate: StartSync, cli: RunCli, workspace: Workspace
+) -> None:
+    mg = mailgate(*dev_args(workspace))
+
+    html = "<!doctype html>\n<p>Grüße, <b>world</b> 🎉</p>\n"
+    html_file = workspace.root / "body.html"
+    html_file.write_text(html, encoding="utf-8")
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) + os.urandom(2048)
+    (workspace.root / "report.pdf").write_bytes(pdf)
+    csv = "name,amount\r\nÄrger,1\r\n".encode()
+    (workspace.root / "data.csv").write_bytes(csv)
+
+    plain, rich = run_together(
+        cli,
+        [
+            "send", "--url", mg.web, "--to", "a@example.com", "--to", "b@example.com",
+            "--subject", "Hello ✓", "--text", "Hi there",
+        ],
+        [
+            "send", "--url", mg.web, "--to", "c@example.com",
+            "--from", "Shop <shop@example.com>", "--subject", "Your report",
+            "--html-file", str(html_file),
+            "--attach", str(workspace.root / "report.pdf"),
+            "--attach", str(workspace.root / "data.csv"),
+            "--header", "X-Order: 42",
+        ],
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert rich.returncode == 0, rich.stderr
+    [plain_id] = plain.stdout.split()
+    [rich_id] = rich.stdout.split()
+    assert rich_id != plain_id
+
+    with httpx.Client(base_url=mg.web, timeout=10) as http:
+        for message_id in (plain_id, rich_id):
+            message = wait_message(http, message_id)
+            [attempt] = message["attempts"]
+            assert attempt["transport"] == "capture"
+            assert attempt["code"] == 250
+
+        event = _captured(http, plain_id)
+        assert event["source"] == "api"
+        assert event["message"]["subject"] == "Hello ✓"
+        assert event["message"]["body"].rstrip("\n") == "Hi there"
+        assert event["message"]["html"] is None
+        assert event["envelope"]["to"] == ["a@example.com", "b@example.com"]
+        assert event["envelope"]["from"] == "mailgate@localhost"  # the default sender
+        assert event["attachments"] == []
+
+        event = _captured(http, rich_id)
+        assert event["message"]["subject"] == "Your report"
+        assert event["message"]["from"] == "Shop <shop@example.com>"
+        assert event["envelope"]["from"] == "shop@example.com"
+        assert event["message"]["headers"]["X-Order"] == "42"
+        assert event["message"]["html"] == html
+        assert event["message"]["body"] is None
+        assert [(a["filename"], a["content_type"]) for a in event["attachments"]] == [
+            ("report.pdf", "application/pdf"),
+            ("data.csv", "text/csv"),
+        ]
+        for index, expected in enumerate((pdf, csv)):
+            response = http.get(f"/api/v1/inbox/{event['id']}/attachments/{index}")
+            assert response.status_code == 200
+            assert response.content == expected
+        assert (
+            http.get(f"/api/v1/inbox/{event['id']}/attachments/0").headers["content-type"]
+            == "application/pdf"
+        )
+
+        # ?q= searches subject, From and To.
+        for query, subjects in [
+            ("your REPORT", ["Your report"]),
+            ("shop@example.com", ["Your report"]),
+            ("b@example.com", ["Hello ✓"]),
+            ("example.com", ["Hello ✓", "Your report"]),
+            ("nothing-like-this", []),
+        ]:
+            found = http.get("/api/v1/inbox", params={"q": query}).json()["items"]
+            assert sorted(item["subject"] for item in found) == subjects, query
+
+        assert http.delete("/api/v1/inbox").json() == {"deleted": 2}
+        assert http.get("/api/v1/inbox").json()["items"] == []
+
+
+def test_send_idempotency_key_and_errors(
+    mailgate: StartSync, cli: RunCli, workspace: Workspace
+) -> None:
+    mg = mailgate(*dev_args(workspace))
+    args = ("send", "--url", mg.web, "--to", "a@example.com", "--subject", "once", "--text", "x")
+
+    first = cli(*args, "--id", "order-42-receipt")
+    assert first.returncode == 0, first.stderr
+    [message_id] = first.stdout.split()
+
+    again, invalid = run_together(
+        cli,
+        [*args, "--id", "order-42-receipt"],
+        ["send", "--url", mg.web, "--to", "not an address", "--subject", "s", "--text", "t"],
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == [message_id]  # the first message's id
+    assert invalid.returncode == 1
+    assert "422" in invalid.stderr
+    assert "not an address" in invalid.stderr  # the reason is passed on
+    assert invalid.stdout == ""
+
+    with httpx.Client(base_url=mg.web, timeout=10) as http:
+        message = wait_message(http, message_id)
+        assert message["key"] == "order-42-receipt"
+        listed = http.get("/api/v1/messages").json()["items"]
+        assert [m["id"] for m in listed] == [message_id]  # the repeat queued nothing
+        assert len(http.get("/api/v1/inbox").json()["items"]) == 1
