@@ -45,12 +45,13 @@ class Upstream:
         *,
         tls: str | None = None,
         credentials: dict[str, str] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, smtputf8: bool = True,
     ) -> None:
         """``tls``: None, "starttls" (required before AUTH/MAIL) or "implicit" (SMTPS).
         ``credentials``: username → password; when given, AUTH is required."""
         assert tls is None or ssl_context is not None
         self.tls = tls
+        self.smtputf8 = smtputf8
         self.credentials = credentials
         self.ssl_context = ssl_context
         self.logins: list[str] = []
@@ -87,7 +88,7 @@ class Upstream:
         return SMTP(
             self,
             hostname="upstream.test",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self.smtputf8,
             loop=loop,
             tls_context=self.ssl_context if self.tls == "starttls" else None,
             require_starttls=self.tls == "starttls",

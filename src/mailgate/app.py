@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from types import TracebackType
@@ -31,7 +32,7 @@ from mailgate.settings import Settings, default_db_url
 from mailgate.store import Database, InboxStore, QueueStore
 from mailgate.web import Services, create_app
 
-__all__ = ["Gateway", "Mode"]
+__all__ = ["Gateway", "Mode", "format_hostport"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,14 @@ class Gateway:
         self.http_address: tuple[str, int] | None = None
         self.smtp_address: tuple[str, int] | None = None
         self.db_url = settings.db_url or default_db_url(f"{mode.value}.sqlite3")
+        self.inbox: Inbox
+        self.dispatcher: Dispatcher
         self._stack = AsyncExitStack()
 
     @property
     def http_url(self) -> str:
         assert self.http_address is not None, "gateway not started"
-        return f"http://{self.http_address[0]}:{self.http_address[1]}"
+        return f"http://{format_hostport(*self.http_address)}"
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -105,12 +108,16 @@ class Gateway:
         if self.mode is Mode.DEV and s.smtp.enabled:
             await self._start_smtp()
 
-    async def _transports(self) -> tuple[Any, str]:
+    async def _transports(self) -> tuple[Callable[[Message], Transport], str]:
         """The route from a message to its transport, and the default sender."""
         capture: Transport = CaptureTransport(self.inbox)
         relay_url = self.settings.relay_url
         if self.mode is Mode.DEV or relay_url is None:
-            return (lambda _m: capture), self.settings.default_from
+
+            def capture_all(_message: Message) -> Transport:
+                return capture
+
+            return capture_all, self.settings.default_from
         relay = parse_relay_url(relay_url.get_secret_value())
         smtp = SmtpTransport(
             relay,
@@ -164,6 +171,11 @@ class Gateway:
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
 
 
+def format_hostport(host: str, port: int) -> str:
+    """``host:port``, with IPv6 addresses in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside our loop: signals belong to the CLI, not to uvicorn."""
 
@@ -178,7 +190,8 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        message = f"web server cannot listen on {format_hostport(host, port)}: {exc.strerror}"
+        raise OSError(exc.errno, message) from exc
     return sock

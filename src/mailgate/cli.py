@@ -19,9 +19,10 @@ import httpx
 from pydantic import ValidationError
 
 from mailgate import __version__
-from mailgate.app import Gateway, Mode
+from mailgate.app import Gateway, Mode, format_hostport
 from mailgate.errors import ConfigError
-from mailgate.settings import Settings, load_settings
+from mailgate.settings import Settings, default_db_url, load_settings
+from mailgate.store import Database
 
 __all__ = ["main"]
 
@@ -109,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(func=_send)
 
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(title="db commands", required=True, metavar="COMMAND")
+    upgrade = db_sub.add_parser(
+        "upgrade", help="apply schema migrations (serve/dev do it on start)"
+    )
+    upgrade.add_argument(
+        "--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…"
+    )
+    upgrade.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    upgrade.set_defaults(func=_db_upgrade)
+
     config = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     config.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     config.set_defaults(func=_print_config)
@@ -149,7 +161,7 @@ def _run_server(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(settings, args.mode))
     except OSError as exc:
-        print(f"mailgate: error: cannot listen: {exc}", file=sys.stderr)
+        print(f"mailgate: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -162,7 +174,7 @@ async def _serve(settings: Settings, mode: Mode) -> None:
     async with Gateway(settings, mode=mode) as gateway:
         parts = [f"web {gateway.http_url}"]
         if gateway.smtp_address:
-            parts.insert(0, "SMTP {}:{}".format(*gateway.smtp_address))
+            parts.insert(0, f"SMTP {format_hostport(*gateway.smtp_address)}")
         print(f"mailgate {mode.value}: " + ", ".join(parts) + f" (db {gateway.db_url})", flush=True)
         await stop.wait()
         log.info("shutting down")
@@ -218,6 +230,22 @@ def _attachment(path: Path) -> dict[str, str]:
         "content_type": content_type,
         "content": base64.b64encode(path.read_bytes()).decode(),
     }
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = settings.db_url or default_db_url("mailgate.sqlite3")
+
+    async def upgrade() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+        finally:
+            await db.aclose()
+
+    asyncio.run(upgrade())
+    print(f"mailgate: database {url.split('@')[-1]} is up to date")
+    return 0
 
 
 def _print_config(args: argparse.Namespace) -> int:

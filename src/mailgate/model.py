@@ -34,10 +34,6 @@ class State(StrEnum):
     CANCELLED = "cancelled"  #: withdrawn by a client before it was sent
 
 
-#: states from which a message can still be delivered
-ACTIVE_STATES = frozenset({State.QUEUED, State.SENDING, State.DEFERRED})
-
-
 class Priority(IntEnum):
     """Lower values are leased first."""
 

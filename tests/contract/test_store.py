@@ -185,10 +185,17 @@ async def test_inbox_store(database: Database) -> None:
     ]
     for r in records:
         await inbox.add(r, f"Subject: {r.subject}\r\n\r\nt".encode())
-    assert [r.id for r in await inbox.list("default")] == ["01900002", "01900001", "01900000"]
-    assert [r.subject for r in await inbox.list("default", query="50%")] == ["Your 50% discount"]
-    assert [r.subject for r in await inbox.list("default", query="PASSWORD")] == ["Reset password"]
-    assert await inbox.list("other") == []
+    page, cursor = await inbox.list("default", limit=2)
+    assert [r.id for r in page] == ["01900002", "01900001"]
+    assert await inbox.list("default", limit=2, cursor=cursor) == ([records[0]], None)
+    assert await inbox.list("default", limit=3) == (records[::-1], None)
+    assert [r.subject for r in (await inbox.list("default", query="50%"))[0]] == [
+        "Your 50% discount"
+    ]
+    assert [r.subject for r in (await inbox.list("default", query="PASSWORD"))[0]] == [
+        "Reset password"
+    ]
+    assert await inbox.list("other") == ([], None)
     assert await inbox.raw("01900000", "default") == b"Subject: Welcome aboard\r\n\r\nt"
     await inbox.delete("01900000", "default")
     with pytest.raises(NotFound):

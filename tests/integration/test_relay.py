@@ -335,3 +335,15 @@ async def test_wrong_relay_password_fails_without_leaking_it(
             body = await wait_for_state(client, mid, "failed")
     assert body["attempts"][0]["code"] == 535  # RFC 4954: authentication credentials invalid
     assert "wrong-secret" not in str(body)
+
+
+async def test_non_ascii_address_fails_cleanly_when_upstream_lacks_smtputf8(
+    start_gateway: GatewayFactory,
+) -> None:
+    up = Upstream(smtputf8=False)
+    async with up, start_gateway(relay_url=up.url) as gw, api(gw) as client:
+        [mid] = await submit(client, message(to="ü@example.com"))
+        body = await wait_for_state(client, mid, "failed")
+    [attempt] = body["attempts"]
+    assert attempt["enhanced_code"] == "5.6.7" and "SMTPUTF8" in attempt["text"]
+    assert up.received == []

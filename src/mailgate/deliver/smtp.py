@@ -92,6 +92,8 @@ class SmtpTransport:
             local_hostname=self.local_hostname,
         )
         await client.connect()
+        if client.is_ehlo_or_helo_needed:  # aiosmtplib defers EHLO on plain connections
+            await client.ehlo()
         if r.username:
             await client.login(r.username, r.password or "")
         return client
@@ -99,10 +101,14 @@ class SmtpTransport:
     async def _transaction(
         self, client: aiosmtplib.SMTP, envelope: Envelope, content: bytes
     ) -> tuple[SendResult, aiosmtplib.SMTP | None]:
-        options = (
-            ["SMTPUTF8"] if _needs_utf8(envelope) and client.supports_extension("smtputf8") else []
-        )
-        encoding = "utf-8" if options else "ascii"
+        options: list[str] = []
+        encoding = "ascii"
+        if _needs_utf8(envelope):
+            if not client.supports_extension("smtputf8"):
+                # RFC 6531 §3.2: without SMTPUTF8 a non-ASCII address cannot be sent at all
+                text = "5.6.7 the upstream does not offer SMTPUTF8, needed for a non-ASCII address"
+                return _summary(Outcome.FAILED, None, text, {}), client
+            options, encoding = ["SMTPUTF8"], "utf-8"
         try:
             await client.mail(envelope.sender, options=options, encoding=encoding)
         except SMTPResponseException as exc:

@@ -50,9 +50,7 @@ class CaptureHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         meta = CaptureMeta(
             mail_from=envelope.mail_from or "",
@@ -150,7 +148,11 @@ class SmtpServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._session, host, port)
+        try:
+            self._server = await loop.create_server(self._session, host, port)
+        except OSError as exc:
+            message = f"SMTP server cannot listen on {host}:{port}: {exc.strerror}"
+            raise OSError(exc.errno, message) from exc
         address = self._server.sockets[0].getsockname()
         return address[0], address[1]
 

@@ -73,7 +73,7 @@ def _headers(msg: EmailMessage) -> dict[str, HeaderValue]:
         try:
             values = [str(v) for v in msg.get_all(name, [])]
         except (ValueError, IndexError):
-            values = [str(v) for v in msg.raw_items() if v[0] == name]
+            values = [str(v) for n, v in msg.raw_items() if n == name]
         headers[name] = values[0] if len(values) == 1 else values
     return headers
 

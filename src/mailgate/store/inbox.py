@@ -71,10 +71,11 @@ class InboxStore:
 
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> list[CapturedRecord]:
-        """Newest first; ``query`` matches subject, From, To and envelope addresses."""
+    ) -> tuple[list[CapturedRecord], str | None]:
+        """Newest first; ``query`` matches subject, From, To and the envelope sender.
+        Returns the page and the cursor of the next one (None on the last page)."""
         c = inbox.c
-        stmt = select(*_SUMMARY).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit)
+        stmt = select(*_SUMMARY).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit + 1)
         if cursor:
             stmt = stmt.where(c.id < cursor)
         if query:
@@ -89,7 +90,8 @@ class InboxStore:
             )
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [_record(r) for r in rows]
+        records = [_record(r) for r in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
 
     async def get(self, capture_id: str, tenant: str) -> CapturedRecord:
         async with self.db.read() as conn:

@@ -24,8 +24,9 @@ async def list_inbox(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Newest first; ``q`` matches subject, From, To and the envelope sender."""
-    records = await services.inbox.store.list(tenant, query=q, limit=limit, cursor=cursor)
-    next_cursor = records[-1].id if len(records) == limit else None
+    records, next_cursor = await services.inbox.store.list(
+        tenant, query=q, limit=limit, cursor=cursor
+    )
     return {"items": [summary_json(r) for r in records], "next_cursor": next_cursor}
 
 
