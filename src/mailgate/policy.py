@@ -102,15 +102,19 @@ def decide(
 
     Recipients accepted or refused for good leave the pending list; those that failed
     transiently stay for the next try. The message is ``sent`` once nothing is pending
-    and at least one recipient was accepted, ``failed`` if none ever was.
+    and at least one recipient was accepted, ``failed`` if none ever was or retries gave
+    up. A failed message keeps its undelivered recipients as pending, so a manual retry
+    goes to them and never again to those who already have it.
     """
     outcomes = recipient_outcomes(result, pending)
     delivered = delivered_before + sum(r.status is Outcome.SENT for r in outcomes.values())
     still = tuple(rcpt for rcpt, r in outcomes.items() if r.status is Outcome.DEFERRED)
+    undelivered = tuple(rcpt for rcpt, r in outcomes.items() if r.status is not Outcome.SENT)
     if still:
         when = retry.next_attempt(attempts, created_at, now, draw)
         if when is not None:
             return Decision(State.DEFERRED, still, delivered, when)
-        return Decision(State.FAILED, (), delivered, None)
-    state = State.SENT if delivered else State.FAILED
-    return Decision(state, (), delivered, None)
+        return Decision(State.FAILED, undelivered, delivered, None)
+    if delivered:
+        return Decision(State.SENT, (), delivered, None)
+    return Decision(State.FAILED, undelivered, delivered, None)

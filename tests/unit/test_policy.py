@@ -125,5 +125,32 @@ def test_decide_connection_failure_defers_everyone() -> None:
 
 def test_decide_all_refused_permanently_is_failed_unless_earlier_delivery() -> None:
     result = SendResult(Outcome.FAILED, 550, "5.1.1", "no such user")
-    assert _decide(result, ("b@x.io",)).state is State.FAILED
+    failed = _decide(result, ("b@x.io",))
+    assert failed.state is State.FAILED and failed.pending == ("b@x.io",)  # for a manual retry
     assert _decide(result, ("b@x.io",), delivered_before=1).state is State.SENT
+
+
+def test_giving_up_keeps_only_undelivered_recipients_pending() -> None:
+    result = SendResult(
+        Outcome.SENT,
+        250,
+        None,
+        "ok",
+        {
+            "a@x.io": RecipientResult(Outcome.SENT, 250, "ok"),
+            "b@x.io": RecipientResult(Outcome.DEFERRED, 451, "busy"),
+            "c@x.io": RecipientResult(Outcome.FAILED, 550, "no such user"),
+        },
+    )
+    late = T0 + timedelta(days=6)  # past max_age: retries give up
+    d = decide(
+        result,
+        pending=("a@x.io", "b@x.io", "c@x.io"),
+        delivered_before=0,
+        attempts=9,
+        created_at=T0,
+        now=late,
+        retry=RetryPolicy(),
+        draw=0.5,
+    )
+    assert d.state is State.FAILED and d.pending == ("b@x.io", "c@x.io") and d.delivered == 1

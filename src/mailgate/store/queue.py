@@ -271,30 +271,18 @@ class QueueStore:
     ) -> None:
         c = messages.c
         async with self.db.write() as conn:
-            current = (
-                (
-                    await conn.execute(
-                        select(c.state, c.pending, c.to_addrs, c.cc_addrs, c.bcc_addrs).where(
-                            c.id == message_id, c.tenant == tenant
-                        )
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
-            if current is None:
+            state = (
+                await conn.execute(select(c.state).where(c.id == message_id, c.tenant == tenant))
+            ).scalar_one_or_none()
+            if state is None:
                 raise NotFound(f"no message {message_id}")
-            if current["state"] == to:
+            if state == to:
                 return
-            if current["state"] not in allowed:
-                raise Conflict(f"message {message_id} is {current['state']}; cannot become {to}")
-            values: dict[str, Any] = {"state": to, "updated_at": now}
-            if to is State.QUEUED:
-                values.update(
-                    next_attempt_at=now, pending=current["pending"] or _all_rcpts(current)
-                )
-            else:
-                values.update(next_attempt_at=None)
+            if state not in allowed:
+                raise Conflict(f"message {message_id} is {state}; cannot become {to}")
+            # queued again: due now, to the recipients still pending
+            next_attempt_at = now if to is State.QUEUED else None
+            values = {"state": to, "updated_at": now, "next_attempt_at": next_attempt_at}
             await conn.execute(update(messages).where(c.id == message_id).values(**values))
             await _event(conn, message_id, to, {"state": to}, now)
 
@@ -338,16 +326,6 @@ async def _attachments_of(
             Attachment(r["filename"], r["content_type"], r["content"], r["cid"])
         )
     return {k: tuple(v) for k, v in found.items()}
-
-
-def _all_rcpts(row: RowMapping) -> list[str]:
-    from email.utils import parseaddr
-
-    return list(
-        dict.fromkeys(
-            parseaddr(a)[1] for a in (*row["to_addrs"], *row["cc_addrs"], *row["bcc_addrs"])
-        )
-    )
 
 
 def _job(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
