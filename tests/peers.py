@@ -45,7 +45,8 @@ class Upstream:
         *,
         tls: str | None = None,
         credentials: dict[str, str] | None = None,
-        ssl_context: ssl.SSLContext | None = None, smtputf8: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        smtputf8: bool = True,
     ) -> None:
         """``tls``: None, "starttls" (required before AUTH/MAIL) or "implicit" (SMTPS).
         ``credentials``: username → password; when given, AUTH is required."""

@@ -131,7 +131,9 @@ async def test_retry_and_cancel_follow_the_state_machine(database: Database) -> 
     [job] = await queue.lease("w1", NOW, 1, 60)
     with pytest.raises(Conflict):
         await queue.cancel(m.id, "default", NOW)  # being sent right now
-    await queue.record(job, "w1", _attempt(550), Decision(State.FAILED, ("a@example.com",), 0, None))
+    await queue.record(
+        job, "w1", _attempt(550), Decision(State.FAILED, ("a@example.com",), 0, None)
+    )
     await queue.retry(m.id, "default", NOW)
     record = await queue.get(m.id, "default")
     assert record.state is State.QUEUED and record.next_attempt_at == NOW

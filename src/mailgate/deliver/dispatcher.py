@@ -67,6 +67,9 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Clear before looking at the queue: a wake() that arrives while we lease
+            # or compute the sleep then cuts the sleep short instead of being lost.
+            self._wake.clear()
             try:
                 leased = await self._lease_batch()
             except Exception:
@@ -104,7 +107,6 @@ class Dispatcher:
                 due = None
             if due is not None:
                 timeout = min(timeout, max((due - self.clock.now()).total_seconds(), 0.0))
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -149,7 +149,9 @@ class SmtpServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._session, host, port)
+            # asyncio's default backlog (100) makes bursts of new clients wait for SYN
+            # retransmits; mail clients connect in bursts.
+            self._server = await loop.create_server(self._session, host, port, backlog=1024)
         except OSError as exc:
             message = f"SMTP server cannot listen on {host}:{port}: {exc.strerror}"
             raise OSError(exc.errno, message) from exc

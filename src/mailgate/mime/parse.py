@@ -48,23 +48,24 @@ def parse_message(raw: bytes) -> ParsedMessage:
         for part in msg.walk()
         if not part.is_multipart() and id(part) not in bodies
     )
+    headers = _headers(msg)
     return ParsedMessage(
-        headers=_headers(msg),
-        subject=_header(msg, "Subject"),
-        sender=_header(msg, "From"),
-        to=_header(msg, "To"),
+        headers=headers,
+        subject=_first(headers, "Subject"),
+        sender=_first(headers, "From"),
+        to=_first(headers, "To"),
         text=_content(text_part),
         html=_content(html_part),
         attachments=attachments,
     )
 
 
-def _header(msg: EmailMessage, name: str) -> str:
-    try:
-        value = msg.get(name)
-    except (ValueError, IndexError):  # malformed header values
-        value = msg.get_all(name, failobj=[""])[0]
-    return "" if value is None else str(value)
+def _first(headers: dict[str, HeaderValue], name: str) -> str:
+    """The first value of a header, looked up case-insensitively (already decoded)."""
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value if isinstance(value, str) else value[0]
+    return ""
 
 
 def _headers(msg: EmailMessage) -> dict[str, HeaderValue]:
