@@ -77,13 +77,21 @@ class Dispatcher:
                 leased = 0
             if self._stopping:
                 break
-            if leased and len(self._inflight) < self.settings.concurrency:
+            if leased and self._can_lease():
                 continue  # more may be due right away
             await self._sleep()
 
+    def _can_lease(self) -> bool:
+        """Lease in batches: wait until a quarter of the slots are free (or all are idle).
+
+        Leasing one message per finished send would run a claim query per message.
+        """
+        free = self.settings.concurrency - len(self._inflight)
+        return free > 0 and (not self._inflight or free >= max(1, self.settings.concurrency // 4))
+
     async def _lease_batch(self) -> int:
         free = self.settings.concurrency - len(self._inflight)
-        if free <= 0:
+        if not self._can_lease():
             return 0
         jobs = await self.queue.lease(
             self.owner, self.clock.now(), free, self.settings.lease_seconds
@@ -100,7 +108,7 @@ class Dispatcher:
 
     async def _sleep(self) -> None:
         timeout = self.settings.poll_interval
-        if len(self._inflight) < self.settings.concurrency:
+        if self._can_lease():  # otherwise a finishing send wakes us
             try:
                 due = await self.queue.next_due()
             except Exception:
