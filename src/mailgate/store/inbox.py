@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
+from mailgate.store.group_commit import GroupCommit
 from mailgate.store.schema import inbox
 
 __all__ = ["CapturedRecord", "InboxStore"]
@@ -43,31 +46,16 @@ _SUMMARY = [c for c in inbox.c if c.name != "raw"]
 class InboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._writer = GroupCommit(db, self._insert_many)
 
     async def add(self, record: CapturedRecord, raw: bytes) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                insert(inbox).values(
-                    id=record.id,
-                    tenant=record.tenant,
-                    source=record.source,
-                    received_at=record.received_at,
-                    remote_addr=record.remote_addr,
-                    helo=record.helo,
-                    mail_from=record.mail_from,
-                    rcpt_to=record.rcpt_to,
-                    auth=record.auth,
-                    subject=record.subject,
-                    from_header=record.from_header,
-                    to_header=record.to_header,
-                    headers=record.headers,
-                    text_body=record.text,
-                    html_body=record.html,
-                    attachments=record.attachments,
-                    size=record.size,
-                    raw=raw,
-                )
-            )
+        """Commit one captured message; concurrent adds share a transaction."""
+        await self._writer.submit((record, raw))
+
+    async def _insert_many(
+        self, conn: AsyncConnection, items: Sequence[tuple[CapturedRecord, bytes]]
+    ) -> None:
+        await conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
 
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
@@ -131,6 +119,29 @@ class InboxStore:
         async with self.db.write() as conn:
             result = await conn.execute(delete(inbox).where(inbox.c.tenant == tenant))
         return int(result.rowcount)
+
+
+def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "tenant": r.tenant,
+        "source": r.source,
+        "received_at": r.received_at,
+        "remote_addr": r.remote_addr,
+        "helo": r.helo,
+        "mail_from": r.mail_from,
+        "rcpt_to": r.rcpt_to,
+        "auth": r.auth,
+        "subject": r.subject,
+        "from_header": r.from_header,
+        "to_header": r.to_header,
+        "headers": r.headers,
+        "text_body": r.text,
+        "html_body": r.html,
+        "attachments": r.attachments,
+        "size": r.size,
+        "raw": raw,
+    }
 
 
 def _escape_like(text: str) -> str:
