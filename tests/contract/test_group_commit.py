@@ -18,13 +18,15 @@ from tests.builders import NOW
 async def test_concurrent_submits_share_transactions_and_all_commit(database: Database) -> None:
     batches: list[int] = []
 
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> None:
+    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[str]:
         batches.append(len(items))
         rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
         await conn.execute(insert(events), rows)
+        return [f"done {i}" for i in items]
 
     writer = GroupCommit(database, write, max_batch=16)
-    await asyncio.gather(*(writer.submit(f"m{i}") for i in range(50)))
+    results = await asyncio.gather(*(writer.submit(f"m{i}") for i in range(50)))
+    assert results == [f"done m{i}" for i in range(50)]  # each writer gets its own result
     async with database.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(events))).scalar() == 50
     assert sum(batches) == 50 and max(batches) <= 16
@@ -32,11 +34,12 @@ async def test_concurrent_submits_share_transactions_and_all_commit(database: Da
 
 
 async def test_a_failed_transaction_fails_only_its_own_writers(database: Database) -> None:
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> None:
+    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
         if "bad" in items:
             raise ValueError("boom")
         rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
         await conn.execute(insert(events), rows)
+        return [None] * len(items)
 
     writer = GroupCommit(database, write, max_batch=1)
     results = await asyncio.gather(

@@ -20,25 +20,27 @@ from mailgate.store.database import Database
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-WriteMany = Callable[[AsyncConnection, Sequence[T]], Awaitable[None]]
+#: writes a batch in the open transaction; returns one result per item, in order
+WriteMany = Callable[[AsyncConnection, Sequence[T]], Awaitable[Sequence[R]]]
 
 
-class GroupCommit(Generic[T]):
-    def __init__(self, db: Database, write: WriteMany[T], *, max_batch: int = 128) -> None:
+class GroupCommit(Generic[T, R]):
+    def __init__(self, db: Database, write: WriteMany[T, R], *, max_batch: int = 128) -> None:
         self.db = db
         self.write = write
         self.max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> None:
-        """Return once ``item`` is committed; raise what the transaction raised."""
-        done = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T) -> R:
+        """Return ``item``'s result once it is committed; raise what the transaction raised."""
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await asyncio.shield(done)  # a cancelled caller must not cancel the others' commit
+        return await asyncio.shield(done)  # a cancelled caller must not cancel the others' commit
 
     async def _flush(self) -> None:
         while self._pending:
@@ -46,12 +48,12 @@ class GroupCommit(Generic[T]):
             del self._pending[: self.max_batch]
             try:
                 async with self.db.write() as conn:
-                    await self.write(conn, [item for item, _ in batch])
+                    results = await self.write(conn, [item for item, _ in batch])
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
             else:
-                for _, done in batch:
+                for (_, done), result in zip(batch, results, strict=True):
                     if not done.done():
-                        done.set_result(None)
+                        done.set_result(result)

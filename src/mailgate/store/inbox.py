@@ -54,8 +54,9 @@ class InboxStore:
 
     async def _insert_many(
         self, conn: AsyncConnection, items: Sequence[tuple[CapturedRecord, bytes]]
-    ) -> None:
+    ) -> list[None]:
         await conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
+        return [None] * len(items)
 
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None

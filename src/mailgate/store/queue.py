@@ -20,6 +20,7 @@ from mailgate.errors import Conflict, NotFound
 from mailgate.model import Attachment, Attempt, Message, Outcome, Priority, RecipientResult, State
 from mailgate.policy import Decision
 from mailgate.store.database import Database
+from mailgate.store.group_commit import GroupCommit
 from mailgate.store.schema import attachments, attempts, events, messages
 
 __all__ = ["Enqueued", "Job", "MessageRecord", "QueueStore"]
@@ -62,9 +63,18 @@ class MessageRecord:
     attempts: tuple[Attempt, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    message_id: str
+    owner: str
+    attempt: Attempt
+    decision: Decision
+
+
 class QueueStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._recorder = GroupCommit(db, self._record_many)
 
     async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
         """Commit a batch in one transaction; a known (tenant, key) returns the first id."""
@@ -171,34 +181,49 @@ class QueueStore:
         return sorted(jobs, key=lambda j: order[j.message.id])
 
     async def record(self, job: Job, owner: str, attempt: Attempt, decision: Decision) -> bool:
-        """Write an attempt and its outcome; False if the lease was lost meanwhile."""
+        """Write an attempt and its outcome; False if the lease was lost meanwhile.
+
+        Outcomes that finish together share one transaction (group commit).
+        """
+        return await self._recorder.submit(_Outcome(job.message.id, owner, attempt, decision))
+
+    async def _record_many(self, conn: AsyncConnection, items: Sequence[_Outcome]) -> list[bool]:
         c = messages.c
-        mid = job.message.id
-        async with self.db.write() as conn:
+        kept = []
+        for o in items:
             result = await conn.execute(
                 update(messages)
-                .where(c.id == mid, c.lease_owner == owner, c.state == State.SENDING)
+                .where(c.id == o.message_id, c.lease_owner == o.owner, c.state == State.SENDING)
                 .values(
-                    state=decision.state,
-                    pending=list(decision.pending),
-                    delivered=decision.delivered,
+                    state=o.decision.state,
+                    pending=list(o.decision.pending),
+                    delivered=o.decision.delivered,
                     attempt_count=c.attempt_count + 1,
-                    next_attempt_at=decision.next_attempt_at,
+                    next_attempt_at=o.decision.next_attempt_at,
                     lease_owner=None,
                     lease_expires_at=None,
-                    updated_at=attempt.at,
-                    last_error=None if decision.state is State.SENT else attempt.text,
+                    updated_at=o.attempt.at,
+                    last_error=None if o.decision.state is State.SENT else o.attempt.text,
                 )
             )
-            await conn.execute(insert(attempts).values(message_id=mid, **_attempt_row(attempt)))
-            await _event(
-                conn,
-                mid,
-                decision.state,
-                {"state": decision.state, "code": attempt.code},
-                attempt.at,
-            )
-        return bool(result.rowcount)
+            kept.append(bool(result.rowcount))
+        await conn.execute(
+            insert(attempts),
+            [{"message_id": o.message_id, **_attempt_row(o.attempt)} for o in items],
+        )
+        await conn.execute(
+            insert(events),
+            [
+                {
+                    "message_id": o.message_id,
+                    "kind": str(o.decision.state),
+                    "created_at": o.attempt.at,
+                    "payload": {"state": o.decision.state, "code": o.attempt.code},
+                }
+                for o in items
+            ],
+        )
+        return kept
 
     async def next_due(self) -> datetime | None:
         """The earliest time a queued or deferred message becomes due."""
