@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.peers import Upstream
+from tests.postgres import postgres_cluster
 
 
 @pytest.fixture
@@ -19,3 +20,10 @@ async def upstream() -> AsyncIterator[Upstream]:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mailgate.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway PostgreSQL cluster for the session; tests reset what they use."""
+    with postgres_cluster() as url:
+        yield url

@@ -23,6 +23,7 @@ from mailgate.app import Gateway, Mode, format_hostport
 from mailgate.errors import ConfigError
 from mailgate.settings import Settings, default_db_url, load_settings
 from mailgate.store import Database
+from mailgate.store.database import redact_url
 
 __all__ = ["main"]
 
@@ -175,7 +176,10 @@ async def _serve(settings: Settings, mode: Mode) -> None:
         parts = [f"web {gateway.http_url}"]
         if gateway.smtp_address:
             parts.insert(0, f"SMTP {format_hostport(*gateway.smtp_address)}")
-        print(f"mailgate {mode.value}: " + ", ".join(parts) + f" (db {gateway.db_url})", flush=True)
+        print(
+            f"mailgate {mode.value}: " + ", ".join(parts) + f" (db {redact_url(gateway.db_url)})",
+            flush=True,
+        )
         await stop.wait()
         log.info("shutting down")
     print(f"mailgate {mode.value}: stopped", flush=True)
@@ -244,7 +248,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
             await db.aclose()
 
     asyncio.run(upgrade())
-    print(f"mailgate: database {url.split('@')[-1]} is up to date")
+    print(f"mailgate: database {redact_url(url)} is up to date")
     return 0
 
 

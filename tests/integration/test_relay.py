@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -347,3 +348,25 @@ async def test_non_ascii_address_fails_cleanly_when_upstream_lacks_smtputf8(
     [attempt] = body["attempts"]
     assert attempt["enhanced_code"] == "5.6.7" and "SMTPUTF8" in attempt["text"]
     assert up.received == []
+
+
+async def test_gateway_on_postgresql(upstream: Upstream, postgres_url: str) -> None:
+    """The whole pipeline on PostgreSQL: enqueue, lease, deliver, record, read back."""
+    from mailgate.app import Gateway
+    from tests.integration.conftest import fast_settings
+
+    database = postgres_url.rsplit("/", 1)[0] + "/mailgate_gateway"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS mailgate_gateway")
+        await admin.execute("CREATE DATABASE mailgate_gateway")
+    finally:
+        await admin.close()
+    settings = fast_settings(database, relay_url=upstream.url)
+    async with Gateway(settings, mode=Mode.SERVE) as gw, api(gw) as client:
+        ids = await submit(client, message(id="pg-1"), message(to="b@example.com"))
+        for mid in ids:
+            await wait_for_state(client, mid, "sent")
+        again = await client.post("/messages", json=message(id="pg-1"))
+        assert again.json()["ids"] == [ids[0]] and again.json()["duplicates"] == [0]
+    assert sorted(r.message["X-Mailgate-ID"] for r in upstream.received) == sorted(ids)

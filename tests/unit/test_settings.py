@@ -41,3 +41,14 @@ def test_open_api_beyond_loopback_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="MAILGATE_API_TOKEN"):
         Settings(http={"host": "0.0.0.0"}).check_safe()
     Settings(http={"host": "0.0.0.0"}, api_token="t").check_safe()
+
+
+def test_database_urls_are_redacted_for_output() -> None:
+    from mailgate.store.database import async_url, redact_url
+
+    url = "postgresql://mailgate:hunter2@db.example.com:5432/mail"
+    assert "hunter2" not in redact_url(url) and "db.example.com:5432/mail" in redact_url(url)
+    assert async_url(url) == "postgresql+asyncpg://mailgate:hunter2@db.example.com:5432/mail"
+    assert async_url("sqlite:////tmp/x.sqlite3") == "sqlite+aiosqlite:////tmp/x.sqlite3"
+    with pytest.raises(ConfigError, match="unsupported database URL"):
+        async_url("mysql://u:p@h/db")

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from mailgate.errors import ConfigError
 
-__all__ = ["Database", "async_url"]
+__all__ = ["Database", "async_url", "redact_url"]
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -41,6 +41,11 @@ def async_url(url: str) -> str:
     if "+" in parsed.drivername:
         return url
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password masked: safe to print or log."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 class Database:
