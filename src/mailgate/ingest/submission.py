@@ -81,6 +81,9 @@ def parse_message_json(
         data = MessageIn.model_validate(item)
     except ValidationError as exc:
         raise InvalidMessage(_pydantic_reason(exc)) from None
+    if data.account != "default":
+        # named SMTP accounts are not configurable yet: refuse rather than send another way
+        raise InvalidMessage(f"account: unknown account {data.account!r} (only 'default' exists)")
     if data.text is None and data.html is None:
         raise InvalidMessage("text or html is required")
     to = [data.to] if isinstance(data.to, str) else data.to
