@@ -90,9 +90,9 @@ class Dispatcher:
         return free > 0 and (not self._inflight or free >= max(1, self.settings.concurrency // 4))
 
     async def _lease_batch(self) -> int:
-        free = self.settings.concurrency - len(self._inflight)
         if not self._can_lease():
             return 0
+        free = self.settings.concurrency - len(self._inflight)
         jobs = await self.queue.lease(
             self.owner, self.clock.now(), free, self.settings.lease_seconds
         )

@@ -64,7 +64,9 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Settlement:
+    """One finished attempt waiting to be recorded."""
+
     message_id: str
     owner: str
     attempt: Attempt
@@ -185,9 +187,9 @@ class QueueStore:
 
         Outcomes that finish together share one transaction (group commit).
         """
-        return await self._recorder.submit(_Outcome(job.message.id, owner, attempt, decision))
+        return await self._recorder.submit(_Settlement(job.message.id, owner, attempt, decision))
 
-    async def _record_many(self, conn: AsyncConnection, items: Sequence[_Outcome]) -> list[bool]:
+    async def _record_many(self, conn: AsyncConnection, items: Sequence[_Settlement]) -> list[bool]:
         c = messages.c
         kept = []
         for o in items:
@@ -214,12 +216,12 @@ class QueueStore:
         await conn.execute(
             insert(events),
             [
-                {
-                    "message_id": o.message_id,
-                    "kind": str(o.decision.state),
-                    "created_at": o.attempt.at,
-                    "payload": {"state": o.decision.state, "code": o.attempt.code},
-                }
+                _event_row(
+                    o.message_id,
+                    o.decision.state,
+                    {"state": o.decision.state, "code": o.attempt.code},
+                    o.attempt.at,
+                )
                 for o in items
             ],
         )
@@ -324,11 +326,14 @@ class QueueStore:
 async def _event(
     conn: AsyncConnection, message_id: str, kind: str, payload: dict[str, Any], now: datetime
 ) -> None:
-    await conn.execute(
-        insert(events).values(
-            message_id=message_id, kind=str(kind), payload=payload, created_at=now
-        )
-    )
+    await conn.execute(insert(events).values(**_event_row(message_id, kind, payload, now)))
+
+
+def _event_row(
+    message_id: str, kind: str, payload: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """One outbox row: a state change and the event reporting it commit together."""
+    return {"message_id": message_id, "kind": str(kind), "payload": payload, "created_at": now}
 
 
 async def _attachments_of(
