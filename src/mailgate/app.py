@@ -32,7 +32,7 @@ from mailgate.settings import Settings, default_db_url
 from mailgate.store import Database, InboxStore, QueueStore
 from mailgate.web import Services, create_app
 
-__all__ = ["Gateway", "Mode", "format_hostport"]
+__all__ = ["Gateway", "Mode", "database_url", "format_hostport"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.http_address: tuple[str, int] | None = None
         self.smtp_address: tuple[str, int] | None = None
-        self.db_url = settings.db_url or default_db_url(f"{mode.value}.sqlite3")
+        self.db_url = database_url(settings, mode)
         self.inbox: Inbox
         self.dispatcher: Dispatcher
         self._stack = AsyncExitStack()
@@ -169,6 +169,11 @@ class Gateway:
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
+
+
+def database_url(settings: Settings, mode: Mode) -> str:
+    """The configured database, or this mode's SQLite file in the user's data dir."""
+    return settings.db_url or default_db_url(f"{mode.value}.sqlite3")
 
 
 def format_hostport(host: str, port: int) -> str:

@@ -19,9 +19,9 @@ import httpx
 from pydantic import ValidationError
 
 from mailgate import __version__
-from mailgate.app import Gateway, Mode, format_hostport
+from mailgate.app import Gateway, Mode, database_url, format_hostport
 from mailgate.errors import ConfigError
-from mailgate.settings import Settings, default_db_url, load_settings
+from mailgate.settings import Settings, load_settings
 from mailgate.store import Database
 from mailgate.store.database import redact_url
 
@@ -238,7 +238,7 @@ def _attachment(path: Path) -> dict[str, str]:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    url = settings.db_url or default_db_url("mailgate.sqlite3")
+    url = database_url(settings, Mode.SERVE)  # the database `mailgate serve` would open
 
     async def upgrade() -> None:
         db = Database(url)

@@ -108,3 +108,11 @@ def test_banner_url_works_for_ipv6(mailgate: StartSync, workspace: Workspace) ->
     mg = mailgate("dev", "--smtp", "[::1]:0", "--http", "[::1]:0", "--db", str(workspace.db))
     port = mg.web.rsplit(":", 1)[1]
     assert mg.printed_web_url == f"http://[::1]:{port}"
+
+
+def test_db_upgrade_migrates_the_database_serve_uses(cli: RunCli, workspace: Workspace) -> None:
+    """Without --db, `db upgrade` prepares the very file `mailgate serve` opens."""
+    result = cli("db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    expected = Path(workspace.env["XDG_DATA_HOME"]) / "mailgate" / "serve.sqlite3"
+    assert expected.is_file() and str(expected) in result.stdout
