@@ -59,6 +59,22 @@ class LimitSettings(BaseModel):
     )
     max_recipients: int = Field(500, description="Most recipients (to+cc+bcc) of one message.")
     max_batch: int = Field(1000, description="Most messages in one POST /messages.")
+    max_subject_length: int = Field(
+        998, description="Longest subject, in characters (RFC 5322 §2.1.1 line limit)."
+    )
+    max_header_value: int = Field(
+        4096, description="Longest value of one custom header, in characters."
+    )
+    max_headers: int = Field(100, description="Most custom headers on one message.")
+    max_metadata_depth: int = Field(8, description="Deepest nesting of a message's metadata.")
+    max_metadata_bytes: int = Field(
+        16384, description="Largest metadata of one message, in bytes of JSON."
+    )
+    max_request_body: int = Field(
+        256 * 1024 * 1024,
+        description="Largest HTTP request body, in bytes; larger ones get 413 before parsing."
+        " The effective limit is the smaller of this and max_batch × max_message_size.",
+    )
 
 
 class DeliverySettings(BaseModel):
@@ -91,6 +107,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
+        # a misspelt or invalid setting must never echo its value: it may be a password
+        hide_input_in_errors=True,
     )
 
     db_url: str | None = Field(
