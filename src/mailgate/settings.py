@@ -40,6 +40,12 @@ __all__ = [
 class HttpSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the web server (API, UI) binds to.")
     port: int = Field(8787, description="Web server port; 0 picks a free one.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the web server answers besides loopback ones"
+        " (localhost, 127.0.0.1, ::1). Without an API token only these are served:"
+        " a guard against DNS rebinding.",
+    )
 
 
 class SmtpSettings(BaseModel):
