@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import difflib
 import json
 import logging
 import mimetypes
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mailgate import __version__
 from mailgate.app import Gateway, Mode, database_url, format_hostport
@@ -39,8 +40,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mailgate: error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        print(f"mailgate: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"mailgate: invalid settings:\n{settings_errors(exc)}", file=sys.stderr)
         return 2
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """One line per problem, naming the setting and never its value (it may be a password)."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            hint = _closest_setting(name)
+            suggestion = f" (did you mean {hint}?)" if hint else ""
+            lines.append(f"  {name}: unknown setting{suggestion}")
+        else:
+            lines.append(f"  {name}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _closest_setting(name: str) -> str | None:
+    """The known setting a misspelt name most likely meant (``relay_password`` → ``relay_url``)."""
+    key = name.lower().removeprefix("mailgate_").replace("__", ".")
+    known = [*Settings.model_fields, *_nested_settings()]
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _nested_settings() -> list[str]:
+    names = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names += [f"{section}.{sub}" for sub in model.model_fields]
+    return names
 
 
 def _setup_logging(level: str) -> None:
@@ -51,6 +83,8 @@ def _setup_logging(level: str) -> None:
     smtp_log.setLevel(max(logging.WARNING, logging.getLevelName(level)))
     smtp_log.addFilter(lambda record: "login_data" not in record.getMessage())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; `mailgate send` prints what matters itself
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _server_options(dev)
     dev.add_argument("--smtp", metavar="HOST:PORT", type=_hostport, help="SMTP listen address")
+    dev.add_argument(
+        "--fresh", action="store_true", help="start with an empty inbox (deletes the kept mail)"
+    )
     dev.set_defaults(func=_run_server, mode=Mode.DEV)
 
     serve = sub.add_parser(
@@ -124,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     config.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    config.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.SERVE.value,
+        help="whose database to show when db_url is unset (default: serve)",
+    )
     config.set_defaults(func=_print_config)
     return parser
 
@@ -160,19 +203,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run_server(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        asyncio.run(_serve(settings, args.mode))
+        asyncio.run(_serve(settings, args.mode, fresh=getattr(args, "fresh", False)))
     except OSError as exc:
         print(f"mailgate: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(settings: Settings, mode: Mode) -> None:
+async def _serve(settings: Settings, mode: Mode, *, fresh: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Gateway(settings, mode=mode) as gateway:
+    async with Gateway(settings, mode=mode, fresh_inbox=fresh) as gateway:
         parts = [f"web {gateway.http_url}"]
         if gateway.smtp_address:
             parts.insert(0, f"SMTP {format_hostport(*gateway.smtp_address)}")
@@ -180,6 +223,10 @@ async def _serve(settings: Settings, mode: Mode) -> None:
             f"mailgate {mode.value}: " + ", ".join(parts) + f" (db {redact_url(gateway.db_url)})",
             flush=True,
         )
+        if mode is Mode.DEV:
+            kept = await gateway.inbox.store.count()
+            hint = "" if fresh else "; --fresh starts with an empty one"
+            print(f"mailgate dev: inbox has {kept} message(s) kept from before{hint}", flush=True)
         await stop.wait()
         log.info("shutting down")
     print(f"mailgate {mode.value}: stopped", flush=True)
@@ -216,15 +263,36 @@ def _send(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"mailgate: error: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
-    if response.status_code != 202:
-        print(f"mailgate: error: {response.status_code}: {response.text}", file=sys.stderr)
+    body = _json_or_none(response)
+    rejected = body.get("rejected") if isinstance(body, dict) else None
+    if isinstance(rejected, list):
+        for item in rejected:
+            print(f"mailgate: rejected: {item.get('reason')}", file=sys.stderr)
+    if response.status_code != 202 or not isinstance(body, dict):
+        if not rejected:
+            print(f"mailgate: error: {_failure_reason(response, body)}", file=sys.stderr)
         return 1
-    body: dict[str, Any] = response.json()
-    for item in body["rejected"]:
-        print(f"mailgate: rejected: {item['reason']}", file=sys.stderr)
-    for message_id in body["ids"]:
+    for message_id in body.get("ids", []):
         print(message_id)
     return 0
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _failure_reason(response: httpx.Response, body: Any) -> str:
+    """A readable reason: the API's ``detail`` when it gives one, else the status line."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI validation errors
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail
+        )
+    reason = detail or response.reason_phrase or "unexpected answer"
+    return f"{response.status_code} {reason}"
 
 
 def _attachment(path: Path) -> dict[str, str]:
@@ -253,6 +321,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _print_config(args: argparse.Namespace) -> int:
+    """The effective settings; ``db_url`` is the database actually used, password masked."""
     settings = load_settings(args.config)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    shown = settings.model_dump(mode="json")
+    shown["db_url"] = redact_url(database_url(settings, Mode(args.mode)))
+    print(json.dumps(shown, indent=2))
     return 0
