@@ -45,9 +45,17 @@ class Mode(StrEnum):
 class Gateway:
     """One running mailgate. ``async with Gateway(settings, mode=…) as gw:``."""
 
-    def __init__(self, settings: Settings, *, mode: Mode, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mode: Mode,
+        clock: Clock | None = None,
+        fresh_inbox: bool = False,
+    ) -> None:
         self.settings = settings
         self.mode = mode
+        self.fresh_inbox = fresh_inbox  #: empty the inbox before listening (``dev --fresh``)
         self.clock = clock or SystemClock()
         self.http_address: tuple[str, int] | None = None
         self.smtp_address: tuple[str, int] | None = None
@@ -82,6 +90,8 @@ class Gateway:
         await db.migrate()
         queue = QueueStore(db)
         self.inbox = Inbox(InboxStore(db), self.clock)
+        if self.fresh_inbox:
+            await self.inbox.store.clear(None)
         route, default_from = await self._transports()
         self.dispatcher = Dispatcher(
             queue,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -116,10 +116,17 @@ class InboxStore:
         if not result.rowcount:
             raise NotFound(f"no captured message {capture_id}")
 
-    async def clear(self, tenant: str) -> int:
+    async def clear(self, tenant: str | None) -> int:
+        """Delete a tenant's captured mail (every tenant's with ``None``); returns how many."""
+        stmt = delete(inbox) if tenant is None else delete(inbox).where(inbox.c.tenant == tenant)
         async with self.db.write() as conn:
-            result = await conn.execute(delete(inbox).where(inbox.c.tenant == tenant))
+            result = await conn.execute(stmt)
         return int(result.rowcount)
+
+    async def count(self) -> int:
+        """Captured messages kept, all tenants together (for the start-up line)."""
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(inbox))).scalar_one())
 
 
 def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
