@@ -114,3 +114,26 @@ def test_dev_says_what_it_kept_and_fresh_starts_empty(
     assert "inbox has 0 message(s) kept from before" in fresh.stdout()
     with httpx.Client(base_url=fresh.web) as http:
         assert http.get("/api/v1/inbox").json()["items"] == []
+
+
+def test_readme_commands_run_as_written() -> None:
+    """Every command in the README's shell blocks exists after `scripts/dev` (no bare
+    `mailgate`: it is not on PATH until the venv is activated)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    blocks = readme.split("```sh\n")[1:]
+    commands = [
+        line.split()[0]
+        for block in blocks
+        for line in block.split("```", 1)[0].splitlines()
+        if line.strip() and not line.startswith((" ", "#"))
+    ]
+    assert commands, "no shell examples found"
+    external = {"curl", "swaks", "apt-get", "pip", "source"}
+    for command in commands:
+        if "/" in command:
+            assert (root / command).exists(), f"README runs {command}, which does not exist"
+        else:
+            assert command in external, f"README runs {command!r}, which is not on PATH"
