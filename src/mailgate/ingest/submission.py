@@ -1,11 +1,15 @@
 """Submissions: validate message JSON (DESIGN §3) and queue it.
 
 REST, SMTP submission and the Firestore watcher all end in :meth:`Submissions.submit`,
-so every path validates the same way and commits before it acknowledges.
+so every path validates the same way and commits before it acknowledges. What
+validation accepts must build (``mailgate.mime``), fit the limits, and be storable on
+both engines; anything else is one rejected item with its reason, never a failure of
+the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Callable, Sequence
@@ -19,7 +23,18 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from mailgate.clock import Clock
 from mailgate.errors import InvalidMessage
 from mailgate.ids import new_id
-from mailgate.ingest.validation import check_header_name, check_header_value, normalize_address
+from mailgate.ingest.addresses import parse_address_list, parse_mailbox
+from mailgate.ingest.metadata import check_metadata
+from mailgate.ingest.schema import message_schema
+from mailgate.ingest.validation import (
+    base_filename,
+    check_body,
+    check_cid,
+    check_content_type,
+    check_header_name,
+    check_header_text,
+    check_plain_text,
+)
 from mailgate.model import Attachment, Message, Priority
 from mailgate.settings import LimitSettings
 from mailgate.store import QueueStore
@@ -40,7 +55,9 @@ class AttachmentIn(BaseModel):
 class MessageIn(BaseModel):
     """A message as clients submit it; ``id`` is the client's idempotency key."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra=message_schema
+    )
 
     id: str | None = Field(None, min_length=1, max_length=255)
     account: str = "default"
@@ -77,6 +94,38 @@ def parse_message_json(
     item: object, *, tenant: str, default_from: str, limits: LimitSettings, now: datetime
 ) -> Message:
     """Validate one submitted message; :class:`InvalidMessage` says what is wrong."""
+    data = _model(item)
+    line = limits.max_header_value
+    sender = parse_mailbox("from", data.from_ or default_from, limit=line)
+    message = Message(
+        id=new_id(),
+        tenant=tenant,
+        key=check_plain_text("id", data.id) if data.id is not None else None,
+        account=data.account,
+        sender=sender,
+        to=_recipients("to", [data.to] if isinstance(data.to, str) else data.to, line),
+        cc=_recipients("cc", data.cc, line),
+        bcc=_recipients("bcc", data.bcc, line),
+        reply_to=parse_mailbox("reply_to", data.reply_to, limit=line) if data.reply_to else None,
+        subject=check_header_text("subject", data.subject, limit=limits.max_subject_length),
+        text=check_body("text", data.text),
+        html=check_body("html", data.html),
+        headers=_headers(data.headers, limits),
+        attachments=tuple(_attachment(i, a) for i, a in enumerate(data.attachments)),
+        priority=Priority[data.priority.upper()],
+        send_at=data.send_at.astimezone(UTC) if data.send_at else None,
+        metadata=check_metadata(
+            data.metadata, max_depth=limits.max_metadata_depth, max_bytes=limits.max_metadata_bytes
+        ),
+        message_id=f"<{new_id()}@{_domain(sender)}>",
+        created_at=now,
+    )
+    _check_limits(message, limits)
+    return message
+
+
+def _model(item: object) -> MessageIn:
+    """The item's shape (pydantic), the account and the required fields it cannot express."""
     try:
         data = MessageIn.model_validate(item)
     except ValidationError as exc:
@@ -86,63 +135,55 @@ def parse_message_json(
         raise InvalidMessage(f"account: unknown account {data.account!r} (only 'default' exists)")
     if data.text is None and data.html is None:
         raise InvalidMessage("text or html is required")
-    to = [data.to] if isinstance(data.to, str) else data.to
-    if not to:
+    if not data.to:
         raise InvalidMessage("to: at least one recipient is required")
-    sender = normalize_address("from", data.from_ or default_from)
-    attachments = tuple(_attachment(i, a) for i, a in enumerate(data.attachments))
-    message = Message(
-        id=new_id(),
-        tenant=tenant,
-        key=data.id,
-        account=data.account,
-        sender=sender,
-        to=tuple(normalize_address("to", a) for a in to),
-        cc=tuple(normalize_address("cc", a) for a in data.cc),
-        bcc=tuple(normalize_address("bcc", a) for a in data.bcc),
-        reply_to=normalize_address("reply_to", data.reply_to) if data.reply_to else None,
-        subject=check_header_value("subject", data.subject),
-        text=data.text,
-        html=data.html,
-        headers={
-            check_header_name(k): check_header_value(f"headers.{k}", v)
-            for k, v in data.headers.items()
-        },
-        attachments=attachments,
-        priority=Priority[data.priority.upper()],
-        send_at=data.send_at.astimezone(UTC) if data.send_at else None,
-        metadata=data.metadata,
-        message_id=f"<{new_id()}@{_domain(sender)}>",
-        created_at=now,
-    )
-    _check_limits(message, limits)
-    return message
+    return data
 
 
 def _pydantic_reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "message"
+        where = ".".join(_printable(p) for p in err["loc"]) or "message"
         parts.append(f"{where}: {err['msg'].lower()}")
     return "; ".join(parts)
 
 
+def _printable(part: object) -> str:
+    """A location part (a dict key may be any text) made safe to echo back as JSON."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
+def _recipients(where: str, entries: list[str], limit: int) -> tuple[str, ...]:
+    """Each entry may itself be a list (``"a@x.com, b@x.com"``): every mailbox is kept."""
+    return tuple(a for entry in entries for a in parse_address_list(where, entry, limit=limit))
+
+
+def _headers(headers: dict[str, str], limits: LimitSettings) -> dict[str, str]:
+    if len(headers) > limits.max_headers:
+        raise InvalidMessage(
+            f"headers: {len(headers)} custom headers, over the limit of {limits.max_headers}"
+        )
+    return {
+        check_header_name(k): check_header_text(f"headers.{k}", v, limit=limits.max_header_value)
+        for k, v in headers.items()
+    }
+
+
 def _attachment(index: int, att: AttachmentIn) -> Attachment:
     where = f"attachments.{index}"
-    check_header_value(f"{where}.filename", att.filename)
+    filename = base_filename(f"{where}.filename", att.filename)
+    content_type = check_content_type(f"{where}.content_type", att.content_type)
     if att.url is not None:
         raise InvalidMessage(f"{where}: attachments by url are not supported yet; send content")
     if att.content is None:
         raise InvalidMessage(f"{where}: content (base64) is required")
-    maintype, slash, subtype = att.content_type.partition("/")
-    if not (slash and maintype and subtype) or not att.content_type.isascii():
-        raise InvalidMessage(f"{where}: {att.content_type!r} is not a MIME type")
     try:
         content = base64.b64decode(att.content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidMessage(f"{where}: content is not valid base64") from None
-    cid = check_header_value(f"{where}.cid", att.cid) if att.cid else None
-    return Attachment(att.filename, att.content_type.lower(), content, cid)
+    cid = check_cid(f"{where}.cid", att.cid) if att.cid is not None else None
+    return Attachment(filename, content_type, content, cid)
 
 
 def _check_limits(message: Message, limits: LimitSettings) -> None:
@@ -157,10 +198,26 @@ def _check_limits(message: Message, limits: LimitSettings) -> None:
 
 
 def estimated_size(message: Message) -> int:
-    """Encoded size: bodies plus base64 attachments (4/3) plus a header allowance."""
+    """Encoded size: bodies, base64 attachments (4/3), header text, plus a fixed allowance
+    for the headers mailgate writes itself (Date, Message-ID, MIME framing)."""
     bodies = len((message.text or "").encode()) + len((message.html or "").encode())
-    files = sum((len(a.content) + 2) // 3 * 4 for a in message.attachments)
-    return bodies + files + 1024
+    files = sum(
+        (len(a.content) + 2) // 3 * 4 + _header_size(a.filename) for a in message.attachments
+    )
+    return bodies + files + _headers_size(message) + 1024
+
+
+def _headers_size(message: Message) -> int:
+    addresses = (message.sender, *message.to, *message.cc, message.reply_to or "")
+    custom = sum(len(k) + 4 + _header_size(v) for k, v in message.headers.items())
+    return _header_size(message.subject) + sum(_header_size(a) for a in addresses) + custom
+
+
+def _header_size(value: str) -> int:
+    """UTF-8 bytes; non-ASCII text goes out as RFC 2047 encoded words (base64 4/3 plus
+    the ``=?utf-8?b?…?=`` framing of each word), counted here as twice its bytes."""
+    size = len(value.encode())
+    return size if value.isascii() else 2 * size
 
 
 def _domain(address: str) -> str:
@@ -188,27 +245,13 @@ class Submissions:
     async def submit(self, items: Sequence[object], tenant: str = "default") -> SubmissionReport:
         now = self.clock.now()
         report = SubmissionReport()
-        good: list[tuple[int, Message]] = []
         if len(items) > self.limits.max_batch:
             reason = f"batch of {len(items)} messages is over the limit of {self.limits.max_batch}"
             report.rejected = [Rejected(i, _key(x), reason) for i, x in enumerate(items)]
             return report
-        for index, item in enumerate(items):
-            try:
-                good.append(
-                    (
-                        index,
-                        parse_message_json(
-                            item,
-                            tenant=tenant,
-                            default_from=self.default_from,
-                            limits=self.limits,
-                            now=now,
-                        ),
-                    )
-                )
-            except InvalidMessage as exc:
-                report.rejected.append(Rejected(index, _key(item), str(exc)))
+        # Parsing is CPU work (address syntax, base64, a thousand items): a worker thread
+        # keeps the event loop serving the API and SMTP sessions meanwhile.
+        good, report.rejected = await asyncio.to_thread(self._parse_all, items, tenant, now)
         if good:
             results = await self.queue.enqueue([m for _, m in good], now)
             for (index, _), result in zip(good, results, strict=True):
@@ -218,7 +261,29 @@ class Submissions:
             self.on_queued()
         return report
 
+    def _parse_all(
+        self, items: Sequence[object], tenant: str, now: datetime
+    ) -> tuple[list[tuple[int, Message]], list[Rejected]]:
+        """Each item on its own: one bad item is one rejection, never the batch's."""
+        good: list[tuple[int, Message]] = []
+        rejected: list[Rejected] = []
+        for index, item in enumerate(items):
+            try:
+                good.append((index, self._parse(item, tenant, now)))
+            except InvalidMessage as exc:
+                rejected.append(Rejected(index, _key(item), str(exc)))
+        return good, rejected
+
+    def _parse(self, item: object, tenant: str, now: datetime) -> Message:
+        return parse_message_json(
+            item, tenant=tenant, default_from=self.default_from, limits=self.limits, now=now
+        )
+
 
 def _key(item: object) -> str | None:
+    """The rejected item's own id, echoed back only if it is printable text."""
     value = item.get("id") if isinstance(item, dict) else None
-    return value if isinstance(value, str) else None
+    try:
+        return check_plain_text("id", value) if isinstance(value, str) else None
+    except InvalidMessage:
+        return None
