@@ -145,7 +145,7 @@ class Gateway:
 
     async def _start_web(self, services: Services) -> None:
         config = uvicorn.Config(
-            create_app(services),
+            create_app(services, http=self.settings.http, limits=self.settings.limits),
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Body, Depends, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from mailgate.model import State
 from mailgate.store import MessageRecord
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
+from mailgate.web.rendering import encode, encode_item, json_response, page_response
+from mailgate.web.responses import errors
 
 __all__ = ["router"]
 
@@ -87,65 +89,114 @@ _SUBMIT_SCHEMA = {
 }
 
 
+#: Client data stored with a message; a bad one must not hide the rest.
+_USER_FIELDS = (("metadata",),)
+_EMPTY_BODY = "body: a JSON message or list of messages is required"
+
+
 @router.post(
     "/messages",
     status_code=202,
     response_model=SubmitOut,
     openapi_extra=_SUBMIT_SCHEMA,
-    responses={422: {"model": SubmitOut, "description": "every item was rejected"}},
+    responses={
+        422: {"model": SubmitOut, "description": "every item was rejected, or there was no body"},
+        **errors(400, 415),
+    },
 )
-async def submit(
-    services: ServicesDep, tenant: TenantDep, body: Annotated[Any, Body()]
-) -> JSONResponse:
+async def submit(request: Request, services: ServicesDep, tenant: TenantDep) -> Response:
     """Queue one message or a list. Good items are committed before the 202;
-    bad ones are listed in ``rejected`` with the reason."""
+    bad ones are listed in ``rejected`` with the reason.
+
+    The body is parsed here rather than by FastAPI so that every answer has a
+    documented shape: no body is a 422 ``SubmitOut``, malformed JSON a 400.
+    """
+    raw = await request.body()
+    if not raw.strip():
+        return _submit_response([], [{"index": 0, "id": None, "reason": _EMPTY_BODY}], [])
+    _require_json(request.headers.get("content-type"))
+    body = _parse_json(raw)
     items = body if isinstance(body, list) else [body]
     report = await services.submissions.submit(items, tenant)
-    payload = {
-        "queued": len(report.ids),
-        "ids": report.ids,
-        "duplicates": report.duplicates,
-        "rejected": [{"index": r.index, "id": r.id, "reason": r.reason} for r in report.rejected],
-    }
-    return JSONResponse(payload, status_code=202 if report.ids or not items else 422)
+    rejected = [{"index": r.index, "id": r.id, "reason": r.reason} for r in report.rejected]
+    return _submit_response(report.ids, rejected, report.duplicates, empty_ok=not items)
 
 
-@router.get("/messages", response_model=MessagePage)
+def _submit_response(
+    ids: list[str], rejected: list[dict[str, Any]], duplicates: list[int], *, empty_ok: bool = False
+) -> Response:
+    payload = {"queued": len(ids), "ids": ids, "duplicates": duplicates, "rejected": rejected}
+    return json_response(encode(payload), 202 if ids or empty_ok else 422)
+
+
+def _require_json(content_type: str | None) -> None:
+    """Only JSON is read: a browser cannot send it cross-origin without a CORS
+    preflight, which this API never grants (a text/plain form post could)."""
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(
+            415, f"body: Content-Type must be application/json, not {media_type or 'missing'}"
+        )
+
+
+def _parse_json(raw: bytes) -> Any:
+    """RFC 8259 JSON; NaN and Infinity are refused (§6), as is nesting Python cannot hold."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        _bad_json("nested too deeply")
+    except json.JSONDecodeError as exc:
+        _bad_json(f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+    except ValueError as exc:  # not UTF-8, an integer too long, NaN
+        _bad_json(str(exc))
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259 §6)")
+
+
+def _bad_json(reason: str) -> NoReturn:
+    raise HTTPException(400, f"body: invalid JSON: {reason}")
+
+
+@router.get("/messages", response_model=MessagePage, responses=errors())
 async def list_messages(
     services: ServicesDep,
     tenant: TenantDep,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     records, next_cursor = await services.queue.list(
         tenant, state=state, limit=limit, cursor=cursor
     )
-    return {"items": [message_json(r) for r in records], "next_cursor": next_cursor}
+    return page_response((_encoded(r) for r in records), next_cursor)
 
 
-@router.get("/messages/{message_id}", response_model=MessageOut)
-async def get_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    return message_json(await services.queue.get(message_id, tenant))
+@router.get("/messages/{message_id}", response_model=MessageOut, responses=errors(404))
+async def get_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    return json_response(_encoded(await services.queue.get(message_id, tenant)))
 
 
-@router.post("/messages/{message_id}/retry", response_model=MessageOut)
-async def retry_message(
-    message_id: str, services: ServicesDep, tenant: TenantDep
-) -> dict[str, Any]:
+@router.post(
+    "/messages/{message_id}/retry", response_model=MessageOut, responses=errors(404, 409)
+)
+async def retry_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Deferred or failed → queued, due now."""
     await services.queue.retry(message_id, tenant, services.clock.now())
     services.submissions.on_queued()
-    return message_json(await services.queue.get(message_id, tenant))
+    return json_response(_encoded(await services.queue.get(message_id, tenant)))
 
 
-@router.delete("/messages/{message_id}", response_model=MessageOut)
-async def cancel_message(
-    message_id: str, services: ServicesDep, tenant: TenantDep
-) -> dict[str, Any]:
+@router.delete("/messages/{message_id}", response_model=MessageOut, responses=errors(404, 409))
+async def cancel_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Cancel a message that has not been sent (409 if it was, or is being sent)."""
     await services.queue.cancel(message_id, tenant, services.clock.now())
-    return message_json(await services.queue.get(message_id, tenant))
+    return json_response(_encoded(await services.queue.get(message_id, tenant)))
+
+
+def _encoded(r: MessageRecord) -> bytes:
+    return encode_item(message_json(r), user_fields=_USER_FIELDS)
 
 
 def message_json(r: MessageRecord) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""FastAPI application factory; resources arrive through lifespan state."""
+"""FastAPI application factory; resources arrive through lifespan state.
+
+Requests pass, outermost first: the Host check (DNS rebinding), the ``Allow``
+answers for 405/OPTIONS, the request-body limit, then the routes.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,42 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from mailgate import __version__
 from mailgate.errors import Conflict, NotFound
 from mailgate.ingest.submission import MessageIn
+from mailgate.settings import HttpSettings, LimitSettings
 from mailgate.web import api_inbox, api_messages
+from mailgate.web.docs import mount_docs
+from mailgate.web.hosts import HostCheck
+from mailgate.web.limits import BodyLimit, effective_body_limit
+from mailgate.web.methods import AllowedMethods
 from mailgate.web.services import Services
 
 __all__ = ["Services", "create_app"]
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(
+    services: Services,
+    *,
+    http: HttpSettings | None = None,
+    limits: LimitSettings | None = None,
+) -> FastAPI:
+    """The web app; ``http`` and ``limits`` default to the settings' defaults."""
+    http = http or HttpSettings()
+    limits = limits or LimitSettings()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         yield {"services": services}
 
     app = FastAPI(
-        title="mailgate", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+        title="mailgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.include_router(api_messages.router, prefix="/api/v1")
     app.include_router(api_inbox.router, prefix="/api/v1")
+    mount_docs(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -41,8 +61,24 @@ def create_app(services: Services) -> FastAPI:
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    app.add_middleware(BodyLimit, limit=effective_body_limit(limits))
+    app.add_middleware(AllowedMethods, paths=lambda: _path_methods(app))
+    app.add_middleware(
+        HostCheck, allowed=http.allowed_hosts, enabled=services.api_token is None
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _path_methods(app: FastAPI) -> dict[str, set[str]]:
+    """Every path's methods: the published ones, and the routes kept out of the schema."""
+    paths: dict[str, set[str]] = {}
+    for path, operations in app.openapi().get("paths", {}).items():
+        paths.setdefault(path, set()).update(m for m in operations if m != "parameters")
+    for route in app.router.routes:
+        if isinstance(route, APIRoute):
+            paths.setdefault(route.path, set()).update(route.methods or ())
+    return paths
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
