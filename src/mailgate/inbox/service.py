@@ -6,6 +6,7 @@ development mail from every source ends up in one place.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,15 @@ from typing import Any
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
-from mailgate.mime import ParsedAttachment, parse_message
+from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
 
-__all__ = ["CaptureMeta", "Inbox", "capture_event"]
+__all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
+
+#: Where a record keeps its parse problems: in the headers JSON, under a key that
+#: can never be a header field name (RFC 5322 §2.2: field names contain no ":").
+#: ``capture_event`` moves them to ``message.problems``.
+PROBLEMS_KEY = "mailgate:problems"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +44,12 @@ class Inbox:
         self.clock = clock
 
     async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
-        """Parse and commit; when this returns the message is durable."""
-        parsed = parse_message(raw)
+        """Parse and commit; when this returns the message is durable.
+
+        Parsing runs in a worker thread: a hostile message (40,000 headers, deep
+        nesting) then costs its own session time, never the event loop's.
+        """
+        parsed = await asyncio.to_thread(parse_message, raw)
         record = CapturedRecord(
             id=new_id(),
             tenant=meta.tenant,
@@ -53,7 +63,7 @@ class Inbox:
             subject=parsed.subject,
             from_header=parsed.sender,
             to_header=parsed.to,
-            headers=parsed.headers,
+            headers=_headers(parsed),
             text=parsed.text,
             html=parsed.html,
             attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
@@ -64,10 +74,17 @@ class Inbox:
 
     async def attachment(self, capture_id: str, index: int, tenant: str) -> ParsedAttachment:
         """The exact decoded bytes of attachment ``index`` (re-parsed from the raw message)."""
-        parsed = parse_message(await self.store.raw(capture_id, tenant))
+        raw = await self.store.raw(capture_id, tenant)
+        parsed = await asyncio.to_thread(parse_message, raw)
         if not 0 <= index < len(parsed.attachments):
             raise NotFound(f"captured message {capture_id} has no attachment {index}")
         return parsed.attachments[index]
+
+
+def _headers(parsed: ParsedMessage) -> dict[str, Any]:
+    if not parsed.problems:
+        return dict(parsed.headers)
+    return {**parsed.headers, PROBLEMS_KEY: list(parsed.problems)}
 
 
 def _describe(index: int, att: ParsedAttachment) -> dict[str, Any]:
@@ -87,7 +104,11 @@ def capture_event(
     """The capture event of DESIGN §3, as handlers and ``GET /inbox/{id}`` see it.
 
     Attachment content is included only when ``contents`` is given (memory mode).
+    ``message.problems`` lists what the parser could not read fully (empty when it
+    read everything); the raw source always has the whole message.
     """
+    headers = dict(record.headers)
+    problems = headers.pop(PROBLEMS_KEY, [])
     attachments = []
     for i, att in enumerate(record.attachments):
         item = {k: att[k] for k in ("filename", "content_type", "size", "cid", "inline")}
@@ -105,13 +126,14 @@ def capture_event(
         "envelope": {"from": record.mail_from, "to": record.rcpt_to, "helo": record.helo},
         "authentication": _auth(record.auth),
         "message": {
-            "headers": record.headers,
+            "headers": headers,
             "subject": record.subject,
             "from": record.from_header,
             "to": record.to_header,
             "body": record.text,
             "html": record.html,
             "raw": raw.decode("utf-8", "replace") if raw is not None else None,
+            "problems": problems,
         },
         "size": record.size,
         "attachments": attachments,

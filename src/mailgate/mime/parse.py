@@ -1,22 +1,56 @@
-"""Parse raw RFC 5322 bytes into what the inbox shows: headers, text, html, attachments."""
+"""Parse raw RFC 5322 bytes into what the inbox shows: headers, text, html, attachments.
+
+Capture keeps every message, however malformed, so parsing never raises and runs
+in time linear in the message size (times the nesting bound). What could not be
+parsed fully is reported in ``ParsedMessage.problems`` and stays in the raw source:
+
+* at most ``MAX_HEADER_FIELDS`` top-level header fields are decoded;
+* multiparts nest at most ``MAX_DEPTH`` levels; a deeper one is kept whole as one
+  opaque attachment;
+* at most ``MAX_PARTS`` parts are listed; later ones are left out.
+
+Rules a mail client follows, and so does this parser:
+
+* a ``message/rfc822`` (or ``message/global``) part is one attachment, downloadable
+  as ``.eml``, never walked into; a message that *is* such a wrapper shows the
+  embedded message's text, html and attachments;
+* ``message/delivery-status`` and other leaves are one attachment each;
+* a multipart whose boundary is missing or never used is read with the boundary
+  its body does use, or else shown as text; it is never an attachment itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 
-__all__ = ["ParsedAttachment", "ParsedMessage", "parse_message"]
+from mailgate.mime.decode import decode_header, decode_text, safe_filename
+from mailgate.mime.entity import Entity, guess_boundary, read_entity, split_multipart
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_HEADER_FIELDS",
+    "MAX_PARTS",
+    "ParsedAttachment",
+    "ParsedMessage",
+    "parse_message",
+]
 
 HeaderValue = str | list[str]
+
+MAX_DEPTH = 64  #: multipart nesting levels walked (real mail uses fewer than 10)
+MAX_HEADER_FIELDS = 1000  #: top-level header fields decoded (real mail has under 200)
+MAX_PARTS = 1000  #: MIME parts listed per message
+_WRAPPERS = ("message/rfc822", "message/global")  # RFC 2046 §5.2.1, RFC 6532 §3.5
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedAttachment:
-    filename: str | None
+    filename: str | None  #: decoded, without control characters or directories
     content_type: str
-    content: bytes
+    content: bytes  #: exact decoded bytes (for message/rfc822: the embedded message)
     cid: str | None
     inline: bool
 
@@ -30,6 +64,22 @@ class ParsedMessage:
     text: str | None
     html: str | None
     attachments: tuple[ParsedAttachment, ...]
+    problems: tuple[str, ...] = ()  #: what could not be parsed fully; empty when all was
+
+
+@dataclass(slots=True)
+class _Part:
+    """One node of the MIME tree: a leaf with its payload, or a multipart with children."""
+
+    view: EmailMessage  #: the MIME fields (and, for a leaf, the body) for the email API
+    children: list[_Part] | None = None
+    content_type: str = ""
+
+
+@dataclass(slots=True)
+class _Walk:
+    problems: list[str] = field(default_factory=list)
+    parts: int = 0
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -38,26 +88,49 @@ def parse_message(raw: bytes) -> ParsedMessage:
     Every leaf part that is not the chosen text or html body is an attachment, in
     document order; that order is the attachment's index in the API.
     """
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    text_part = msg.get_body(preferencelist=("plain",))
-    html_part = msg.get_body(preferencelist=("html",))
-    bodies = {id(p) for p in (text_part, html_part) if p is not None}
-    attachments = tuple(
-        _attachment(part)
-        for part in msg.walk()
-        if not part.is_multipart() and id(part) not in bodies
-    )
-    headers = _headers(msg)
+    walk = _Walk()
+    top = read_entity(raw, keep=MAX_HEADER_FIELDS)
+    if top.field_count > MAX_HEADER_FIELDS:
+        walk.problems.append(
+            f"headers: {top.field_count} header fields; only the first {MAX_HEADER_FIELDS}"
+            " are decoded, the rest are in the raw source"
+        )
+    headers = _headers(top.fields)
+    try:
+        text, html, attachments = _shown(top, walk)
+    except Exception as exc:  # a parser bug must not cost the message
+        walk.problems.append(f"mime: body not parsed ({type(exc).__name__}); see the raw source")
+        text, html, attachments = None, None, ()
     return ParsedMessage(
         headers=headers,
         subject=_first(headers, "Subject"),
         sender=_first(headers, "From"),
         to=_first(headers, "To"),
-        text=_content(text_part),
-        html=_content(html_part),
+        text=text,
+        html=html,
         attachments=attachments,
+        problems=tuple(walk.problems),
     )
+
+
+def _shown(top: Entity, walk: _Walk) -> tuple[str | None, str | None, tuple[ParsedAttachment, ...]]:
+    """Text, html and attachments as a mail client shows them."""
+    root = _unwrap(_tree(top, walk, depth=0, default="text/plain"), walk)
+    text_part = _body(root, "plain")
+    html_part = _body(root, "html")
+    chosen = {id(p) for p in (text_part, html_part) if p is not None}
+    attachments = tuple(_attachment(p) for p in _leaves(root) if id(p) not in chosen)
+    return _content(text_part), _content(html_part), attachments
+
+
+def _headers(fields: list[tuple[str, str]]) -> dict[str, HeaderValue]:
+    """One pass: repeated fields (matched case-insensitively) become one list."""
+    grouped: dict[str, list[str]] = {}
+    spelling: dict[str, str] = {}
+    for name, value in fields:
+        key = spelling.setdefault(name.lower(), name)
+        grouped.setdefault(key, []).append(decode_header(value))
+    return {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
 
 
 def _first(headers: dict[str, HeaderValue], name: str) -> str:
@@ -68,38 +141,153 @@ def _first(headers: dict[str, HeaderValue], name: str) -> str:
     return ""
 
 
-def _headers(msg: EmailMessage) -> dict[str, HeaderValue]:
-    headers: dict[str, HeaderValue] = {}
-    for name in dict.fromkeys(msg.keys()):
-        try:
-            values = [str(v) for v in msg.get_all(name, [])]
-        except (ValueError, IndexError):
-            values = [str(v) for n, v in msg.raw_items() if n == name]
-        headers[name] = values[0] if len(values) == 1 else values
-    return headers
+def _view(mime: dict[str, str], body: bytes | None, default: str) -> EmailMessage:
+    """An EmailMessage holding only the MIME fields: the email API's parameter
+    decoding (RFC 2231, quoted strings) without scanning every header field."""
+    view = EmailMessage(policy=policy.default)
+    view.set_default_type(default)
+    for name, value in mime.items():
+        view.set_raw(name.title(), value)
+    if body is not None:
+        view.set_payload(body.decode("ascii", "surrogateescape"))
+    return view
 
 
-def _content(part: object) -> str | None:
-    if not isinstance(part, EmailMessage):
-        return None
-    try:
-        content = part.get_content()
-    except (LookupError, ValueError):  # unknown charset: fall back to a lossless-ish decode
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
+def _tree(entity: Entity, walk: _Walk, *, depth: int, default: str) -> _Part:
+    view = _view(entity.mime, None, default)
+    content_type = view.get_content_type()
+    if view.get_content_maintype() != "multipart":
+        return _leaf(entity.mime, entity.body, default)
+    if depth >= MAX_DEPTH:
+        walk.problems.append(
+            f"mime: multipart nested deeper than {MAX_DEPTH} levels;"
+            " the deeper part is kept whole as one attachment"
+        )
+        return _leaf({"content-type": "application/octet-stream"}, entity.raw, default)
+    split = _split(entity.body, view.get_boundary(), content_type, walk)
+    if split is None:
+        return _leaf(_as_text(view), entity.body, default)
+    child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+    children = []
+    for raw_part in split:
+        walk.parts += 1
+        if walk.parts > MAX_PARTS:
+            walk.problems.append(f"mime: more than {MAX_PARTS} parts; the rest are not listed")
+            break
+        children.append(_tree(read_entity(raw_part), walk, depth=depth + 1, default=child_default))
+    return _Part(view, children, content_type)
+
+
+def _leaf(mime: dict[str, str], body: bytes, default: str) -> _Part:
+    view = _view(mime, body, default)
+    return _Part(view, None, view.get_content_type())
+
+
+def _split(body: bytes, boundary: str | None, content_type: str, walk: _Walk) -> list[bytes] | None:
+    """The parts of a multipart body; None when it has no usable boundary at all."""
+    found = split_multipart(body, boundary) if boundary else None
+    if found is None:
+        guessed = guess_boundary(body)
+        found = split_multipart(body, guessed) if guessed else None
+        if found is None:
+            walk.problems.append(f"mime: {content_type} without a usable boundary; shown as text")
             return None
-        return payload.decode("utf-8", "replace").replace("\r\n", "\n")
-    # CRLF is wire format; text shown or handed to handlers uses plain newlines.
-    return content.replace("\r\n", "\n") if isinstance(content, str) else None
+        walk.problems.append(f"mime: {content_type} boundary missing or unused; read as {guessed}")
+    parts, closed = found
+    if not closed:
+        walk.problems.append(f"mime: {content_type} has no closing boundary (truncated?)")
+    return parts
 
 
-def _attachment(part: EmailMessage) -> ParsedAttachment:
-    payload = part.get_payload(decode=True)
-    cid = part.get("Content-ID")
+def _as_text(view: EmailMessage) -> dict[str, str]:
+    """A boundary-less multipart is shown as its text, in the charset it declares."""
+    charset = view.get_param("charset")
+    content_type = f'text/plain; charset="{charset}"' if isinstance(charset, str) else "text/plain"
+    return {"content-type": content_type}
+
+
+def _unwrap(root: _Part, walk: _Walk) -> _Part:
+    """A message that *is* a message/rfc822 wrapper shows the message it wraps."""
+    depth = 0
+    while root.children is None and root.content_type in _WRAPPERS and depth < MAX_DEPTH:
+        inner = root.view.get_payload(decode=True)
+        if not isinstance(inner, bytes):
+            break
+        root = _tree(read_entity(inner), walk, depth=depth + 1, default="text/plain")
+        depth += 1
+    return root
+
+
+def _body(part: _Part | None, subtype: str) -> _Part | None:
+    """The first text/``subtype`` part a reader sees (``EmailMessage.get_body`` rules).
+
+    Attachments are never bodies; in multipart/related only the root part counts
+    (RFC 2387 §3.2: the ``start`` parameter, else the first part).
+    """
+    if part is None or part.view.is_attachment():
+        return None
+    if part.children is None:
+        return part if part.content_type == f"text/{subtype}" else None
+    candidates = part.children
+    if part.content_type == "multipart/related":
+        candidates = [_related_root(part)] if part.children else []
+    for child in candidates:
+        found = _body(child, subtype)
+        if found is not None:
+            return found
+    return None
+
+
+def _related_root(part: _Part) -> _Part:
+    assert part.children
+    start = part.view.get_param("start")
+    if isinstance(start, str):
+        for child in part.children:
+            if str(child.view.get("content-id", "")).strip() == start.strip():
+                return child
+    return part.children[0]
+
+
+def _leaves(part: _Part) -> Iterator[_Part]:
+    if part.children is None:
+        yield part
+        return
+    for child in part.children:
+        yield from _leaves(child)
+
+
+def _content(part: _Part | None) -> str | None:
+    if part is None:
+        return None
+    payload = part.view.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    return decode_text(payload, part.view.get_content_charset())
+
+
+def _attachment(part: _Part) -> ParsedAttachment:
+    view = part.view
+    payload = view.get_payload(decode=True)
+    content = payload if isinstance(payload, bytes) else b""
+    filename = safe_filename(view.get_filename())
+    if filename is None and part.content_type in _WRAPPERS:
+        filename = _eml_name(content)
+    cid = view.get("content-id")
     return ParsedAttachment(
-        filename=part.get_filename(),
-        content_type=part.get_content_type(),
-        content=payload if isinstance(payload, bytes) else b"",
-        cid=str(cid).strip("<>") if cid else None,
-        inline=part.get_content_disposition() == "inline",
+        filename=filename,
+        content_type=part.content_type,
+        content=content,
+        cid=str(cid).strip().strip("<>") if cid else None,
+        inline=view.get_content_disposition() == "inline",
     )
+
+
+def _eml_name(message: bytes) -> str:
+    """``<subject>.eml`` for a forwarded message without a filename, as clients save it."""
+    for name, value in read_entity(message, keep=MAX_HEADER_FIELDS).fields:
+        if name.lower() == "subject":
+            subject = safe_filename(decode_header(value))
+            if subject:
+                return f"{subject[:200]}.eml"
+            break
+    return "forwarded.eml"
