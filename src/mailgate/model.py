@@ -110,6 +110,10 @@ class SendResult:
     enhanced_code: str | None
     detail: str
     recipients: Mapping[str, RecipientResult] = field(default_factory=dict)
+    #: The attempt failed on mailgate's side of the conversation, not the message's: the
+    #: relay refused our credentials, or we refused to send them without TLS. Such an
+    #: attempt is retried without using up the message's retry budget.
+    config_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,28 +44,34 @@ def split_enhanced(text: str) -> tuple[str | None, str]:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with jitter.
+    """Exponential backoff with jitter, and when to give up.
 
-    Defaults follow RFC 5321 §4.5.4.1: wait at least 30 minutes between tries and
-    keep trying for at least 4–5 days before giving up.
+    A plain value without defaults: the numbers the program runs with live in one
+    place, :class:`mailgate.settings.RetrySettings`, with their RFC 5321 §4.5.4.1
+    reasons (wait at least 30 minutes between tries, keep trying 4–5 days).
     """
 
-    initial_delay: float = 1800.0  #: seconds before the second attempt
-    multiplier: float = 2.0
-    max_delay: float = 4 * 3600.0
-    max_age: float = 5 * 86400.0  #: give up this long after the message was queued
-    jitter: float = 0.1  #: ± fraction of the delay drawn at random
+    initial_delay: float  #: seconds before the second attempt
+    multiplier: float  #: backoff factor between attempts
+    max_delay: float  #: longest wait between attempts, before jitter
+    max_age: float  #: give up this long after the message was queued
+    jitter: float  #: up to this fraction is added to each delay at random
+
+    def delay(self, attempts: int, draw: float) -> timedelta:
+        """The wait after ``attempts`` tries; ``draw`` is a number in [0, 1).
+
+        Jitter only ever lengthens the wait, so ``initial_delay`` stays a floor
+        (RFC 5321 §4.5.4.1 asks for at least 30 minutes, not 30 minutes on average).
+        """
+        delay = min(self.initial_delay * self.multiplier ** max(attempts - 1, 0), self.max_delay)
+        delay *= 1 + self.jitter * draw
+        return timedelta(seconds=max(delay, 0.0))
 
     def next_attempt(
         self, attempts: int, created_at: datetime, now: datetime, draw: float
     ) -> datetime | None:
-        """When to try again after ``attempts`` tries, or ``None`` to give up.
-
-        ``draw`` is a number in [0, 1) from the caller's random source.
-        """
-        delay = min(self.initial_delay * self.multiplier ** max(attempts - 1, 0), self.max_delay)
-        delay *= 1 + self.jitter * (2 * draw - 1)
-        when = now + timedelta(seconds=max(delay, 0.0))
+        """When to try again after ``attempts`` tries, or ``None`` to give up."""
+        when = now + self.delay(attempts, draw)
         if when > created_at + timedelta(seconds=self.max_age):
             return None
         return when
@@ -79,6 +85,9 @@ class Decision:
     pending: tuple[str, ...]  #: recipients still to be tried
     delivered: int  #: recipients accepted so far, this attempt included
     next_attempt_at: datetime | None
+    #: False: the attempt failed for a reason that is not the message's (a configuration
+    #: error): it is recorded, but does not count towards backoff or giving up.
+    counted: bool = True
 
 
 def recipient_outcomes(result: SendResult, recipients: Iterable[str]) -> dict[str, RecipientResult]:
@@ -105,7 +114,12 @@ def decide(
     and at least one recipient was accepted, ``failed`` if none ever was or retries gave
     up. A failed message keeps its undelivered recipients as pending, so a manual retry
     goes to them and never again to those who already have it.
+
+    A configuration error (``result.config_error``: our relay credentials refused) is
+    not the message's fault: see :func:`_not_the_message`.
     """
+    if result.config_error:
+        return _not_the_message(pending, delivered_before, now, retry, draw)
     outcomes = recipient_outcomes(result, pending)
     delivered = delivered_before + sum(r.status is Outcome.SENT for r in outcomes.values())
     still = tuple(rcpt for rcpt, r in outcomes.items() if r.status is Outcome.DEFERRED)
@@ -118,3 +132,16 @@ def decide(
     if delivered:
         return Decision(State.SENT, (), delivered, None)
     return Decision(State.FAILED, undelivered, delivered, None)
+
+
+def _not_the_message(
+    pending: tuple[str, ...], delivered: int, now: datetime, retry: RetryPolicy, draw: float
+) -> Decision:
+    """Defer without counting the attempt, as Postfix's ``smtp_sasl_auth_soft_bounce`` does.
+
+    Nothing was said about the message, so it neither backs off further nor gives up
+    (not even past ``max_age``): it is sent once the configuration is fixed. It is
+    tried again after the first backoff step, so a fixed configuration is picked up
+    soon and a broken one is not hammered.
+    """
+    return Decision(State.DEFERRED, pending, delivered, now + retry.delay(1, draw), counted=False)

@@ -95,13 +95,21 @@ class DeliverySettings(BaseModel):
 
 
 class RetrySettings(BaseModel):
-    """Defaults follow RFC 5321 §4.5.4.1 (≥30 min between tries, give up after 4–5 days)."""
+    """The program's retry defaults: the only copy of these numbers (RetryPolicy has none).
+
+    RFC 5321 §4.5.4.1: wait at least 30 minutes between tries, and keep trying for
+    at least 4–5 days before giving up.
+    """
 
     initial_delay: float = Field(1800.0, description="Seconds before the second attempt.")
     multiplier: float = Field(2.0, description="Backoff factor between attempts.")
-    max_delay: float = Field(14400.0, description="Longest wait between attempts, seconds.")
+    max_delay: float = Field(
+        14400.0, description="Longest wait between attempts, seconds (before jitter)."
+    )
     max_age: float = Field(432000.0, description="Give up this many seconds after queueing.")
-    jitter: float = Field(0.1, description="± fraction of each delay drawn at random.")
+    jitter: float = Field(
+        0.1, description="Up to this fraction is added to each delay, drawn at random."
+    )
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(**self.model_dump())

@@ -200,7 +200,9 @@ class QueueStore:
                     state=o.decision.state,
                     pending=list(o.decision.pending),
                     delivered=o.decision.delivered,
-                    attempt_count=c.attempt_count + 1,
+                    # an uncounted attempt (a configuration error) is recorded below,
+                    # but leaves the count that drives backoff and giving up alone
+                    attempt_count=c.attempt_count + int(o.decision.counted),
                     next_attempt_at=o.decision.next_attempt_at,
                     lease_owner=None,
                     lease_expires_at=None,
