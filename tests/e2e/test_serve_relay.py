@@ -74,7 +74,7 @@ async def test_serve_relays_a_message_upstream(
 
     [attempt] = sent["attempts"]
     assert attempt["code"] == 250
-    assert attempt["transport"] == f"smtp:127.0.0.1:{upstream.port}"
+    assert attempt["transport"] == f"smtp://127.0.0.1:{upstream.port}"
     assert {r: v["status"] for r, v in attempt["recipients"].items()} == {
         "a@example.com": "sent",
         "hidden@example.com": "sent",

@@ -3,6 +3,11 @@
 The conversation is driven verb by verb (MAIL, RCPT each, DATA) so every
 recipient gets its own result: a recipient refused at RCPT is recorded with
 its code and text, and the message goes on to the others.
+
+Whatever goes wrong while the session is set up (greeting, EHLO, STARTTLS, AUTH)
+says nothing about the message, so it never fails one for good. A refused login
+is our configuration's fault: it comes back as a ``config_error`` result, which
+the dispatcher retries without counting it against the message.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from aiosmtplib import (
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
 )
 
 from mailgate.deliver.relay import RelayConfig, Security
@@ -27,6 +33,25 @@ from mailgate.policy import classify, split_enhanced
 __all__ = ["SmtpTransport"]
 
 log = logging.getLogger(__name__)
+
+#: aiosmtplib's ``start_tls``: None upgrades when the server offers STARTTLS (RFC 3207)
+_START_TLS: dict[Security, bool | None] = {
+    Security.PLAIN: None,
+    Security.STARTTLS: True,
+    Security.TLS: False,
+}
+CLEARTEXT_REFUSED = (
+    "refusing to send credentials without TLS"
+    " (add ?auth_plaintext=true to the relay URL to allow it)"
+)
+
+
+class _SetupRefused(Exception):
+    """The session could not be set up because of our configuration; carries the result."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
 
 
 class SmtpTransport:
@@ -50,8 +75,10 @@ class SmtpTransport:
             client = self._idle.pop() if self._idle else None
             try:
                 result, reusable = await self._send_on(client, envelope, content)
-            except SMTPResponseException as exc:  # refused at connect, EHLO or AUTH
-                return _reply_result(exc.code, exc.message)
+            except _SetupRefused as exc:  # our credentials or TLS policy
+                return exc.result
+            except SMTPResponseException as exc:  # refused at connect, EHLO or STARTTLS
+                return _setup_reply(exc.code, exc.message)
             except (SMTPException, OSError) as exc:  # refused, timed out or dropped connection
                 return _no_reply(exc)
             if reusable is not None:
@@ -87,16 +114,39 @@ class SmtpTransport:
             port=r.port,
             timeout=self.timeout,
             use_tls=r.security is Security.TLS,
-            start_tls=r.security is Security.STARTTLS,
-            validate_certs=r.verify_tls,
+            start_tls=_START_TLS[r.security],
+            validate_certs=r.verify_certificate,
             local_hostname=self.local_hostname,
         )
-        await client.connect()
-        if client.is_ehlo_or_helo_needed:  # aiosmtplib defers EHLO on plain connections
-            await client.ehlo()
-        if r.username:
-            await client.login(r.username, r.password or "")
+        await client.connect()  # closes the client itself if it fails
+        try:
+            if client.is_ehlo_or_helo_needed:  # aiosmtplib defers EHLO on plain connections
+                await client.ehlo()
+            if r.username:
+                await self._login(client, r.username, r.password or "")
+        except BaseException:
+            client.close()
+            raise
         return client
+
+    async def _login(self, client: aiosmtplib.SMTP, username: str, password: str) -> None:
+        """AUTH (RFC 4954), only over TLS unless the URL says ``auth_plaintext=true``.
+
+        Any refusal, 4xx or 5xx (``535 5.7.8`` bad credentials, ``530`` STARTTLS
+        first, no AUTH offered), is a configuration error, as with Postfix's
+        ``smtp_sasl_auth_soft_bounce``: retry, never fail the message for it.
+        """
+        encrypted = client.get_transport_info("sslcontext") is not None
+        if not encrypted and not self.relay.auth_plaintext:
+            raise _SetupRefused(_config_error(None, CLEARTEXT_REFUSED))
+        try:
+            await client.login(username, password)
+        except SMTPResponseException as exc:
+            raise _SetupRefused(_config_error(exc.code, exc.message)) from exc
+        except (SMTPServerDisconnected, SMTPTimeoutError):
+            raise  # the connection, not the login: an ordinary transient failure
+        except SMTPException as exc:  # e.g. the server offers no AUTH at all
+            raise _SetupRefused(_config_error(None, f"login failed: {exc}")) from exc
 
     async def _transaction(
         self, client: aiosmtplib.SMTP, envelope: Envelope, content: bytes
@@ -175,6 +225,22 @@ def _summary(
 
 def _reply_result(code: int, text: str) -> SendResult:
     return _summary(classify(code), code, text, {})
+
+
+def _setup_reply(code: int, text: str) -> SendResult:
+    """A reply while setting up the session (greeting, EHLO, STARTTLS): never final.
+
+    It is about the server, not the message; as Postfix's ``smtp_skip_5xx_greeting``
+    does, even a 5xx here defers (RFC 5321 §3.1 lets a server answer 554 at the
+    greeting while it refuses service for now). It still counts, so a relay that
+    never comes back makes messages give up after ``max_age``.
+    """
+    return _summary(Outcome.DEFERRED, code, text, {})
+
+
+def _config_error(code: int | None, text: str) -> SendResult:
+    enhanced, _ = split_enhanced(text)
+    return SendResult(Outcome.DEFERRED, code, enhanced, text, {}, config_error=True)
 
 
 def _all_refused(results: dict[str, RecipientResult]) -> SendResult:
