@@ -12,13 +12,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from email.utils import parseaddr
 
 from mailgate.clock import Clock
 from mailgate.deliver.transport import Envelope, Transport
 from mailgate.mime import build_message
 from mailgate.model import Attempt, Message, Outcome, SendResult
-from mailgate.policy import RetryPolicy, decide, recipient_outcomes
+from mailgate.policy import Decision, RetryPolicy, decide, recipient_outcomes
 from mailgate.settings import DeliverySettings
 from mailgate.store import Job, QueueStore
 
@@ -97,7 +98,7 @@ class Dispatcher:
             self.owner, self.clock.now(), free, self.settings.lease_seconds
         )
         for job in jobs:
-            task = asyncio.create_task(self._deliver(job))
+            task = asyncio.create_task(self.deliver(job))
             self._inflight.add(task)
             task.add_done_callback(self._done)
         return len(jobs)
@@ -118,45 +119,40 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _deliver(self, job: Job) -> None:
-        """Build, send, record — the whole life of one attempt."""
+    async def deliver(self, job: Job) -> None:
+        """The whole life of one attempt on a leased job: build, send, decide, record."""
         transport = self.route(job.message)
         started = time.monotonic()
-        result = await self._send(transport, job)
-        attempt = Attempt(
-            at=self.clock.now(),
-            transport=transport.name,
-            code=result.code,
-            enhanced_code=result.enhanced_code,
-            text=result.detail,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            recipients=recipient_outcomes(result, job.pending),
-        )
-        decision = decide(
-            result,
-            pending=job.pending,
-            delivered_before=job.delivered,
-            attempts=job.attempt_count + 1,
-            created_at=job.message.created_at,
-            now=attempt.at,
-            retry=self.retry,
-            draw=random.random(),
-        )
-        try:
-            if not await self.queue.record(job, self.owner, attempt, decision):
-                log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
-        except Exception:
-            log.exception(
-                "could not record the outcome of %s; its lease will expire", job.message.id
+        content = await self._build(job.message)
+        if isinstance(content, SendResult):
+            result = content
+        else:
+            result = await self._send(transport, job, content)
+        attempt = self._attempt(transport, job, result, started)
+        decision = self._decide(job, result, attempt.at)
+        if await self._record(job, attempt, decision):
+            log.info(
+                "%s %s via %s: %s", job.message.id, decision.state, transport.name, result.detail
             )
-            return
-        log.info("%s %s via %s: %s", job.message.id, decision.state, transport.name, result.detail)
 
-    async def _send(self, transport: Transport, job: Job) -> SendResult:
+    async def _build(self, message: Message) -> bytes | SendResult:
+        """The message's bytes, built in a worker thread, or why it cannot be built.
+
+        Building runs Python's ``email`` header folding, which can take seconds on a
+        large header: on the event loop it would stall every other session. A message
+        that fails to build will fail the same way on every retry, whatever the
+        exception (the ``email`` package raises more than ValueError on odd input),
+        so it fails for good with the reason.
+        """
         try:
-            content = build_message(job.message)
-        except (ValueError, TypeError, LookupError) as exc:
-            return SendResult(Outcome.FAILED, None, None, f"could not build the message: {exc}")
+            return await asyncio.to_thread(build_message, message)
+        except Exception as exc:
+            log.warning("could not build %s: %r", message.id, exc)
+            reason = f"could not build the message: {type(exc).__name__}: {exc}"
+            return SendResult(Outcome.FAILED, None, None, reason)
+
+    async def _send(self, transport: Transport, job: Job, content: bytes) -> SendResult:
+        """Hand the bytes to the transport; a transport that raises has a bug: retry later."""
         envelope = Envelope(
             sender=parseaddr(job.message.sender)[1],
             recipients=job.pending,
@@ -165,6 +161,43 @@ class Dispatcher:
         )
         try:
             return await transport.send(envelope, content)
-        except Exception as exc:  # a bug must not lose the message: retry it later
+        except Exception as exc:  # a bug must not lose the message, nor claim it was sent
             log.exception("transport %s raised while sending %s", transport.name, job.message.id)
             return SendResult(Outcome.DEFERRED, None, None, f"internal error: {exc!r}")
+
+    def _attempt(
+        self, transport: Transport, job: Job, result: SendResult, started: float
+    ) -> Attempt:
+        return Attempt(
+            at=self.clock.now(),
+            transport=transport.name,
+            code=result.code,
+            enhanced_code=result.enhanced_code,
+            text=result.detail,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            recipients=recipient_outcomes(result, job.pending),
+        )
+
+    def _decide(self, job: Job, result: SendResult, now: datetime) -> Decision:
+        return decide(
+            result,
+            pending=job.pending,
+            delivered_before=job.delivered,
+            attempts=job.attempt_count + 1,
+            created_at=job.message.created_at,
+            now=now,
+            retry=self.retry,
+            draw=random.random(),
+        )
+
+    async def _record(self, job: Job, attempt: Attempt, decision: Decision) -> bool:
+        """Settle the job; False if that did not happen (its lease will expire)."""
+        try:
+            if await self.queue.record(job, self.owner, attempt, decision):
+                return True
+            log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
+        except Exception:
+            log.exception(
+                "could not record the outcome of %s; its lease will expire", job.message.id
+            )
+        return False
