@@ -1,0 +1,128 @@
+"""POST /api/v1/messages with hostile items: each bad item is one rejection with a reason,
+the good ones in the same batch are still queued, and nothing answers 500."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mailgate.ingest import Submissions
+from mailgate.settings import LimitSettings
+from mailgate.store import Database, QueueStore
+from tests.integration.conftest import GatewayFactory, api
+
+
+def item(**kw: Any) -> dict[str, Any]:
+    return {"to": "a@example.com", "subject": "Hi", "text": "body", **kw}
+
+
+def nested(levels: int) -> str:
+    """JSON text of ``levels`` nested objects (built as text: no recursion on our side)."""
+    return '{"k":' * levels + "1" + "}" * levels
+
+
+async def post_raw(client: httpx.AsyncClient, body: str) -> httpx.Response:
+    return await client.post(
+        "/messages", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+async def test_batch_size_limit_rejects_every_item_and_queues_none(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+    await db.migrate()
+    queue = QueueStore(db)
+    woken: list[None] = []
+    submissions = Submissions(
+        queue,
+        FixedClock(),
+        default_from="app@example.com",
+        limits=LimitSettings(max_batch=2),
+        on_queued=lambda: woken.append(None),
+    )
+    try:
+        report = await submissions.submit([item(id=f"k{i}") for i in range(3)])
+        assert report.ids == [] and woken == []
+        assert [(r.index, r.id) for r in report.rejected] == [(0, "k0"), (1, "k1"), (2, "k2")]
+        assert {r.reason for r in report.rejected} == {"batch of 3 messages is over the limit of 2"}
+        assert (await queue.list("default"))[0] == []
+        assert len((await submissions.submit([item(), item()])).ids) == 2
+    finally:
+        await db.aclose()
+
+
+async def test_batch_size_limit_through_the_api(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(limits={"max_batch": 2}) as gw, api(gw) as client:
+        response = await client.post("/messages", json=[item(), item(), item()])
+        assert response.status_code == 422
+        assert "over the limit of 2" in response.json()["rejected"][0]["reason"]
+        assert (await client.get("/messages")).json()["items"] == []
+
+
+async def test_one_bad_item_is_one_rejection_the_rest_are_queued(
+    start_gateway: GatewayFactory,
+) -> None:
+    """NUL and lone surrogates in a body (issue 5 item 10), a megabyte subject (item 2),
+    a line separator in a subject (item 4): rejected items, never a 500 for the batch."""
+    bad = [
+        item(text="nul \x00 here"),
+        item(html="<p>\ud800</p>"),
+        item(subject="x" * 1_048_576),
+        item(subject="a\u2028b"),
+        item(attachments=[{"filename": "a.txt", "content_type": "text/plain\r\nX: y"}]),
+    ]
+    batch = [item(id="first"), *bad, item(id="last")]
+    async with start_gateway() as gw, api(gw) as client:
+        response = await post_raw(client, json.dumps(batch))
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["queued"] == 2
+        assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4, 5]
+        reasons = [r["reason"] for r in body["rejected"]]
+        assert reasons[0] == "text: NUL is not allowed in a body"
+        assert reasons[1].startswith("html: U+D800 at position 3 is a lone surrogate")
+        assert reasons[2] == "subject: 1048576 characters, over the limit of 998"
+        assert reasons[3].startswith("subject: control character U+2028")
+        assert reasons[4].startswith("attachments.0.content_type: ")
+        listed = (await client.get("/messages")).json()["items"]
+        assert sorted(m["key"] for m in listed) == ["first", "last"]
+
+
+async def test_an_address_list_in_one_entry_queues_every_recipient(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway() as gw, api(gw) as client:
+        response = await client.post("/messages", json=item(to=["a@example.com, b@example.com"]))
+        [mid] = response.json()["ids"]
+        message = (await client.get(f"/messages/{mid}")).json()
+        assert message["to"] == ["a@example.com", "b@example.com"]
+
+
+async def test_deep_metadata_is_a_rejected_item_and_the_listing_still_reads(
+    start_gateway: GatewayFactory,
+) -> None:
+    """255 levels: a rejected item with its reason. 5,000 levels is deeper than a JSON
+    parser will go; the request is refused as a whole, but never with a 500."""
+    async with start_gateway() as gw, api(gw) as client:
+        ok = await client.post("/messages", json=item(id="good"))
+        [good_id] = ok.json()["ids"]
+        shallow = await post_raw(
+            client, f'[{{"to":"a@example.com","subject":"s","text":"t","metadata":{nested(255)}}}]'
+        )
+        assert shallow.status_code == 422
+        [rejected] = shallow.json()["rejected"]
+        assert "nested deeper than the limit of 8" in rejected["reason"]
+        deep = await post_raw(
+            client, f'{{"to":"a@example.com","subject":"s","text":"t","metadata":{nested(5000)}}}'
+        )
+        assert deep.status_code in (400, 413, 422), deep.text
+        assert (await client.get("/messages")).status_code == 200
+        assert (await client.get(f"/messages/{good_id}")).status_code == 200
