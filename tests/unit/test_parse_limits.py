@@ -1,0 +1,193 @@
+"""Hostile and broken mail is kept: bounded depth, bounded header work, no exceptions."""
+
+from __future__ import annotations
+
+from email.message import Message
+
+import pytest
+
+from mailgate.mime import parse_message
+from mailgate.mime.decode import decode_header, decode_text, safe_filename
+from mailgate.mime.parse import MAX_DEPTH, MAX_HEADER_FIELDS, MAX_PARTS
+
+
+def nested(levels: int, inner: bytes = b"innermost") -> bytes:
+    """``levels`` multiparts, each the only part of the one around it."""
+    head = b"From: a@example.com\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(levels)
+    )
+    closing = b"".join(b"\r\n--b%d--" % i for i in reversed(range(levels)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\n" + inner + closing + b"\r\n"
+
+
+def many_headers(count: int, name: bytes = b"X-Filler") -> bytes:
+    fields = b"".join(b"%s-%d: value %d\r\n" % (name, i, i) for i in range(count))
+    return (
+        b"From: a@example.com\r\nSubject: many\r\n"
+        + fields
+        + b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>still here</p>\r\n"
+    )
+
+
+def test_2000_nested_multiparts_are_kept_with_a_problem_not_a_recursion_error() -> None:
+    raw = nested(2000)
+    parsed = parse_message(raw)
+    assert parsed.subject == "deep" and parsed.sender == "a@example.com"
+    assert parsed.problems == (
+        f"mime: multipart nested deeper than {MAX_DEPTH} levels;"
+        " the deeper part is kept whole as one attachment",
+    )
+    [rest] = parsed.attachments  # the part at the depth bound, whole, for download
+    assert rest.content_type == "application/octet-stream"
+    assert rest.content.startswith(b'Content-Type: multipart/mixed; boundary="b64"\r\n')
+    assert rest.content.endswith(b"--b64--")
+    assert rest.content in raw
+
+
+def test_nesting_within_the_bound_is_walked_to_the_innermost_text() -> None:
+    parsed = parse_message(nested(MAX_DEPTH))
+    assert parsed.text == "innermost"
+    assert parsed.attachments == () and parsed.problems == ()
+
+
+def test_40000_headers_decode_the_first_ones_and_still_find_the_body() -> None:
+    parsed = parse_message(many_headers(40_000))
+    assert len(parsed.headers) == MAX_HEADER_FIELDS
+    assert parsed.headers["X-Filler-0"] == "value 0"
+    assert parsed.subject == "many"
+    # Content-Type comes after all 40,000 fields and is still honoured.
+    assert parsed.html == "<p>still here</p>\n" and parsed.text is None
+    assert parsed.problems == (
+        f"headers: 40003 header fields; only the first {MAX_HEADER_FIELDS} are decoded,"
+        " the rest are in the raw source",
+    )
+
+
+def test_header_lookup_is_one_pass_not_get_all_per_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_all`` per name scans every field per name: quadratic in the field count."""
+    calls: list[str] = []
+    original = Message.get_all
+
+    def counting(self: Message, name: str, failobj: object = None) -> object:
+        calls.append(name)
+        return original(self, name, failobj)
+
+    monkeypatch.setattr(Message, "get_all", counting)
+    parsed = parse_message(many_headers(500))
+    assert calls == []
+    assert len(parsed.headers) == 503
+
+
+def test_repeated_headers_group_case_insensitively_in_order() -> None:
+    raw = (
+        b"Received: from a\r\nSubject: x\r\nreceived: from b\r\n"
+        b"RECEIVED: from c\r\n\tcontinued\r\nX-Other: 1\r\n\r\nbody\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.headers == {
+        "Received": ["from a", "from b", "from c\tcontinued"],
+        "Subject": "x",
+        "X-Other": "1",
+    }
+
+
+def test_too_many_parts_lists_the_first_ones_and_says_so() -> None:
+    parts = b"".join(
+        b"--p\r\nContent-Type: application/octet-stream\r\n\r\n%d\r\n" % i
+        for i in range(MAX_PARTS + 50)
+    )
+    head = b"Subject: parts\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n"
+    raw = head + parts + b"--p--\r\n"
+    parsed = parse_message(raw)
+    assert len(parsed.attachments) == MAX_PARTS
+    assert parsed.attachments[-1].content == str(MAX_PARTS - 1).encode()
+    assert parsed.problems == (f"mime: more than {MAX_PARTS} parts; the rest are not listed",)
+
+
+def test_truncated_multipart_keeps_its_parts_and_says_so() -> None:
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=t\r\n\r\n--t\r\n\r\nhello\r\n"
+        b"--t\r\nContent-Type: image/gif\r\nContent-Transfer-Encoding: base64\r\n\r\nR0lGOD"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == "hello"
+    [gif] = parsed.attachments
+    assert gif.content_type == "image/gif" and gif.content.startswith(b"GIF8")
+    assert parsed.problems == ("mime: multipart/mixed has no closing boundary (truncated?)",)
+
+
+def test_delimiter_lines_follow_rfc2046() -> None:
+    """Only whole lines delimit: a longer token or mid-line text does not; padding does."""
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\npreamble --b\r\n"
+        b"--b  \r\n\r\none --b\r\n--bb\r\nstill one\r\n"
+        b"--b\r\nContent-Type: text/csv\r\n\r\ntwo\r\n--b--  \r\nepilogue\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == "one --b\r\n--bb\r\nstill one".replace("\r\n", "\n")
+    assert [a.content for a in parsed.attachments] == [b"two"]
+
+
+def test_digest_parts_default_to_message_rfc822() -> None:
+    raw = (
+        b"Content-Type: multipart/digest; boundary=d\r\n\r\n"
+        b"--d\r\n\r\nSubject: one\r\n\r\nfirst\r\n--d--\r\n"
+    )
+    [message] = parse_message(raw).attachments
+    assert message.content_type == "message/rfc822" and message.filename == "one.eml"
+    assert message.content == b"Subject: one\r\n\r\nfirst"
+
+
+def test_pathological_content_type_is_kept_not_raised() -> None:
+    raw = b"Subject: odd\r\nContent-Type: text/plain; x=" + b"(" * 5000 + b"\r\n\r\nbody\r\n"
+    parsed = parse_message(raw)
+    assert parsed.subject == "odd"
+
+
+def test_garbage_and_empty_input() -> None:
+    assert parse_message(b"").subject == ""
+    parsed = parse_message(b"this is not\r\na message at all")
+    assert parsed.text == "this is not\na message at all" and parsed.attachments == ()
+    mbox = b"From sender@example.com Tue Nov 3\r\nSubject: mbox\r\n\r\nx"
+    assert parse_message(mbox).subject == "mbox"
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\evil.exe", "evil.exe"),
+        ("a\r\nb\x00c\x7f.txt", "abc.txt"),
+        ("x\r\nContent-Type: text/html", "html"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),  # right-to-left override hides ".exe"
+        ("line\u2028break.txt", "linebreak.txt"),
+        ("Grüße 你好 ✓.txt", "Grüße 你好 ✓.txt"),
+        ("=?utf-8?Q?=E2=9C=93.txt?=", "✓.txt"),
+        ("..", None),
+        ("  ", None),
+        ("dir/", None),
+        (None, None),
+    ],
+)
+def test_safe_filename(name: str | None, safe: str | None) -> None:
+    assert safe_filename(name) == safe
+
+
+def test_text_decoding_never_shows_replacement_characters_for_valid_utf8() -> None:
+    assert decode_text("Grüße\r\n".encode(), None) == "Grüße\n"
+    assert decode_text("Grüße".encode(), "us-ascii") == "Grüße"  # mislabelled
+    assert decode_text(b"Gr\xfc\xdfe", None) == "Grüße"
+    assert decode_text("Grüße".encode(), "x-no-such-charset") == "Grüße"
+    assert decode_text(b"abc", "base64") == "abc"  # not a text codec: sniffed instead
+    assert decode_text("日本".encode("euc-jp"), "EUC-JP") == "日本"
+
+
+def test_header_decoding_keeps_what_it_cannot_decode() -> None:
+    assert decode_header("=?utf-8?B?not base64!?=") == "=?utf-8?B?not base64!?="
+    assert decode_header("=?x-unknown?Q?caf=C3=A9?=") == "café"
+    assert decode_header("a =?utf-8?Q?b?= c") == "a b c"
+    assert decode_header("=?utf-8*en?Q?hi?=") == "hi"  # RFC 2231 §5 language suffix
+    assert decode_header("folded\r\n value") == "folded value"
