@@ -178,9 +178,7 @@ async def get_message(message_id: str, services: ServicesDep, tenant: TenantDep)
     return json_response(_encoded(await services.queue.get(message_id, tenant)))
 
 
-@router.post(
-    "/messages/{message_id}/retry", response_model=MessageOut, responses=errors(404, 409)
-)
+@router.post("/messages/{message_id}/retry", response_model=MessageOut, responses=errors(404, 409))
 async def retry_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Deferred or failed → queued, due now."""
     await services.queue.retry(message_id, tenant, services.clock.now())

@@ -63,9 +63,7 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit=effective_body_limit(limits))
     app.add_middleware(AllowedMethods, paths=lambda: _path_methods(app))
-    app.add_middleware(
-        HostCheck, allowed=http.allowed_hosts, enabled=services.api_token is None
-    )
+    app.add_middleware(HostCheck, allowed=http.allowed_hosts, enabled=services.api_token is None)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
