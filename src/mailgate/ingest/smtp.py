@@ -111,12 +111,21 @@ class _Session(SMTP):
     def in_transaction(self) -> bool:
         return self.envelope is not None and self.envelope.mail_from is not None
 
-    def say_goodbye(self) -> None:
+    def say_goodbye(self, reply: bytes = b"421 4.3.2 Service shutting down") -> None:
         """RFC 5321 §3.8: a server shutting down answers 421 and closes."""
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.3.2 Service shutting down\r\n")
+            transport.write(reply + b"\r\n")
             transport.close()
+
+    def _timeout_cb(self) -> None:
+        """An idle client is told why before the close (RFC 5321 §4.5.3.2, §3.8: 421).
+
+        aiosmtpd's own callback closes the transport without a reply.
+        """
+        log.info("%r connection timeout", self.session.peer if self.session else None)
+        host = self.hostname.encode("ascii", "replace")
+        self.say_goodbye(b"421 4.4.2 " + host + b" Error: timeout exceeded")
 
 
 class SmtpServer:

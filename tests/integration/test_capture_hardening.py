@@ -1,0 +1,138 @@
+"""The capture server under hostile mail, idle clients and a failing store."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import sqlite3
+import threading
+
+import aiosmtplib
+import pytest
+
+from mailgate.app import Gateway, Mode
+from mailgate.inbox import service
+from mailgate.mime import ParsedMessage
+from tests.integration.conftest import GatewayFactory, api
+from tests.unit.test_parse_limits import many_headers, nested
+
+
+def _address(gw: Gateway) -> tuple[str, int]:
+    assert gw.smtp_address is not None
+    return gw.smtp_address
+
+
+def _sendmail(address: tuple[str, int], raw: bytes) -> dict[str, tuple[int, bytes]]:
+    """One real smtplib session; raises on any refusal."""
+    with smtplib.SMTP(*address, timeout=30) as client:
+        return client.sendmail("app@example.com", ["dev@example.com"], raw)
+
+
+async def test_idle_client_hears_421_before_the_close(start_gateway: GatewayFactory) -> None:
+    """RFC 5321 §4.5.3.2: a server that times a client out says so (421) before closing."""
+    async with start_gateway(Mode.DEV, smtp={"timeout": 0.5}) as gw:
+        reader, writer = await asyncio.open_connection(*_address(gw))
+        assert (await reader.readline()).startswith(b"220 ")
+        writer.write(b"EHLO client.test\r\n")
+        while not (await reader.readline()).startswith(b"250 "):
+            pass
+        # ... and then nothing.
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line == b"421 4.4.2 mailgate.local Error: timeout exceeded\r\n"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_storage_failure_answers_451_never_250(
+    start_gateway: GatewayFactory, db_url: str
+) -> None:
+    """Accept means durable: when the commit fails the client must retry, not be told 250."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        await asyncio.to_thread(_refuse_inserts, db_url.removeprefix("sqlite:///"))
+        smtp = aiosmtplib.SMTP(hostname=_address(gw)[0], port=_address(gw)[1], start_tls=False)
+        await smtp.connect()
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: lost?\r\n\r\nx\r\n")
+        assert refused.value.code == 451  # RFC 5321 §4.2.5: local error in processing
+        assert "try again later" in refused.value.message
+        await smtp.quit()
+        assert (await client.get("/inbox")).json()["items"] == []
+
+
+def _refuse_inserts(path: str) -> None:
+    """Make the real database refuse every captured message, as a full disk would."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER refuse_capture BEFORE INSERT ON inbox "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_deep_nesting_and_40000_headers_are_captured_over_smtp(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Both used to fail: RecursionError → 451 forever, and seconds of quadratic header work."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        for raw in (nested(2000), many_headers(40_000)):
+            assert await asyncio.to_thread(_sendmail, _address(gw), raw) == {}
+        headers_item, nested_item = (await client.get("/inbox")).json()["items"]
+
+        deep = (await client.get(f"/inbox/{nested_item['id']}")).json()
+        assert deep["message"]["subject"] == "deep"
+        assert deep["message"]["problems"] == [
+            "mime: multipart nested deeper than 64 levels;"
+            " the deeper part is kept whole as one attachment"
+        ]
+        [rest] = deep["attachments"]
+        part = await client.get(f"/inbox/{nested_item['id']}/attachments/0")
+        assert part.status_code == 200 and len(part.content) == rest["size"]
+        assert part.content.startswith(b'Content-Type: multipart/mixed; boundary="b64"')
+
+        many = (await client.get(f"/inbox/{headers_item['id']}")).json()
+        assert many["message"]["html"] == "<p>still here</p>\n"
+        assert len(many["message"]["headers"]) == 1000
+        assert "mailgate:problems" not in many["message"]["headers"]
+        assert many["message"]["problems"][0].startswith("headers: 40003 header fields")
+        raw = (await client.get(f"/inbox/{headers_item['id']}/raw")).content
+        assert raw.count(b"X-Filler-") == 40_000  # the raw source keeps every field
+
+
+async def test_a_message_being_parsed_does_not_hold_up_other_sessions(
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing runs in a worker thread: while one message is mid-parse (held here on
+    purpose), another SMTP session and the API are served."""
+    started, release = threading.Event(), threading.Event()
+    on_loop_thread: list[bool] = []
+    real = service.parse_message
+
+    def held(raw: bytes) -> ParsedMessage:
+        on_loop_thread.append(threading.current_thread() is threading.main_thread())
+        if b"Subject: slow" in raw:
+            started.set()
+            release.wait(5)  # on the event loop this would freeze everything below
+        return real(raw)
+
+    monkeypatch.setattr(service, "parse_message", held)
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        slow_raw = b"Subject: slow\r\nContent-Type: text/csv\r\n\r\na;b\r\n"
+        slow = asyncio.create_task(asyncio.to_thread(_sendmail, _address(gw), slow_raw))
+        try:
+            assert await asyncio.to_thread(started.wait, 5)
+            quick_raw = b"Subject: quick\r\n\r\nhello\r\n"
+            assert await asyncio.to_thread(_sendmail, _address(gw), quick_raw) == {}
+            items = (await client.get("/inbox")).json()["items"]
+            assert [i["subject"] for i in items] == ["quick"]
+            assert not slow.done()
+        finally:
+            release.set()
+        assert await slow == {}
+        items = (await client.get("/inbox")).json()["items"]
+        assert [i["subject"] for i in items] == ["slow", "quick"]
+        got = await client.get(f"/inbox/{items[0]['id']}/attachments/0")  # re-parsed
+        assert got.content == b"a;b\r\n"
+    assert len(on_loop_thread) == 3 and not any(on_loop_thread)
