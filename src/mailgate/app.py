@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -24,6 +23,7 @@ import uvicorn
 
 from mailgate.clock import Clock, SystemClock
 from mailgate.deliver import CaptureTransport, Dispatcher, SmtpTransport, Transport, parse_relay_url
+from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
@@ -93,13 +93,15 @@ class Gateway:
         if self.fresh_inbox:
             await self.inbox.store.clear(None)
         route, default_from = await self._transports()
+        owner = new_lease_owner()
+        log.info("dispatcher lease owner %s is %s pid %d", owner, socket.gethostname(), os.getpid())
         self.dispatcher = Dispatcher(
             queue,
             route,
             retry=s.retry.policy(),
             settings=s.delivery,
             clock=self.clock,
-            owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+            owner=owner,
         )
         if s.delivery.enabled:
             await self.dispatcher.start()

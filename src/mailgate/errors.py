@@ -1,18 +1,34 @@
 """Exceptions raised by mailgate.
 
 Outcomes of delivery (a 550, a timeout) are *values* (:class:`mailgate.model.SendResult`),
-not exceptions. Exceptions mean bad input, bad configuration, or a bug::
+not exceptions. Exceptions mean bad input, bad configuration, broken
+infrastructure, or a bug::
 
     MailgateError
     ├── ConfigError            settings that cannot work together (refuse to start)
     ├── InvalidMessage         a submitted message that fails validation (HTTP 422 item)
     ├── NotFound               no such message / captured message for this tenant
-    └── Conflict               the operation does not apply in the current state
+    ├── Conflict               the operation does not apply in the current state
+    └── StoreError             the database refused an operation (a constraint, bad SQL: a bug)
+        └── StoreUnavailable   the database cannot be reached or is busy: try again later
+
+The store translates SQLAlchemy's exceptions into ``StoreError`` where they leave
+:class:`mailgate.store.Database` (``raise StoreUnavailable(...) from exc``, as httpx
+maps httpcore's), so nothing above the store imports or catches SQLAlchemy types;
+the original stays on ``__cause__`` for the log.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Conflict", "InvalidMessage", "MailgateError", "NotFound"]
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "InvalidMessage",
+    "MailgateError",
+    "NotFound",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class MailgateError(Exception):
@@ -33,3 +49,13 @@ class NotFound(MailgateError):
 
 class Conflict(MailgateError):
     """The request is valid but not in the object's current state (HTTP 409)."""
+
+
+class StoreError(MailgateError):
+    """The database failed an operation; nothing of it was committed (unless a commit
+    itself failed, when the outcome is unknown)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, dropped the connection, or stayed locked: the
+    operation may succeed if retried later (SMTP ``451``, HTTP ``503``)."""

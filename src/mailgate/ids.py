@@ -5,6 +5,8 @@ milliseconds, so IDs sort by creation time and listings page by ID alone.
 Within one process they are also strictly increasing (RFC 9562 §6.2,
 method 3: a later ID in the same millisecond is the previous one plus one),
 so "newest first" is exact even for messages created in the same millisecond.
+
+Lease owners (:func:`new_lease_owner`) name one running dispatcher.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 import uuid
 
-__all__ = ["new_id"]
+__all__ = ["new_id", "new_lease_owner"]
 
 _lock = threading.Lock()
 _last = 0
@@ -46,3 +48,15 @@ def _next_after(value: int) -> int:
         if rand_a > 0xFFF:
             rand_a, ms = 0, ms + 1
     return (ms << 80) | _VERSION_VARIANT | (rand_a << 64) | rand_b
+
+
+def new_lease_owner() -> str:
+    """A dispatcher's lease owner: 16 random hex characters (64 bits), fixed size.
+
+    It only has to be unique among the dispatchers sharing a queue (a collision
+    among even a million is about 1 in 4 × 10⁷). ``hostname:pid:random`` grew
+    with the host's name and overflowed ``messages.lease_owner`` (64 characters)
+    on Kubernetes-style hosts (names up to 63 characters, FQDNs up to 253); the
+    composition root logs which host and process each owner is instead.
+    """
+    return secrets.token_hex(8)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailgate.errors import StoreUnavailable
 from mailgate.store import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.schema import events
@@ -52,3 +55,67 @@ async def test_a_failed_transaction_fails_only_its_own_writers(database: Databas
     assert sorted(ids) == ["ok1", "ok2"]
     with pytest.raises(ValueError, match="boom"):
         await writer.submit("bad")
+
+
+async def test_one_poisoned_item_fails_alone_and_the_rest_commit_once(
+    database: Database,
+) -> None:
+    """Issue 5, item 10: a failed batch is written again item by item, so only the
+    item that fails alone sees the exception, and nothing is committed twice."""
+    batches: list[list[str]] = []
+
+    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[str]:
+        batches.append(list(items))
+        rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
+        await conn.execute(insert(events), rows)  # written, then rolled back with the batch
+        if "poison" in items:
+            raise ValueError("unrecordable")
+        return [f"done {i}" for i in items]
+
+    writer = GroupCommit(database, write, max_batch=64)
+    names = [f"m{i}" for i in range(20)]
+    names[9] = "poison"
+    results = await asyncio.gather(*(writer.submit(n) for n in names), return_exceptions=True)
+    assert isinstance(results[9], ValueError)
+    assert [r for i, r in enumerate(results) if i != 9] == [
+        f"done {n}" for n in names if n != "poison"
+    ]
+    assert len(batches[0]) == 20  # they did share a transaction first
+    async with database.read() as conn:
+        ids = (await conn.execute(select(events.c.message_id))).scalars().all()
+    assert sorted(ids) == sorted(n for n in names if n != "poison")  # each exactly once
+
+
+class _CountingDatabase(Database):
+    transactions = 0
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        self.transactions += 1
+        async with super().write() as conn:
+            yield conn
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unavailable_database_fails_the_batch_without_a_retry_per_item() -> None:
+    """Retrying alone is for a poisoned item; a database that is down fails the rest
+    at once instead of making every writer wait for its own failed connection."""
+
+    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
+        return [None] * len(items)
+
+    db = _CountingDatabase(f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres")
+    try:
+        writer = GroupCommit(db, write)
+        results = await asyncio.gather(
+            *(writer.submit(f"m{i}") for i in range(10)), return_exceptions=True
+        )
+    finally:
+        await db.aclose()
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert db.transactions == 2  # the batch, then the first item alone

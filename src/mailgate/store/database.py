@@ -3,25 +3,33 @@
 The dialect differences live here: URL drivers, SQLite pragmas, and the
 write lock. SQLite allows one writer at a time; serialising writes in-process
 avoids ``database is locked`` errors and lets readers run freely under WAL.
+
+This is also where database errors cross into mailgate: :meth:`Database.write`
+and :meth:`Database.read` turn SQLAlchemy's and the drivers' exceptions into
+:class:`~mailgate.errors.StoreError` (see :func:`translated`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from typing import Any
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, StoreError, StoreUnavailable
 
-__all__ = ["Database", "async_url", "redact_url"]
+__all__ = ["Database", "async_url", "redact_url", "translated"]
+
+#: PostgreSQL advisory-lock key held while migrating: "mailgate" in ASCII, a bigint.
+MIGRATION_LOCK = int.from_bytes(b"mailgate", "big")
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -73,27 +81,64 @@ class Database:
         means a read-then-write (leasing) never fails half-way with SQLITE_BUSY when
         another process shares the file; ``busy_timeout`` makes it wait instead.
         """
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(mailgate_write=True)
-            async with conn.begin():
-                yield conn
+        with translated():
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(mailgate_write=True)
+                async with conn.begin():
+                    yield conn
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
+        with translated():
+            async with self.engine.connect() as conn:
+                yield conn
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision shipped in the package."""
+        """Bring the schema to the newest Alembic revision shipped in the package.
+
+        Safe when several processes start at once against one database. On
+        PostgreSQL a transaction-scoped advisory lock serialises them (without it
+        both create ``alembic_version`` and the loser dies of ``UniqueViolation``);
+        the DDL is transactional, so the second sees the first's result and has
+        nothing left to do. On SQLite ``BEGIN IMMEDIATE`` already takes the file's
+        write lock for the whole migration.
+        """
         async with self.write() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(_upgrade)
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise database failures as :class:`StoreError`, chained to the original.
+
+    Unreachable, dropped or locked databases (driver ``OSError``s such as a refused
+    connection, ``OperationalError``, ``InterfaceError``, an invalidated connection,
+    a pool time-out) become :class:`StoreUnavailable`: worth retrying later. Other
+    driver errors (``IntegrityError``, ``DataError``, ``ProgrammingError``) mean the
+    statement itself is wrong and become plain :class:`StoreError`. Anything else,
+    mailgate's own exceptions included, passes through unchanged.
+    """
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as exc:
+        unavailable = exc.connection_invalidated or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        )
+        kind = StoreUnavailable if unavailable else StoreError
+        raise kind(f"database error: {exc.orig!r}") from exc
+    except (OSError, sqlalchemy.exc.TimeoutError) as exc:
+        raise StoreUnavailable(f"database unreachable: {exc!r}") from exc
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -5,6 +5,15 @@ before it answers ``250``. A commit has a fixed cost (on SQLite about 1.8 ms of
 event-loop time, plus the WAL write), so when many sessions finish DATA at once
 their rows go into one transaction: whatever arrived while the previous commit
 was running is written by the next. One writer alone sees no extra delay.
+
+Sharing a transaction must not mean sharing a fate: when the batch's statements
+fail, the transaction rolled back, so nothing of it is durable and each item is
+written again alone, in its own transaction. Only the item that fails alone sees
+the exception; the others get their own results (issue 5, item 10: one poisoned
+upstream reply used to fail 15 innocent outcomes, which were then delivered again).
+When the *commit* itself fails the outcome is unknown (the server may have
+committed before the connection broke), so nothing is retried: every writer gets
+the exception rather than risk writing an item twice.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailgate.errors import StoreUnavailable
 from mailgate.store.database import Database
 
 __all__ = ["GroupCommit"]
@@ -46,14 +56,49 @@ class GroupCommit(Generic[T, R]):
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            try:
-                async with self.db.write() as conn:
-                    results = await self.write(conn, [item for item, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for (_, done), result in zip(batch, results, strict=True):
-                    if not done.done():
-                        done.set_result(result)
+            failure, rolled_back = await self._commit(batch)
+            if failure is not None and rolled_back and len(batch) > 1:
+                await self._commit_alone(batch)
+            elif failure is not None:
+                _fail(batch, failure)
+
+    async def _commit_alone(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """Write each item in its own transaction; stop if the database is down.
+
+        An unreachable database is nobody's fault in particular: once one item
+        meets it, the rest get the same error instead of a wait each.
+        """
+        for i, pair in enumerate(batch):
+            failure, _ = await self._commit([pair])
+            if isinstance(failure, StoreUnavailable):
+                _fail(batch[i:], failure)
+                return
+            if failure is not None:
+                _fail([pair], failure)
+
+    async def _commit(
+        self, batch: list[tuple[T, asyncio.Future[R]]]
+    ) -> tuple[Exception | None, bool]:
+        """Write ``batch`` in one transaction and resolve its futures with the results.
+
+        On failure, return the exception (futures untouched) and whether the
+        transaction certainly rolled back: a statement failed, so nothing of it is
+        durable. If the commit itself failed, the outcome is unknown.
+        """
+        written = False
+        try:
+            async with self.db.write() as conn:
+                results = await self.write(conn, [item for item, _ in batch])
+                written = True  # from here on only COMMIT can fail
+        except Exception as exc:
+            return exc, not written
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
+        return None, True
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
+    for _, done in batch:
+        if not done.done():
+            done.set_exception(exc)

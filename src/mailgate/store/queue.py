@@ -12,7 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Insert, and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -79,28 +81,35 @@ class QueueStore:
         self._recorder = GroupCommit(db, self._record_many)
 
     async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
-        """Commit a batch in one transaction; a known (tenant, key) returns the first id."""
+        """Commit a batch in one transaction; a known (tenant, key) returns the first id.
+
+        Safe against a concurrent submission of the same key from another process:
+        the insert skips a conflicting row instead of failing (``ON CONFLICT DO
+        NOTHING``; PostgreSQL waits for the other transaction to settle first), and
+        the winner's id is read back. Checking first and inserting second was not
+        enough on PostgreSQL: both checks could pass, and the loser got an
+        ``IntegrityError`` (a 500).
+        """
         results: list[Enqueued] = []
         async with self.db.write() as conn:
             for message in batch:
-                existing = await self._by_key(conn, message) if message.key else None
-                if existing is not None:
-                    results.append(Enqueued(existing, duplicate=True))
-                    continue
-                await self._insert(conn, message, now)
-                results.append(Enqueued(message.id, duplicate=False))
+                if await self._insert(conn, message, now):
+                    results.append(Enqueued(message.id, duplicate=False))
+                else:
+                    results.append(Enqueued(await self._by_key(conn, message), duplicate=True))
         return results
 
-    async def _by_key(self, conn: AsyncConnection, message: Message) -> str | None:
+    async def _by_key(self, conn: AsyncConnection, message: Message) -> str:
         query = select(messages.c.id).where(
             messages.c.tenant == message.tenant, messages.c.key == message.key
         )
-        return (await conn.execute(query)).scalar_one_or_none()
+        return str((await conn.execute(query)).scalar_one())
 
-    async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> None:
+    async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> bool:
+        """Insert ``m`` with its attachments and event; False if its key is taken."""
         due = max(m.send_at, now) if m.send_at else now
-        await conn.execute(
-            insert(messages).values(
+        inserted = await conn.execute(
+            _insert_unless_key_taken(conn).values(
                 id=m.id,
                 tenant=m.tenant,
                 key=m.key,
@@ -127,6 +136,8 @@ class QueueStore:
                 next_attempt_at=due,
             )
         )
+        if inserted.first() is None:
+            return False
         if m.attachments:
             await conn.execute(
                 insert(attachments),
@@ -143,6 +154,7 @@ class QueueStore:
                 ],
             )
         await _event(conn, m.id, "queued", {"state": State.QUEUED}, now)
+        return True
 
     async def lease(self, owner: str, now: datetime, limit: int, lease_for: float) -> list[Job]:
         """Claim up to ``limit`` due messages for ``owner`` until the lease expires.
@@ -323,6 +335,19 @@ class QueueStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return {str(state): int(n) for state, n in rows}
+
+
+def _insert_unless_key_taken(conn: AsyncConnection) -> Insert:
+    """``INSERT INTO messages … ON CONFLICT (tenant, key) DO NOTHING RETURNING id``.
+
+    The dialect's own insert construct: both engines spell the clause the same,
+    but SQLAlchemy offers it only per dialect. A NULL key never conflicts.
+    """
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    stmt = dialect_insert(messages).on_conflict_do_nothing(
+        index_elements=[messages.c.tenant, messages.c.key]
+    )
+    return stmt.returning(messages.c.id)
 
 
 async def _event(

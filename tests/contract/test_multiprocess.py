@@ -1,0 +1,166 @@
+"""Several real OS processes on one database (issue 5, item 11), on SQLite and PostgreSQL.
+
+Every round gets a fresh database: on PostgreSQL a new one created in the
+session's cluster, on SQLite a new file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import func, select, text
+
+from mailgate.store import Database
+from mailgate.store.database import alembic_config
+from mailgate.store.schema import messages
+
+ROUNDS = 3
+
+MIGRATE = """
+import asyncio, sys
+from mailgate.store import Database
+
+async def main():
+    db = Database(sys.argv[1])
+    try:
+        await db.migrate()
+    finally:
+        await db.aclose()
+
+asyncio.run(main())
+"""
+
+# Connects first, then waits for the go-file so both processes submit together.
+ENQUEUE = """
+import asyncio, json, os, sys, time
+from datetime import UTC, datetime
+from sqlalchemy import text
+from mailgate.ids import new_id
+from mailgate.model import Message
+from mailgate.store import Database, QueueStore
+
+async def main():
+    url, ready, go, keys = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    db = Database(url)
+    async with db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    queue, now, results = QueueStore(db), datetime.now(UTC), []
+    for i in range(keys):
+        message = Message(
+            id=new_id(), sender="app@example.com", to=("a@example.com",), subject="s",
+            text="t", message_id=f"<{new_id()}@example.com>", created_at=now, key=f"k{i}",
+        )
+        [done] = await queue.enqueue([message], now)
+        results.append([done.id, done.duplicate])
+    await db.aclose()
+    print(json.dumps(results))
+
+asyncio.run(main())
+"""
+
+#: makes a fresh, empty database and returns its URL
+Fresh = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Fresh]:
+    """A factory of fresh, empty databases of the parametrised engine."""
+    created: list[str] = []
+    admin_url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+
+    async def fresh() -> str:
+        name = f"mg_{secrets.token_hex(6)}"
+        if not admin_url:
+            return f"sqlite:///{tmp_path / name}.sqlite3"
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        created.append(name)
+        return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    yield fresh
+    if created:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            for name in created:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _wait_for(paths: list[Path]) -> None:
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, "the child processes never got ready"
+        time.sleep(0.01)
+
+
+async def _revision(url: str) -> str | None:
+    db = Database(url)
+    try:
+        async with db.read() as conn:
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    finally:
+        await db.aclose()
+
+
+async def test_two_processes_migrating_a_fresh_database_at_once(fresh_url: Fresh) -> None:
+    """Item 11b: without the advisory lock the loser died of ``UniqueViolation``."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    for _ in range(ROUNDS):
+        url = await fresh_url()
+        procs = [_spawn(MIGRATE, url) for _ in range(2)]
+        for proc in procs:
+            await asyncio.to_thread(_finish, proc)
+        assert await _revision(url) == head
+
+
+async def test_two_processes_enqueueing_the_same_keys_get_one_message_each(
+    fresh_url: Fresh, tmp_path: Path
+) -> None:
+    """Item 11a across real processes: same id for both, exactly one not a duplicate."""
+    keys = 30
+    url = await fresh_url()
+    db = Database(url)
+    await db.migrate()
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [_spawn(ENQUEUE, url, str(r), str(go), str(keys)) for r in ready]
+    await asyncio.to_thread(_wait_for, ready)
+    go.touch()
+    first, second = [json.loads(await asyncio.to_thread(_finish, p)) for p in procs]
+    try:
+        async with db.read() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(messages))).scalar()
+    finally:
+        await db.aclose()
+    assert rows == keys
+    for (id_a, dup_a), (id_b, dup_b) in zip(first, second, strict=True):
+        assert id_a == id_b and sorted([dup_a, dup_b]) == [False, True]

@@ -1,0 +1,256 @@
+"""Issue 5, items 10 and 11: one bad value or one extra process must not break the store.
+
+* Text PostgreSQL cannot hold (NUL, lone surrogates) is sanitised on its way in,
+  on every engine, so one poisoned reply or subject never fails a group commit.
+* Two submissions with one idempotency key, from two engines (as two processes
+  would), yield one row and one id.
+* Lease owners fit their column whatever the host is called.
+* Database failures reach mailgate as :class:`StoreError`, never as SQLAlchemy types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql
+
+from mailgate.errors import StoreError, StoreUnavailable
+from mailgate.ids import new_lease_owner
+from mailgate.model import Attempt, Outcome, RecipientResult, State
+from mailgate.policy import Decision
+from mailgate.store import CapturedRecord, Database, InboxStore, QueueStore
+from mailgate.store.schema import attempts, events, messages, sanitize_json, sanitize_text
+from tests.builders import NOW, make_message
+
+POISON = "bad\x00reply \ud800 end"  # NUL and a lone surrogate: PostgreSQL/UTF-8 refuse both
+CLEAN = "bad\ufffdreply \ufffd end"
+
+
+# -- sanitising (pure) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("naïve 日本 😀", "naïve 日本 😀"),
+        ("a\x00b\x00", "a\ufffdb\ufffd"),
+        ("\ud800x", "\ufffdx"),
+        ("x\udfff", "x\ufffd"),
+        ("\ud83d\ude00", "😀"),  # a well-formed surrogate pair is the character it encodes
+        (POISON, CLEAN),
+    ],
+)
+def test_sanitize_text_replaces_what_utf8_cannot_carry(raw: str, clean: str) -> None:
+    assert sanitize_text(raw) == clean
+    clean.encode("utf-8")  # always encodable afterwards
+
+
+def test_sanitize_text_returns_clean_strings_unchanged() -> None:
+    s = "x" * 1000 + "é"
+    assert sanitize_text(s) is s  # the fast path allocates nothing
+
+
+def test_sanitize_json_walks_keys_values_and_lists() -> None:
+    value = {"k\x00": ["a\x00", {"\ud800": "v\udc00"}, 1, None, True, 2.5]}
+    assert sanitize_json(value) == {
+        "k\ufffd": ["a\ufffd", {"\ufffd": "v\ufffd"}, 1, None, True, 2.5]
+    }
+
+
+# -- the queue --------------------------------------------------------------------------
+
+
+async def test_poisoned_text_is_stored_sanitised(database: Database) -> None:
+    queue = QueueStore(database)
+    m = make_message(
+        subject=POISON,
+        text=POISON,
+        html=POISON,
+        headers={"X-Poison": POISON},
+        metadata={POISON: [POISON]},
+    )
+    await queue.enqueue([m], NOW)
+    record = await queue.get(m.id, "default")
+    assert record.subject == CLEAN and record.metadata == {CLEAN: [CLEAN]}
+    [job] = await queue.lease(new_lease_owner(), NOW, 1, 60)
+    assert job.message.text == CLEAN and job.message.headers == {"X-Poison": CLEAN}
+
+
+async def test_one_poisoned_reply_does_not_fail_the_other_outcomes(database: Database) -> None:
+    """Item 10: a NUL in one upstream reply failed the whole group commit, and every
+    innocent message in it was delivered again."""
+    queue = QueueStore(database)
+    await queue.enqueue([make_message() for _ in range(16)], NOW)
+    jobs = await queue.lease("w1", NOW, 16, 60)
+    assert len(jobs) == 16
+    texts = ["250 ok"] * 16
+    texts[7] = "250 " + POISON
+    kept = await asyncio.gather(
+        *(
+            queue.record(job, "w1", _attempt(text), Decision(State.SENT, (), 1, None))
+            for job, text in zip(jobs, texts, strict=True)
+        )
+    )
+    assert kept == [True] * 16
+    assert await queue.count_by_state() == {"sent": 16}  # none left SENDING
+    async with database.read() as conn:
+        recorded = (await conn.execute(select(attempts.c.message_id, attempts.c.text))).all()
+        assert (await conn.execute(select(func.count()).select_from(events))).scalar() == 32
+    assert sorted(m for m, _ in recorded) == sorted(j.message.id for j in jobs)  # once each
+    poisoned = await queue.get(jobs[7].message.id, "default")
+    assert poisoned.attempts[0].text == "250 " + CLEAN
+    assert poisoned.attempts[0].recipients["a@example.com"].text == CLEAN
+
+
+# -- the inbox --------------------------------------------------------------------------
+
+
+async def test_poisoned_capture_does_not_fail_concurrent_captures(database: Database) -> None:
+    """Item 10: a NUL in one subject made 38 of 55 concurrent SMTP sessions get 451."""
+    store = InboxStore(database)
+    records = [_capture(i, "hello") for i in range(12)]
+    records[5] = _capture(5, POISON)
+    await asyncio.gather(*(store.add(r, b"raw\x00bytes are fine") for r in records))
+    page, _ = await store.list("default", limit=50)
+    assert len(page) == 12
+    poisoned = await store.get(records[5].id, "default")
+    assert poisoned.subject == CLEAN and poisoned.text == CLEAN and poisoned.html == CLEAN
+    assert poisoned.headers == {"Subject": CLEAN, CLEAN: CLEAN}
+    assert poisoned.auth == {"mechanism": "PLAIN", "username": CLEAN}
+    assert poisoned.mail_from == CLEAN and poisoned.rcpt_to == [CLEAN]
+    assert await store.raw(records[5].id, "default") == b"raw\x00bytes are fine"  # bytes as sent
+    assert (await store.get(records[4].id, "default")).subject == "hello"
+
+
+def _capture(i: int, text: str) -> CapturedRecord:
+    return CapturedRecord(
+        id=f"01900000-0000-7000-8000-{i:012d}",
+        tenant="default",
+        source="smtp",
+        received_at=NOW,
+        remote_addr="127.0.0.1:1",
+        helo=text,
+        mail_from=text,
+        rcpt_to=[text],
+        auth={"mechanism": "PLAIN", "username": text},
+        subject=text,
+        from_header=text,
+        to_header=text,
+        headers={"Subject": text, text: text},
+        text=text,
+        html=text,
+        attachments=[{"filename": text, "size": 1}],
+        size=3,
+    )
+
+
+# -- idempotency across engines ---------------------------------------------------------
+
+
+async def test_same_key_from_two_engines_at_once_yields_one_message(
+    store_url: str, database: Database
+) -> None:
+    """Item 11a: the loser of the race got a 500 (IntegrityError) on PostgreSQL."""
+    other = Database(store_url)
+    queues = [QueueStore(database), QueueStore(other)]
+    try:
+        for round_ in range(15):
+            key = f"order-{round_}"
+            pair = [make_message(key=key, attachments=()) for _ in range(2)]
+            results = await asyncio.gather(
+                *(q.enqueue([m], NOW) for q, m in zip(queues, pair, strict=True))
+            )
+            ids = {r.id for [r] in results}
+            assert len(ids) == 1 and sorted(r.duplicate for [r] in results) == [False, True]
+    finally:
+        await other.aclose()
+    async with database.read() as conn:
+        rows = (
+            await conn.execute(select(messages.c.key, func.count()).group_by(messages.c.key))
+        ).all()
+        queued = (await conn.execute(select(func.count()).select_from(events))).scalar()
+    assert sorted(rows) == sorted((f"order-{i}", 1) for i in range(15))
+    assert queued == 15  # the loser wrote no event either
+
+
+# -- lease owners -----------------------------------------------------------------------
+
+
+async def test_lease_owner_fits_the_column_for_any_hostname(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 11c: ``hostname:pid:hex`` overflowed String(64) on Kubernetes-style hosts."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "pod-" + "x" * 249)
+    owners = {new_lease_owner() for _ in range(100)}
+    assert len(owners) == 100  # unique per dispatcher
+    assert {len(o) for o in owners} == {16}  # fixed size, well inside the column
+    assert messages.c.lease_owner.type.compile(dialect=postgresql.dialect()) == "VARCHAR(64)"
+    queue = QueueStore(database)
+    await queue.enqueue([make_message()], NOW)
+    owner = owners.pop()
+    [job] = await queue.lease(owner, NOW, 1, 60)
+    assert await queue.record(job, owner, _attempt("250 ok"), Decision(State.SENT, (), 1, None))
+
+
+# -- database errors become mailgate errors --------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_unreachable_database_raises_store_unavailable(engine: str, tmp_path: Path) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'missing-dir' / 'x.sqlite3'}"
+        if engine == "sqlite"
+        else f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+    )
+    db = Database(url)
+    try:
+        with pytest.raises(StoreUnavailable) as write_error:
+            await QueueStore(db).enqueue([make_message()], NOW)
+        with pytest.raises(StoreUnavailable):
+            await QueueStore(db).get("x", "default")
+    finally:
+        await db.aclose()
+        await asyncio.to_thread(_join_aiosqlite_workers)
+    assert isinstance(write_error.value.__cause__, (sqlalchemy.exc.DBAPIError, OSError))
+
+
+def _join_aiosqlite_workers() -> None:
+    """aiosqlite stops a worker whose connect failed without waiting for it; let it
+    finish while the loop is alive, or it reports a closed loop from its thread."""
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(timeout=5)
+
+
+async def test_constraint_violation_raises_store_error(database: Database) -> None:
+    row = {"message_id": "m", "kind": "k", "payload": {}, "created_at": NOW, "id": 1}
+    with pytest.raises(StoreError) as info:
+        async with database.write() as conn:
+            await conn.execute(insert(events), [row, row])
+    assert not isinstance(info.value, StoreUnavailable)
+    assert isinstance(info.value.__cause__, sqlalchemy.exc.IntegrityError)
+
+
+def _attempt(text: str) -> Attempt:
+    return Attempt(
+        NOW,
+        "smtp:test",
+        250,
+        None,
+        text,
+        5,
+        {"a@example.com": RecipientResult(Outcome.SENT, 250, text.removeprefix("250 "))},
+    )
