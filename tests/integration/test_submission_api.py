@@ -4,6 +4,7 @@ the good ones in the same batch are still queued, and nothing answers 500."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,38 @@ async def test_deep_metadata_is_a_rejected_item_and_the_listing_still_reads(
         assert deep.status_code in (400, 413, 422), deep.text
         assert (await client.get("/messages")).status_code == 200
         assert (await client.get(f"/messages/{good_id}")).status_code == 200
+
+
+async def test_an_unprintable_id_is_not_echoed_back(start_gateway: GatewayFactory) -> None:
+    """A rejected item's own id is echoed in ``rejected``, unless it cannot be encoded."""
+    async with start_gateway() as gw, api(gw) as client:
+        response = await post_raw(client, json.dumps([item(id="\ud800"), item(id="ok")]))
+        assert response.status_code == 202, response.text
+        [rejected] = response.json()["rejected"]
+        assert rejected["id"] is None and rejected["reason"].startswith("id: ")
+
+
+async def test_items_are_parsed_off_the_event_loop(tmp_path: Path) -> None:
+    """Parsing a batch is CPU work (issue 5 item 2): it runs in a worker thread."""
+    db = Database(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+    await db.migrate()
+    submissions = Submissions(
+        QueueStore(db),
+        FixedClock(),
+        default_from="app@example.com",
+        limits=LimitSettings(),
+        on_queued=lambda: None,
+    )
+    parse = submissions._parse
+    threads: list[int] = []
+
+    def recording(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return parse(*args)
+
+    submissions._parse = recording  # type: ignore[method-assign,assignment]
+    try:
+        assert len((await submissions.submit([item(), item()])).ids) == 2
+    finally:
+        await db.aclose()
+    assert len(threads) == 2 and threading.get_ident() not in threads
