@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import email
+import re
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -209,6 +210,20 @@ def test_unbuildable_characters_are_refused_naming_the_field(field: str, char: s
     assert reason.startswith(where), reason
 
 
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        (good(headers={"X-A\n": "v"}), "headers"),
+        (good(attachments=[attachment(content_type="text/plain\n")]), "attachments.0.content_type"),
+        (good(html="<img>", attachments=[attachment(cid="logo\n")]), "attachments.0.cid"),
+        (good(to="a@example.com\n"), "to"),
+    ],
+)
+def test_a_trailing_newline_is_refused_too(item: dict[str, Any], field: str) -> None:
+    """Python's ``$`` also matches before a final newline: checks must match the whole."""
+    assert refused(item).startswith(field)
+
+
 def test_tab_is_allowed_in_header_values() -> None:
     m = parse(good(subject="a\tb", headers={"X-A": "1\t2"}))
     assert built(m)["X-A"] == "1\t2"
@@ -363,6 +378,15 @@ def test_schema_publishes_the_default_limits() -> None:
     assert props["headers"]["additionalProperties"]["maxLength"] == defaults.max_header_value
     assert {"type": "array", "items": {"type": "string"}, "minItems": 1} in props["to"]["anyOf"]
     assert str(defaults.max_metadata_bytes) in props["metadata"]["description"]
+
+
+def test_schema_content_type_pattern_is_the_one_validation_uses() -> None:
+    schema = MessageIn.model_json_schema(by_alias=True)
+    pattern = schema["$defs"]["AttachmentIn"]["properties"]["content_type"]["pattern"]
+    assert re.search(pattern, "application/vnd.ms-excel")
+    for bad in ("text/plain; charset=utf-8", "pdf", "text/plain\r\n"):
+        assert not re.search(pattern, bad)
+        assert "not a MIME type" in refused(good(attachments=[attachment(content_type=bad)]))
 
 
 # -- the proof: whatever is accepted builds and reads back ------------------------------

@@ -80,7 +80,7 @@ def _normalize(field: str, value: str, parsed: Address, limit: int) -> str:
         )
     except EmailNotValidError as exc:
         raise InvalidMessage(f"{field}: {value!r} is not a valid address: {exc}") from None
-    if special and not _HOSTNAME.match(domain):
+    if special and not _HOSTNAME.fullmatch(domain):
         raise InvalidMessage(f"{field}: {value!r} is not a valid address: bad domain {domain!r}")
     normalized = f"{valid.local_part}@{domain.lower()}" if special else valid.normalized
     return _with_name(name, normalized)

@@ -27,6 +27,7 @@ from mailgate.ingest.addresses import parse_address_list, parse_mailbox
 from mailgate.ingest.metadata import check_metadata
 from mailgate.ingest.schema import message_schema
 from mailgate.ingest.validation import (
+    MIME_TYPE_PATTERN,
     base_filename,
     check_body,
     check_cid,
@@ -46,7 +47,9 @@ class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str = Field(min_length=1, max_length=255)
-    content_type: str = "application/octet-stream"
+    content_type: str = Field(
+        "application/octet-stream", json_schema_extra={"pattern": MIME_TYPE_PATTERN}
+    )
     content: str | None = Field(None, description="base64")
     url: str | None = Field(None, description="not supported yet")
     cid: str | None = None

@@ -15,6 +15,7 @@ from pathlib import PureWindowsPath
 from mailgate.errors import InvalidMessage
 
 __all__ = [
+    "MIME_TYPE_PATTERN",
     "RESERVED_HEADERS",
     "base_filename",
     "check_body",
@@ -42,7 +43,9 @@ _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 
 # RFC 2045 §5.1: type "/" subtype, each a token: US-ASCII except SPACE, CTLs and tspecials.
 _TSPECIAL_FREE = r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]+"
-_MIME_TYPE = re.compile(rf"^{_TSPECIAL_FREE}/{_TSPECIAL_FREE}$")
+#: ``type/subtype`` as a pattern, for the published JSON Schema too
+MIME_TYPE_PATTERN = rf"^{_TSPECIAL_FREE}/{_TSPECIAL_FREE}$"
+_MIME_TYPE = re.compile(MIME_TYPE_PATTERN)
 
 # RFC 2392: a Content-ID is a msg-id: visible US-ASCII, no angle brackets (we add them).
 _CID = re.compile(r"^[!-;=?-~]{1,255}$")
@@ -96,7 +99,7 @@ def check_storable(field: str, value: str) -> str:
 
 
 def check_header_name(name: str) -> str:
-    if not _FIELD_NAME.match(name):
+    if not _FIELD_NAME.fullmatch(name):
         raise InvalidMessage(
             f"headers: {name!r} is not a valid header name"
             " (1 to 76 printable US-ASCII characters, no ':' or space)"
@@ -108,7 +111,7 @@ def check_header_name(name: str) -> str:
 
 def check_content_type(field: str, value: str) -> str:
     """``type/subtype`` (RFC 2045 §5.1), lower-cased; parameters are refused, not dropped."""
-    if not _MIME_TYPE.match(value):
+    if not _MIME_TYPE.fullmatch(value):
         raise InvalidMessage(
             f"{field}: {value!r} is not a MIME type (type/subtype, RFC 2045 tokens, no parameters)"
         )
@@ -116,7 +119,7 @@ def check_content_type(field: str, value: str) -> str:
 
 
 def check_cid(field: str, value: str) -> str:
-    if not _CID.match(value):
+    if not _CID.fullmatch(value):
         raise InvalidMessage(
             f"{field}: {value!r} is not a Content-ID (visible US-ASCII, no spaces or <>)"
         )
