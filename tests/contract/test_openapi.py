@@ -23,8 +23,8 @@ import pytest
 import schemathesis
 from schemathesis import checks
 from schemathesis.checks import CheckContext
-from schemathesis.core.transport import Response
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.transport import Response
 from schemathesis.generation.case import Case
 
 from mailgate.app import Gateway, Mode
