@@ -109,7 +109,7 @@ def test_the_running_gateway_publishes_this_schema(gateway_url: str) -> None:
     assert httpx.get(f"{gateway_url}/openapi.json").json() == SCHEMA
 
 
-def rejections_are_explained(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def rejections_are_explained(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """POST /messages refuses items the JSON Schema cannot judge (an address must be
     one RFC 5322 mailbox, a header must build): then every item has a reason."""
     if response.status_code == 422:
@@ -128,6 +128,6 @@ SUBMIT_CHECKS = [c for c in CHECKS if c is not checks.positive_data_acceptance] 
 
 
 @schema.parametrize()
-def test_the_api_does_what_its_schema_says(case: Case, gateway_url: str) -> None:
+def test_the_api_does_what_its_schema_says(case: Case[Any], gateway_url: str) -> None:
     submit = case.operation.label == "POST /api/v1/messages"
     case.call_and_validate(base_url=gateway_url, checks=SUBMIT_CHECKS if submit else CHECKS)
