@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from mailgate.app import Mode
 from mailgate.deliver.smtp import CLEARTEXT_REFUSED
 from mailgate.store import Database
 from mailgate.store.schema import messages
@@ -195,25 +196,34 @@ async def test_every_recipient_refused_keeps_the_temporary_refusal(
     assert list(body["attempts"][1]["recipients"]) == ["b@example.com"]
 
 
+@contextlib.asynccontextmanager
+async def scripted_server(greeting: bytes, ehlo: bytes = b"") -> AsyncIterator[int]:
+    """A bare SMTP peer for what aiosmtpd cannot be told to do: answer the greeting
+    and EHLO with fixed replies, then ``221`` to anything else."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                is_ehlo = line[:4].upper() in (b"EHLO", b"HELO")
+                writer.write(ehlo if is_ehlo else b"221 2.0.0 bye\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
 async def test_a_5xx_greeting_defers_instead_of_failing_every_message(
     start_gateway: GatewayFactory, db_url: str
 ) -> None:
     """A refusal before any transaction is about the server, not the message
     (Postfix's ``smtp_skip_5xx_greeting``): deferred, and it still counts."""
-
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"554 5.3.2 upstream.test not accepting mail right now\r\n")
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-            await reader.read()  # until the client hangs up
-        writer.close()
-
-    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    relay = f"smtp://127.0.0.1:{port}"
+    greeting = b"554 5.3.2 upstream.test not accepting mail right now\r\n"
     async with (
-        server,
-        start_gateway(relay_url=relay, retry={"initial_delay": 60}) as gw,
+        scripted_server(greeting) as port,
+        start_gateway(relay_url=f"smtp://127.0.0.1:{port}", retry={"initial_delay": 60}) as gw,
         api(gw) as client,
     ):
         mid = await submit(client)
@@ -222,6 +232,22 @@ async def test_a_5xx_greeting_defers_instead_of_failing_every_message(
     [attempt] = body["attempts"]
     assert (attempt["code"], attempt["enhanced_code"]) == (554, "5.3.2")
     assert await attempt_count(db_url, mid) == 1  # max_age still ends a relay that never recovers
+
+
+async def test_credentials_for_a_server_that_offers_no_auth_are_a_configuration_error(
+    start_gateway: GatewayFactory, db_url: str
+) -> None:
+    """Sending without the configured login could only end in a refused MAIL."""
+    greeting, ehlo = b"220 upstream.test ESMTP\r\n", b"250-upstream.test\r\n250 8BITMIME\r\n"
+    async with scripted_server(greeting, ehlo) as port:
+        relay = f"smtp://u:p@127.0.0.1:{port}?auth_plaintext=true"
+        async with start_gateway(relay_url=relay) as gw, api(gw) as client:
+            mid = await submit(client)
+            body = await wait_for_attempts(client, mid, 2)
+    assert body["state"] == "deferred"
+    refused = "login failed: The SMTP AUTH extension is not supported by this server."
+    assert all(a["text"].startswith(refused) for a in body["attempts"]), body["attempts"]
+    assert await attempt_count(db_url, mid) == 0
 
 
 async def test_the_start_up_log_names_the_relay_as_a_url_without_credentials(
@@ -233,3 +259,53 @@ async def test_the_start_up_log_names_the_relay_as_a_url_without_credentials(
         pass
     assert f"relaying through smtp://127.0.0.1:{upstream.port}" in caplog.messages
     assert "secret" not in caplog.text
+
+
+class DropsOnce(Upstream):
+    """Drops the connection at ``drop_at`` once, then behaves."""
+
+    def _drop(self, server: Any, verb: str) -> bool:
+        dropped = super()._drop(server, verb)
+        if dropped:
+            self.drop_at = None
+        return dropped
+
+
+async def test_a_pooled_connection_is_replaced_only_before_mail_was_accepted(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Gone stale before MAIL: reconnect within the attempt, nothing was sent yet.
+    Dropped after MAIL (here at DATA): the upstream may have the message, so the
+    attempt ends deferred instead of sending it again at once on a new connection."""
+    async with (
+        DropsOnce() as up,
+        start_gateway(relay_url=up.url, delivery={"pool_size": 1}) as gw,
+        api(gw) as client,
+    ):
+        first = await submit(client, subject="1")
+        await wait_for_state(client, first, "sent")
+        up.drop_at = "MAIL"
+        stale = await wait_for_state(client, await submit(client, subject="2"), "sent")
+        assert len(stale["attempts"]) == 1 and up.connections == 2
+        up.drop_at = "DATA"
+        dropped = await wait_for_state(client, await submit(client, subject="3"), "sent")
+    assert [a["code"] for a in dropped["attempts"]] == [None, 250]
+    assert "Disconnected" in dropped["attempts"][0]["text"]
+
+
+async def test_the_capture_transport_keeps_the_whole_envelope(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Capture stands in for the relay in development: every RCPT, bcc included."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        mid = await submit(
+            client, to=["Ann <a@example.com>"], cc=["c@example.com"], bcc=["s@example.com"]
+        )
+        body = await wait_for_state(client, mid, "sent")
+        [captured] = (await client.get("/inbox")).json()["items"]
+    assert captured["envelope"] == {
+        "from": "shop@example.com",
+        "to": ["a@example.com", "c@example.com", "s@example.com"],
+    }
+    [attempt] = body["attempts"]
+    assert attempt["transport"] == "capture" and attempt["text"] == f"captured as {captured['id']}"

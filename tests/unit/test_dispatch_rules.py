@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, ItemsView, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -164,3 +164,23 @@ async def test_the_message_is_built_off_the_event_loop(queue: QueueStore) -> Non
     assert seen == {"loop served during the build": True}
     assert (await state_of(queue, message)).state is State.SENT
     assert b"X-Order: 42" in transport.sent[0]
+
+
+class Busy(Accepting):
+    """Every recipient refused for now: 451."""
+
+    name = "busy"
+
+    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
+        return SendResult(Outcome.DEFERRED, 451, "4.3.0", "4.3.0 try later")
+
+
+async def test_backoff_grows_with_the_attempts_already_made(queue: QueueStore) -> None:
+    """The fourth try waits initial × multiplier³ (60 s × 8), not the first delay again."""
+    message = make_message(created_at=datetime.now(UTC))
+    job = replace(await leased(queue, message), attempt_count=3)
+    await dispatcher(queue, Busy()).deliver(job)
+    record = await state_of(queue, message)
+    [attempt] = record.attempts
+    assert record.state is State.DEFERRED and record.next_attempt_at is not None
+    assert record.next_attempt_at - attempt.at == timedelta(seconds=480)
