@@ -189,5 +189,52 @@ def test_header_decoding_keeps_what_it_cannot_decode() -> None:
     assert decode_header("=?utf-8?B?not base64!?=") == "=?utf-8?B?not base64!?="
     assert decode_header("=?x-unknown?Q?caf=C3=A9?=") == "café"
     assert decode_header("a =?utf-8?Q?b?= c") == "a b c"
-    assert decode_header("=?utf-8*en?Q?hi?=") == "hi"  # RFC 2231 §5 language suffix
+    ru = "=?koi8-r*ru?Q?" + "".join(f"={b:02X}" for b in "привет".encode("koi8-r")) + "?="
+    assert decode_header(ru) == "привет"  # RFC 2231 §5 language suffix
     assert decode_header("folded\r\n value") == "folded value"
+
+
+def test_a_text_part_marked_attachment_is_never_the_body() -> None:
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+        b"--m\r\nContent-Type: text/html\r\n\r\n<p>body</p>\r\n"
+        b"--m\r\nContent-Type: text/plain\r\n"
+        b"Content-Disposition: attachment; filename=notes.txt\r\n\r\nnotes\r\n--m--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text is None and parsed.html == "<p>body</p>"
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("notes.txt", b"notes")]
+
+
+def test_related_start_parameter_names_the_root_part() -> None:
+    """RFC 2387 §3.2: ``start`` names the root; without it the first part is the root."""
+    raw = (
+        b'Content-Type: multipart/related; boundary=r; start="<root@x>"\r\n\r\n'
+        b"--r\r\nContent-Type: text/html\r\nContent-ID: <other@x>\r\n\r\n<p>not me</p>\r\n"
+        b"--r\r\nContent-Type: text/html\r\nContent-ID: <root@x>\r\n\r\n<p>root</p>\r\n--r--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.html == "<p>root</p>"
+    assert [a.cid for a in parsed.attachments] == ["other@x"]
+
+
+def test_boundaryless_multipart_text_uses_the_declared_charset() -> None:
+    raw = b"Content-Type: multipart/mixed; charset=koi8-r\r\n\r\n" + "привет".encode("koi8-r")
+    assert parse_message(raw).text == "привет"
+
+
+def test_forwarded_message_without_a_subject_is_forwarded_eml() -> None:
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=f\r\n\r\n--f\r\n\r\nsee attached\r\n"
+        b"--f\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.com\r\n\r\nhi\r\n--f--\r\n"
+    )
+    [forwarded] = parse_message(raw).attachments
+    assert forwarded.filename == "forwarded.eml"
+    assert forwarded.content == b"From: x@example.com\r\n\r\nhi"
+
+
+def test_the_first_of_repeated_mime_fields_counts() -> None:
+    """As ``email.message.Message.get``: a second Content-Type does not override the first."""
+    raw = b"Content-Type: text/html\r\nContent-Type: text/plain\r\n\r\n<p>x</p>\r\n"
+    parsed = parse_message(raw)
+    assert parsed.html == "<p>x</p>\n" and parsed.text is None
