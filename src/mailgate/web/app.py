@@ -23,6 +23,7 @@ from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
 from mailgate.web.methods import AllowedMethods
+from mailgate.web.responses import errors
 from mailgate.web.services import Services
 
 __all__ = ["Services", "create_app"]
@@ -49,7 +50,7 @@ def create_app(
     app.include_router(api_inbox.router, prefix="/api/v1")
     mount_docs(app)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=errors(auth=False))
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "mode": services.mode}
 
