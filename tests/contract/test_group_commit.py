@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailgate.errors import StoreUnavailable
+from mailgate.errors import StoreError, StoreUnavailable
 from mailgate.store import Database
 from mailgate.store.group_commit import GroupCommit
-from mailgate.store.schema import events
+from mailgate.store.schema import attempts, events
 from tests.builders import NOW
 
 
@@ -119,3 +120,39 @@ async def test_an_unavailable_database_fails_the_batch_without_a_retry_per_item(
         await db.aclose()
     assert all(isinstance(r, StoreUnavailable) for r in results)
     assert db.transactions == 2  # the batch, then the first item alone
+
+
+async def test_a_failed_commit_is_not_retried_item_by_item(tmp_path: Path) -> None:
+    """When COMMIT itself fails, the outcome is unknown (the server may have committed
+    before the connection broke): writing items again could store them twice. SQLite's
+    deferred foreign keys make a real COMMIT fail after every statement succeeded."""
+    writes: list[list[str]] = []
+
+    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
+        writes.append(list(items))
+        await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        await conn.execute(insert(attempts), [_orphan_attempt(i) for i in items])
+        return [None] * len(items)
+
+    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        await db.migrate()
+        writer = GroupCommit(db, write)
+        results = await asyncio.gather(
+            *(writer.submit(f"m{i}") for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await db.aclose()
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert writes == [["m0", "m1", "m2"]]  # once, together; never again alone
+
+
+def _orphan_attempt(message_id: str) -> dict[str, object]:
+    return {
+        "message_id": message_id,  # no such message: the deferred foreign key fails at COMMIT
+        "at": NOW,
+        "transport": "t",
+        "text": "",
+        "duration_ms": 0,
+        "recipients": {},
+    }

@@ -26,12 +26,21 @@ from mailgate.store.schema import messages
 
 ROUNDS = 3
 
+# Both scripts connect first, then wait for the go-file so the processes race for real
+# (Python's start-up alone would otherwise keep them a second apart).
 MIGRATE = """
-import asyncio, sys
+import asyncio, os, sys, time
+from sqlalchemy import text
 from mailgate.store import Database
 
 async def main():
-    db = Database(sys.argv[1])
+    url, ready, go = sys.argv[1:4]
+    db = Database(url)
+    async with db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.002)
     try:
         await db.migrate()
     finally:
@@ -40,7 +49,6 @@ async def main():
 asyncio.run(main())
 """
 
-# Connects first, then waits for the go-file so both processes submit together.
 ENQUEUE = """
 import asyncio, json, os, sys, time
 from datetime import UTC, datetime
@@ -56,7 +64,7 @@ async def main():
         await conn.execute(text("SELECT 1"))
     open(ready, "w").close()
     while not os.path.exists(go):
-        time.sleep(0.005)
+        time.sleep(0.002)
     queue, now, results = QueueStore(db), datetime.now(UTC), []
     for i in range(keys):
         message = Message(
@@ -115,6 +123,22 @@ def _finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def _race(script: str, url: str, workdir: Path, *args: str) -> list[str]:
+    """Run ``script`` in two processes released at the same moment; their outputs."""
+    workdir.mkdir(exist_ok=True)
+    go, ready = workdir / "go", [workdir / f"ready{i}" for i in range(2)]
+    procs = [_spawn(script, url, str(r), str(go), *args) for r in ready]
+    try:
+        _wait_for(ready)
+        go.touch()
+        return [_finish(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 def _wait_for(paths: list[Path]) -> None:
     deadline = time.monotonic() + 60
     while not all(p.exists() for p in paths):
@@ -131,14 +155,14 @@ async def _revision(url: str) -> str | None:
         await db.aclose()
 
 
-async def test_two_processes_migrating_a_fresh_database_at_once(fresh_url: Fresh) -> None:
+async def test_two_processes_migrating_a_fresh_database_at_once(
+    fresh_url: Fresh, tmp_path: Path
+) -> None:
     """Item 11b: without the advisory lock the loser died of ``UniqueViolation``."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         url = await fresh_url()
-        procs = [_spawn(MIGRATE, url) for _ in range(2)]
-        for proc in procs:
-            await asyncio.to_thread(_finish, proc)
+        await asyncio.to_thread(_race, MIGRATE, url, tmp_path / str(round_))
         assert await _revision(url) == head
 
 
@@ -149,18 +173,14 @@ async def test_two_processes_enqueueing_the_same_keys_get_one_message_each(
     keys = 30
     url = await fresh_url()
     db = Database(url)
-    await db.migrate()
-    go = tmp_path / "go"
-    ready = [tmp_path / f"ready{i}" for i in range(2)]
-    procs = [_spawn(ENQUEUE, url, str(r), str(go), str(keys)) for r in ready]
-    await asyncio.to_thread(_wait_for, ready)
-    go.touch()
-    first, second = [json.loads(await asyncio.to_thread(_finish, p)) for p in procs]
     try:
+        await db.migrate()
+        outputs = await asyncio.to_thread(_race, ENQUEUE, url, tmp_path, str(keys))
         async with db.read() as conn:
             rows = (await conn.execute(select(func.count()).select_from(messages))).scalar()
     finally:
         await db.aclose()
+    first, second = [json.loads(out) for out in outputs]
     assert rows == keys
     for (id_a, dup_a), (id_b, dup_b) in zip(first, second, strict=True):
         assert id_a == id_b and sorted([dup_a, dup_b]) == [False, True]

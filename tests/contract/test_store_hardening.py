@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects import postgresql
 
 from mailgate.errors import StoreError, StoreUnavailable
 from mailgate.ids import new_lease_owner
@@ -191,7 +190,7 @@ async def test_lease_owner_fits_the_column_for_any_hostname(
     owners = {new_lease_owner() for _ in range(100)}
     assert len(owners) == 100  # unique per dispatcher
     assert {len(o) for o in owners} == {16}  # fixed size, well inside the column
-    assert messages.c.lease_owner.type.compile(dialect=postgresql.dialect()) == "VARCHAR(64)"
+    assert messages.c.lease_owner.type.compile(database.engine.dialect) == "VARCHAR(64)"
     queue = QueueStore(database)
     await queue.enqueue([make_message()], NOW)
     owner = owners.pop()
