@@ -12,7 +12,7 @@ import pytest
 
 from mailgate.app import Gateway, Mode
 from mailgate.inbox import service
-from mailgate.mime import ParsedMessage
+from mailgate.mime import ParsedMessage, parse_message
 from tests.integration.conftest import GatewayFactory, api
 from tests.unit.test_parse_limits import many_headers, nested
 
@@ -57,6 +57,17 @@ async def test_storage_failure_answers_451_never_250(
         assert "try again later" in refused.value.message
         await smtp.quit()
         assert (await client.get("/inbox")).json()["items"] == []
+
+
+async def test_250_names_the_committed_capture(start_gateway: GatewayFactory) -> None:
+    """The 250 after DATA carries the id of the record that is already in the inbox."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        smtp = aiosmtplib.SMTP(hostname=_address(gw)[0], port=_address(gw)[1], start_tls=False)
+        await smtp.connect()
+        _, reply = await smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: kept\r\n\r\n")
+        await smtp.quit()
+        [item] = (await client.get("/inbox")).json()["items"]
+        assert reply == f"2.0.0 OK: queued as {item['id']}"
 
 
 def _refuse_inserts(path: str) -> None:
@@ -108,7 +119,7 @@ async def test_a_message_being_parsed_does_not_hold_up_other_sessions(
     purpose), another SMTP session and the API are served."""
     started, release = threading.Event(), threading.Event()
     on_loop_thread: list[bool] = []
-    real = service.parse_message
+    real = parse_message
 
     def held(raw: bytes) -> ParsedMessage:
         on_loop_thread.append(threading.current_thread() is threading.main_thread())
