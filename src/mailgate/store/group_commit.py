@@ -32,7 +32,9 @@ __all__ = ["GroupCommit"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: writes a batch in the open transaction; returns one result per item, in order
+#: writes a batch in the open transaction; returns one result per item, in order.
+#: It may be called again with a subset of an earlier batch (after that batch rolled
+#: back), so it must not keep state of its own between calls.
 WriteMany = Callable[[AsyncConnection, Sequence[T]], Awaitable[Sequence[R]]]
 
 
@@ -45,7 +47,11 @@ class GroupCommit(Generic[T, R]):
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
-        """Return ``item``'s result once it is committed; raise what the transaction raised."""
+        """Return ``item``'s result once it is committed; raise what writing *it* raised.
+
+        A failed shared transaction reaches only the items that fail again alone,
+        or every item if the database is unavailable or the commit itself failed.
+        """
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
         if self._flusher is None or self._flusher.done():

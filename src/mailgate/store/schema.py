@@ -59,10 +59,11 @@ _REPLACEMENT = "\ufffd"
 def sanitize_text(value: str) -> str:
     """``value`` with NUL and lone surrogates replaced by U+FFFD; the same object if clean.
 
-    Runs for every bound text value, so the common case is two C-speed scans (about
-    30 ns for a subject, 15 µs for 1 MB of ASCII): ``isascii`` is O(1) in CPython and
-    an ASCII string cannot hold a surrogate; only other strings pay for a trial encode
-    (about 1 ms per MB). A well-formed surrogate *pair* becomes the character it encodes.
+    Runs for every bound text value, so the common case is one C-speed scan (measured:
+    about 0.1 µs for a subject, 10 µs for 1 MB of ASCII): ``isascii`` is O(1) in CPython
+    and an ASCII string cannot hold a surrogate; only other strings pay for a trial
+    encode (1–3 ms per MB, the same order as the driver's own UTF-8 encoding of it).
+    A well-formed surrogate *pair* becomes the character it encodes.
     """
     if "\x00" in value:
         value = value.replace("\x00", _REPLACEMENT)
