@@ -238,3 +238,21 @@ def test_the_first_of_repeated_mime_fields_counts() -> None:
     raw = b"Content-Type: text/html\r\nContent-Type: text/plain\r\n\r\n<p>x</p>\r\n"
     parsed = parse_message(raw)
     assert parsed.html == "<p>x</p>\n" and parsed.text is None
+
+
+def test_undecodable_bytes_never_leave_lone_surrogates() -> None:
+    """Everything parsed must be storable as UTF-8 text (JSON, PostgreSQL)."""
+    raw = (
+        b"Subject: caf\xe9 \xff\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+        b"--b\xff\r\nContent-Type: text/plain\r\n\r\nhi \xff\r\n--b\xff\r\n"
+        b'Content-Type: image/png\r\nContent-Disposition: attachment; filename="\xff\xfe.png"'
+        b"\r\n\r\nx\r\n--b\xff--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == "café ÿ"
+    assert parsed.text == "hi ÿ"
+    [image] = parsed.attachments
+    assert image.filename == "ÿþ.png"
+    texts = [*parsed.headers, *map(str, parsed.headers.values()), *parsed.problems]
+    for text in texts:
+        text.encode("utf-8")

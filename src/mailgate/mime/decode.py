@@ -11,7 +11,7 @@ import binascii
 import re
 import unicodedata
 
-__all__ = ["decode_header", "decode_text", "safe_filename"]
+__all__ = ["decode_8bit", "decode_header", "decode_text", "safe_filename"]
 
 # RFC 2047 §2: =?charset?encoding?encoded-text?= (RFC 2231 §5 adds "*language").
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -35,7 +35,7 @@ def decode_header(raw: str) -> str:
     character split across two words (as some clients write it) comes out whole.
     """
     value = _FOLD.sub("", raw).strip()
-    value = _redecode(value)
+    value = decode_8bit(value)
     if "=?" not in value:
         return value
     out: list[str] = []
@@ -75,7 +75,7 @@ def _flush(pending: tuple[str, bytearray] | None) -> str:
     return "" if pending is None else _decode(bytes(pending[1]), pending[0])
 
 
-def _redecode(value: str) -> str:
+def decode_8bit(value: str) -> str:
     """Raw 8-bit bytes in a header (RFC 6532 allows UTF-8) read as UTF-8, else latin-1.
 
     The bytes arrive as surrogate escapes; text that has none is returned as is.
@@ -127,7 +127,7 @@ def safe_filename(name: str | None) -> str | None:
     """
     if name is None:
         return None
-    text = decode_header(name) if "=?" in name else _redecode(name)
+    text = decode_header(name) if "=?" in name else decode_8bit(name)
     text = "".join(c for c in text if c not in _BIDI and not _is_control(c))
     text = re.split(r"[/\\]", text)[-1].strip()
     if text in ("", ".", ".."):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 
-from mailgate.mime.decode import decode_header, decode_text, safe_filename
+from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
 from mailgate.mime.entity import Entity, guess_boundary, read_entity, split_multipart
 
 __all__ = [
@@ -74,6 +74,7 @@ class _Part:
     view: EmailMessage  #: the MIME fields (and, for a leaf, the body) for the email API
     children: list[_Part] | None = None
     content_type: str = ""
+    mime: dict[str, str] = field(default_factory=dict)  #: the MIME fields as in the source
 
 
 @dataclass(slots=True)
@@ -180,7 +181,7 @@ def _tree(entity: Entity, walk: _Walk, *, depth: int, default: str) -> _Part:
 
 def _leaf(mime: dict[str, str], body: bytes, default: str) -> _Part:
     view = _view(mime, body, default)
-    return _Part(view, None, view.get_content_type())
+    return _Part(view, None, view.get_content_type(), mime)
 
 
 def _split(body: bytes, boundary: str | None, content_type: str, walk: _Walk) -> list[bytes] | None:
@@ -189,10 +190,11 @@ def _split(body: bytes, boundary: str | None, content_type: str, walk: _Walk) ->
     if found is None:
         guessed = guess_boundary(body)
         found = split_multipart(body, guessed) if guessed else None
-        if found is None:
+        if found is None or guessed is None:
             walk.problems.append(f"mime: {content_type} without a usable boundary; shown as text")
             return None
-        walk.problems.append(f"mime: {content_type} boundary missing or unused; read as {guessed}")
+        shown = guessed.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        walk.problems.append(f"mime: {content_type} boundary missing or unused; read as {shown}")
     parts, closed = found
     if not closed:
         walk.problems.append(f"mime: {content_type} has no closing boundary (truncated?)")
@@ -269,7 +271,7 @@ def _attachment(part: _Part) -> ParsedAttachment:
     view = part.view
     payload = view.get_payload(decode=True)
     content = payload if isinstance(payload, bytes) else b""
-    filename = safe_filename(view.get_filename())
+    filename = _filename(part)
     if filename is None and part.content_type in _WRAPPERS:
         filename = _eml_name(content)
     cid = view.get("content-id")
@@ -280,6 +282,13 @@ def _attachment(part: _Part) -> ParsedAttachment:
         cid=str(cid).strip().strip("<>") if cid else None,
         inline=view.get_content_disposition() == "inline",
     )
+
+
+def _filename(part: _Part) -> str | None:
+    """The part's filename; raw 8-bit bytes in it are read as UTF-8, else latin-1
+    (the email API would read invalid UTF-8 as U+FFFD)."""
+    fields = {k: decode_8bit(v) for k, v in part.mime.items() if k != "content-transfer-encoding"}
+    return safe_filename(_view(fields, None, "text/plain").get_filename())
 
 
 def _eml_name(message: bytes) -> str:
