@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
+from mailgate.mime.headers import address_field, header_block, unstructured_field
 from mailgate.model import Attachment, Message
 
 __all__ = ["MAILGATE_ID_HEADER", "build_message"]
@@ -23,12 +25,13 @@ def build_message(message: Message) -> bytes:
     """
     utf8 = _needs_smtputf8(message)
     msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
-    _set_headers(msg, message)
     _set_body(msg, message)
     for att in message.attachments:
         if att.cid is None or message.html is None:
             _add(msg, att, inline=False)
-    return msg.as_bytes()
+    # The fields mailgate writes go first, encoded by mime.headers in linear time; the
+    # email package writes only the MIME entity (MIME-Version, Content-*, the body).
+    return header_block(_fields(message)) + msg.as_bytes()
 
 
 def _needs_smtputf8(message: Message) -> bool:
@@ -37,19 +40,19 @@ def _needs_smtputf8(message: Message) -> bool:
     return not all(parseaddr(a)[1].isascii() for a in addresses)
 
 
-def _set_headers(msg: EmailMessage, message: Message) -> None:
-    msg["From"] = message.sender
-    msg["To"] = ", ".join(message.to)
+def _fields(message: Message) -> Iterator[str]:
+    yield address_field("From", [message.sender])
+    yield address_field("To", message.to)
     if message.cc:
-        msg["Cc"] = ", ".join(message.cc)
+        yield address_field("Cc", message.cc)
     if message.reply_to:
-        msg["Reply-To"] = message.reply_to
-    msg["Subject"] = message.subject
-    msg["Date"] = format_datetime(message.created_at)
-    msg["Message-ID"] = message.message_id
-    msg[MAILGATE_ID_HEADER] = message.id
+        yield address_field("Reply-To", [message.reply_to])
+    yield unstructured_field("Subject", message.subject)
+    yield f"Date: {format_datetime(message.created_at)}"
+    yield f"Message-ID: {message.message_id}"
+    yield f"{MAILGATE_ID_HEADER}: {message.id}"
     for name, value in message.headers.items():
-        msg[name] = value
+        yield unstructured_field(name, value)
 
 
 def _set_body(msg: EmailMessage, message: Message) -> None:
