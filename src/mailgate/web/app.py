@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from mailgate import __version__
-from mailgate.errors import Conflict, NotFound
+from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.settings import HttpSettings, LimitSettings
 from mailgate.web import api_inbox, api_messages
@@ -61,6 +61,12 @@ def create_app(
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # RFC 9110 §15.6.4: a temporary condition; nothing was accepted, try again
+        detail = "the database is unavailable; nothing was changed, try again later"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     app.add_middleware(BodyLimit, limit=effective_body_limit(limits))
     app.add_middleware(AllowedMethods, paths=lambda: _path_methods(app))

@@ -28,6 +28,7 @@ _WHY = {
     413: "the request body is over the limit (RFC 9110 §15.5.14)",
     415: "the request body is not JSON (Content-Type must be application/json)",
     421: "the Host header names no host served here (DNS-rebinding guard, no API token set)",
+    503: "the database is unavailable; nothing was changed, retry after Retry-After seconds",
 }
 
 #: Every route can answer these (the middleware in front of all of them).
@@ -36,5 +37,5 @@ COMMON = (413, 421)
 
 def errors(*codes: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries for ``codes``, :data:`COMMON` and (``auth``) 401."""
-    wanted = {*codes, *COMMON, *((401,) if auth else ())}
+    wanted = {*codes, *COMMON, *((401, 503) if auth else ())}
     return {code: {"model": ErrorOut, "description": _WHY[code]} for code in sorted(wanted)}
