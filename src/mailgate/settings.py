@@ -77,9 +77,10 @@ class LimitSettings(BaseModel):
         16384, description="Largest metadata of one message, in bytes of JSON."
     )
     max_request_body: int = Field(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         description="Largest HTTP request body, in bytes; larger ones get 413 before parsing."
-        " The effective limit is the smaller of this and max_batch × max_message_size.",
+        " The effective limit is the smaller of this and max_batch × max_message_size;"
+        " the default takes two messages of the largest size as JSON: split bigger batches.",
     )
 
 
