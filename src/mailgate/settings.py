@@ -131,8 +131,10 @@ class Settings(BaseSettings):
     )
     relay_url: SecretStr | None = Field(
         None,
-        description="Default upstream: smtp://[user:pass@]host:port, smtp+starttls://, smtps://;"
-        " ?from= sets the default sender. Unset: capture everything.",
+        description="Default upstream: smtp://[user:pass@]host:port (STARTTLS when offered),"
+        " smtp+starttls:// (STARTTLS required), smtps:// (implicit TLS); ?from= sets the"
+        " default sender, ?verify=false skips certificate checks, ?auth_plaintext=true allows"
+        " credentials without TLS. Unset: capture everything.",
     )
     api_token: SecretStr | None = Field(
         None,
