@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email._header_value_parser as hvp
 import re
-from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
@@ -17,22 +16,13 @@ from hypothesis import strategies as st
 from mailgate.mime import build_message
 from mailgate.mime.headers import address_field, unstructured_field
 from mailgate.model import Message
+from tests.builders import make_message
 
 ENCODED_WORD = re.compile(rb"=\?utf-8\?b\?[A-Za-z0-9+/=]*\?=")
 
 
 def _message(**kw: object) -> Message:
-    base: dict[str, object] = {
-        "id": "0190-test",
-        "sender": "Shop <shop@example.com>",
-        "to": ("a@example.com",),
-        "subject": "Your receipt",
-        "message_id": "<abc@example.com>",
-        "created_at": datetime(2026, 11, 3, 10, 30, tzinfo=UTC),
-        "text": "plain body",
-    }
-    base.update(kw)
-    return Message(**base)  # type: ignore[arg-type]
+    return make_message(**{"sender": "Shop <shop@example.com>", "text": "plain body", **kw})
 
 
 def _parse(raw: bytes) -> EmailMessage:

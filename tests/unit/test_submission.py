@@ -2,26 +2,14 @@
 
 import base64
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from mailgate.errors import InvalidMessage
-from mailgate.ingest import parse_message_json
 from mailgate.model import Priority
-from mailgate.settings import LimitSettings
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-
-
-def parse(item: object, **limits: Any) -> Any:
-    return parse_message_json(
-        item, tenant="t1", default_from="app@example.com", limits=LimitSettings(**limits), now=NOW
-    )
-
-
-def good(**kw: Any) -> dict[str, Any]:
-    return {"to": "a@example.com", "subject": "Hi", "text": "body", **kw}
+from tests.builders import NOW
+from tests.builders import parse_submitted as parse
+from tests.builders import submitted as good
 
 
 def test_minimal_message_gets_defaults() -> None:

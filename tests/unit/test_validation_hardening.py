@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import email
 import re
-from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from typing import Any
@@ -20,23 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgate.errors import InvalidMessage
-from mailgate.ingest import parse_message_json
 from mailgate.ingest.submission import MessageIn, estimated_size
 from mailgate.mime import build_message
 from mailgate.model import Message
 from mailgate.settings import LimitSettings
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-
-
-def parse(item: object, **limits: Any) -> Message:
-    return parse_message_json(
-        item, tenant="t1", default_from="app@example.com", limits=LimitSettings(**limits), now=NOW
-    )
-
-
-def good(**kw: Any) -> dict[str, Any]:
-    return {"to": "a@example.com", "subject": "Hi", "text": "body", **kw}
+from tests.builders import parse_submitted as parse
+from tests.builders import submitted as good
 
 
 def refused(item: object, **limits: Any) -> str:
