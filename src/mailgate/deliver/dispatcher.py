@@ -17,6 +17,7 @@ from email.utils import parseaddr
 
 from mailgate.clock import Clock
 from mailgate.deliver.transport import Envelope, Transport
+from mailgate.errors import StoreUnavailable
 from mailgate.mime import build_message
 from mailgate.model import Attempt, Message, Outcome, SendResult
 from mailgate.policy import Decision, RetryPolicy, decide, recipient_outcomes
@@ -73,6 +74,9 @@ class Dispatcher:
             self._wake.clear()
             try:
                 leased = await self._lease_batch()
+            except StoreUnavailable as exc:  # an outage, not a bug: no traceback every poll
+                log.warning("cannot lease from the queue (%s); retrying", exc)
+                leased = 0
             except Exception:
                 log.exception("leasing from the queue failed; retrying after the poll interval")
                 leased = 0
@@ -138,8 +142,9 @@ class Dispatcher:
     async def _build(self, message: Message) -> bytes | SendResult:
         """The message's bytes, built in a worker thread, or why it cannot be built.
 
-        Building runs Python's ``email`` header folding, which can take seconds on a
-        large header: on the event loop it would stall every other session. A message
+        Building is CPU work proportional to the message (base64 of attachments, line
+        encoding of bodies): on the event loop a large one would stall every other
+        session. A message
         that fails to build will fail the same way on every retry, whatever the
         exception (the ``email`` package raises more than ValueError on odd input),
         so it fails for good with the reason.
