@@ -12,13 +12,19 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 __all__ = [
+    "Account",
+    "AccountLimits",
+    "AccountTransport",
     "Attachment",
     "Attempt",
+    "FailureClass",
     "Message",
     "Outcome",
     "Priority",
     "RecipientResult",
     "SendResult",
+    "SmtpAuth",
+    "SmtpSecurity",
     "State",
 ]
 
@@ -94,6 +100,26 @@ class Message:
         return tuple(seen)
 
 
+class FailureClass(StrEnum):
+    """Why an attempt (or one recipient of it) did not go through; recorded on every attempt.
+
+    Mostly from the RFC 3463 enhanced code (``class.subject.detail``): subject 1 is
+    addressing, 2 the mailbox, 6 the content, 7 security or policy.
+    """
+
+    INVALID_RECIPIENT = "invalid_recipient"  #: x.1.x: no such user or domain
+    MAILBOX_FULL = "mailbox_full"  #: x.2.2
+    POLICY = "policy"  #: x.7.x (other than our own login): refused as spam, by policy
+    THROTTLED = "throttled"  #: 421, 4.7.x rate, 450 4.2.1: slow down this account
+    AUTH = "auth"  #: our own login was refused (535, 5.7.8, 530): an account problem
+    NETWORK = "network"  #: refused, reset or dropped connection, DNS
+    TIMEOUT = "timeout"  #: no reply in time
+    TLS = "tls"  #: handshake or certificate failure: an account problem
+    PROTOCOL = "protocol"  #: the server answered out of protocol (5.5.x, garbage)
+    CONTENT = "content"  #: x.6.x, 552: the message itself (size, encoding)
+    OTHER = "other"  #: none of the above
+
+
 @dataclass(frozen=True, slots=True)
 class RecipientResult:
     status: Outcome
@@ -114,6 +140,9 @@ class SendResult:
     #: relay refused our credentials, or we refused to send them without TLS. Such an
     #: attempt is retried without using up the message's retry budget.
     config_error: bool = False
+    failure_class: FailureClass | None = None  #: None when sent
+    retry_after: float | None = None  #: seconds the server asked us to wait ("try again in")
+    remote_id: str | None = None  #: the next hop's id for the message (Postmark MessageID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +156,66 @@ class Attempt:
     text: str
     duration_ms: int
     recipients: Mapping[str, RecipientResult]
+    failure_class: FailureClass | None = None
+    counted: bool = True  #: False: waiting on our side (login, TLS, pacing) spent no try
+    remote_id: str | None = None
+
+
+class AccountTransport(StrEnum):
+    SMTP = "smtp"  #: the user's own SMTP server (submission with AUTH)
+    POSTMARK = "postmark"  #: Postmark's HTTP API
+
+
+class SmtpSecurity(StrEnum):
+    SSL = "ssl"  #: RFC 8314 implicit TLS (port 465)
+    STARTTLS = "starttls"  #: RFC 3207, required
+    NONE = "none"  #: plain; opportunistic STARTTLS only when the account asks for it
+
+
+class SmtpAuth(StrEnum):
+    PLAIN = "plain"
+    LOGIN = "login"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLimits:
+    """Pacing and pool size for one account; ``None`` means no limit of that kind."""
+
+    per_minute: int | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
+    pool_size: int = 3  #: most open connections (also the most concurrent sends)
+    limit_behavior: str = "wait"  #: "wait" (hold over-limit mail) or "reject" (429 per item)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A sending identity. Secrets are plain here, in memory only: the store encrypts them
+    and the API never returns them (``repr`` hides them too)."""
+
+    id: str
+    tenant: str
+    transport: AccountTransport
+    from_: tuple[str, ...] = ()  #: addresses or domains (``@example.com``/``example.com``)
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    smtp_auth: SmtpAuth = SmtpAuth.PLAIN
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    postmark_token: str | None = field(default=None, repr=False)
+    is_outbound_enabled: bool = False
+    limits: AccountLimits = field(default_factory=AccountLimits)
+    verify_tls: bool = True
+    version: int = 1  #: bumped on every change: cached transports are rebuilt
+
+    def may_send_as(self, address: str) -> bool:
+        """Whether ``address`` (bare) matches one of ``from_`` (an address or a domain)."""
+        address = address.lower()
+        domain = address.rpartition("@")[2]
+        for allowed in self.from_:
+            allowed = allowed.lower()
+            if allowed == address or allowed.lstrip("@") == domain:
+                return True
+        return False

@@ -24,8 +24,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -43,12 +45,15 @@ __all__ = [
     "SafeJSON",
     "SafeString",
     "SafeText",
+    "accounts",
+    "api_tokens",
     "attachments",
     "attempts",
     "events",
     "inbox",
     "messages",
     "metadata",
+    "rate_buckets",
     "sanitize_json",
     "sanitize_text",
 ]
@@ -171,6 +176,7 @@ messages = Table(
     Column("lease_owner", SafeString(64)),
     Column("lease_expires_at", UTCDateTime),
     Column("last_error", SafeText),
+    Column("wait_reason", SafeText),  # why a due message is held (account disabled, paced…)
     UniqueConstraint("tenant", "key", name="uq_messages_tenant_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
     Index("ix_messages_tenant_state", "tenant", "state", "id"),
@@ -208,6 +214,9 @@ attempts = Table(
     Column("text", SafeText, nullable=False),
     Column("duration_ms", Integer, nullable=False),
     Column("recipients", SafeJSON, nullable=False),
+    Column("failure_class", SafeString(24)),  # model.FailureClass; None when sent
+    Column("counted", Boolean, nullable=False, default=True),  # spent one of the tries?
+    Column("remote_id", SafeText),  # the next hop's id for the message (Postmark MessageID…)
     Index("ix_attempts_message", "message_id", "id"),
 )
 
@@ -247,4 +256,54 @@ inbox = Table(
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
     Index("ix_inbox_tenant_id", "tenant", "id"),
+)
+
+# Sending identities (issue 6): an SMTP account or a provider, per tenant. Secrets are
+# stored encrypted (the ``*_enc`` columns); nothing else here is secret.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("tenant", SafeString(64), primary_key=True),
+    Column("id", SafeString(64), primary_key=True),
+    Column("from_addrs", SafeJSON, nullable=False),  # addresses or domains it may send as
+    Column("transport", SafeString(16), nullable=False),  # smtp | postmark
+    Column("smtp_host", SafeText),
+    Column("smtp_port", Integer),
+    Column("smtp_security", SafeString(16), nullable=False),  # ssl | starttls | none
+    Column("smtp_auth", SafeString(16), nullable=False),  # plain | login | none
+    Column("smtp_username", SafeText),
+    Column("smtp_password_enc", LargeBinary),
+    Column("postmark_token_enc", LargeBinary),
+    Column("is_outbound_enabled", Boolean, nullable=False, default=False),
+    Column("limits", SafeJSON, nullable=False),  # per_minute/hour/day, pool_size, retry…
+    Column("imap", SafeJSON, nullable=False),  # stored for later: host, port, security…
+    Column("imap_password_enc", LargeBinary),
+    Column("connection_last_ok_at", UTCDateTime),
+    Column("connection_error", SafeText),
+    Column("tested_at", UTCDateTime),  # last passing test since the settings changed
+    Column("settings_changed_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False, default=1),  # bumped on every change
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Per-tenant API tokens (the configured MAILGATE_API_TOKEN stays the admin token).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", SafeString(36), primary_key=True),
+    Column("tenant", SafeString(64), nullable=False),
+    Column("name", SafeText, nullable=False),
+    Column("token_hash", SafeString(64), nullable=False, unique=True),  # SHA-256 hex
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+)
+
+# Token buckets shared by every process: one row per (tenant, account, window).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", SafeString(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
