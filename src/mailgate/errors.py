@@ -9,6 +9,7 @@ infrastructure, or a bug::
     ├── InvalidMessage         a submitted message that fails validation (HTTP 422 item)
     ├── NotFound               no such message / captured message for this tenant
     ├── Conflict               the operation does not apply in the current state
+    ├── UnbuildableMessage     a queued message whose MIME cannot be built (fails for good)
     └── StoreError             the database refused an operation (a constraint, bad SQL: a bug)
         └── StoreUnavailable   the database cannot be reached or is busy: try again later
 
@@ -28,6 +29,7 @@ __all__ = [
     "NotFound",
     "StoreError",
     "StoreUnavailable",
+    "UnbuildableMessage",
 ]
 
 
@@ -59,3 +61,8 @@ class StoreError(MailgateError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached, dropped the connection, or stayed locked: the
     operation may succeed if retried later (SMTP ``451``, HTTP ``503``)."""
+
+
+class UnbuildableMessage(MailgateError):
+    """Building a queued message's MIME failed; it would fail the same way on every retry,
+    so the dispatcher fails the message with ``str(exc)`` as the reason."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.clock import SystemClock
-from mailgate.deliver import Dispatcher, Envelope
+from mailgate.deliver import Dispatcher, Outgoing
 from mailgate.model import Message, Outcome, RecipientResult, SendResult, State
 from mailgate.policy import RetryPolicy
 from mailgate.settings import DeliverySettings
@@ -34,10 +34,11 @@ class Accepting:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
-        self.sent.append(content)
+    async def send(self, outgoing: Outgoing) -> SendResult:
+        self.sent.append(await outgoing.mime())
         ok = RecipientResult(Outcome.SENT, 250, "ok")
-        return SendResult(Outcome.SENT, 250, "2.0.0", "ok", {r: ok for r in envelope.recipients})
+        recipients = outgoing.envelope.recipients
+        return SendResult(Outcome.SENT, 250, "2.0.0", "ok", {r: ok for r in recipients})
 
     async def aclose(self) -> None:
         return None
@@ -48,7 +49,7 @@ class Raising(Accepting):
 
     name = "raising"
 
-    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
+    async def send(self, outgoing: Outgoing) -> SendResult:
         raise RuntimeError("transport bug")
 
 
@@ -171,7 +172,7 @@ class Busy(Accepting):
 
     name = "busy"
 
-    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
+    async def send(self, outgoing: Outgoing) -> SendResult:
         return SendResult(Outcome.DEFERRED, 451, "4.3.0", "4.3.0 try later")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgate.deliver.transport import Envelope
+from mailgate.deliver.transport import Outgoing
 from mailgate.inbox import CaptureMeta, Inbox
 from mailgate.model import Outcome, RecipientResult, SendResult
 
@@ -15,7 +15,8 @@ class CaptureTransport:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
+    async def send(self, outgoing: Outgoing) -> SendResult:
+        envelope, content = outgoing.envelope, await outgoing.mime()
         meta = CaptureMeta(
             mail_from=envelope.sender,
             rcpt_to=envelope.recipients,

@@ -16,8 +16,8 @@ from datetime import datetime
 from email.utils import parseaddr
 
 from mailgate.clock import Clock
-from mailgate.deliver.transport import Envelope, Transport
-from mailgate.errors import StoreUnavailable
+from mailgate.deliver.transport import Envelope, Outgoing, Transport
+from mailgate.errors import StoreUnavailable, UnbuildableMessage
 from mailgate.mime import build_message
 from mailgate.model import Attempt, Message, Outcome, SendResult
 from mailgate.policy import Decision, RetryPolicy, decide, recipient_outcomes
@@ -124,14 +124,10 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def deliver(self, job: Job) -> None:
-        """The whole life of one attempt on a leased job: build, send, decide, record."""
+        """The whole life of one attempt on a leased job: route, send, decide, record."""
         transport = self.route(job.message)
         started = time.monotonic()
-        content = await self._build(job.message)
-        if isinstance(content, SendResult):
-            result = content
-        else:
-            result = await self._send(transport, job, content)
+        result = await self._send(transport, self._outgoing(job))
         attempt = self._attempt(transport, job, result, started)
         decision = self._decide(job, result, attempt.at)
         if await self._record(job, attempt, decision):
@@ -139,35 +135,30 @@ class Dispatcher:
                 "%s %s via %s: %s", job.message.id, decision.state, transport.name, result.detail
             )
 
-    async def _build(self, message: Message) -> bytes | SendResult:
-        """The message's bytes, built in a worker thread, or why it cannot be built.
-
-        Building is CPU work proportional to the message (base64 of attachments, line
-        encoding of bodies): on the event loop a large one would stall every other
-        session. A message
-        that fails to build will fail the same way on every retry, whatever the
-        exception (the ``email`` package raises more than ValueError on odd input),
-        so it fails for good with the reason.
-        """
-        try:
-            return await asyncio.to_thread(build_message, message)
-        except Exception as exc:
-            log.warning("could not build %s: %r", message.id, exc)
-            reason = f"could not build the message: {type(exc).__name__}: {exc}"
-            return SendResult(Outcome.FAILED, None, None, reason)
-
-    async def _send(self, transport: Transport, job: Job, content: bytes) -> SendResult:
-        """Hand the bytes to the transport; a transport that raises has a bug: retry later."""
+    def _outgoing(self, job: Job) -> Outgoing:
         envelope = Envelope(
             sender=parseaddr(job.message.sender)[1],
             recipients=job.pending,
             message_id=job.message.id,
             tenant=job.message.tenant,
         )
+        return Outgoing(job.message, envelope, build_message)
+
+    async def _send(self, transport: Transport, outgoing: Outgoing) -> SendResult:
+        """Hand the message to the transport.
+
+        A message that cannot be built fails for good with the reason (it would fail the
+        same way on every retry); a transport that raises has a bug: retry later.
+        """
         try:
-            return await transport.send(envelope, content)
+            return await transport.send(outgoing)
+        except UnbuildableMessage as exc:
+            log.warning("%s: %s", outgoing.message.id, exc)
+            return SendResult(Outcome.FAILED, None, None, str(exc))
         except Exception as exc:  # a bug must not lose the message, nor claim it was sent
-            log.exception("transport %s raised while sending %s", transport.name, job.message.id)
+            log.exception(
+                "transport %s raised while sending %s", transport.name, outgoing.message.id
+            )
             return SendResult(Outcome.DEFERRED, None, None, f"internal error: {exc!r}")
 
     def _attempt(

@@ -26,7 +26,7 @@ from aiosmtplib import (
 )
 
 from mailgate.deliver.relay import RelayConfig, Security
-from mailgate.deliver.transport import Envelope
+from mailgate.deliver.transport import Envelope, Outgoing
 from mailgate.model import Outcome, RecipientResult, SendResult
 from mailgate.policy import classify, split_enhanced
 
@@ -70,7 +70,9 @@ class SmtpTransport:
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[aiosmtplib.SMTP] = []
 
-    async def send(self, envelope: Envelope, content: bytes) -> SendResult:
+    async def send(self, outgoing: Outgoing) -> SendResult:
+        # built before taking a connection: an unbuildable message holds none
+        envelope, content = outgoing.envelope, await outgoing.mime()
         async with self._slots:
             client = self._idle.pop() if self._idle else None
             try:
