@@ -11,9 +11,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mailgate.model import Outcome, RecipientResult, SendResult, State
+from mailgate.model import FailureClass, Outcome, RecipientResult, SendResult, State
 
-__all__ = ["Decision", "RetryPolicy", "classify", "decide", "split_enhanced"]
+__all__ = [
+    "Decision",
+    "RetryPolicy",
+    "classify",
+    "decide",
+    "failure_class",
+    "retry_after",
+    "split_enhanced",
+]
 
 # RFC 3463 §2: class "." subject "." detail; class is 2, 4 or 5.
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
@@ -40,6 +48,72 @@ def split_enhanced(text: str) -> tuple[str | None, str]:
     if not match:
         return None, text
     return ".".join(match.groups()), text[match.end() :]
+
+
+#: Reply texts that mean "slow down" whatever their code (Gmail, Microsoft, Yahoo wording).
+_THROTTLE_WORDS = re.compile(
+    r"rate limit|too many (messages|connections|recipients)|try again later|throttl|slow down",
+    re.IGNORECASE,
+)
+
+
+def failure_class(code: int | None, enhanced: str | None, text: str = "") -> FailureClass:
+    """The class of a refusal the server *replied* with (RFC 3463 §3, RFC 5321 §4.2.3).
+
+    Failures without a reply (timeout, dropped line, TLS) are classed where they
+    happen, by the transport, which knows the stage.
+    """
+    subject, detail = _subject_detail(enhanced)
+    transient = code is not None and code < 500
+    if code in _AUTH_CODES:
+        return FailureClass.AUTH
+    if code == 421 or (transient and _slow_down(subject, detail, text)):
+        return FailureClass.THROTTLED
+    if subject == 1:
+        return FailureClass.INVALID_RECIPIENT
+    if (subject, detail) == (2, 2):
+        return FailureClass.MAILBOX_FULL
+    if subject == 7:
+        return FailureClass.POLICY
+    if subject == 6 or code == 552:
+        return FailureClass.CONTENT
+    if subject == 5 or code in _SYNTAX_CODES:
+        return FailureClass.PROTOCOL
+    return FailureClass.OTHER
+
+
+#: RFC 4954 §6: 530 authentication required, 534 mechanism too weak, 535 credentials
+#: invalid, 538 encryption required for the mechanism: our login, not the message.
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+_SYNTAX_CODES = frozenset({500, 501, 502, 503, 504})  #: RFC 5321 §4.2.3
+
+
+def _slow_down(subject: int | None, detail: int | None, text: str) -> bool:
+    """4.7.x (policy, often rate or reputation), 4.2.1 (mailbox busy), or rate words."""
+    return subject == 7 or (subject, detail) == (2, 1) or bool(_THROTTLE_WORDS.search(text))
+
+
+def _subject_detail(enhanced: str | None) -> tuple[int | None, int | None]:
+    if not enhanced:
+        return None, None
+    _, subject, detail = enhanced.split(".")
+    return int(subject), int(detail)
+
+
+_RETRY_IN = re.compile(
+    r"(?:try|retry|again)[^0-9]{0,30}?(?:in|after)\s+(\d{1,6})\s*"
+    r"(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)\b",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def retry_after(text: str) -> float | None:
+    """Seconds a reply asks us to wait ("451 4.7.1 try again in 2 seconds"), if it says."""
+    match = _RETRY_IN.search(text)
+    if match is None:
+        return None
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()])
 
 
 @dataclass(frozen=True, slots=True)

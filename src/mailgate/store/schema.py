@@ -195,7 +195,9 @@ attachments = Table(
     Column("filename", SafeText, nullable=False),
     Column("content_type", SafeText, nullable=False),
     Column("cid", SafeText),
-    Column("content", LargeBinary, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # empty for url/path attachments
+    Column("url", SafeText),  # fetched at send time (issue 6)
+    Column("path", SafeText),  # volume:sub/path, read at send time
 )
 
 attempts = Table(
@@ -278,6 +280,8 @@ accounts = Table(
     Column("limits", SafeJSON, nullable=False),  # per_minute/hour/day, pool_size, retry…
     Column("imap", SafeJSON, nullable=False),  # stored for later: host, port, security…
     Column("imap_password_enc", LargeBinary),
+    Column("dkim", SafeJSON),  # {"domain", "selector"} when signing; the key is below
+    Column("dkim_key_enc", LargeBinary),
     Column("connection_last_ok_at", UTCDateTime),
     Column("connection_error", SafeText),
     Column("tested_at", UTCDateTime),  # last passing test since the settings changed

@@ -19,6 +19,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("wait_reason", sa.Text))
+    with op.batch_alter_table("attachments") as batch:
+        batch.add_column(sa.Column("url", sa.Text))
+        batch.add_column(sa.Column("path", sa.Text))
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("failure_class", sa.String(24)))
         batch.add_column(
@@ -42,6 +45,8 @@ def upgrade() -> None:
         sa.Column("limits", sa.JSON, nullable=False),
         sa.Column("imap", sa.JSON, nullable=False),
         sa.Column("imap_password_enc", sa.LargeBinary),
+        sa.Column("dkim", sa.JSON),
+        sa.Column("dkim_key_enc", sa.LargeBinary),
         sa.Column("connection_last_ok_at", UTCDateTime),
         sa.Column("connection_error", sa.Text),
         sa.Column("tested_at", UTCDateTime),
@@ -75,5 +80,8 @@ def downgrade() -> None:
         batch.drop_column("remote_id")
         batch.drop_column("counted")
         batch.drop_column("failure_class")
+    with op.batch_alter_table("attachments") as batch:
+        batch.drop_column("path")
+        batch.drop_column("url")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("wait_reason")
