@@ -63,6 +63,15 @@ class Attachment:
     content_type: str
     content: bytes
     cid: str | None = None  #: Content-ID for inline use in HTML (``cid:…``)
+    #: fetched at send time (``content`` is empty until then): http(s) only, SSRF-checked
+    url: str | None = None
+    #: ``volume:sub/path`` read at send time from a configured directory
+    path: str | None = None
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the bytes come at send time (from ``url`` or ``path``), not from the queue."""
+        return self.url is not None or self.path is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,11 @@ class Account:
     is_outbound_enabled: bool = False
     limits: AccountLimits = field(default_factory=AccountLimits)
     verify_tls: bool = True
+    #: DKIM signing (RFC 6376), all three or none: the d= domain, the s= selector and the
+    #: PEM private key (encrypted at rest like the passwords)
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: str | None = field(default=None, repr=False)
     version: int = 1  #: bumped on every change: cached transports are rebuilt
 
     def may_send_as(self, address: str) -> bool:

@@ -26,6 +26,7 @@ from mailgate.errors import ConfigError
 from mailgate.policy import RetryPolicy
 
 __all__ = [
+    "AttachmentSettings",
     "DeliverySettings",
     "HttpSettings",
     "LimitSettings",
@@ -95,6 +96,39 @@ class DeliverySettings(BaseModel):
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
 
 
+class AttachmentSettings(BaseModel):
+    """Attachments given by ``url`` or ``path``, resolved when the message is sent.
+
+    A URL is fetched by the gateway, so by default it may only reach public addresses,
+    checked after DNS resolution on every redirect (no SSRF into the local network or a
+    cloud metadata service).
+    """
+
+    fetch_timeout: float = Field(30.0, description="Seconds for fetching one URL attachment.")
+    max_attachment_size: int = Field(
+        25 * 1024 * 1024, description="Largest attachment, in bytes (inline, fetched or read)."
+    )
+    max_message_size: int = Field(
+        100 * 1024 * 1024,
+        description="Most bytes of attachments in one message once url/path ones are resolved.",
+    )
+    allow_private_networks: bool = Field(
+        False,
+        description="Let URL attachments reach loopback, private, link-local and metadata"
+        " addresses (development only).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or IP addresses) URL attachments may reach even when they"
+        " resolve to a private address.",
+    )
+    volumes: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Directories ``path`` attachments may read, by name: an attachment path"
+        ' "name:sub/file.pdf" reads that file inside the directory named "name".',
+    )
+
+
 class RetrySettings(BaseModel):
     """The program's retry defaults: the only copy of these numbers (RetryPolicy has none).
 
@@ -148,6 +182,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @classmethod
     def settings_customise_sources(

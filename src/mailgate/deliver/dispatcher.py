@@ -16,7 +16,7 @@ from datetime import datetime
 from email.utils import parseaddr
 
 from mailgate.clock import Clock
-from mailgate.deliver.transport import Envelope, Outgoing, Transport
+from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
 from mailgate.errors import StoreUnavailable, UnbuildableMessage
 from mailgate.mime import build_message
 from mailgate.model import Attempt, Message, Outcome, SendResult
@@ -39,6 +39,7 @@ class Dispatcher:
         settings: DeliverySettings,
         clock: Clock,
         owner: str,
+        prepare: Prepare | None = None,
     ) -> None:
         self.queue = queue
         self.route = route
@@ -46,6 +47,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.owner = owner
+        self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -142,7 +144,7 @@ class Dispatcher:
             message_id=job.message.id,
             tenant=job.message.tenant,
         )
-        return Outgoing(job.message, envelope, build_message)
+        return Outgoing(job.message, envelope, build_message, prepare=self.prepare)
 
     async def _send(self, transport: Transport, outgoing: Outgoing) -> SendResult:
         """Hand the message to the transport.

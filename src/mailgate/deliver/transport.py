@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailgate.errors import UnbuildableMessage
 from mailgate.model import Message, SendResult
 
-__all__ = ["Envelope", "Outgoing", "Transport"]
+__all__ = ["Envelope", "Outgoing", "Prepare", "Prepared", "Sign", "Transport"]
+
+#: Adds a signature header (DKIM) to the built bytes; runs in the build thread.
+Sign = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The message as it is sent: ``url``/``path`` attachments carry their bytes."""
+
+    message: Message
+    sign: Sign | None = None  #: the account's DKIM signer, if it signs
+
+
+#: Resolves a message's send-time content (``deliver.content.SendTimeContent``). May raise
+#: :class:`UnbuildableMessage` (a subclass says whether a retry may help).
+Prepare = Callable[[Message], Awaitable[Prepared]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +50,23 @@ class Outgoing:
     message: Message
     envelope: Envelope
     build: Callable[[Message], bytes]
+    prepare: Prepare | None = None
     _mime: bytes | None = field(default=None, repr=False)
+    _prepared: Prepared | None = field(default=None, repr=False)
+
+    async def content(self) -> Prepared:
+        """The message with its ``url``/``path`` attachments resolved (once per attempt).
+
+        A provider's HTTP API takes its attachments from here; ``mime()`` builds from it.
+        """
+        if self._prepared is None:
+            if self.prepare is not None:
+                self._prepared = await self.prepare(self.message)
+            elif any(a.deferred for a in self.message.attachments):
+                raise UnbuildableMessage("attachments by url or path need a send-time resolver")
+            else:
+                self._prepared = Prepared(self.message)
+        return self._prepared
 
     async def mime(self) -> bytes:
         """The RFC 5322 bytes; :class:`UnbuildableMessage` if they cannot be built.
@@ -42,12 +74,17 @@ class Outgoing:
         Transports let that exception through: the dispatcher fails the message with it.
         """
         if self._mime is None:
+            prepared = await self.content()
             try:
-                self._mime = await asyncio.to_thread(self.build, self.message)
+                self._mime = await asyncio.to_thread(self._build, prepared)
             except Exception as exc:  # the email package raises more than ValueError
                 reason = f"could not build the message: {type(exc).__name__}: {exc}"
                 raise UnbuildableMessage(reason) from exc
         return self._mime
+
+    def _build(self, prepared: Prepared) -> bytes:
+        raw = self.build(prepared.message)
+        return raw if prepared.sign is None else prepared.sign(raw)
 
 
 class Transport(Protocol):
