@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "Account",
+    "AccountImap",
     "AccountLimits",
     "AccountTransport",
     "Attachment",
@@ -196,6 +197,21 @@ class AccountLimits:
     per_day: int | None = None
     pool_size: int = 3  #: most open connections (also the most concurrent sends)
     limit_behavior: str = "wait"  #: "wait" (hold over-limit mail) or "reject" (429 per item)
+    #: this account's own retry numbers, by RetrySettings name (``{"max_attempts": 3}``)
+    retry: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountImap:
+    """An account's mailbox, stored for the coming inbound poller; nothing reads it yet."""
+
+    host: str | None = None
+    port: int | None = None
+    security: SmtpSecurity = SmtpSecurity.SSL
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    folder: str = "INBOX"
+    poll_interval_sec: int = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +233,32 @@ class Account:
     is_outbound_enabled: bool = False
     limits: AccountLimits = field(default_factory=AccountLimits)
     verify_tls: bool = True
+    #: on ``smtp_security=none``: upgrade with STARTTLS when the server offers it (RFC 7435)
+    opportunistic_tls: bool = False
+    #: allow AUTH on a connection that is not encrypted (the relay URL's ``auth_plaintext``)
+    auth_plaintext: bool = False
     #: DKIM signing (RFC 6376), all three or none: the d= domain, the s= selector and the
     #: PEM private key (encrypted at rest like the passwords)
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_private_key: str | None = field(default=None, repr=False)
     version: int = 1  #: bumped on every change: cached transports are rebuilt
+    imap: AccountImap = field(default_factory=AccountImap)
+    connection_last_ok_at: datetime | None = None  #: health: the last test (or send) that worked
+    connection_error: str | None = None  #: health: why the last test (or send) failed
+    tested_at: datetime | None = None  #: the last passing connection test
+    settings_changed_at: datetime | None = None  #: connection settings (host … password) changed
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    source: str = "api"  #: "api": stored; "config": the relay URL's ``default`` (read-only)
+
+    @property
+    def tested_since_change(self) -> bool:
+        """Whether a test passed after the connection settings last changed: outbound may
+        be enabled only then (a stored password could be wrong)."""
+        if self.tested_at is None:
+            return False
+        return self.settings_changed_at is None or self.tested_at >= self.settings_changed_at
 
     def may_send_as(self, address: str) -> bool:
         """Whether ``address`` (bare) matches one of ``from_`` (an address or a domain)."""

@@ -1,10 +1,14 @@
 """Persistence: one schema and one set of queries for SQLite and PostgreSQL."""
 
+from mailgate.store.accounts import AccountStore
 from mailgate.store.database import Database
 from mailgate.store.inbox import CapturedRecord, InboxStore
 from mailgate.store.queue import Enqueued, Job, MessageRecord, QueueStore
+from mailgate.store.tokens import ApiToken, TokenStore
 
 __all__ = [
+    "AccountStore",
+    "ApiToken",
     "CapturedRecord",
     "Database",
     "Enqueued",
@@ -12,4 +16,5 @@ __all__ = [
     "Job",
     "MessageRecord",
     "QueueStore",
+    "TokenStore",
 ]

@@ -275,6 +275,7 @@ accounts = Table(
     Column("smtp_auth", SafeString(16), nullable=False),  # plain | login | none
     Column("smtp_username", SafeText),
     Column("smtp_password_enc", LargeBinary),
+    Column("smtp_options", SafeJSON, nullable=False),  # verify_tls, opportunistic_tls…
     Column("postmark_token_enc", LargeBinary),
     Column("is_outbound_enabled", Boolean, nullable=False, default=False),
     Column("limits", SafeJSON, nullable=False),  # per_minute/hour/day, pool_size, retry…

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("smtp_auth", sa.String(16), nullable=False),
         sa.Column("smtp_username", sa.Text),
         sa.Column("smtp_password_enc", sa.LargeBinary),
+        sa.Column("smtp_options", sa.JSON, nullable=False),
         sa.Column("postmark_token_enc", sa.LargeBinary),
         sa.Column("is_outbound_enabled", sa.Boolean, nullable=False),
         sa.Column("limits", sa.JSON, nullable=False),
