@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, func, insert, or_, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -23,6 +23,7 @@ from mailgate.model import Attachment, Attempt, Message, Outcome, Priority, Reci
 from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
+from mailgate.store.leasing import claim_due_ids
 from mailgate.store.schema import attachments, attempts, events, messages
 
 __all__ = ["Enqueued", "Job", "MessageRecord", "QueueStore"]
@@ -156,26 +157,26 @@ class QueueStore:
         await _event(conn, m.id, "queued", {"state": State.QUEUED}, now)
         return True
 
-    async def lease(self, owner: str, now: datetime, limit: int, lease_for: float) -> list[Job]:
+    async def lease(
+        self,
+        owner: str,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        *,
+        per_account: int | None = None,
+    ) -> list[Job]:
         """Claim up to ``limit`` due messages for ``owner`` until the lease expires.
 
         Due means queued/deferred with ``next_attempt_at`` passed, or ``sending``
-        under a lease that expired (its dispatcher died).
+        under a lease that expired (its dispatcher died). Fair across accounts: one
+        account's backlog never holds back another's messages (round-robin, see
+        :mod:`mailgate.store.leasing`); higher priority first within an account, and at
+        most ``per_account`` from one account. Jobs come in the order to send them.
         """
         c = messages.c
-        due = or_(
-            and_(c.state.in_([State.QUEUED, State.DEFERRED]), c.next_attempt_at <= now),
-            and_(c.state == State.SENDING, c.lease_expires_at < now),
-        )
-        claim = (
-            select(c.id)
-            .where(due)
-            .order_by(c.priority, c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         async with self.db.write() as conn:
-            ids = list((await conn.execute(claim)).scalars())
+            ids = await claim_due_ids(conn, now, limit, per_account)
             if not ids:
                 return []
             await conn.execute(
