@@ -22,7 +22,8 @@ from typing import Any
 import uvicorn
 
 from mailgate.clock import Clock, SystemClock
-from mailgate.deliver import CaptureTransport, Dispatcher, SmtpTransport, Transport, parse_relay_url
+from mailgate.deliver import CaptureTransport, Dispatcher, Transport, parse_relay_url
+from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
@@ -131,10 +132,9 @@ class Gateway:
 
             return capture_all, self.settings.default_from
         relay = parse_relay_url(relay_url.get_secret_value())
-        smtp = SmtpTransport(
-            relay,
-            pool_size=self.settings.delivery.pool_size,
-            timeout=self.settings.delivery.smtp_timeout,
+        smtp = transport_for(
+            relay.account(pool_size=self.settings.delivery.pool_size),
+            settings=self.settings.delivery,
             local_hostname=self.settings.smtp.hostname,
         )
         self._stack.push_async_callback(smtp.aclose)

@@ -30,6 +30,7 @@ __all__ = [
     "DeliverySettings",
     "HttpSettings",
     "LimitSettings",
+    "PostmarkSettings",
     "RetrySettings",
     "Settings",
     "SmtpSettings",
@@ -94,6 +95,15 @@ class DeliverySettings(BaseModel):
     )
     poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
+    pool_idle_timeout: float = Field(
+        300.0, description="A pooled SMTP connection unused this many seconds is closed (QUIT)."
+    )
+    pool_max_age: float = Field(
+        3600.0, description="A pooled SMTP connection this many seconds old is closed (QUIT)."
+    )
+    pool_noop_after: float = Field(
+        5.0, description="A pooled SMTP connection idle this long is checked with NOOP first."
+    )
 
 
 class AttachmentSettings(BaseModel):
@@ -127,6 +137,13 @@ class AttachmentSettings(BaseModel):
         description="Directories ``path`` attachments may read, by name: an attachment path"
         ' "name:sub/file.pdf" reads that file inside the directory named "name".',
     )
+
+
+class PostmarkSettings(BaseModel):
+    base_url: str = Field(
+        "https://api.postmarkapp.com", description="Postmark's API (POST {base_url}/email)."
+    )
+    timeout: float = Field(30.0, description="Seconds to wait for Postmark's answer.")
 
 
 class RetrySettings(BaseModel):
@@ -182,6 +199,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    postmark: PostmarkSettings = Field(default_factory=PostmarkSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @classmethod

@@ -13,6 +13,7 @@ from enum import StrEnum
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailgate.errors import ConfigError
+from mailgate.model import Account, AccountLimits, AccountTransport, SmtpAuth, SmtpSecurity
 
 __all__ = ["RelayConfig", "Security", "parse_relay_url"]
 
@@ -28,6 +29,11 @@ class Security(StrEnum):
 _SCHEMES = {"smtp": Security.PLAIN, "smtp+starttls": Security.STARTTLS, "smtps": Security.TLS}
 _SCHEME_OF = {security: scheme for scheme, security in _SCHEMES.items()}
 _DEFAULT_PORTS = {Security.PLAIN: 25, Security.STARTTLS: 587, Security.TLS: 465}
+_ACCOUNT_SECURITY = {
+    Security.PLAIN: SmtpSecurity.NONE,
+    Security.STARTTLS: SmtpSecurity.STARTTLS,
+    Security.TLS: SmtpSecurity.SSL,
+}
 _PARAMETERS = ("from", "verify", "auth_plaintext")
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
@@ -60,6 +66,29 @@ class RelayConfig:
         the certificate is checked there too, so they go only to the real server.
         """
         return self.verify_tls and (self.security is not Security.PLAIN or bool(self.username))
+
+    def account(
+        self, *, id: str = "default", tenant: str = "default", pool_size: int = 3
+    ) -> Account:
+        """The relay as the account it stands for (``default``), enabled: the URL *is* its
+        configuration. ``smtp://`` is ``none`` with opportunistic STARTTLS; credentials
+        log in with AUTH PLAIN (RFC 4616), which every submission server offers."""
+        return Account(
+            id=id,
+            tenant=tenant,
+            transport=AccountTransport.SMTP,
+            smtp_host=self.host,
+            smtp_port=self.port,
+            smtp_security=_ACCOUNT_SECURITY[self.security],
+            smtp_auth=SmtpAuth.PLAIN if self.username else SmtpAuth.NONE,
+            smtp_username=self.username,
+            smtp_password=self.password,
+            is_outbound_enabled=True,
+            limits=AccountLimits(pool_size=pool_size),
+            verify_tls=self.verify_tls,
+            opportunistic_tls=self.security is Security.PLAIN,
+            auth_plaintext=self.auth_plaintext,
+        )
 
     def __repr__(self) -> str:  # never show the password
         return f"RelayConfig({self.name}, user={self.username!r})"

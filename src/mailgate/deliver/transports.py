@@ -1,0 +1,56 @@
+"""Build the transport for one account: its SMTP server (with a pool) or Postmark.
+
+The router caches what this returns per (tenant, account, version) and calls
+``aclose()`` when the account changes or goes away; nothing here caches.
+"""
+
+from __future__ import annotations
+
+from mailgate.deliver.pool import PoolLimits
+from mailgate.deliver.postmark import PostmarkTransport
+from mailgate.deliver.smtp import SmtpTransport
+from mailgate.deliver.transport import Transport
+from mailgate.errors import ConfigError
+from mailgate.model import Account, AccountTransport
+from mailgate.settings import DeliverySettings, PostmarkSettings
+
+__all__ = ["pool_limits", "transport_for"]
+
+
+def transport_for(
+    account: Account,
+    *,
+    settings: DeliverySettings,
+    local_hostname: str,
+    postmark: PostmarkSettings | None = None,
+) -> Transport:
+    """A new transport for ``account``; :class:`ConfigError` if the account lacks what it
+    needs (an SMTP host and port, a Postmark token)."""
+    if account.transport is AccountTransport.POSTMARK:
+        return _postmark(account, postmark or PostmarkSettings())
+    if not account.smtp_host or not account.smtp_port:
+        raise ConfigError(f"account {account.id!r} has no SMTP host and port")
+    return SmtpTransport(
+        account,
+        limits=pool_limits(account, settings),
+        timeout=settings.smtp_timeout,
+        local_hostname=local_hostname,
+    )
+
+
+def pool_limits(account: Account, settings: DeliverySettings) -> PoolLimits:
+    """The account's pool size with the process-wide idle, age and NOOP settings."""
+    return PoolLimits(
+        size=max(1, account.limits.pool_size),
+        idle_timeout=settings.pool_idle_timeout,
+        max_age=settings.pool_max_age,
+        noop_after=settings.pool_noop_after,
+    )
+
+
+def _postmark(account: Account, settings: PostmarkSettings) -> PostmarkTransport:
+    if not account.postmark_token:
+        raise ConfigError(f"account {account.id!r} has no Postmark token")
+    return PostmarkTransport(
+        account.postmark_token, base_url=settings.base_url, timeout=settings.timeout
+    )
