@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from types import TracebackType
@@ -22,18 +21,20 @@ from typing import Any
 import uvicorn
 
 from mailgate.clock import Clock, SystemClock
+from mailgate.crypto import SecretBox, load_or_create_key_file
 from mailgate.deliver import CaptureTransport, Dispatcher, Transport, parse_relay_url
+from mailgate.deliver.router import Router
 from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
-from mailgate.model import Message
-from mailgate.settings import Settings, default_db_url
-from mailgate.store import Database, InboxStore, QueueStore
+from mailgate.services import AccountsService, ProbeSettings
+from mailgate.settings import Settings, data_dir, default_db_url
+from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.web import Services, create_app
 
-__all__ = ["Gateway", "Mode", "database_url", "format_hostport"]
+__all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Gateway:
         self.smtp_address: tuple[str, int] | None = None
         self.db_url = database_url(settings, mode)
         self.inbox: Inbox
+        self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
         self._stack = AsyncExitStack()
 
@@ -93,12 +95,13 @@ class Gateway:
         self.inbox = Inbox(InboxStore(db), self.clock)
         if self.fresh_inbox:
             await self.inbox.store.clear(None)
-        route, default_from = await self._transports()
+        self.accounts = AccountStore(db, secret_box(s, self.mode), self.clock)
+        router, default_from = await self._transports()
         owner = new_lease_owner()
         log.info("dispatcher lease owner %s is %s pid %d", owner, socket.gethostname(), os.getpid())
         self.dispatcher = Dispatcher(
             queue,
-            route,
+            router,
             retry=s.retry.policy(),
             settings=s.delivery,
             clock=self.clock,
@@ -115,35 +118,56 @@ class Gateway:
             on_queued=self.dispatcher.wake,
         )
         services = Services(
-            submissions, queue, self.inbox, self.clock, s.api_token, self.mode.value
+            submissions,
+            queue,
+            self.inbox,
+            self.clock,
+            s.api_token,
+            self.mode.value,
+            accounts=self._accounts_service(router),
+            tokens=TokenStore(db, self.clock),
         )
         await self._start_web(services)
         if self.mode is Mode.DEV and s.smtp.enabled:
             await self._start_smtp()
 
-    async def _transports(self) -> tuple[Callable[[Message], Transport], str]:
-        """The route from a message to its transport, and the default sender."""
+    async def _transports(self) -> tuple[Router, str]:
+        """The router from a message to its transport, and the default sender.
+
+        ``dev`` captures everything; ``serve`` sends through the configured relay as the
+        account ``default`` (capture when there is none).
+        """
         capture: Transport = CaptureTransport(self.inbox)
         relay_url = self.settings.relay_url
         if self.mode is Mode.DEV or relay_url is None:
-
-            def capture_all(_message: Message) -> Transport:
-                return capture
-
-            return capture_all, self.settings.default_from
+            router = Router(capture=capture, capture_only=self.mode is Mode.DEV)
+            return router, self.settings.default_from
         relay = parse_relay_url(relay_url.get_secret_value())
+        account = relay.account(pool_size=self.settings.delivery.pool_size)
         smtp = transport_for(
-            relay.account(pool_size=self.settings.delivery.pool_size),
-            settings=self.settings.delivery,
-            local_hostname=self.settings.smtp.hostname,
+            account, settings=self.settings.delivery, local_hostname=self.settings.smtp.hostname
         )
         self._stack.push_async_callback(smtp.aclose)
         log.info("relaying through %s", relay.name)
+        router = Router(capture=capture, relay=(account, smtp))
+        self._stack.push_async_callback(router.aclose)
+        return router, relay.default_from or self.settings.default_from
 
-        def route(_message: Message) -> Transport:
-            return smtp
-
-        return route, relay.default_from or self.settings.default_from
+    def _accounts_service(self, router: Router) -> AccountsService:
+        """Accounts for the API and CLI; the relay is listed as ``default`` (read-only)."""
+        probe = ProbeSettings(
+            timeout=self.settings.delivery.smtp_timeout,
+            local_hostname=self.settings.smtp.hostname,
+            postmark_url=self.settings.postmark.base_url,
+        )
+        configured = [router.relay[0]] if router.relay is not None else []
+        return AccountsService(
+            self.accounts,
+            self.clock,
+            configured=configured,
+            probe_settings=probe,
+            on_change=router.forget,
+        )
 
     async def _start_web(self, services: Services) -> None:
         config = uvicorn.Config(
@@ -186,6 +210,16 @@ class Gateway:
 def database_url(settings: Settings, mode: Mode) -> str:
     """The configured database, or this mode's SQLite file in the user's data dir."""
     return settings.db_url or default_db_url(f"{mode.value}.sqlite3")
+
+
+def secret_box(settings: Settings, mode: Mode) -> SecretBox | None:
+    """``MAILGATE_SECRET_KEY``; ``dev`` without one makes a key on first start and keeps
+    it in the data dir (mode 0600); ``serve`` without one stores no secrets."""
+    if settings.secret_key is not None:
+        return SecretBox.from_setting(settings.secret_key.get_secret_value())
+    if mode is Mode.DEV:
+        return SecretBox.from_setting(load_or_create_key_file(data_dir() / "dev-secret.key"))
+    return None
 
 
 def format_hostport(host: str, port: int) -> str:

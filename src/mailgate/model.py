@@ -169,6 +169,7 @@ class Attempt:
     failure_class: FailureClass | None = None
     counted: bool = True  #: False: waiting on our side (login, TLS, pacing) spent no try
     remote_id: str | None = None
+    account: str | None = None  #: the account it went through (None: captured)
 
 
 class AccountTransport(StrEnum):

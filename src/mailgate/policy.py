@@ -7,18 +7,22 @@ draw used for jitter, which keeps every rule testable with plain values.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from mailgate.model import FailureClass, Outcome, RecipientResult, SendResult, State
 
 __all__ = [
+    "ACCOUNT_PROBLEMS",
     "Decision",
     "RetryPolicy",
+    "attempt_class",
     "classify",
     "decide",
     "failure_class",
+    "recipient_outcomes",
     "retry_after",
     "split_enhanced",
 ]
@@ -121,34 +125,59 @@ class RetryPolicy:
     """Exponential backoff with jitter, and when to give up.
 
     A plain value without defaults: the numbers the program runs with live in one
-    place, :class:`mailgate.settings.RetrySettings`, with their RFC 5321 §4.5.4.1
-    reasons (wait at least 30 minutes between tries, keep trying 4–5 days).
+    place, :class:`mailgate.settings.RetrySettings` (issue 6: base 60 s, ×2, ±20 %,
+    cap 1 h; give up after 10 attempts or 3 days). An account may override any of
+    them (:meth:`overridden`).
     """
 
     initial_delay: float  #: seconds before the second attempt
     multiplier: float  #: backoff factor between attempts
     max_delay: float  #: longest wait between attempts, before jitter
     max_age: float  #: give up this long after the message was queued
-    jitter: float  #: up to this fraction is added to each delay at random
+    jitter: float  #: each delay is moved by up to ± this fraction, at random
+    max_attempts: int  #: give up after this many counted attempts
 
     def delay(self, attempts: int, draw: float) -> timedelta:
         """The wait after ``attempts`` tries; ``draw`` is a number in [0, 1).
 
-        Jitter only ever lengthens the wait, so ``initial_delay`` stays a floor
-        (RFC 5321 §4.5.4.1 asks for at least 30 minutes, not 30 minutes on average).
+        Jitter spreads retries both ways (``draw`` 0.5 is the plain backoff), so a
+        burst deferred together does not come back together.
         """
         delay = min(self.initial_delay * self.multiplier ** max(attempts - 1, 0), self.max_delay)
-        delay *= 1 + self.jitter * draw
+        delay *= 1 + self.jitter * (2 * draw - 1)
         return timedelta(seconds=max(delay, 0.0))
 
     def next_attempt(
-        self, attempts: int, created_at: datetime, now: datetime, draw: float
+        self,
+        attempts: int,
+        created_at: datetime,
+        now: datetime,
+        draw: float,
+        *,
+        at_least: float | None = None,
     ) -> datetime | None:
-        """When to try again after ``attempts`` tries, or ``None`` to give up."""
-        when = now + self.delay(attempts, draw)
+        """When to try again after ``attempts`` tries, or ``None`` to give up.
+
+        ``at_least``: seconds the server asked us to wait ("try again in 2 seconds");
+        the backoff is never shorter than that.
+        """
+        if attempts >= self.max_attempts:
+            return None
+        delay = max(self.delay(attempts, draw), timedelta(seconds=at_least or 0.0))
+        when = now + delay
         if when > created_at + timedelta(seconds=self.max_age):
             return None
         return when
+
+    def overridden(self, overrides: Mapping[str, float]) -> RetryPolicy:
+        """This policy with an account's own numbers (unknown names are ignored)."""
+        known: dict[str, Any] = {k: v for k, v in overrides.items() if k in _RETRY_FIELDS}
+        if "max_attempts" in known:
+            known["max_attempts"] = int(known["max_attempts"])
+        return replace(self, **known) if known else self
+
+
+_RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +189,41 @@ class Decision:
     delivered: int  #: recipients accepted so far, this attempt included
     next_attempt_at: datetime | None
     #: False: the attempt failed for a reason that is not the message's (a configuration
-    #: error): it is recorded, but does not count towards backoff or giving up.
+    #: error, the account's login or TLS): it is recorded, but does not count towards
+    #: backoff or giving up.
     counted: bool = True
+    reason: str | None = None  #: why it ended this way, when not the reply itself: "expired"
+    last_error: str | None = None  #: what the message shows instead of the attempt's text
+    wait_reason: str | None = None  #: why it is held though due (the account's problem)
+
+
+#: Failure classes that are the account's problem, not the message's: its messages wait
+#: without spending attempts, and go once the account works again (issue 6).
+ACCOUNT_PROBLEMS = frozenset({FailureClass.AUTH, FailureClass.TLS})
 
 
 def recipient_outcomes(result: SendResult, recipients: Iterable[str]) -> dict[str, RecipientResult]:
     """Per-recipient results; recipients the transport did not report share its outcome."""
     fallback = RecipientResult(result.status, result.code, result.detail)
     return {rcpt: result.recipients.get(rcpt, fallback) for rcpt in recipients}
+
+
+def attempt_class(result: SendResult, pending: Iterable[str]) -> FailureClass | None:
+    """The class of an attempt: ``None`` if every recipient was accepted.
+
+    A transport that knows the stage (no reply, TLS, our login) sets the class
+    itself; otherwise it comes from the reply: the attempt's own when it failed
+    as a whole, else the first recipient refused (RFC 5321 §3.3: RCPT replies
+    are per recipient).
+    """
+    if result.failure_class is not None:
+        return result.failure_class
+    if result.status is not Outcome.SENT:
+        return failure_class(result.code, result.enhanced_code, result.detail)
+    for r in recipient_outcomes(result, pending).values():
+        if r.status is not Outcome.SENT:
+            return failure_class(r.code, split_enhanced(r.text)[0], r.text)
+    return None
 
 
 def decide(
@@ -180,32 +236,50 @@ def decide(
     now: datetime,
     retry: RetryPolicy,
     draw: float,
+    failure: FailureClass | None = None,
 ) -> Decision:
     """Settle a message after its ``attempts``-th try.
 
     Recipients accepted or refused for good leave the pending list; those that failed
-    transiently stay for the next try. The message is ``sent`` once nothing is pending
-    and at least one recipient was accepted, ``failed`` if none ever was or retries gave
-    up. A failed message keeps its undelivered recipients as pending, so a manual retry
-    goes to them and never again to those who already have it.
+    transiently stay for the next try, no sooner than the server asked ("try again in
+    N seconds"). The message is ``sent`` once nothing is pending and at least one
+    recipient was accepted, ``failed`` if none ever was, or ``failed`` with reason
+    ``expired`` when retries give up. A failed message keeps its undelivered recipients
+    as pending, so a manual retry goes to them and never again to those who already
+    have it.
 
-    A configuration error (``result.config_error``: our relay credentials refused) is
-    not the message's fault: see :func:`_not_the_message`.
+    A configuration error (``result.config_error``) or an account problem (``failure``
+    in :data:`ACCOUNT_PROBLEMS`) is not the message's fault: see :func:`_not_the_message`.
     """
-    if result.config_error:
+    if result.config_error or failure in ACCOUNT_PROBLEMS:
         return _not_the_message(pending, delivered_before, now, retry, draw)
     outcomes = recipient_outcomes(result, pending)
     delivered = delivered_before + sum(r.status is Outcome.SENT for r in outcomes.values())
     still = tuple(rcpt for rcpt, r in outcomes.items() if r.status is Outcome.DEFERRED)
     undelivered = tuple(rcpt for rcpt, r in outcomes.items() if r.status is not Outcome.SENT)
     if still:
-        when = retry.next_attempt(attempts, created_at, now, draw)
+        asked = _asked_wait(result, [outcomes[r] for r in still])
+        when = retry.next_attempt(attempts, created_at, now, draw, at_least=asked)
         if when is not None:
             return Decision(State.DEFERRED, still, delivered, when)
-        return Decision(State.FAILED, undelivered, delivered, None)
+        last = f"expired after {attempts} attempts: {outcomes[still[0]].text}"
+        return Decision(
+            State.FAILED, undelivered, delivered, None, reason="expired", last_error=last
+        )
     if delivered:
         return Decision(State.SENT, (), delivered, None)
     return Decision(State.FAILED, undelivered, delivered, None)
+
+
+def _asked_wait(result: SendResult, deferred: Iterable[RecipientResult]) -> float | None:
+    """The longest wait the server asked for, in the reply or a recipient's reply."""
+    asked = [
+        result.retry_after,
+        retry_after(result.detail),
+        *(retry_after(r.text) for r in deferred),
+    ]
+    found = [a for a in asked if a is not None]
+    return max(found) if found else None
 
 
 def _not_the_message(
@@ -214,8 +288,8 @@ def _not_the_message(
     """Defer without counting the attempt, as Postfix's ``smtp_sasl_auth_soft_bounce`` does.
 
     Nothing was said about the message, so it neither backs off further nor gives up
-    (not even past ``max_age``): it is sent once the configuration is fixed. It is
-    tried again after the first backoff step, so a fixed configuration is picked up
-    soon and a broken one is not hammered.
+    (not even past ``max_age`` or ``max_attempts``): it is sent once the account is
+    fixed. It is tried again after the first backoff step, so a fixed account is
+    picked up soon and a broken one is not hammered.
     """
     return Decision(State.DEFERRED, pending, delivered, now + retry.delay(1, draw), counted=False)

@@ -34,6 +34,7 @@ __all__ = [
     "RetrySettings",
     "Settings",
     "SmtpSettings",
+    "data_dir",
     "default_db_url",
     "load_settings",
 ]
@@ -95,6 +96,11 @@ class DeliverySettings(BaseModel):
     )
     poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
+    account_recheck: float = Field(
+        30.0,
+        description="Seconds between checks of a message waiting for its account"
+        " (unknown or disabled) to become usable.",
+    )
     pool_idle_timeout: float = Field(
         300.0, description="A pooled SMTP connection unused this many seconds is closed (QUIT)."
     )
@@ -149,19 +155,24 @@ class PostmarkSettings(BaseModel):
 class RetrySettings(BaseModel):
     """The program's retry defaults: the only copy of these numbers (RetryPolicy has none).
 
-    RFC 5321 §4.5.4.1: wait at least 30 minutes between tries, and keep trying for
-    at least 4–5 days before giving up.
+    Issue 6: a first retry after a minute, doubling to at most an hour, spread ±20 %
+    so a burst deferred together does not return together; give up after 10 tries or
+    3 days, whichever comes first (``failed``, reason ``expired``). RFC 5321 §4.5.4.1
+    suggests 30 minutes and 4–5 days for MTAs relaying to the world; a gateway handing
+    mail to its own submission server or provider wants to learn of a problem sooner.
+    An account overrides any of these in its limits (``retry``).
     """
 
-    initial_delay: float = Field(1800.0, description="Seconds before the second attempt.")
+    initial_delay: float = Field(60.0, description="Seconds before the second attempt.")
     multiplier: float = Field(2.0, description="Backoff factor between attempts.")
     max_delay: float = Field(
-        14400.0, description="Longest wait between attempts, seconds (before jitter)."
+        3600.0, description="Longest wait between attempts, seconds (before jitter)."
     )
-    max_age: float = Field(432000.0, description="Give up this many seconds after queueing.")
+    max_age: float = Field(259200.0, description="Give up this many seconds after queueing.")
     jitter: float = Field(
-        0.1, description="Up to this fraction is added to each delay, drawn at random."
+        0.2, description="Each delay moves by up to ± this fraction, drawn at random."
     )
+    max_attempts: int = Field(10, description="Give up after this many counted attempts.")
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(**self.model_dump())
@@ -193,6 +204,13 @@ class Settings(BaseSettings):
     )
     default_from: str = Field(
         "mailgate@localhost", description="Sender used when a message names none."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts account passwords and tokens at rest"
+        " (`mailgate secrets generate` makes one); 'new,old' while rotating with"
+        " `mailgate secrets rotate`. `mailgate dev` keeps its own in the data dir;"
+        " `serve` without one refuses to store a secret.",
     )
     http: HttpSettings = Field(default_factory=HttpSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
@@ -236,9 +254,14 @@ def is_loopback(host: str) -> bool:
 
 def default_db_url(name: str) -> str:
     """A SQLite file in the user's data directory (created if missing)."""
+    return f"sqlite:///{data_dir() / name}"
+
+
+def data_dir() -> Path:
+    """The user's mailgate data directory (created if missing): databases, dev's key."""
     directory = Path(platformdirs.user_data_dir("mailgate", appauthor=False))
     directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / name}"
+    return directory
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

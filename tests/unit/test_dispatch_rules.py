@@ -17,6 +17,7 @@ import pytest
 
 from mailgate.clock import SystemClock
 from mailgate.deliver import Dispatcher, Outgoing
+from mailgate.deliver.router import FixedRoute
 from mailgate.model import Message, Outcome, RecipientResult, SendResult, State
 from mailgate.policy import RetryPolicy
 from mailgate.settings import DeliverySettings
@@ -64,8 +65,10 @@ async def queue(tmp_path: Path) -> AsyncIterator[QueueStore]:
 def dispatcher(queue: QueueStore, transport: Accepting) -> Dispatcher:
     return Dispatcher(
         queue,
-        lambda _message: transport,
-        retry=RetryPolicy(initial_delay=60, multiplier=2, max_delay=600, max_age=86400, jitter=0),
+        FixedRoute(transport),
+        retry=RetryPolicy(
+            initial_delay=60, multiplier=2, max_delay=600, max_age=86400, jitter=0, max_attempts=10
+        ),
         settings=DeliverySettings(),
         clock=SystemClock(),
         owner=OWNER,

@@ -1,12 +1,20 @@
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailgate.model import Outcome, RecipientResult, SendResult, State
-from mailgate.policy import Decision, RetryPolicy, classify, decide, split_enhanced
+from mailgate.model import FailureClass, Outcome, RecipientResult, SendResult, State
+from mailgate.policy import (
+    Decision,
+    RetryPolicy,
+    attempt_class,
+    classify,
+    decide,
+    split_enhanced,
+)
 from mailgate.settings import Settings
 
 T0 = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -20,6 +28,7 @@ def _policy(**overrides: Any) -> RetryPolicy:
         "max_delay": 4 * 3600.0,
         "max_age": 5 * 86400.0,
         "jitter": 0.0,
+        "max_attempts": 100,
         **overrides,
     }
     return RetryPolicy(**values)
@@ -53,7 +62,7 @@ def test_split_enhanced_code() -> None:
 
 
 def test_retry_backoff_grows_exponentially_and_caps() -> None:
-    policy = RetryPolicy(initial_delay=60, multiplier=2, max_delay=300, max_age=86400, jitter=0)
+    policy = _policy(initial_delay=60, multiplier=2, max_delay=300, max_age=86400)
     delays = [_delay(policy, n) for n in range(1, 6)]
     assert delays == [60, 120, 240, 300, 300]
 
@@ -64,13 +73,15 @@ def _delay(policy: RetryPolicy, attempts: int) -> float:
     return (when - T0).total_seconds()
 
 
-def test_retry_jitter_only_lengthens_the_delay() -> None:
-    """RFC 5321 §4.5.4.1's minimum wait is a floor: jitter never shortens it."""
-    policy = RetryPolicy(initial_delay=100, multiplier=2, max_delay=1000, max_age=86400, jitter=0.1)
+def test_retry_jitter_spreads_the_delay_both_ways() -> None:
+    """±20 %: a burst deferred together does not come back together (issue 6)."""
+    policy = _policy(initial_delay=100, max_delay=1000, max_age=86400, jitter=0.2)
     low = policy.next_attempt(1, T0, T0, 0.0)
+    middle = policy.next_attempt(1, T0, T0, 0.5)
     high = policy.next_attempt(1, T0, T0, 0.999999)
-    assert low == T0 + timedelta(seconds=100)
-    assert high is not None and T0 + timedelta(seconds=109.99) < high <= T0 + timedelta(seconds=110)
+    assert low == T0 + timedelta(seconds=80)
+    assert middle == T0 + timedelta(seconds=100)
+    assert high is not None and T0 + timedelta(seconds=119.99) < high <= T0 + timedelta(seconds=120)
 
 
 def test_retry_gives_up_after_max_age() -> None:
@@ -217,10 +228,10 @@ def test_recipients_the_transport_did_not_report_share_its_outcome() -> None:
     assert d.state is State.DEFERRED and d.pending == ("b@x.io",) and d.delivered == 1
 
 
-def test_the_programs_retry_defaults_follow_rfc5321(
+def test_the_programs_retry_defaults_are_the_issues(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RFC 5321 §4.5.4.1: at least 30 minutes between tries, give up after 4–5 days.
+    """Issue 6: base 60 s, ×2, ±20 % jitter, cap 1 h; give up after 10 attempts.
 
     Checked on the policy the program runs with (Settings().retry.policy()), over the
     whole schedule and at both ends of the random draw.
@@ -229,10 +240,147 @@ def test_the_programs_retry_defaults_follow_rfc5321(
     for name in [n for n in os.environ if n.startswith("MAILGATE_")]:
         monkeypatch.delenv(name)
     policy = Settings().retry.policy()
-    for draw in (0.0, 0.999999):
+    plain = [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    for draw, factor in ((0.0, 0.8), (0.5, 1.0), (0.999999, 1.2)):
         waits, now, attempts = [], T0, 1
         while (when := policy.next_attempt(attempts, T0, now, draw)) is not None:
-            waits.append(when - now)
+            waits.append((when - now).total_seconds())
             now, attempts = when, attempts + 1
-        assert min(waits) >= timedelta(minutes=30)
-        assert timedelta(days=4) <= now - T0 <= timedelta(days=5)  # the last try
+        assert waits == pytest.approx([w * factor for w in plain], rel=1e-5)
+        assert attempts == 10  # the tenth attempt is the last
+    assert policy.max_age == 3 * 86400
+
+
+def test_giving_up_on_age_comes_first_when_it_is_shorter() -> None:
+    policy = _policy(initial_delay=3600, multiplier=1, max_age=3 * 86400)
+    assert policy.next_attempt(1, T0, T0 + timedelta(days=2, hours=22), 0.5) is not None
+    assert policy.next_attempt(1, T0, T0 + timedelta(days=2, hours=23, minutes=1), 0.5) is None
+
+
+def test_retry_gives_up_after_max_attempts() -> None:
+    policy = _policy(initial_delay=60, max_attempts=3)
+    assert policy.next_attempt(2, T0, T0, 0.5) is not None
+    assert policy.next_attempt(3, T0, T0, 0.5) is None
+
+
+def test_expired_is_failed_with_the_reason_and_the_last_reply() -> None:
+    busy = SendResult(Outcome.DEFERRED, 451, "4.3.0", "4.3.0 mailbox busy")
+    d = decide(
+        busy,
+        pending=("a@x.io",),
+        delivered_before=0,
+        attempts=10,
+        created_at=T0,
+        now=T0,
+        retry=_policy(max_attempts=10),
+        draw=0.5,
+    )
+    assert d.state is State.FAILED and d.reason == "expired" and d.pending == ("a@x.io",)
+    assert d.last_error == "expired after 10 attempts: 4.3.0 mailbox busy"
+
+
+def test_a_reply_asking_for_a_longer_wait_is_honoured() -> None:
+    """451 "try again in 2 seconds" waits at least 2 s even when the backoff is shorter."""
+    retry = _policy(initial_delay=0.2)
+    asked = SendResult(Outcome.DEFERRED, 451, "4.7.1", "4.7.1 try again in 2 seconds")
+    assert _decide_with(asked, retry).next_attempt_at == T0 + timedelta(seconds=2)
+    told = replace(asked, detail="later", retry_after=5.0)  # a transport that parsed it
+    assert _decide_with(told, retry).next_attempt_at == T0 + timedelta(seconds=5)
+    short = SendResult(Outcome.DEFERRED, 451, "4.7.1", "4.7.1 try again in 2 seconds")
+    longer = _decide_with(short, _policy(initial_delay=60)).next_attempt_at
+    assert longer == T0 + timedelta(seconds=60)  # never shorter than the backoff
+
+
+def test_a_recipients_reply_asking_for_a_wait_is_honoured() -> None:
+    result = SendResult(
+        Outcome.SENT,
+        250,
+        None,
+        "ok",
+        {
+            "a@x.io": RecipientResult(Outcome.SENT, 250, "ok"),
+            "b@x.io": RecipientResult(Outcome.DEFERRED, 450, "4.2.1 retry in 3 minutes"),
+        },
+    )
+    d = decide(
+        result,
+        pending=("a@x.io", "b@x.io"),
+        delivered_before=0,
+        attempts=1,
+        created_at=T0,
+        now=T0,
+        retry=_policy(initial_delay=1),
+        draw=0.5,
+    )
+    assert d.next_attempt_at == T0 + timedelta(minutes=3)
+
+
+def _decide_with(result: SendResult, retry: RetryPolicy) -> Decision:
+    return decide(
+        result,
+        pending=("a@x.io",),
+        delivered_before=0,
+        attempts=1,
+        created_at=T0,
+        now=T0,
+        retry=retry,
+        draw=0.5,
+    )
+
+
+@pytest.mark.parametrize("failure", [FailureClass.AUTH, FailureClass.TLS])
+def test_an_account_problem_waits_uncounted_even_at_max_attempts(failure: FailureClass) -> None:
+    refused = SendResult(Outcome.DEFERRED, 535, "5.7.8", "5.7.8 bad credentials")
+    d = decide(
+        refused,
+        pending=("a@x.io",),
+        delivered_before=0,
+        attempts=50,
+        created_at=T0,
+        now=T0 + timedelta(days=9),
+        retry=_policy(max_attempts=3, max_age=60),
+        draw=0.5,
+        failure=failure,
+    )
+    assert d.state is State.DEFERRED and not d.counted
+    assert d.next_attempt_at == T0 + timedelta(days=9, seconds=1800)
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (SendResult(Outcome.SENT, 250, "2.0.0", "ok"), None),
+        (SendResult(Outcome.FAILED, 550, "5.1.1", "5.1.1 no such user"), "invalid_recipient"),
+        (SendResult(Outcome.DEFERRED, 452, "4.2.2", "4.2.2 mailbox full"), "mailbox_full"),
+        (SendResult(Outcome.DEFERRED, 535, "5.7.8", "bad credentials"), "auth"),
+        (SendResult(Outcome.DEFERRED, 421, "4.7.0", "slow down"), "throttled"),
+        (
+            SendResult(Outcome.DEFERRED, None, None, "reset", failure_class=FailureClass.NETWORK),
+            "network",
+        ),
+        (
+            SendResult(
+                Outcome.SENT,
+                250,
+                None,
+                "ok",
+                {
+                    "a@x.io": RecipientResult(Outcome.SENT, 250, "ok"),
+                    "b@x.io": RecipientResult(Outcome.FAILED, 550, "5.1.1 no such user"),
+                },
+            ),
+            "invalid_recipient",
+        ),
+    ],
+)
+def test_every_failed_attempt_gets_a_class(result: SendResult, expected: str | None) -> None:
+    """From the transport when it knows the stage, else from the reply (per recipient)."""
+    assert attempt_class(result, ("a@x.io", "b@x.io")) == expected
+
+
+def test_an_account_overrides_the_retry_numbers() -> None:
+    policy = _policy(initial_delay=60, max_attempts=10)
+    mine = policy.overridden({"max_attempts": 3.0, "initial_delay": 5, "colour": 1})
+    assert mine.max_attempts == 3 and isinstance(mine.max_attempts, int)
+    assert mine.initial_delay == 5 and mine.multiplier == policy.multiplier
+    assert policy.overridden({}) is policy

@@ -1,7 +1,14 @@
-"""The dispatcher: lease due messages, send each through its transport, record the outcome.
+"""The dispatcher: lease due messages, send each through its route, record the outcome.
 
 At-least-once: a message is leased before it is sent and settled after; if this
 process dies in between, the lease expires and another dispatcher sends it again.
+A send that outlives half its lease renews it, so a slow upstream never makes a
+second dispatcher send the same message.
+
+One attempt, as named steps (:meth:`Dispatcher.deliver`): route → (wait? release)
+→ pace (over the account's limit? release) → send → classify → decide → record.
+Waiting for an account or a rate limit is not trying: a released message keeps its
+attempt count and gets no attempt row.
 """
 
 from __future__ import annotations
@@ -11,50 +18,87 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta
 from email.utils import parseaddr
+from typing import Protocol
 
 from mailgate.clock import Clock
+from mailgate.deliver.router import Route, Routes
+from mailgate.deliver.attachments import AttachmentUnavailable, unavailable_result
+from mailgate.deliver.tracing import attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
 from mailgate.errors import StoreUnavailable, UnbuildableMessage
 from mailgate.mime import build_message
-from mailgate.model import Attempt, Message, Outcome, SendResult
-from mailgate.policy import Decision, RetryPolicy, decide, recipient_outcomes
+from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult
+from mailgate.policy import (
+    ACCOUNT_PROBLEMS,
+    Decision,
+    RetryPolicy,
+    attempt_class,
+    decide,
+    recipient_outcomes,
+)
 from mailgate.settings import DeliverySettings
 from mailgate.store import Job, QueueStore
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "Pacing"]
 
 log = logging.getLogger(__name__)
+
+
+class Pacing(Protocol):
+    """What the dispatcher asks of ``mailgate.deliver.pacing.Pacer``."""
+
+    async def reserve(self, account: Account, now: datetime) -> datetime | None:
+        """None: a token was taken, send now; else the earliest time worth trying again."""
+        ...
+
+    def throttled(self, account: Account, now: datetime) -> None:
+        """The account's server said "slow down" (421, 4.7.x, rate words)."""
+        ...
+
+
+class _Unpaced:
+    async def reserve(self, account: Account, now: datetime) -> datetime | None:
+        return None
+
+    def throttled(self, account: Account, now: datetime) -> None:
+        return None
 
 
 class Dispatcher:
     def __init__(
         self,
         queue: QueueStore,
-        route: Callable[[Message], Transport],
+        router: Routes,
         *,
         retry: RetryPolicy,
         settings: DeliverySettings,
         clock: Clock,
         owner: str,
         prepare: Prepare | None = None,
+        pacer: Pacing | None = None,
     ) -> None:
         self.queue = queue
-        self.route = route
+        self.router = router
         self.retry = retry
         self.settings = settings
         self.clock = clock
         self.owner = owner
         self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
+        self.pacer: Pacing = pacer or _Unpaced()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._express: set[asyncio.Task[None]] = set()  #: the slot kept for urgent mail
+        self._submitted = False  #: wake() was called: new mail may need the express slot
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def wake(self) -> None:
         """New work may be due: scan the queue now instead of at the next poll."""
+        self._submitted = True
         self._wake.set()
 
     async def start(self) -> None:
@@ -66,8 +110,8 @@ class Dispatcher:
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._inflight or self._express:
+            await asyncio.gather(*self._inflight, *self._express, return_exceptions=True)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -98,19 +142,37 @@ class Dispatcher:
 
     async def _lease_batch(self) -> int:
         if not self._can_lease():
-            return 0
+            return await self._lease_express()
         free = self.settings.concurrency - len(self._inflight)
         jobs = await self.queue.lease(
             self.owner, self.clock.now(), free, self.settings.lease_seconds
         )
         for job in jobs:
-            task = asyncio.create_task(self.deliver(job))
-            self._inflight.add(task)
-            task.add_done_callback(self._done)
+            self._start(job, self._inflight)
         return len(jobs)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+    async def _lease_express(self) -> int:
+        """One slot beyond ``concurrency`` for a message due now while the batch waits.
+
+        The queue leases by priority, so an ``immediate`` message submitted while every
+        slot is busy goes out at once instead of after a quarter of them free up. Only
+        new mail can need it: a finished send does not lease here (the batch rule holds).
+        """
+        if self._express or not self._submitted:
+            return 0
+        self._submitted = False
+        jobs = await self.queue.lease(self.owner, self.clock.now(), 1, self.settings.lease_seconds)
+        for job in jobs:
+            self._start(job, self._express)
+        return len(jobs)
+
+    def _start(self, job: Job, slots: set[asyncio.Task[None]]) -> None:
+        task = asyncio.create_task(self.deliver(job))
+        slots.add(task)
+        task.add_done_callback(lambda t: self._done(t, slots))
+
+    def _done(self, task: asyncio.Task[None], slots: set[asyncio.Task[None]]) -> None:
+        slots.discard(task)
         self._wake.set()
 
     async def _sleep(self) -> None:
@@ -126,16 +188,79 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def deliver(self, job: Job) -> None:
-        """The whole life of one attempt on a leased job: route, send, decide, record."""
-        transport = self.route(job.message)
+        """The whole life of one attempt on a leased job (see the module docstring)."""
+        route = await self._route(job)
+        if route is None or not await self._pace(job, route):
+            return
+        assert route.transport is not None
         started = time.monotonic()
-        result = await self._send(transport, self._outgoing(job))
-        attempt = self._attempt(transport, job, result, started)
-        decision = self._decide(job, result, attempt.at)
+        async with self._renewing(job):
+            result = await self._send(route.transport, self._outgoing(job))
+        failure = attempt_class(result, job.pending)
+        now = self.clock.now()
+        decision = self._decide(job, route, result, failure, now)
+        attempt = self._attempt(route, job, result, failure, decision, started, now)
+        await self._account_health(route, result, failure, attempt.at)
         if await self._record(job, attempt, decision):
             log.info(
-                "%s %s via %s: %s", job.message.id, decision.state, transport.name, result.detail
+                "%s %s via %s: %s", job.message.id, decision.state, attempt.transport, result.detail
             )
+
+    async def _route(self, job: Job) -> Route | None:
+        """The message's route, or None once it was released to wait for its account."""
+        try:
+            route = await self.router.route(job.message)
+        except Exception as exc:  # the account directory is unreachable: try again soon
+            log.warning("cannot route %s (%s); it waits", job.message.id, exc)
+            await self._release(job, self.settings.poll_interval, f"cannot route: {exc}")
+            return None
+        if route.wait is not None:
+            await self._release(job, self.settings.account_recheck, route.wait)
+            return None
+        return route
+
+    async def _pace(self, job: Job, route: Route) -> bool:
+        """Take a token from the account's rate limit; over it, release until it refills."""
+        if route.account is None:
+            return True
+        now = self.clock.now()
+        until = await self.pacer.reserve(route.account, now)
+        if until is None:
+            return True
+        reason = f"rate limit of account {route.account.id!r}"
+        await self._release(job, max((until - now).total_seconds(), 0.0), reason)
+        return False
+
+    async def _release(self, job: Job, seconds: float, reason: str) -> None:
+        now = self.clock.now()
+        until = now + timedelta(seconds=seconds)
+        try:
+            if not await self.queue.release(job, self.owner, until, reason, now=now):
+                log.warning("lease on %s was lost before it was released", job.message.id)
+        except Exception:
+            log.exception("could not release %s; its lease will expire", job.message.id)
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, job: Job) -> AsyncIterator[None]:
+        """Renew the job's lease every half lease while the block (the send) runs."""
+        renewer = asyncio.create_task(self._renew(job))
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _renew(self, job: Job) -> None:
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 2)
+            try:
+                if not await self.queue.renew(job, self.owner, lease, now=self.clock.now()):
+                    log.warning("lease on %s was lost while sending it", job.message.id)
+                    return
+            except Exception as exc:  # the next turn tries again, before the lease ends
+                log.warning("could not renew the lease on %s: %s", job.message.id, exc)
 
     def _outgoing(self, job: Job) -> Outgoing:
         envelope = Envelope(
@@ -150,43 +275,100 @@ class Dispatcher:
         """Hand the message to the transport.
 
         A message that cannot be built fails for good with the reason (it would fail the
-        same way on every retry); a transport that raises has a bug: retry later.
+        same way on every retry); a transport that raises has a bug: retry later. The
+        attempt is an OpenTelemetry span (``deliver.tracing``).
         """
         try:
-            return await transport.send(outgoing)
+            with attempt_span(transport, outgoing) as span:
+                return span.record(await transport.send(outgoing))
+        except AttachmentUnavailable as exc:  # a url/path attachment: maybe later, maybe never
+            log.warning("%s: %s", outgoing.message.id, exc)
+            return unavailable_result(exc)
         except UnbuildableMessage as exc:
             log.warning("%s: %s", outgoing.message.id, exc)
-            return SendResult(Outcome.FAILED, None, None, str(exc))
+            return SendResult(
+                Outcome.FAILED, None, None, str(exc), failure_class=FailureClass.CONTENT
+            )
         except Exception as exc:  # a bug must not lose the message, nor claim it was sent
             log.exception(
                 "transport %s raised while sending %s", transport.name, outgoing.message.id
             )
-            return SendResult(Outcome.DEFERRED, None, None, f"internal error: {exc!r}")
+            return SendResult(
+                Outcome.DEFERRED,
+                None,
+                None,
+                f"internal error: {exc!r}",
+                failure_class=FailureClass.OTHER,
+            )
 
-    def _attempt(
-        self, transport: Transport, job: Job, result: SendResult, started: float
-    ) -> Attempt:
-        return Attempt(
-            at=self.clock.now(),
-            transport=transport.name,
-            code=result.code,
-            enhanced_code=result.enhanced_code,
-            text=result.detail,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            recipients=recipient_outcomes(result, job.pending),
-        )
-
-    def _decide(self, job: Job, result: SendResult, now: datetime) -> Decision:
-        return decide(
+    def _decide(
+        self,
+        job: Job,
+        route: Route,
+        result: SendResult,
+        failure: FailureClass | None,
+        now: datetime,
+    ) -> Decision:
+        """The policy's decision, with the account's own retry numbers; an account
+        problem (login, TLS) also says why the message waits."""
+        retry = self.retry
+        if route.account is not None and route.account.limits.retry:
+            retry = retry.overridden(route.account.limits.retry)
+        decision = decide(
             result,
             pending=job.pending,
             delivered_before=job.delivered,
             attempts=job.attempt_count + 1,
             created_at=job.message.created_at,
             now=now,
-            retry=self.retry,
+            retry=retry,
             draw=random.random(),
+            failure=failure,
         )
+        if not decision.counted:
+            who = f"account {route.account_id!r}" if route.account_id else "the relay"
+            decision = replace(decision, wait_reason=f"{who}: {result.detail}")
+        return decision
+
+    def _attempt(
+        self,
+        route: Route,
+        job: Job,
+        result: SendResult,
+        failure: FailureClass | None,
+        decision: Decision,
+        started: float,
+        now: datetime,
+    ) -> Attempt:
+        assert route.transport is not None
+        return Attempt(
+            at=now,
+            transport=route.transport.name,
+            code=result.code,
+            enhanced_code=result.enhanced_code,
+            text=result.detail,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            recipients=recipient_outcomes(result, job.pending),
+            failure_class=failure,
+            counted=decision.counted,
+            remote_id=result.remote_id,
+            account=route.account_id,
+        )
+
+    async def _account_health(
+        self, route: Route, result: SendResult, failure: FailureClass | None, now: datetime
+    ) -> None:
+        """What this send says about the account: it works, it is broken (login, TLS:
+        its health shows the reply), or its server asked it to slow down."""
+        if failure is FailureClass.THROTTLED and route.account is not None:
+            self.pacer.throttled(route.account, now)
+        try:
+            if failure in ACCOUNT_PROBLEMS or result.config_error:
+                await self.router.record_health(route, error=result.detail)
+            elif result.status is Outcome.SENT:
+                await self.router.record_health(route, ok_at=now)
+        except Exception:
+            log.exception("could not record the health of account %s", route.account_id)
 
     async def _record(self, job: Job, attempt: Attempt, decision: Decision) -> bool:
         """Settle the job; False if that did not happen (its lease will expire)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parseaddr
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,6 +84,15 @@ class Rejected:
     index: int
     id: str | None
     reason: str
+    status: int | None = None  #: 429: refused for the account's rate limit, not invalid
+
+
+class Admission(Protocol):
+    """``limit_behavior: reject`` (``mailgate.deliver.admission.RateAdmission``)."""
+
+    async def refusal(self, message: Message, now: datetime) -> str | None:
+        """Why ``message`` is over its account's rate limit; None to queue it."""
+        ...
 
 
 @dataclass(slots=True)
@@ -128,14 +137,15 @@ def parse_message_json(
 
 
 def _model(item: object) -> MessageIn:
-    """The item's shape (pydantic), the account and the required fields it cannot express."""
+    """The item's shape (pydantic) and the required fields it cannot express.
+
+    The account is not checked here: a message for an unknown or disabled account is
+    accepted and waits, queued with the reason shown, until the account can send.
+    """
     try:
         data = MessageIn.model_validate(item)
     except ValidationError as exc:
         raise InvalidMessage(_pydantic_reason(exc)) from None
-    if data.account != "default":
-        # named SMTP accounts are not configurable yet: refuse rather than send another way
-        raise InvalidMessage(f"account: unknown account {data.account!r} (only 'default' exists)")
     if data.text is None and data.html is None:
         raise InvalidMessage("text or html is required")
     if not data.to:
@@ -238,7 +248,9 @@ class Submissions:
         default_from: str,
         limits: LimitSettings,
         on_queued: Callable[[], None],
+        admission: Admission | None = None,
     ) -> None:
+        self.admission = admission
         self.queue = queue
         self.clock = clock
         self.default_from = default_from
@@ -255,6 +267,7 @@ class Submissions:
         # Parsing is CPU work (address syntax, base64, a thousand items): a worker thread
         # keeps the event loop serving the API and SMTP sessions meanwhile.
         good, report.rejected = await asyncio.to_thread(self._parse_all, items, tenant, now)
+        good = await self._admit(good, report, now)
         if good:
             results = await self.queue.enqueue([m for _, m in good], now)
             for (index, _), result in zip(good, results, strict=True):
@@ -263,6 +276,22 @@ class Submissions:
                     report.duplicates.append(index)
             self.on_queued()
         return report
+
+    async def _admit(
+        self, good: list[tuple[int, Message]], report: SubmissionReport, now: datetime
+    ) -> list[tuple[int, Message]]:
+        """Valid items over their account's rate limit become 429 rejections."""
+        if self.admission is None:
+            return good
+        admitted = []
+        for index, message in good:
+            reason = await self.admission.refusal(message, now)
+            if reason is None:
+                admitted.append((index, message))
+            else:
+                report.rejected.append(Rejected(index, message.key, reason, status=429))
+        report.rejected.sort(key=lambda r: r.index)
+        return admitted
 
     def _parse_all(
         self, items: Sequence[object], tenant: str, now: datetime

@@ -12,14 +12,23 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Insert, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.errors import Conflict, NotFound
-from mailgate.model import Attachment, Attempt, Message, Outcome, Priority, RecipientResult, State
+from mailgate.model import (
+    Attachment,
+    Attempt,
+    FailureClass,
+    Message,
+    Outcome,
+    Priority,
+    RecipientResult,
+    State,
+)
 from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
@@ -64,6 +73,19 @@ class MessageRecord:
     last_error: str | None
     metadata: dict[str, Any]
     attempts: tuple[Attempt, ...] = ()
+    wait_reason: str | None = None  #: why a due message is held (its account, a rate limit)
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    """A leased message handed back unsent until a time, without an attempt."""
+
+    message_id: str
+    owner: str
+    state: State
+    until: datetime
+    reason: str
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,7 @@ class QueueStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._recorder = GroupCommit(db, self._record_many)
+        self._releaser = GroupCommit(db, _release_many)
 
     async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
         """Commit a batch in one transaction; a known (tenant, key) returns the first id.
@@ -220,7 +243,8 @@ class QueueStore:
                     lease_owner=None,
                     lease_expires_at=None,
                     updated_at=o.attempt.at,
-                    last_error=None if o.decision.state is State.SENT else o.attempt.text,
+                    last_error=_last_error(o),
+                    wait_reason=o.decision.wait_reason,
                 )
             )
             kept.append(bool(result.rowcount))
@@ -231,16 +255,62 @@ class QueueStore:
         await conn.execute(
             insert(events),
             [
-                _event_row(
-                    o.message_id,
-                    o.decision.state,
-                    {"state": o.decision.state, "code": o.attempt.code},
-                    o.attempt.at,
-                )
+                _event_row(o.message_id, o.decision.state, _settled_payload(o), o.attempt.at)
                 for o in items
             ],
         )
         return kept
+
+    async def release(
+        self, job: Job, owner: str, until: datetime, reason: str, *, now: datetime
+    ) -> bool:
+        """Hand a leased message back unsent, due again at ``until``; False if the lease
+        was lost meanwhile.
+
+        Waiting is not trying (issue 6): a message held for its account or a rate limit
+        keeps its attempt count and gets no attempt row; ``reason`` is shown as the
+        message's ``wait_reason`` until it is sent or tried. It goes back to ``queued``
+        if it was never tried, else ``deferred``. Releases that happen together share
+        one transaction, like outcomes.
+        """
+        state = State.QUEUED if job.attempt_count == 0 else State.DEFERRED
+        return await self._releaser.submit(
+            _Release(job.message.id, owner, state, until, reason, now)
+        )
+
+    async def renew(self, job: Job, owner: str, lease_for: float, *, now: datetime) -> bool:
+        """Extend ``owner``'s lease on a message still being sent; False if it was lost.
+
+        A send that outlives its lease would be leased again by another dispatcher and
+        delivered twice; the dispatcher renews at half the lease (see ``deliver``).
+        """
+        c = messages.c
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(messages)
+                .where(c.id == job.message.id, c.lease_owner == owner, c.state == State.SENDING)
+                .values(lease_expires_at=now + timedelta(seconds=lease_for))
+            )
+        return bool(result.rowcount)
+
+    async def wake_waiting(self, tenant: str, account: str, now: datetime) -> int:
+        """Make the messages waiting for ``account`` due now (it was enabled or fixed).
+
+        Without this they go at their next periodic re-check; returns how many woke.
+        """
+        c = messages.c
+        waiting = and_(
+            c.tenant == tenant,
+            c.account == account,
+            c.state.in_([State.QUEUED, State.DEFERRED]),
+            c.wait_reason.is_not(None),
+            c.next_attempt_at > now,
+        )
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(messages).where(waiting).values(next_attempt_at=now, updated_at=now)
+            )
+        return int(result.rowcount)
 
     async def next_due(self) -> datetime | None:
         """The earliest time a queued or deferred message becomes due."""
@@ -427,6 +497,7 @@ def _record(row: RowMapping) -> MessageRecord:
         next_attempt_at=row["next_attempt_at"],
         last_error=row["last_error"],
         metadata=row["meta"],
+        wait_reason=row["wait_reason"],
     )
 
 
@@ -441,6 +512,10 @@ def _attempt_row(a: Attempt) -> dict[str, Any]:
         "recipients": {
             k: {"status": v.status, "code": v.code, "text": v.text} for k, v in a.recipients.items()
         },
+        "failure_class": a.failure_class,
+        "counted": a.counted,
+        "remote_id": a.remote_id,
+        "account": a.account,
     }
 
 
@@ -457,4 +532,52 @@ def _attempt(row: RowMapping) -> Attempt:
         row["text"],
         row["duration_ms"],
         recipients,
+        failure_class=FailureClass(row["failure_class"]) if row["failure_class"] else None,
+        counted=bool(row["counted"]),
+        remote_id=row["remote_id"],
+        account=row["account"],
     )
+
+
+def _last_error(o: _Settlement) -> str | None:
+    if o.decision.state is State.SENT:
+        return None
+    return o.decision.last_error or o.attempt.text
+
+
+def _settled_payload(o: _Settlement) -> dict[str, Any]:
+    """The outbox event of a settled attempt: its state, reply code, class and reason."""
+    payload: dict[str, Any] = {"state": o.decision.state, "code": o.attempt.code}
+    if o.attempt.failure_class is not None:
+        payload["failure_class"] = o.attempt.failure_class
+    if o.decision.reason is not None:
+        payload["reason"] = o.decision.reason
+    return payload
+
+
+async def _release_many(conn: AsyncConnection, items: Sequence[_Release]) -> list[bool]:
+    """Write releases (see :meth:`QueueStore.release`), each with its outbox event."""
+    c = messages.c
+    kept = []
+    for r in items:
+        result = await conn.execute(
+            update(messages)
+            .where(c.id == r.message_id, c.lease_owner == r.owner, c.state == State.SENDING)
+            .values(
+                state=r.state,
+                next_attempt_at=r.until,
+                wait_reason=r.reason,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=r.now,
+            )
+        )
+        kept.append(bool(result.rowcount))
+    events_ = [
+        _event_row(r.message_id, "waiting", {"state": r.state, "reason": r.reason}, r.now)
+        for r, ok in zip(items, kept, strict=True)
+        if ok
+    ]
+    if events_:
+        await conn.execute(insert(events), events_)
+    return kept

@@ -219,6 +219,7 @@ attempts = Table(
     Column("failure_class", SafeString(24)),  # model.FailureClass; None when sent
     Column("counted", Boolean, nullable=False, default=True),  # spent one of the tries?
     Column("remote_id", SafeText),  # the next hop's id for the message (Postmark MessageID…)
+    Column("account", SafeString(64)),  # the account it went through; None: captured
     Index("ix_attempts_message", "message_id", "id"),
 )
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from mailgate.model import State
+from mailgate.model import FailureClass, State
 from mailgate.store import MessageRecord
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
 from mailgate.web.rendering import encode, encode_item, json_response, page_response
@@ -48,6 +48,12 @@ class AttemptOut(BaseModel):
     text: str
     duration_ms: int
     recipients: dict[str, RecipientOut]
+    failure_class: FailureClass | None = Field(
+        description="why it did not go through (RFC 3463 subject, or the stage); null: sent"
+    )
+    counted: bool = Field(description="false: the account's problem, no try was spent")
+    account: str | None = Field(description="the account it went through; null: captured")
+    remote_id: str | None = Field(description="the next hop's id for the message")
 
 
 class MessageOut(BaseModel):
@@ -64,6 +70,10 @@ class MessageOut(BaseModel):
     updated_at: datetime
     next_attempt_at: datetime | None
     last_error: str | None
+    wait_reason: str | None = Field(
+        description="why a due message is held: its account is unknown, disabled or"
+        " failing (login, TLS), or over its rate limit; null when it is not waiting"
+    )
     metadata: dict[str, Any]
     attempts: list[AttemptOut]
 
@@ -218,6 +228,7 @@ def message_json(r: MessageRecord) -> dict[str, Any]:
         "updated_at": _iso(r.updated_at),
         "next_attempt_at": _iso(r.next_attempt_at),
         "last_error": r.last_error,
+        "wait_reason": r.wait_reason,
         "metadata": r.metadata,
         "attempts": [
             {
@@ -231,6 +242,10 @@ def message_json(r: MessageRecord) -> dict[str, Any]:
                     k: {"status": v.status.value, "code": v.code, "text": v.text}
                     for k, v in a.recipients.items()
                 },
+                "failure_class": a.failure_class.value if a.failure_class else None,
+                "counted": a.counted,
+                "account": a.account,
+                "remote_id": a.remote_id,
             }
             for a in r.attempts
         ],

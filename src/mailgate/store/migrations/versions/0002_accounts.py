@@ -28,6 +28,7 @@ def upgrade() -> None:
             sa.Column("counted", sa.Boolean, nullable=False, server_default=sa.true())
         )
         batch.add_column(sa.Column("remote_id", sa.Text))
+        batch.add_column(sa.Column("account", sa.String(64)))
     op.create_table(
         "accounts",
         sa.Column("tenant", sa.String(64), primary_key=True),
@@ -78,6 +79,7 @@ def downgrade() -> None:
     op.drop_table("api_tokens")
     op.drop_table("accounts")
     with op.batch_alter_table("attempts") as batch:
+        batch.drop_column("account")
         batch.drop_column("remote_id")
         batch.drop_column("counted")
         batch.drop_column("failure_class")

@@ -1,0 +1,169 @@
+"""Fetch a URL attachment at send time: http/https only, SSRF-checked, time- and size-capped.
+
+Redirects are followed here, not by httpx, so every hop's address is checked by the
+:class:`~mailgate.deliver.ssrf.NetGuard` (a public server answering ``302 Location:
+http://127.0.0.1/`` must not get us there). Each request goes to the IP address the
+guard checked, with the original name kept in ``Host`` and, for https, in the TLS
+server name (``sni_hostname``), so the certificate is still verified for that name.
+Proxies from the environment are not used: they would connect somewhere unchecked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import httpx
+
+from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
+
+__all__ = ["FetchFailed", "UrlFetcher", "check_url"]
+
+MAX_REDIRECTS = 5
+_TEMPORARY_STATUS = frozenset({408, 425, 429})  #: 4xx a later try may get past
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class FetchFailed(Exception):
+    """The URL could not be fetched; ``temporary`` says whether a later try may work."""
+
+    def __init__(self, reason: str, *, temporary: bool) -> None:
+        super().__init__(reason)
+        self.temporary = temporary
+
+
+def check_url(url: str) -> httpx.URL:
+    """The URL if it is absolute http(s) with a host; ``ValueError`` saying why not."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parsed.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"scheme {parsed.scheme or '(none)'!r} is not http or https")
+    if not parsed.host:
+        raise ValueError("the URL has no host")
+    return parsed
+
+
+class UrlFetcher:
+    """One client for every URL attachment; ``aclose()`` (or ``async with``) at shutdown."""
+
+    def __init__(
+        self,
+        guard: NetGuard,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.guard = guard
+        self.timeout = timeout
+        # No keep-alive: connections are keyed by the checked IP, so a kept one could serve
+        # another name on that address with the first name's certificate check.
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            trust_env=False,
+            follow_redirects=False,
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+
+    async def fetch(self, url: str, limit: int) -> bytes:
+        """The body at ``url`` (after at most 5 redirects), at most ``limit`` bytes."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._follow(url, limit)
+        except TimeoutError:
+            reason = f"{_shown(url)}: no answer in {self.timeout:g} s"
+            raise FetchFailed(reason, temporary=True) from None
+        except httpx.TransportError as exc:
+            reason = f"{_shown(url)}: {type(exc).__name__}: {exc}"
+            raise FetchFailed(reason, temporary=True) from exc
+        except AddressRefused as exc:
+            raise FetchFailed(str(exc), temporary=False) from exc
+        except UnresolvableHost as exc:
+            raise FetchFailed(str(exc), temporary=True) from exc
+
+    async def _follow(self, url: str, limit: int) -> bytes:
+        target = _parse(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            request = await self._pinned(target)
+            response = await self._client.send(request, stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.is_redirect and location:
+                    target = _parse(str(target.join(location)))
+                    continue
+                _check_status(response, target)
+                return await _read_capped(response, limit, target)
+            finally:
+                await response.aclose()
+        raise FetchFailed(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects", temporary=False)
+
+    async def _pinned(self, url: httpx.URL) -> httpx.Request:
+        """A GET to the address the guard checked, the name kept for Host and TLS."""
+        host = url.host
+        address = await self.guard.resolve(host, url.port or _DEFAULT_PORTS[url.scheme])
+        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+        return self._client.build_request(
+            "GET",
+            url.copy_with(host=address),
+            headers={"Host": url.netloc.decode("ascii")},
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> UrlFetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _parse(url: str) -> httpx.URL:
+    try:
+        return check_url(url)
+    except ValueError as exc:
+        raise FetchFailed(f"{_shown(url)}: {exc}", temporary=False) from None
+
+
+def _check_status(response: httpx.Response, url: httpx.URL) -> None:
+    """RFC 9110 §15: 2xx is the file; 5xx and 408/425/429 may pass later; other 4xx won't."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    temporary = status >= 500 or status in _TEMPORARY_STATUS
+    reason = f"{_shown(str(url))}: HTTP {status} {response.reason_phrase}".rstrip()
+    raise FetchFailed(reason, temporary=temporary)
+
+
+async def _read_capped(response: httpx.Response, limit: int, url: httpx.URL) -> bytes:
+    """The body, refused as soon as it (or its declared length) passes ``limit``."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FetchFailed(_too_big(url, f"{declared} bytes", limit), temporary=False)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise FetchFailed(_too_big(url, f"more than {limit} bytes", limit), temporary=False)
+    return bytes(body)
+
+
+def _too_big(url: httpx.URL, size: str, limit: int) -> str:
+    return f"{_shown(str(url))}: {size}, over the attachment limit of {limit} bytes"
+
+
+def _shown(url: str) -> str:
+    """The URL for a reason text: no credentials, no query (it may carry a token)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "the URL"
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
