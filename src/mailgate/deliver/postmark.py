@@ -54,7 +54,9 @@ class PostmarkTransport:
         )
 
     async def send(self, outgoing: Outgoing) -> SendResult:
-        body = email_fields(outgoing.message, outgoing.envelope.recipients)
+        # url/path attachments resolved; UnbuildableMessage goes through to the dispatcher
+        prepared = await outgoing.content()
+        body = email_fields(prepared.message, outgoing.envelope.recipients)
         try:
             response = await self._client.post("/email", json=body)
         except httpx.HTTPError as exc:  # refused, reset, timed out, TLS
