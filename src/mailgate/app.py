@@ -23,6 +23,8 @@ import uvicorn
 from mailgate.clock import Clock, SystemClock
 from mailgate.crypto import SecretBox, load_or_create_key_file
 from mailgate.deliver import CaptureTransport, Dispatcher, Transport, parse_relay_url
+from mailgate.deliver.admission import RateAdmission
+from mailgate.deliver.pacing import Pacer
 from mailgate.deliver.router import Router
 from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
@@ -32,6 +34,7 @@ from mailgate.ingest.smtp import CaptureHandler, SmtpServer
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.settings import Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
+from mailgate.store.rate_limits import RateLimitStore
 from mailgate.web import Services, create_app
 
 __all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box"]
@@ -97,6 +100,8 @@ class Gateway:
             await self.inbox.store.clear(None)
         self.accounts = AccountStore(db, secret_box(s, self.mode), self.clock)
         router, default_from = await self._transports()
+        # limits shared through the database; "slow down" replies halve a rate per process
+        pacer = Pacer(RateLimitStore(db), self.clock)
         owner = new_lease_owner()
         log.info("dispatcher lease owner %s is %s pid %d", owner, socket.gethostname(), os.getpid())
         self.dispatcher = Dispatcher(
@@ -106,6 +111,7 @@ class Gateway:
             settings=s.delivery,
             clock=self.clock,
             owner=owner,
+            pacer=pacer,
         )
         if s.delivery.enabled:
             await self.dispatcher.start()
@@ -116,6 +122,7 @@ class Gateway:
             default_from=default_from,
             limits=s.limits,
             on_queued=self.dispatcher.wake,
+            admission=RateAdmission(router, pacer),
         )
         services = Services(
             submissions,

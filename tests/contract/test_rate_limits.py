@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from mailgate.clock import SystemClock
+from mailgate.deliver.admission import RateAdmission
 from mailgate.deliver.pacing import BucketSpec, Pacer
-from mailgate.model import Account, AccountLimits, AccountTransport
-from mailgate.store import Database
+from mailgate.deliver.router import Route
+from mailgate.ingest import Submissions
+from mailgate.model import Account, AccountLimits, AccountTransport, Message
+from mailgate.settings import LimitSettings
+from mailgate.store import Database, QueueStore
 from mailgate.store.rate_limits import RateLimitStore
-from tests.builders import NOW
+from tests.builders import NOW, submitted
 
 
 def account(name: str = "a", tenant: str = "t1", **limits: object) -> Account:
@@ -102,3 +106,50 @@ async def test_would_exceed_counts_admitted_messages_per_window(database: Databa
     assert await pacer.would_exceed(a, 1, NOW)
     assert not await pacer.would_exceed(a, 1, NOW + timedelta(hours=1 / 3))
     assert not await pacer.would_exceed(account(), 1000, NOW)
+
+
+class _OneAccount:
+    """Routes every message through one account (what the router answers for it)."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+
+    async def route(self, message: Message) -> Route:
+        return Route(account=self.account)
+
+    async def record_health(
+        self, route: Route, *, ok_at: datetime | None = None, error: str | None = None
+    ) -> None:
+        return None
+
+
+class _Frozen:
+    def now(self) -> datetime:
+        return NOW
+
+
+def _submissions(database: Database, a: Account) -> Submissions:
+    pacer = Pacer(RateLimitStore(database), SystemClock())
+    return Submissions(
+        QueueStore(database),
+        _Frozen(),
+        default_from="app@example.com",
+        limits=LimitSettings(),
+        on_queued=lambda: None,
+        admission=RateAdmission(_OneAccount(a), pacer),
+    )
+
+
+async def test_reject_behavior_refuses_items_over_the_limit_with_429(database: Database) -> None:
+    submissions = _submissions(database, account(per_minute=3, limit_behavior="reject"))
+    report = await submissions.submit([submitted(id=f"m{i}") for i in range(5)], "t1")
+    assert len(report.ids) == 3
+    assert [(r.index, r.id, r.status) for r in report.rejected] == [(3, "m3", 429), (4, "m4", 429)]
+    assert "3 per minute" in report.rejected[0].reason
+    assert "limit_behavior: reject" in report.rejected[0].reason
+
+
+async def test_wait_behavior_queues_everything(database: Database) -> None:
+    submissions = _submissions(database, account(per_minute=3))
+    report = await submissions.submit([submitted() for _ in range(5)], "t1")
+    assert len(report.ids) == 5 and report.rejected == []

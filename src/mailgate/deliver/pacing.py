@@ -271,14 +271,20 @@ class Pacer:
     async def would_exceed(self, account: Account, count: int, now: datetime) -> bool:
         """Whether admitting ``count`` more messages would exceed the account's limits.
 
-        For ``limit_behavior: reject``. False admits them: they are counted against
-        each window (a bucket that holds a whole window, refilled smoothly), so the next
-        call sees them. Counted per tenant and account, shared through the database.
+        For ``limit_behavior: reject``. False admits them (see :meth:`admit`).
         """
-        specs = bucket_specs(
-            account.tenant, account.id, window_limits(account.limits), None, "admit"
-        )
-        return await self._buckets.take(specs, now, count) is not None
+        return await self.admit(account, count, now) is not None
+
+    async def admit(self, account: Account, count: int, now: datetime) -> datetime | None:
+        """Count ``count`` submitted messages against each window; None if they fit.
+
+        Refused (nothing is counted), the time when they would fit. The buckets hold a
+        whole window, refilled smoothly; shared through the database per tenant and
+        account, apart from the send buckets.
+        """
+        limits = window_limits(account.limits)
+        specs = bucket_specs(account.tenant, account.id, limits, None, "admit")
+        return await self._buckets.take(specs, now, count)
 
     def current_rate(self, account: Account, now: datetime) -> float | None:
         """The rate a throttle allows ``account`` at ``now``; None when not throttled."""

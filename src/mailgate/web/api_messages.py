@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from mailgate.ingest.submission import Rejected
 from mailgate.model import FailureClass, State
 from mailgate.store import MessageRecord
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
@@ -25,6 +26,11 @@ class RejectedOut(BaseModel):
     index: int
     id: str | None
     reason: str
+    status: int | None = Field(
+        None,
+        description="429: refused because its account is over its rate limit"
+        " (limit_behavior: reject); absent for an invalid item",
+    )
 
 
 class SubmitOut(BaseModel):
@@ -113,6 +119,7 @@ _PARSE_INLINE = 256 * 1024  #: bytes of JSON parsed on the event loop; larger go
     openapi_extra=_SUBMIT_SCHEMA,
     responses={
         422: {"model": SubmitOut, "description": "every item was rejected, or there was no body"},
+        429: {"model": SubmitOut, "description": "every item was refused for a rate limit"},
         **errors(400, 415),
     },
 )
@@ -134,15 +141,28 @@ async def submit(request: Request, services: ServicesDep, tenant: TenantDep) -> 
     )
     items = body if isinstance(body, list) else [body]
     report = await services.submissions.submit(items, tenant)
-    rejected = [{"index": r.index, "id": r.id, "reason": r.reason} for r in report.rejected]
+    rejected = [_rejected_json(r) for r in report.rejected]
     return _submit_response(report.ids, rejected, report.duplicates, empty_ok=not items)
+
+
+def _rejected_json(r: Rejected) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": r.index, "id": r.id, "reason": r.reason}
+    if r.status is not None:
+        item["status"] = r.status
+    return item
 
 
 def _submit_response(
     ids: list[str], rejected: list[dict[str, Any]], duplicates: list[int], *, empty_ok: bool = False
 ) -> Response:
     payload = {"queued": len(ids), "ids": ids, "duplicates": duplicates, "rejected": rejected}
-    return json_response(encode(payload), 202 if ids or empty_ok else 422)
+    return json_response(encode(payload), 202 if ids or empty_ok else _refused_status(rejected))
+
+
+def _refused_status(rejected: list[dict[str, Any]]) -> int:
+    """Nothing queued: 429 when every item was refused for rate (RFC 6585 §4), else 422."""
+    rate_only = bool(rejected) and all(r.get("status") == 429 for r in rejected)
+    return 429 if rate_only else 422
 
 
 def _require_json(content_type: str | None) -> None:
