@@ -25,8 +25,8 @@ from email.utils import parseaddr
 from typing import Protocol
 
 from mailgate.clock import Clock
-from mailgate.deliver.router import Route, Routes
 from mailgate.deliver.attachments import AttachmentUnavailable, unavailable_result
+from mailgate.deliver.router import Route, Routes
 from mailgate.deliver.tracing import attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
 from mailgate.errors import StoreUnavailable, UnbuildableMessage
@@ -93,6 +93,7 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._express: set[asyncio.Task[None]] = set()  #: the slot kept for urgent mail
         self._submitted = False  #: wake() was called: new mail may need the express slot
+        self._background: set[asyncio.Task[None]] = set()  #: account wake-ups
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -100,6 +101,20 @@ class Dispatcher:
         """New work may be due: scan the queue now instead of at the next poll."""
         self._submitted = True
         self._wake.set()
+
+    def account_changed(self, tenant: str, account_id: str) -> None:
+        """An account was changed or enabled: its waiting messages are due now, not at
+        their next re-check (``account_recheck``)."""
+        task = asyncio.create_task(self._wake_account(tenant, account_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _wake_account(self, tenant: str, account_id: str) -> None:
+        try:
+            if await self.queue.wake_waiting(tenant, account_id, self.clock.now()):
+                self.wake()
+        except Exception as exc:  # the re-check still comes
+            log.warning("could not wake the messages of account %s: %s", account_id, exc)
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="mailgate-dispatcher")
@@ -327,7 +342,8 @@ class Dispatcher:
         )
         if not decision.counted:
             who = f"account {route.account_id!r}" if route.account_id else "the relay"
-            decision = replace(decision, wait_reason=f"{who}: {result.detail}")
+            reply = f"{result.code} {result.detail}" if result.code else result.detail
+            decision = replace(decision, wait_reason=f"{who}: {reply}")
         return decision
 
     def _attempt(
@@ -360,7 +376,7 @@ class Dispatcher:
     ) -> None:
         """What this send says about the account: it works, it is broken (login, TLS:
         its health shows the reply), or its server asked it to slow down."""
-        if failure is FailureClass.THROTTLED and route.account is not None:
+        if _slows_account(result, failure) and route.account is not None:
             self.pacer.throttled(route.account, now)
         try:
             if failure in ACCOUNT_PROBLEMS or result.config_error:
@@ -381,3 +397,13 @@ class Dispatcher:
                 "could not record the outcome of %s; its lease will expire", job.message.id
             )
         return False
+
+
+def _slows_account(result: SendResult, failure: FailureClass | None) -> bool:
+    """A slow-down said to the account: the transaction (or connection) was refused as
+    throttled. One recipient's 450 4.2.1 ("receiving mail at a rate that prevents
+    additional messages") is that mailbox's rate, not ours: it defers that recipient only.
+    """
+    if result.failure_class is FailureClass.THROTTLED:
+        return True
+    return failure is FailureClass.THROTTLED and result.status is not Outcome.SENT

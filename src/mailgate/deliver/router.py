@@ -28,6 +28,7 @@ from email.utils import parseaddr
 from typing import Protocol
 
 from mailgate.deliver.transport import Transport
+from mailgate.errors import ConfigError
 from mailgate.model import Account, Message
 
 __all__ = ["AccountDirectory", "FixedRoute", "Route", "Router", "Routes", "TransportFactory"]
@@ -193,7 +194,12 @@ class Router:
         return found
 
     def _stored(self, account: Account) -> Route:
-        return Route(self._transport_for(account), account, stored=True)
+        """The account's route; an account its transport cannot be built for (no host,
+        no token) waits like a disabled one, with the reason."""
+        try:
+            return Route(self._transport_for(account), account, stored=True)
+        except ConfigError as exc:
+            return Route(account=account, wait=f"account {account.id!r}: {exc}", stored=True)
 
     def _transport_for(self, account: Account) -> Transport:
         """The account's cached transport; rebuilt (the old one closed) when it changed."""
