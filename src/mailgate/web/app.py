@@ -18,7 +18,7 @@ from mailgate import __version__
 from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.settings import HttpSettings, LimitSettings
-from mailgate.web import api_inbox, api_messages
+from mailgate.web import api_accounts, api_inbox, api_messages
 from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
@@ -48,6 +48,7 @@ def create_app(
     )
     app.include_router(api_messages.router, prefix="/api/v1")
     app.include_router(api_inbox.router, prefix="/api/v1")
+    app.include_router(api_accounts.router, prefix="/api/v1")
     mount_docs(app)
 
     @app.get("/healthz", tags=["health"], responses=errors(auth=False))

@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import SecretStr
 
 from mailgate.web.services import Services
 
@@ -21,28 +22,46 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_token(request: Request, services: ServicesDep) -> str:
+async def require_token(request: Request, services: ServicesDep) -> str:
     """``Authorization: Bearer …`` or ``X-API-Token``; returns the tenant.
 
-    With no token configured the API is open; the composition root refuses to
-    start that way unless the web server is bound to loopback.
+    The configured ``MAILGATE_API_TOKEN`` is the admin token (tenant ``default``); a
+    token made with ``mailgate tokens add --tenant T`` is tenant ``T``'s. With no
+    admin token configured the API is open (tenant ``default``, or the tenant of a
+    per-tenant token when one is given); the composition root refuses to start that
+    way unless the web server is bound to loopback.
     """
+    given = _given_token(request)
     expected = services.api_token
+    if given and services.tokens is not None and not _is_admin(given, expected):
+        tenant = await services.tokens.tenant_of(given)
+        if tenant is not None:
+            return tenant
     if expected is None:
         return "default"
-    given = request.headers.get("x-api-token")
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if given is None and scheme.lower() == "bearer":
-        given = value.strip()
     if not given:
         raise HTTPException(
             401,
             "missing API token (Authorization: Bearer … or X-API-Token)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    if not _is_admin(given, expected):
         raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
     return "default"
+
+
+def _given_token(request: Request) -> str | None:
+    given = request.headers.get("x-api-token")
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if given is None and scheme.lower() == "bearer":
+        given = value.strip()
+    return given or None
+
+
+def _is_admin(given: str, expected: SecretStr | None) -> bool:
+    if expected is None:
+        return False
+    return secrets.compare_digest(given.encode(), expected.get_secret_value().encode())
 
 
 TenantDep = Annotated[str, Depends(require_token)]

@@ -9,7 +9,8 @@ from pydantic import SecretStr
 from mailgate.clock import Clock
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
-from mailgate.store import QueueStore
+from mailgate.services import AccountsService
+from mailgate.store import QueueStore, TokenStore
 
 __all__ = ["Services"]
 
@@ -24,3 +25,5 @@ class Services:
     clock: Clock
     api_token: SecretStr | None
     mode: str  #: "dev" or "serve"
+    accounts: AccountsService | None = None  #: None: no account directory (/accounts is 404)
+    tokens: TokenStore | None = None  #: per-tenant API tokens; None: only the admin token
