@@ -400,10 +400,15 @@ class Dispatcher:
 
 
 def _slows_account(result: SendResult, failure: FailureClass | None) -> bool:
-    """A slow-down said to the account: the transaction (or connection) was refused as
-    throttled. One recipient's 450 4.2.1 ("receiving mail at a rate that prevents
-    additional messages") is that mailbox's rate, not ours: it defers that recipient only.
+    """An explicit slow-down said to the account: the transaction (or the connection)
+    was refused with 421 or 4.7.x (RFC 3463 §3.8), or throttled without a reply code.
+
+    Not every ``throttled`` attempt slows the account: one recipient's 450 4.2.1
+    ("receiving mail at a rate that prevents additional messages") is that mailbox's
+    rate, not ours, and "4.3.0 try again later" is the generic greylisting text; those
+    defer the message only, instead of holding every message of the account.
     """
-    if result.failure_class is FailureClass.THROTTLED:
-        return True
-    return failure is FailureClass.THROTTLED and result.status is not Outcome.SENT
+    if failure is not FailureClass.THROTTLED or result.status is Outcome.SENT:
+        return False
+    explicit = result.code == 421 or (result.enhanced_code or "").startswith("4.7.")
+    return explicit or result.code is None
