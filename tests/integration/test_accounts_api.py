@@ -68,6 +68,8 @@ def smtp_account_body(id: str, port: int) -> dict[str, Any]:
         ({"transport": "sendgrid"}, "transport"),
         ({"id": "bad id/"}, "id"),
         ({"unknown": 1}, "unknown"),
+        ({"smtp_password": [PASSWORD]}, "smtp_password"),  # the answer must not echo it
+        ({"imap_password": {"p": PASSWORD}}, "imap_password"),
     ],
 )
 async def test_invalid_fields_are_422_naming_the_field_never_echoing_input(
