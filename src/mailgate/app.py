@@ -24,6 +24,7 @@ from mailgate.clock import Clock, SystemClock
 from mailgate.crypto import SecretBox, load_or_create_key_file
 from mailgate.deliver import CaptureTransport, Dispatcher, Transport, parse_relay_url
 from mailgate.deliver.admission import RateAdmission
+from mailgate.deliver.content import SendTimeContent, sending_account
 from mailgate.deliver.pacing import Pacer
 from mailgate.deliver.router import Router
 from mailgate.deliver.transports import transport_for
@@ -112,6 +113,10 @@ class Gateway:
             clock=self.clock,
             owner=owner,
             pacer=pacer,
+            # url/path attachments and DKIM, resolved when each message is sent
+            prepare=await self._stack.enter_async_context(
+                SendTimeContent(s.attachments, accounts=sending_account(router))
+            ),
         )
         if s.delivery.enabled:
             await self.dispatcher.start()

@@ -21,8 +21,10 @@ from mailgate.deliver.content import SendTimeContent
 from mailgate.deliver.ssrf import system_resolver
 from mailgate.model import Attachment, Message
 from mailgate.settings import AttachmentSettings
-from tests.builders import make_message
+from tests.builders import make_message, submitted
 from tests.content_peers import FileServer, body, tls_pair
+from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.peers import Upstream
 
 KB = 1024
 
@@ -238,3 +240,63 @@ async def test_a_path_over_the_attachment_limit_is_refused(volume: Path) -> None
         with_path("docs:sub/report.pdf"), volumes={"docs": volume}, max_attachment_size=8
     )
     assert "over the attachment limit of 8 bytes" in str(error)
+
+
+# --- through the gateway: REST → queue → dispatcher → a real upstream ----------------------
+
+
+async def test_url_and_path_attachments_reach_the_upstream(
+    start_gateway: GatewayFactory, server: FileServer, volume: Path
+) -> None:
+    attachments = {"allow_private_networks": True, "volumes": {"docs": str(volume)}}
+    async with (
+        Upstream() as up,
+        start_gateway(relay_url=up.url, attachments=attachments) as gw,
+        api(gw) as client,
+    ):
+        files = [
+            {"filename": "a.bin", "url": server.url("/file/5000")},
+            {
+                "filename": "r.pdf",
+                "content_type": "application/pdf",
+                "path": "docs:sub/report.pdf",
+            },
+        ]
+        response = await client.post("/messages", json=submitted(attachments=files))
+        [mid] = response.json()["ids"]
+        await wait_for_state(client, mid, "sent")
+    [received] = up.received
+    got = {p.get_filename(): p.get_content() for p in received.message.iter_attachments()}
+    assert got == {"a.bin": body(5000), "r.pdf": b"%PDF-1.7 report"}
+
+
+@pytest.mark.parametrize(
+    ("path", "state"), [("/status/404", "failed"), ("/status/503", "deferred")]
+)
+async def test_an_unavailable_url_fails_or_defers_the_message(
+    start_gateway: GatewayFactory, server: FileServer, path: str, state: str
+) -> None:
+    settings = {"allow_private_networks": True}
+    async with (
+        Upstream() as up,
+        start_gateway(relay_url=up.url, attachments=settings) as gw,
+        api(gw) as client,
+    ):
+        files = [{"filename": "a.bin", "url": server.url(path)}]
+        response = await client.post("/messages", json=submitted(attachments=files))
+        [mid] = response.json()["ids"]
+        record = await wait_for_state(client, mid, state)
+    assert up.received == []
+    [attempt, *_] = record["attempts"]
+    assert attempt["failure_class"] == "content" and path in attempt["text"]
+
+
+async def test_the_default_settings_refuse_a_loopback_url(
+    start_gateway: GatewayFactory, server: FileServer
+) -> None:
+    async with Upstream() as up, start_gateway(relay_url=up.url) as gw, api(gw) as client:
+        files = [{"filename": "a.bin", "url": server.url("/file/10")}]
+        response = await client.post("/messages", json=submitted(attachments=files))
+        [mid] = response.json()["ids"]
+        record = await wait_for_state(client, mid, "failed")
+    assert "loopback address" in record["attempts"][0]["text"] and server.hosts == []

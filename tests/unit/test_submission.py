@@ -69,7 +69,7 @@ def test_full_message() -> None:
         (good(headers={"Message-ID": "<x@y>"}), "set from the message fields"),
         (good(**{"from": "Evil\r\n <e@example.com>"}), "from: line breaks"),
         (good(attachments=[{"filename": "a", "content": "!!notbase64"}]), "not valid base64"),
-        (good(attachments=[{"filename": "a", "url": "http://10.0.0.1/x"}]), "not supported yet"),
+        (good(attachments=[{"filename": "a", "url": "ftp://10.0.0.1/x"}]), "not http or https"),
         (
             good(attachments=[{"filename": "a", "content_type": "pdf", "content": ""}]),
             "not a MIME type",

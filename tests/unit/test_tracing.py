@@ -17,11 +17,17 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from mailgate.deliver.relay import parse_relay_url
 from mailgate.deliver.tracing import SPAN_NAME, attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing
 from mailgate.mime import build_message
-from mailgate.model import FailureClass, Outcome, SendResult
+from mailgate.model import (
+    Account,
+    AccountTransport,
+    FailureClass,
+    Outcome,
+    SendResult,
+    SmtpSecurity,
+)
 from tests.builders import make_message
 
 PASSWORD = "pa55-w0rd-never-traced"
@@ -118,12 +124,24 @@ class RecordingProvider(trace.TracerProvider):
 
 
 class SmtpLike:
-    """A transport described like the SMTP one: a relay with credentials."""
+    """A transport described like the SMTP one: an account with credentials."""
 
     name = "smtp://mail.example.com:587"
 
     def __init__(self) -> None:
-        self.relay = parse_relay_url(f"smtp+starttls://user:{PASSWORD}@mail.example.com:587")
+        self.account = Account(
+            "shop",
+            "default",
+            AccountTransport.SMTP,
+            smtp_host="mail.example.com",
+            smtp_port=587,
+            smtp_security=SmtpSecurity.STARTTLS,
+            smtp_username="user",
+            smtp_password=PASSWORD,
+            dkim_domain="example.com",
+            dkim_selector="s1",
+            dkim_private_key=PASSWORD,
+        )
 
     async def send(self, outgoing: Outgoing) -> SendResult:
         raise NotImplementedError

@@ -15,15 +15,26 @@ import httpx
 from mailgate.deliver.attachments import AttachmentResolver
 from mailgate.deliver.dkim import signer_for
 from mailgate.deliver.fetch import UrlFetcher
+from mailgate.deliver.router import Routes
 from mailgate.deliver.ssrf import NetGuard, Resolver, system_resolver
 from mailgate.deliver.transport import Prepared
 from mailgate.model import Account, Message
 from mailgate.settings import AttachmentSettings
 
-__all__ = ["AccountLookup", "SendTimeContent"]
+__all__ = ["AccountLookup", "SendTimeContent", "sending_account"]
 
-#: ``(tenant, account id)`` → the account, or None; the account directory's lookup.
-AccountLookup = Callable[[str, str], Awaitable[Account | None]]
+#: The account a message is sent through (its DKIM settings), or None.
+AccountLookup = Callable[[Message], Awaitable[Account | None]]
+
+
+def sending_account(routes: Routes) -> AccountLookup:
+    """The account of the message's route: the router caches its lookups, so this costs
+    no query per message, and it names the same account the transport sends through."""
+
+    async def lookup(message: Message) -> Account | None:
+        return (await routes.route(message)).account
+
+    return lookup
 
 
 class SendTimeContent:
@@ -45,7 +56,7 @@ class SendTimeContent:
 
     async def __call__(self, message: Message) -> Prepared:
         resolved = await self.attachments.resolve(message)
-        account = await self.accounts(message.tenant, message.account) if self.accounts else None
+        account = await self.accounts(message) if self.accounts is not None else None
         return Prepared(resolved, signer_for(account) if account is not None else None)
 
     async def aclose(self) -> None:

@@ -7,7 +7,7 @@ deployment that installs ``opentelemetry-sdk`` and sets a tracer provider gets a
 how many recipients (``to_count``, ``cc_count``), mailgate's id
 (``mailgate.message_id``) and how it ended (``mailgate.outcome``, the SMTP code, the
 failure class). Never a credential: only the fields named here are read, and a
-transport's endpoint comes from its credential-free description.
+transport's endpoint comes from its account's host, port and security fields.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from mailgate.deliver.transport import Outgoing, Transport
-from mailgate.model import Outcome, SendResult
+from mailgate.model import Account, AccountTransport, Outcome, SendResult
 
 __all__ = ["SPAN_NAME", "AttemptSpan", "attempt_span"]
 
@@ -84,17 +84,19 @@ def endpoint_attributes(transport: Transport) -> Attributes:
     """``smtp.host``/``smtp.port``/``smtp.security`` and the transport's name.
 
     A transport may describe its endpoint with ``span_attributes()``; an SMTP transport
-    built on a relay configuration (``.relay`` with ``host``, ``port``, ``security``) is
-    read directly. Nothing else of the transport is looked at.
+    of an account (``.account``) is read from the account's host, port and security
+    fields only. Nothing else of the transport or the account is looked at.
     """
     described = getattr(transport, "span_attributes", None)
     found: dict[str, str | int] = {"mailgate.transport": transport.name}
     if callable(described):
         found.update(described())
         return found
-    relay = getattr(transport, "relay", None)
-    for field in ("host", "port", "security"):
-        value = getattr(relay, field, None)
-        if isinstance(value, str | int):
-            found[f"smtp.{field}"] = value if isinstance(value, int) else str(value)
+    account = getattr(transport, "account", None)
+    if isinstance(account, Account) and account.transport is AccountTransport.SMTP:
+        if account.smtp_host:
+            found["smtp.host"] = account.smtp_host
+        if account.smtp_port:
+            found["smtp.port"] = account.smtp_port
+        found["smtp.security"] = account.smtp_security.value
     return found

@@ -21,11 +21,14 @@ from typing import Any, Literal, Protocol
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from mailgate.clock import Clock
+from mailgate.deliver.attachments import check_volume_path
+from mailgate.deliver.fetch import check_url
 from mailgate.errors import InvalidMessage
 from mailgate.ids import new_id
 from mailgate.ingest.addresses import parse_address_list, parse_mailbox
 from mailgate.ingest.metadata import check_metadata
 from mailgate.ingest.schema import message_schema
+from mailgate.ingest.unsubscribe import ListUnsubscribeIn, list_unsubscribe_headers
 from mailgate.ingest.validation import (
     MIME_TYPE_PATTERN,
     base_filename,
@@ -50,8 +53,16 @@ class AttachmentIn(BaseModel):
     content_type: str = Field(
         "application/octet-stream", json_schema_extra={"pattern": MIME_TYPE_PATTERN}
     )
-    content: str | None = Field(None, description="base64")
-    url: str | None = Field(None, description="not supported yet")
+    content: str | None = Field(None, description="base64; or give url or path")
+    url: str | None = Field(
+        None, max_length=2048, description="http(s) URL fetched when the message is sent"
+    )
+    path: str | None = Field(
+        None,
+        max_length=1024,
+        description="volume:sub/path: a file in a directory the server's settings name,"
+        " read when the message is sent",
+    )
     cid: str | None = None
 
 
@@ -77,6 +88,7 @@ class MessageIn(BaseModel):
     priority: Literal["immediate", "high", "normal", "low"] = "normal"
     send_at: AwareDatetime | None = None
     metadata: dict[str, Any] = {}
+    list_unsubscribe: ListUnsubscribeIn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +134,7 @@ def parse_message_json(
         subject=check_header_text("subject", data.subject, limit=limits.max_subject_length),
         text=check_body("text", data.text),
         html=check_body("html", data.html),
-        headers=_headers(data.headers, limits),
+        headers=_headers(data.headers, limits) | _unsubscribe(data.list_unsubscribe, data.headers),
         attachments=tuple(_attachment(i, a) for i, a in enumerate(data.attachments)),
         priority=Priority[data.priority.upper()],
         send_at=data.send_at.astimezone(UTC) if data.send_at else None,
@@ -183,20 +195,41 @@ def _headers(headers: dict[str, str], limits: LimitSettings) -> dict[str, str]:
     }
 
 
+def _unsubscribe(value: ListUnsubscribeIn | None, headers: dict[str, str]) -> dict[str, str]:
+    return list_unsubscribe_headers(value, headers) if value is not None else {}
+
+
 def _attachment(index: int, att: AttachmentIn) -> Attachment:
     where = f"attachments.{index}"
     filename = base_filename(f"{where}.filename", att.filename)
     content_type = check_content_type(f"{where}.content_type", att.content_type)
+    cid = check_cid(f"{where}.cid", att.cid) if att.cid is not None else None
+    given = [k for k in ("content", "url", "path") if getattr(att, k) is not None]
+    if len(given) != 1:
+        raise InvalidMessage(f"{where}: give exactly one of content (base64), url or path")
     if att.url is not None:
-        raise InvalidMessage(f"{where}: attachments by url are not supported yet; send content")
-    if att.content is None:
-        raise InvalidMessage(f"{where}: content (base64) is required")
+        return Attachment(filename, content_type, b"", cid, url=_source(where, "url", att.url))
+    if att.path is not None:
+        return Attachment(filename, content_type, b"", cid, path=_source(where, "path", att.path))
     try:
-        content = base64.b64decode(att.content, validate=True)
+        content = base64.b64decode(att.content or "", validate=True)
     except (binascii.Error, ValueError):
         raise InvalidMessage(f"{where}: content is not valid base64") from None
-    cid = check_cid(f"{where}.cid", att.cid) if att.cid is not None else None
     return Attachment(filename, content_type, content, cid)
+
+
+def _source(where: str, kind: str, value: str) -> str:
+    """A url (http/https, absolute) or a path (``volume:sub/path``, no way out) as written:
+    fetched or read when the message is sent, under the attachment limits then."""
+    check_plain_text(f"{where}.{kind}", value)
+    try:
+        if kind == "url":
+            check_url(value)
+        else:
+            check_volume_path(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{where}.{kind}: {exc}") from None
+    return value
 
 
 def _check_limits(message: Message, limits: LimitSettings) -> None:

@@ -173,6 +173,8 @@ class QueueStore:
                         "content_type": a.content_type,
                         "cid": a.cid,
                         "content": a.content,
+                        "url": a.url,
+                        "path": a.path,
                     }
                     for i, a in enumerate(m.attachments)
                 ],
@@ -451,7 +453,9 @@ async def _attachments_of(
     found: dict[str, list[Attachment]] = {}
     for r in rows:
         found.setdefault(r["message_id"], []).append(
-            Attachment(r["filename"], r["content_type"], r["content"], r["cid"])
+            Attachment(
+                r["filename"], r["content_type"], r["content"], r["cid"], r["url"], r["path"]
+            )
         )
     return {k: tuple(v) for k, v in found.items()}
 
