@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from mailgate import __version__
 from mailgate.app import Gateway, Mode, database_url, format_hostport
+from mailgate.cli_accounts import add_commands
 from mailgate.errors import ConfigError
 from mailgate.settings import Settings, load_settings
 from mailgate.store import Database
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         help="whose database to show when db_url is unset (default: serve)",
     )
     config.set_defaults(func=_print_config)
+    add_commands(sub, _settings)  # accounts, secrets, tokens
     return parser
 
 
