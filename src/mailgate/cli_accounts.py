@@ -353,7 +353,8 @@ def _where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
 
 
 def _action(sub: Any, name: str, func: Func, help: str, *, tenant: bool = True) -> Any:
-    p = sub.add_parser(name, help=help, description=help)
+    # no abbreviations: `--password SECRET` must be an error, not `--password-stdin SECRET`
+    p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
     _where_options(p, tenant=tenant)
     p.set_defaults(func=func, action=name)
     return p
