@@ -170,3 +170,16 @@ def test_tenant_tokens_against_a_running_serve(workspace: Workspace, mailgate: S
         removed = run(workspace, "tokens", "remove", token_id, "--tenant", "acme")
         assert removed.stdout.strip() == f"removed token {token_id} of tenant acme"
         assert http.get(f"/messages/{message_id}", headers=as_acme).status_code == 401
+
+
+def test_mode_dev_uses_the_dev_key_file(workspace: Workspace) -> None:
+    """``--mode dev`` needs no MAILGATE_SECRET_KEY: it makes and keeps the dev key, as
+    ``mailgate dev`` does, so the accounts it stores are readable on the next run."""
+    args = ("accounts", "add", "--id", "d1", "--host", "mx.test", "--password-stdin")
+    assert run(workspace, *args, "--mode", "dev", stdin=PASSWORD).returncode == 0
+    [key_file] = (workspace.root / "xdg-data").rglob("dev-secret.key")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    shown = run(workspace, "accounts", "show", "d1", "--mode", "dev")
+    assert json.loads(shown.stdout)["smtp_password_set"] is True
+    as_serve = run(workspace, "accounts", "show", "d1")  # serve has no key configured
+    assert as_serve.returncode == 1 and "without a secret key" in as_serve.stderr
