@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from mailgate import __version__
+from mailgate import __version__, cli_accounts, cli_queue
 from mailgate.app import Gateway, Mode, database_url, format_hostport
-from mailgate.cli_accounts import add_commands
 from mailgate.errors import ConfigError
 from mailgate.settings import Settings, load_settings
 from mailgate.store import Database
@@ -169,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         help="whose database to show when db_url is unset (default: serve)",
     )
     config.set_defaults(func=_print_config)
-    add_commands(sub, _settings)  # accounts, secrets, tokens
+    cli_accounts.add_commands(sub, _settings)  # accounts, secrets, tokens
+    cli_queue.add_commands(sub, _settings)
     return parser
 
 
@@ -226,7 +226,7 @@ async def _serve(settings: Settings, mode: Mode, *, fresh: bool = False) -> None
             flush=True,
         )
         if mode is Mode.DEV:
-            kept = await gateway.inbox.store.count()
+            kept = await gateway.inbox.count()
             hint = "" if fresh else "; --fresh starts with an empty one"
             print(f"mailgate dev: inbox has {kept} message(s) kept from before{hint}", flush=True)
         await stop.wait()

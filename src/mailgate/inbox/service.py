@@ -72,6 +72,29 @@ class Inbox:
         await self.store.add(record, raw)
         return record
 
+    async def list(
+        self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[CapturedRecord], str | None]:
+        """Newest first; ``query`` matches subject, From, To and the envelope sender."""
+        return await self.store.list(tenant, query=query, limit=limit, cursor=cursor)
+
+    async def get(self, capture_id: str, tenant: str) -> CapturedRecord:
+        return await self.store.get(capture_id, tenant)
+
+    async def raw(self, capture_id: str, tenant: str) -> bytes:
+        """The message exactly as it arrived."""
+        return await self.store.raw(capture_id, tenant)
+
+    async def delete(self, capture_id: str, tenant: str) -> None:
+        await self.store.delete(capture_id, tenant)
+
+    async def clear(self, tenant: str | None) -> int:
+        """Delete a tenant's captured mail (everyone's with ``None``); returns how many."""
+        return await self.store.clear(tenant)
+
+    async def count(self) -> int:
+        return await self.store.count()
+
     async def attachment(self, capture_id: str, index: int, tenant: str) -> ParsedAttachment:
         """The exact decoded bytes of attachment ``index`` (re-parsed from the raw message)."""
         raw = await self.store.raw(capture_id, tenant)

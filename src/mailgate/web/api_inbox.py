@@ -31,7 +31,7 @@ async def list_inbox(
     cursor: str | None = None,
 ) -> Response:
     """Newest first; ``q`` matches subject, From, To and the envelope sender."""
-    records, next_cursor = await services.inbox.store.list(
+    records, next_cursor = await services.inbox.list(
         tenant, query=q, limit=limit, cursor=cursor
     )
     return page_response((encode_item(summary_json(r)) for r in records), next_cursor)
@@ -39,13 +39,13 @@ async def list_inbox(
 
 @router.delete("/inbox", responses=errors())
 async def clear_inbox(services: ServicesDep, tenant: TenantDep) -> dict[str, int]:
-    return {"deleted": await services.inbox.store.clear(tenant)}
+    return {"deleted": await services.inbox.clear(tenant)}
 
 
 @router.get("/inbox/{capture_id}", responses=errors(404))
 async def get_captured(capture_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """The capture event (attachments listed without content)."""
-    event = capture_event(await services.inbox.store.get(capture_id, tenant))
+    event = capture_event(await services.inbox.get(capture_id, tenant))
     return json_response(encode_item(event, user_fields=_USER_FIELDS))
 
 
@@ -55,7 +55,7 @@ async def get_captured(capture_id: str, services: ServicesDep, tenant: TenantDep
     responses={200: {"content": {"message/rfc822": {}}}, **errors(404)},
 )
 async def get_raw(capture_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    raw = await services.inbox.store.raw(capture_id, tenant)
+    raw = await services.inbox.raw(capture_id, tenant)
     return Response(raw, media_type="message/rfc822")
 
 
@@ -86,7 +86,7 @@ async def get_attachment(
 async def delete_captured(
     capture_id: str, services: ServicesDep, tenant: TenantDep
 ) -> dict[str, int]:
-    await services.inbox.store.delete(capture_id, tenant)
+    await services.inbox.delete(capture_id, tenant)
     return {"deleted": 1}
 
 
