@@ -26,6 +26,7 @@ from mailgate.deliver import CaptureTransport, Dispatcher, Transport, parse_rela
 from mailgate.deliver.admission import RateAdmission
 from mailgate.deliver.content import SendTimeContent, sending_account
 from mailgate.deliver.pacing import Pacer
+from mailgate.deliver.pool import PoolBoard
 from mailgate.deliver.router import Router
 from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
@@ -67,6 +68,7 @@ class Gateway:
         self.smtp_address: tuple[str, int] | None = None
         self.db_url = database_url(settings, mode)
         self.inbox: Inbox
+        self.pools = PoolBoard()  #: this gateway's SMTP pools, for GET /api/v1/stats
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
         self._stack = AsyncExitStack()
@@ -157,7 +159,10 @@ class Gateway:
         relay = parse_relay_url(relay_url.get_secret_value())
         account = relay.account(pool_size=self.settings.delivery.pool_size)
         smtp = transport_for(
-            account, settings=self.settings.delivery, local_hostname=self.settings.smtp.hostname
+            account,
+            settings=self.settings.delivery,
+            local_hostname=self.settings.smtp.hostname,
+            board=self.pools,
         )
         self._stack.push_async_callback(smtp.aclose)
         log.info("relaying through %s", relay.name)
@@ -183,7 +188,12 @@ class Gateway:
 
     async def _start_web(self, services: Services) -> None:
         config = uvicorn.Config(
-            create_app(services, http=self.settings.http, limits=self.settings.limits),
+            create_app(
+                services,
+                http=self.settings.http,
+                limits=self.settings.limits,
+                pool_stats=self.pools.snapshot,
+            ),
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib import SMTPException
 
-__all__ = ["PoolLimits", "PoolStats", "Pooled", "SmtpPool"]
+__all__ = ["PoolBoard", "PoolLimits", "PoolStats", "Pooled", "SmtpPool"]
 
 #: Seconds QUIT may take before the connection is simply closed.
 _QUIT_TIMEOUT = 5.0
@@ -143,8 +145,7 @@ class SmtpPool:
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            await asyncio.wait([self._reaper])  # never swallows a cancel of aclose itself
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._quit(conn) for conn in idle))
 
@@ -177,8 +178,11 @@ class SmtpPool:
         while self._idle:
             self._changed.clear()
             wait = min(self._deadline(c) for c in self._idle) - self._clock()
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that
+            # arrives as the event is set, and aclose() would wait for the next expiry
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self._changed.wait()
             expired = [c for c in self._idle if self._expired(c)]
             self._idle = [c for c in self._idle if c not in expired]
             await asyncio.gather(*(self._quit(conn) for conn in expired))
@@ -193,3 +197,26 @@ class SmtpPool:
             await conn.client.quit(timeout=_QUIT_TIMEOUT)
         except (SMTPException, OSError):
             conn.client.close()
+
+
+class _HasStats(Protocol):
+    @property
+    def stats(self) -> PoolStats: ...
+
+
+class PoolBoard:
+    """The pools of one gateway, by ``tenant/account``, for ``GET /api/v1/stats``.
+
+    Held weakly: a transport the router dropped (account changed or deleted) leaves
+    the board with it; a rebuilt one takes its key. One board per gateway, never a
+    global, so two gateways in one process report only their own.
+    """
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakValueDictionary[str, _HasStats] = weakref.WeakValueDictionary()
+
+    def track(self, tenant: str, account: str, pooled: _HasStats) -> None:
+        self._pools[f"{tenant}/{account}"] = pooled
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {key: pooled.stats.snapshot() for key, pooled in sorted(self._pools.items())}

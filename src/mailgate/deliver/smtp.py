@@ -45,9 +45,6 @@ __all__ = ["CLEARTEXT_REFUSED", "SmtpTransport"]
 
 log = logging.getLogger(__name__)
 
-#: RFC 5321 §3.8: "421 … closing transmission channel"
-_CLOSING = 421
-
 
 class _Stale(Exception):
     """The session ended before MAIL was accepted: nothing was sent, a new one may try."""
@@ -139,7 +136,8 @@ class SmtpTransport:
         except SMTPServerDisconnected as exc:
             raise _Stale(no_reply(exc)) from exc
         except SMTPResponseException as exc:
-            if exc.code == _CLOSING or not client.is_connected:
+            # 421 (RFC 5321 §3.8: closing the channel): aiosmtplib has closed it already
+            if not client.is_connected:
                 raise _Stale(reply_result(exc.code, exc.message)) from exc
             await _reset(client)
             return reply_result(exc.code, exc.message)

@@ -6,7 +6,7 @@ The router caches what this returns per (tenant, account, version) and calls
 
 from __future__ import annotations
 
-from mailgate.deliver.pool import PoolLimits
+from mailgate.deliver.pool import PoolBoard, PoolLimits
 from mailgate.deliver.postmark import PostmarkTransport
 from mailgate.deliver.smtp import SmtpTransport
 from mailgate.deliver.transport import Transport
@@ -23,19 +23,24 @@ def transport_for(
     settings: DeliverySettings,
     local_hostname: str,
     postmark: PostmarkSettings | None = None,
+    board: PoolBoard | None = None,
 ) -> Transport:
     """A new transport for ``account``; :class:`ConfigError` if the account lacks what it
-    needs (an SMTP host and port, a Postmark token)."""
+    needs (an SMTP host and port, a Postmark token). An SMTP transport's pool is shown
+    on ``board`` (``GET /api/v1/stats``) when one is given."""
     if account.transport is AccountTransport.POSTMARK:
         return _postmark(account, postmark or PostmarkSettings())
     if not account.smtp_host or not account.smtp_port:
         raise ConfigError(f"account {account.id!r} has no SMTP host and port")
-    return SmtpTransport(
+    smtp = SmtpTransport(
         account,
         limits=pool_limits(account, settings),
         timeout=settings.smtp_timeout,
         local_hostname=local_hostname,
     )
+    if board is not None:
+        board.track(account.tenant, account.id, smtp)
+    return smtp
 
 
 def pool_limits(account: Account, settings: DeliverySettings) -> PoolLimits:

@@ -18,7 +18,8 @@ from mailgate import __version__
 from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.settings import HttpSettings, LimitSettings
-from mailgate.web import api_accounts, api_inbox, api_messages
+from mailgate.web import api_accounts, api_inbox, api_messages, api_stats
+from mailgate.web.api_stats import PoolStatsSource
 from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
@@ -34,20 +35,23 @@ def create_app(
     *,
     http: HttpSettings | None = None,
     limits: LimitSettings | None = None,
+    pool_stats: PoolStatsSource | None = None,
 ) -> FastAPI:
-    """The web app; ``http`` and ``limits`` default to the settings' defaults."""
+    """The web app; ``http`` and ``limits`` default to the settings' defaults.
+    ``pool_stats``: the SMTP pools' counters for ``GET /api/v1/stats``."""
     http = http or HttpSettings()
     limits = limits or LimitSettings()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        yield {"services": services}
+        yield {"services": services, "pool_stats": pool_stats}
 
     app = FastAPI(
         title="mailgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.include_router(api_messages.router, prefix="/api/v1")
     app.include_router(api_inbox.router, prefix="/api/v1")
+    app.include_router(api_stats.router, prefix="/api/v1")
     app.include_router(api_accounts.router, prefix="/api/v1")
     mount_docs(app)
 
