@@ -1,0 +1,129 @@
+"""Postmark's answers mapped to outcomes, against the local contract server (real socket)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mailgate.deliver.transport import Transport
+from mailgate.deliver.transports import transport_for
+from mailgate.model import Attachment, FailureClass, Outcome
+from mailgate.settings import DeliverySettings
+from tests.builders import make_message
+from tests.contract.test_transports import outgoing, postmark_account, postmark_settings
+from tests.postmark_peer import PostmarkPeer, Scripted
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[PostmarkPeer]:
+    async with PostmarkPeer(token="right-token") as pm:
+        yield pm
+
+
+@pytest.fixture
+async def postmark(peer: PostmarkPeer) -> AsyncIterator[Transport]:
+    transport = transport_for(
+        postmark_account("right-token"),
+        settings=DeliverySettings(),
+        local_hostname="gw",
+        postmark=postmark_settings(peer.url),
+    )
+    yield transport
+    await transport.aclose()
+
+
+async def test_the_request_carries_the_token_and_the_fields(
+    peer: PostmarkPeer, postmark: Transport
+) -> None:
+    message = make_message(
+        sender="Shop <shop@example.com>",
+        to=("Ann <a@example.com>",),
+        cc=("c@example.com",),
+        subject="Receipt",
+        text="plain",
+        html="<p>html</p>",
+        reply_to="help@example.com",
+        headers={"X-Order": "42"},
+        attachments=(Attachment("r.pdf", "application/pdf", b"%PDF", cid="logo"),),
+    )
+    result = await postmark.send(outgoing(message))
+    assert result.status is Outcome.SENT and result.remote_id, result
+    [body] = peer.requests
+    assert peer.headers[0]["x-postmark-server-token"] == "right-token"
+    assert {k: body[k] for k in ("From", "To", "Cc", "Subject", "TextBody", "HtmlBody")} == {
+        "From": "Shop <shop@example.com>",
+        "To": "Ann <a@example.com>",
+        "Cc": "c@example.com",
+        "Subject": "Receipt",
+        "TextBody": "plain",
+        "HtmlBody": "<p>html</p>",
+    }
+    assert body["ReplyTo"] == "help@example.com" and body["MessageStream"] == "outbound"
+    assert body["Headers"] == [{"Name": "X-Order", "Value": "42"}]
+    [part] = body["Attachments"]
+    assert base64.b64decode(part["Content"]) == b"%PDF"
+    assert (part["Name"], part["ContentType"], part["ContentID"]) == (
+        "r.pdf",
+        "application/pdf",
+        "cid:logo",
+    )
+
+
+async def test_a_wrong_token_is_an_account_problem(peer: PostmarkPeer) -> None:
+    transport = transport_for(
+        postmark_account("wrong-token"),
+        settings=DeliverySettings(),
+        local_hostname="gw",
+        postmark=postmark_settings(peer.url),
+    )
+    result = await transport.send(outgoing(make_message()))
+    await transport.aclose()
+    assert result.status is Outcome.DEFERRED
+    assert result.failure_class is FailureClass.AUTH and result.config_error
+    assert "wrong-token" not in result.detail and peer.requests == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "cls", "config"),
+    [
+        (Scripted(422, {"ErrorCode": 300, "Message": "Invalid email request"}), "failed",
+         FailureClass.INVALID_RECIPIENT, False),
+        (Scripted(422, {"ErrorCode": 411, "Message": "Forbidden attachment type"}), "failed",
+         FailureClass.CONTENT, False),
+        (Scripted(422, {"ErrorCode": 400, "Message": "Sender signature not found"}),
+         "deferred", FailureClass.AUTH, True),
+        (Scripted(422, {"ErrorCode": 412, "Message": "Account is pending"}), "deferred",
+         FailureClass.POLICY, True),
+        (Scripted(500, {"ErrorCode": 0, "Message": "Internal error"}), "deferred",
+         FailureClass.OTHER, False),
+        (Scripted(503, {}), "deferred", FailureClass.OTHER, False),
+    ],
+)  # fmt: skip
+async def test_postmark_answers_map_to_outcomes(
+    peer: PostmarkPeer,
+    postmark: Transport,
+    answer: Scripted,
+    status: str,
+    cls: FailureClass,
+    config: bool,
+) -> None:
+    peer.script.append(answer)
+    result = await postmark.send(outgoing(make_message()))
+    assert (result.status.value, result.failure_class, result.config_error) == (
+        status,
+        cls,
+        config,
+    )
+    assert result.recipients["a@example.com"].status.value == status
+
+
+async def test_429_is_throttled_and_honours_retry_after(
+    peer: PostmarkPeer, postmark: Transport
+) -> None:
+    limited = {"ErrorCode": 429, "Message": "Rate limit exceeded"}
+    peer.script.append(Scripted(429, limited, {"Retry-After": "17"}))
+    result = await postmark.send(outgoing(make_message()))
+    assert result.status is Outcome.DEFERRED and not result.config_error
+    assert (result.failure_class, result.retry_after) == (FailureClass.THROTTLED, 17.0)
