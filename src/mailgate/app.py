@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -33,7 +34,9 @@ from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
+from mailgate.model import Account
 from mailgate.services import AccountsService, ProbeSettings
+from mailgate.services.messages import MessagesService
 from mailgate.settings import Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.rate_limits import RateLimitStore
@@ -71,6 +74,7 @@ class Gateway:
         self.pools = PoolBoard()  #: this gateway's SMTP pools, for GET /api/v1/stats
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
+        self.router: Router
         self._stack = AsyncExitStack()
 
     @property
@@ -100,9 +104,10 @@ class Gateway:
         queue = QueueStore(db)
         self.inbox = Inbox(InboxStore(db), self.clock)
         if self.fresh_inbox:
-            await self.inbox.store.clear(None)
+            await self.inbox.clear(None)
         self.accounts = AccountStore(db, secret_box(s, self.mode), self.clock)
         router, default_from = await self._transports()
+        self.router = router
         # limits shared through the database; "slow down" replies halve a rate per process
         pacer = Pacer(RateLimitStore(db), self.clock)
         owner = new_lease_owner()
@@ -132,8 +137,7 @@ class Gateway:
             admission=RateAdmission(router, pacer),
         )
         services = Services(
-            submissions,
-            queue,
+            MessagesService(queue, self.clock, submissions),
             self.inbox,
             self.clock,
             s.api_token,
@@ -153,9 +157,10 @@ class Gateway:
         """
         capture: Transport = CaptureTransport(self.inbox)
         relay_url = self.settings.relay_url
-        if self.mode is Mode.DEV or relay_url is None:
-            router = Router(capture=capture, capture_only=self.mode is Mode.DEV)
-            return router, self.settings.default_from
+        if self.mode is Mode.DEV:
+            return Router(capture=capture, capture_only=True), self.settings.default_from
+        if relay_url is None:
+            return self._router(capture, relay=None), self.settings.default_from
         relay = parse_relay_url(relay_url.get_secret_value())
         account = relay.account(pool_size=self.settings.delivery.pool_size)
         smtp = transport_for(
@@ -166,9 +171,22 @@ class Gateway:
         )
         self._stack.push_async_callback(smtp.aclose)
         log.info("relaying through %s", relay.name)
-        router = Router(capture=capture, relay=(account, smtp))
-        self._stack.push_async_callback(router.aclose)
+        router = self._router(capture, relay=(account, smtp))
         return router, relay.default_from or self.settings.default_from
+
+    def _router(self, capture: Transport, *, relay: tuple[Account, Transport] | None) -> Router:
+        """Routes through the account directory: stored accounts get their own transport
+        (SMTP pool or Postmark), built on first use and closed with the router."""
+        factory = functools.partial(
+            transport_for,
+            settings=self.settings.delivery,
+            local_hostname=self.settings.smtp.hostname,
+            postmark=self.settings.postmark,
+            board=self.pools,
+        )
+        router = Router(capture=capture, accounts=self.accounts, factory=factory, relay=relay)
+        self._stack.push_async_callback(router.aclose)
+        return router
 
     def _accounts_service(self, router: Router) -> AccountsService:
         """Accounts for the API and CLI; the relay is listed as ``default`` (read-only)."""
@@ -183,8 +201,13 @@ class Gateway:
             self.clock,
             configured=configured,
             probe_settings=probe,
-            on_change=router.forget,
+            on_change=self._account_changed,
         )
+
+    def _account_changed(self, tenant: str, account_id: str) -> None:
+        """Drop the account's cached transport; wake the messages waiting for it."""
+        self.router.forget(tenant, account_id)
+        self.dispatcher.account_changed(tenant, account_id)
 
     async def _start_web(self, services: Services) -> None:
         config = uvicorn.Config(

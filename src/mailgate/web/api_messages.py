@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from mailgate.ingest.submission import Rejected
 from mailgate.model import FailureClass, State
+from mailgate.services.messages import message_view
 from mailgate.store import MessageRecord
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
 from mailgate.web.rendering import encode, encode_item, json_response, page_response
@@ -140,7 +141,7 @@ async def submit(request: Request, services: ServicesDep, tenant: TenantDep) -> 
         await asyncio.to_thread(_parse_json, raw) if len(raw) > _PARSE_INLINE else _parse_json(raw)
     )
     items = body if isinstance(body, list) else [body]
-    report = await services.submissions.submit(items, tenant)
+    report = await services.messages.submit(items, tenant)
     rejected = [_rejected_json(r) for r in report.rejected]
     return _submit_response(report.ids, rejected, report.duplicates, empty_ok=not items)
 
@@ -203,7 +204,7 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Response:
-    records, next_cursor = await services.queue.list(
+    records, next_cursor = await services.messages.list(
         tenant, state=state, limit=limit, cursor=cursor
     )
     return page_response((_encoded(r) for r in records), next_cursor)
@@ -211,66 +212,20 @@ async def list_messages(
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=errors(404))
 async def get_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    return json_response(_encoded(await services.queue.get(message_id, tenant)))
+    return json_response(_encoded(await services.messages.get(message_id, tenant)))
 
 
 @router.post("/messages/{message_id}/retry", response_model=MessageOut, responses=errors(404, 409))
 async def retry_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Deferred or failed → queued, due now."""
-    await services.queue.retry(message_id, tenant, services.clock.now())
-    services.submissions.on_queued()
-    return json_response(_encoded(await services.queue.get(message_id, tenant)))
+    return json_response(_encoded(await services.messages.retry(message_id, tenant)))
 
 
 @router.delete("/messages/{message_id}", response_model=MessageOut, responses=errors(404, 409))
 async def cancel_message(message_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Cancel a message that has not been sent (409 if it was, or is being sent)."""
-    await services.queue.cancel(message_id, tenant, services.clock.now())
-    return json_response(_encoded(await services.queue.get(message_id, tenant)))
+    return json_response(_encoded(await services.messages.cancel(message_id, tenant)))
 
 
 def _encoded(r: MessageRecord) -> bytes:
-    return encode_item(message_json(r), user_fields=_USER_FIELDS)
-
-
-def message_json(r: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "key": r.key,
-        "account": r.account,
-        "state": r.state.value,
-        "from": r.sender,
-        "to": list(r.to),
-        "cc": list(r.cc),
-        "bcc": list(r.bcc),
-        "subject": r.subject,
-        "created_at": _iso(r.created_at),
-        "updated_at": _iso(r.updated_at),
-        "next_attempt_at": _iso(r.next_attempt_at),
-        "last_error": r.last_error,
-        "wait_reason": r.wait_reason,
-        "metadata": r.metadata,
-        "attempts": [
-            {
-                "at": _iso(a.at),
-                "transport": a.transport,
-                "code": a.code,
-                "enhanced_code": a.enhanced_code,
-                "text": a.text,
-                "duration_ms": a.duration_ms,
-                "recipients": {
-                    k: {"status": v.status.value, "code": v.code, "text": v.text}
-                    for k, v in a.recipients.items()
-                },
-                "failure_class": a.failure_class.value if a.failure_class else None,
-                "counted": a.counted,
-                "account": a.account,
-                "remote_id": a.remote_id,
-            }
-            for a in r.attempts
-        ],
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return encode_item(message_view(r), user_fields=_USER_FIELDS)

@@ -57,5 +57,5 @@ async def get_stats(services: ServicesDep, tenant: TenantDep, pools: PoolStatsDe
             for key, value in counters.items()
             if key.startswith(mine)
         },
-        queue=await services.queue.count_by_state(tenant),
+        queue=await services.messages.counts(tenant),
     )

@@ -8,9 +8,9 @@ from pydantic import SecretStr
 
 from mailgate.clock import Clock
 from mailgate.inbox import Inbox
-from mailgate.ingest import Submissions
 from mailgate.services import AccountsService
-from mailgate.store import QueueStore, TokenStore
+from mailgate.services.messages import MessagesService
+from mailgate.store import TokenStore
 
 __all__ = ["Services"]
 
@@ -19,8 +19,7 @@ __all__ = ["Services"]
 class Services:
     """What the HTTP layer may use; built by the composition root."""
 
-    submissions: Submissions
-    queue: QueueStore
+    messages: MessagesService
     inbox: Inbox
     clock: Clock
     api_token: SecretStr | None
