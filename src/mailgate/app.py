@@ -109,7 +109,7 @@ class Gateway:
         router, default_from = await self._transports()
         self.router = router
         # limits shared through the database; "slow down" replies halve a rate per process
-        pacer = Pacer(RateLimitStore(db), self.clock)
+        pacer = Pacer(RateLimitStore(db), self.clock, burst=s.delivery.pace_burst)
         owner = new_lease_owner()
         log.info("dispatcher lease owner %s is %s pid %d", owner, socket.gethostname(), os.getpid())
         self.dispatcher = Dispatcher(

@@ -96,6 +96,11 @@ class DeliverySettings(BaseModel):
     )
     poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
+    pace_burst: int = Field(
+        2,
+        description="Sends an account's rate limit lets go back to back (token bucket"
+        " capacity): 2 absorbs scheduling jitter without bursting at window boundaries.",
+    )
     account_recheck: float = Field(
         30.0,
         description="Seconds between checks of a message waiting for its account"

@@ -60,6 +60,11 @@ class Pacing(Protocol):
         ...
 
 
+#: a token due this soon is waited for with the lease held, instead of a release
+_PACE_IN_PLACE = 1.0
+_PACE_TRIES = 4  #: tokens may go to other processes meanwhile: then release
+
+
 class _Unpaced:
     async def reserve(self, account: Account, now: datetime) -> datetime | None:
         return None
@@ -89,6 +94,7 @@ class Dispatcher:
         self.owner = owner
         self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
         self.pacer: Pacing = pacer or _Unpaced()
+        self._pacing: set[tuple[str, str]] = set()  #: accounts with a send waiting in place
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._express: set[asyncio.Task[None]] = set()  #: the slot kept for urgent mail
@@ -235,15 +241,38 @@ class Dispatcher:
         return route
 
     async def _pace(self, job: Job, route: Route) -> bool:
-        """Take a token from the account's rate limit; over it, release until it refills."""
-        if route.account is None:
+        """Take a token from the account's rate limit; over it, release until it refills.
+
+        One send per account may wait in place for a token due within
+        :data:`_PACE_IN_PLACE` seconds: at 60/min and faster, releasing and leasing again
+        costs more than the wait and makes sends late (600/min ran 35 % slow that way).
+        Any other waits are released at once, so a paced backlog never holds the slots
+        other accounts' mail needs.
+        """
+        account = route.account
+        if account is None:
             return True
-        now = self.clock.now()
-        until = await self.pacer.reserve(route.account, now)
-        if until is None:
-            return True
-        reason = f"rate limit of account {route.account.id!r}"
-        await self._release(job, max((until - now).total_seconds(), 0.0), reason)
+        key = (account.tenant, account.id)
+        in_place = key not in self._pacing
+        if in_place:
+            self._pacing.add(key)
+        try:
+            return await self._take_token(job, account, in_place)
+        finally:
+            if in_place:
+                self._pacing.discard(key)
+
+    async def _take_token(self, job: Job, account: Account, in_place: bool) -> bool:
+        for _ in range(_PACE_TRIES if in_place else 1):
+            now = self.clock.now()
+            until = await self.pacer.reserve(account, now)
+            if until is None:
+                return True
+            wait = max((until - now).total_seconds(), 0.0)
+            if not in_place or wait > _PACE_IN_PLACE:
+                break
+            await asyncio.sleep(wait)
+        await self._release(job, wait, f"rate limit of account {account.id!r}")
         return False
 
     async def _release(self, job: Job, seconds: float, reason: str) -> None:
