@@ -104,7 +104,7 @@ class Router:
         factory: TransportFactory | None = None,
         relay: tuple[Account, Transport] | None = None,
         capture_only: bool = False,
-        lookup_ttl: float = 1.0,
+        lookup_ttl: float = 5.0,
     ) -> None:
         """``relay``: the configured default relay as an account and its transport.
         ``lookup_ttl``: seconds an account lookup is reused (a burst from one sender
@@ -117,6 +117,8 @@ class Router:
         self.lookup_ttl = lookup_ttl
         self._transports: dict[tuple[str, str], tuple[int, Transport]] = {}
         self._lookups: dict[tuple[str, str, str], tuple[float, Account | None]] = {}
+        self._pending: dict[tuple[str, str, str], asyncio.Future[Account | None]] = {}
+        self._generation: dict[str, int] = {}  #: per tenant, bumped by forget()
         self._closing: set[asyncio.Task[None]] = set()
         self._healthy: dict[tuple[str, str], float] = {}  #: account → ok recorded until
 
@@ -183,14 +185,27 @@ class Router:
     async def _cached(
         self, key: tuple[str, str, str], fetch: Callable[[], Awaitable[Account | None]]
     ) -> Account | None:
-        now = time.monotonic()
+        """A lookup reused for ``lookup_ttl`` seconds; concurrent misses share one query
+        (a batch of sends for one account would otherwise each ask the store at once)."""
         hit = self._lookups.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fill(key, fetch))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _fill(
+        self, key: tuple[str, str, str], fetch: Callable[[], Awaitable[Account | None]]
+    ) -> Account | None:
+        generation = self._generation.get(key[0], 0)
         found = await fetch()
-        if len(self._lookups) > 10_000:  # many senders: start over rather than grow
-            self._lookups.clear()
-        self._lookups[key] = (now + self.lookup_ttl, found)
+        if self._generation.get(key[0], 0) == generation:  # no change while we looked
+            if len(self._lookups) > 10_000:  # many senders: start over rather than grow
+                self._lookups.clear()
+            self._lookups[key] = (time.monotonic() + self.lookup_ttl, found)
         return found
 
     def _stored(self, account: Account) -> Route:
@@ -218,6 +233,7 @@ class Router:
     def forget(self, tenant: str, account_id: str) -> None:
         """The account changed or was deleted: drop what is cached about it now."""
         self._lookups = {k: v for k, v in self._lookups.items() if k[0] != tenant}
+        self._generation[tenant] = self._generation.get(tenant, 0) + 1  # in-flight: don't keep
         self._forget(tenant, account_id)
 
     def _forget(self, tenant: str, account_id: str) -> None:

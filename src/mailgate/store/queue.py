@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, func, insert, select, update
+from sqlalchemy import Insert, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -113,15 +113,22 @@ class QueueStore:
         the winner's id is read back. Checking first and inserting second was not
         enough on PostgreSQL: both checks could pass, and the loser got an
         ``IntegrityError`` (a 500).
+
+        Messages without a key cannot conflict (their ids are new UUIDv7s): they are
+        written with one multi-row statement per table, a fixed statement SQLAlchemy
+        compiles once, instead of a statement built and compiled per message.
         """
-        results: list[Enqueued] = []
+        keyed = [m for m in batch if m.key is not None]
         async with self.db.write() as conn:
-            for message in batch:
-                if await self._insert(conn, message, now):
-                    results.append(Enqueued(message.id, duplicate=False))
-                else:
-                    results.append(Enqueued(await self._by_key(conn, message), duplicate=True))
-        return results
+            await _insert_many(conn, [m for m in batch if m.key is None], now)
+            taken = {m.id: await self._insert(conn, m, now) for m in keyed}
+            duplicates = {m.id: await self._by_key(conn, m) for m in keyed if not taken[m.id]}
+        return [
+            Enqueued(duplicates[m.id], duplicate=True)
+            if m.id in duplicates
+            else Enqueued(m.id, duplicate=False)
+            for m in batch
+        ]
 
     async def _by_key(self, conn: AsyncConnection, message: Message) -> str:
         query = select(messages.c.id).where(
@@ -131,55 +138,10 @@ class QueueStore:
 
     async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> bool:
         """Insert ``m`` with its attachments and event; False if its key is taken."""
-        due = max(m.send_at, now) if m.send_at else now
-        inserted = await conn.execute(
-            _insert_unless_key_taken(conn).values(
-                id=m.id,
-                tenant=m.tenant,
-                key=m.key,
-                account=m.account,
-                state=State.QUEUED,
-                priority=int(m.priority),
-                sender=m.sender,
-                to_addrs=list(m.to),
-                cc_addrs=list(m.cc),
-                bcc_addrs=list(m.bcc),
-                reply_to=m.reply_to,
-                subject=m.subject,
-                text_body=m.text,
-                html_body=m.html,
-                headers=dict(m.headers),
-                meta=dict(m.metadata),
-                message_id=m.message_id,
-                pending=list(m.envelope_recipients),
-                delivered=0,
-                attempt_count=0,
-                created_at=m.created_at,
-                updated_at=now,
-                send_at=m.send_at,
-                next_attempt_at=due,
-            )
-        )
+        inserted = await conn.execute(_insert_unless_key_taken(conn).values(**_row(m, now)))
         if inserted.first() is None:
             return False
-        if m.attachments:
-            await conn.execute(
-                insert(attachments),
-                [
-                    {
-                        "message_id": m.id,
-                        "idx": i,
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "cid": a.cid,
-                        "content": a.content,
-                        "url": a.url,
-                        "path": a.path,
-                    }
-                    for i, a in enumerate(m.attachments)
-                ],
-            )
-        await _event(conn, m.id, "queued", {"state": State.QUEUED}, now)
+        await _insert_children(conn, [m], now)
         return True
 
     async def lease(
@@ -228,28 +190,12 @@ class QueueStore:
         return await self._recorder.submit(_Settlement(job.message.id, owner, attempt, decision))
 
     async def _record_many(self, conn: AsyncConnection, items: Sequence[_Settlement]) -> list[bool]:
-        c = messages.c
-        kept = []
-        for o in items:
-            result = await conn.execute(
-                update(messages)
-                .where(c.id == o.message_id, c.lease_owner == o.owner, c.state == State.SENDING)
-                .values(
-                    state=o.decision.state,
-                    pending=list(o.decision.pending),
-                    delivered=o.decision.delivered,
-                    # an uncounted attempt (a configuration error) is recorded below,
-                    # but leaves the count that drives backoff and giving up alone
-                    attempt_count=c.attempt_count + int(o.decision.counted),
-                    next_attempt_at=o.decision.next_attempt_at,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=o.attempt.at,
-                    last_error=_last_error(o),
-                    wait_reason=o.decision.wait_reason,
-                )
-            )
-            kept.append(bool(result.rowcount))
+        """Settle a batch: which leases still hold is read once (locked on PostgreSQL),
+        then one prepared UPDATE runs for all of them (an executemany)."""
+        kept = await _still_leased(conn, items)
+        settled = [_settlement_params(o) for o, ok in zip(items, kept, strict=True) if ok]
+        if settled:
+            await conn.execute(_SETTLE, settled)
         await conn.execute(
             insert(attempts),
             [{"message_id": o.message_id, **_attempt_row(o.attempt)} for o in items],
@@ -410,6 +356,65 @@ class QueueStore:
         return {str(state): int(n) for state, n in rows}
 
 
+def _row(m: Message, now: datetime) -> dict[str, Any]:
+    """The ``messages`` row of a new message: queued, due at ``send_at`` or now."""
+    return {
+        "id": m.id,
+        "tenant": m.tenant,
+        "key": m.key,
+        "account": m.account,
+        "state": State.QUEUED,
+        "priority": int(m.priority),
+        "sender": m.sender,
+        "to_addrs": list(m.to),
+        "cc_addrs": list(m.cc),
+        "bcc_addrs": list(m.bcc),
+        "reply_to": m.reply_to,
+        "subject": m.subject,
+        "text_body": m.text,
+        "html_body": m.html,
+        "headers": dict(m.headers),
+        "meta": dict(m.metadata),
+        "message_id": m.message_id,
+        "pending": list(m.envelope_recipients),
+        "delivered": 0,
+        "attempt_count": 0,
+        "created_at": m.created_at,
+        "updated_at": now,
+        "send_at": m.send_at,
+        "next_attempt_at": max(m.send_at, now) if m.send_at else now,
+    }
+
+
+async def _insert_many(conn: AsyncConnection, batch: Sequence[Message], now: datetime) -> None:
+    """New messages that cannot conflict, with their attachments and events: one
+    executemany per table."""
+    if batch:
+        await conn.execute(insert(messages), [_row(m, now) for m in batch])
+        await _insert_children(conn, batch, now)
+
+
+async def _insert_children(conn: AsyncConnection, batch: Sequence[Message], now: datetime) -> None:
+    files = [
+        {
+            "message_id": m.id,
+            "idx": i,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "cid": a.cid,
+            "content": a.content,
+            "url": a.url,
+            "path": a.path,
+        }
+        for m in batch
+        for i, a in enumerate(m.attachments)
+    ]
+    if files:
+        await conn.execute(insert(attachments), files)
+    queued = {"state": State.QUEUED}
+    await conn.execute(insert(events), [_event_row(m.id, "queued", queued, now) for m in batch])
+
+
 def _insert_unless_key_taken(conn: AsyncConnection) -> Insert:
     """``INSERT INTO messages … ON CONFLICT (tenant, key) DO NOTHING RETURNING id``.
 
@@ -541,6 +546,57 @@ def _attempt(row: RowMapping) -> Attempt:
         remote_id=row["remote_id"],
         account=row["account"],
     )
+
+
+async def _still_leased(conn: AsyncConnection, items: Sequence[_Settlement]) -> list[bool]:
+    """For each settlement: is its message still ``sending`` under its owner's lease?"""
+    c = messages.c
+    query = select(c.id, c.lease_owner, c.state).where(c.id.in_([o.message_id for o in items]))
+    if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes other leases
+        query = query.with_for_update()
+    rows = {row.id: row for row in await conn.execute(query)}
+    return [
+        (row := rows.get(o.message_id)) is not None
+        and row.lease_owner == o.owner
+        and row.state == State.SENDING
+        for o in items
+    ]
+
+
+#: One attempt's outcome on its message; executed for many at once. The ``b_`` names
+#: keep the parameters apart from the columns they set.
+_SETTLE = (
+    update(messages)
+    .where(messages.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        pending=bindparam("b_pending"),
+        delivered=bindparam("b_delivered"),
+        # an uncounted attempt (a configuration error, an account problem) is recorded,
+        # but leaves the count that drives backoff and giving up alone
+        attempt_count=messages.c.attempt_count + bindparam("b_counted"),
+        next_attempt_at=bindparam("b_next"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_at"),
+        last_error=bindparam("b_error"),
+        wait_reason=bindparam("b_wait"),
+    )
+)
+
+
+def _settlement_params(o: _Settlement) -> dict[str, Any]:
+    return {
+        "b_id": o.message_id,
+        "b_state": o.decision.state,
+        "b_pending": list(o.decision.pending),
+        "b_delivered": o.decision.delivered,
+        "b_counted": int(o.decision.counted),
+        "b_next": o.decision.next_attempt_at,
+        "b_at": o.attempt.at,
+        "b_error": _last_error(o),
+        "b_wait": o.decision.wait_reason,
+    }
 
 
 def _last_error(o: _Settlement) -> str | None:
