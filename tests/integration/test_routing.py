@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import dkim
 import httpx
 
 from mailgate.crypto import generate_key
 from tests.accounts_peers import PASSWORD, smtp_account
+from tests.content_peers import rsa_key_pair
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
 from tests.peers import Upstream
 
@@ -109,3 +111,30 @@ async def test_a_changed_account_is_used_at_once_by_new_mail(
         [second] = (await client.post("/messages", json=_mail(account="moving"))).json()["ids"]
         await wait_for_state(client, second, "sent")
         assert len(old.received) == 1 and len(new.received) == 1
+
+
+async def test_an_account_made_with_dkim_signs_what_it_sends(start_gateway: GatewayFactory) -> None:
+    """DKIM set through the API reaches the bytes the upstream receives, and verifies."""
+    private, public = rsa_key_pair()
+
+    def txt(name: bytes, timeout: int = 5) -> bytes | None:
+        if name == b"mg._domainkey.signed.example.":
+            return f"v=DKIM1; k=rsa; p={public}".encode()
+        return None
+
+    async with (
+        Upstream(credentials=CREDENTIALS) as up,
+        start_gateway(**KEY) as gw,
+        api(gw) as client,
+    ):
+        body = smtp_account(up, "signer", **{"from": ["@signed.example"]})
+        body["dkim"] = {"domain": "signed.example", "selector": "mg", "private_key": private}
+        await _ready_account(client, body)
+        shown = (await client.get("/accounts/signer")).json()["dkim"]
+        assert shown == {"domain": "signed.example", "selector": "mg", "private_key_set": True}
+        mail = _mail(**{"from": "news@signed.example"})
+        [message_id] = (await client.post("/messages", json=mail)).json()["ids"]
+        await wait_for_state(client, message_id, "sent")
+        [received] = up.received
+        assert received.raw.startswith(b"DKIM-Signature:")
+        assert dkim.verify(received.raw, dnsfunc=txt)
