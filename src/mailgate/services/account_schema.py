@@ -22,7 +22,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from mailgate.model import Account, AccountTransport, SmtpAuth, SmtpSecurity
+from mailgate.model import Account, AccountLimits, AccountTransport, SmtpAuth, SmtpSecurity
 
 __all__ = ["AccountIn", "AccountPatch", "DkimIn", "LimitsIn", "account_view", "is_hostname"]
 
@@ -171,13 +171,7 @@ def account_view(account: Account) -> dict[str, Any]:
         "verify_tls": a.verify_tls,
         "opportunistic_tls": a.opportunistic_tls,
         "auth_plaintext": a.auth_plaintext,
-        "limits": {
-            "per_minute": a.limits.per_minute,
-            "per_hour": a.limits.per_hour,
-            "per_day": a.limits.per_day,
-            "pool_size": a.limits.pool_size,
-            "limit_behavior": a.limits.limit_behavior,
-        },
+        "limits": limits_view(a.limits),
         "imap_host": a.imap.host,
         "imap_port": a.imap.port,
         "imap_security": a.imap.security.value,
@@ -192,6 +186,17 @@ def account_view(account: Account) -> dict[str, Any]:
         "tested_at": _when(a.tested_at),
         "created_at": _when(a.created_at),
         "updated_at": _when(a.updated_at),
+    }
+
+
+def limits_view(limits: AccountLimits) -> dict[str, Any]:
+    """An account's pacing limits and pool size, as the API shows and takes them."""
+    return {
+        "per_minute": limits.per_minute,
+        "per_hour": limits.per_hour,
+        "per_day": limits.per_day,
+        "pool_size": limits.pool_size,
+        "limit_behavior": limits.limit_behavior,
     }
 
 

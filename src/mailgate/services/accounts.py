@@ -26,7 +26,7 @@ from mailgate.model import (
     SmtpAuth,
     SmtpSecurity,
 )
-from mailgate.services.account_schema import AccountIn, AccountPatch
+from mailgate.services.account_schema import AccountIn, AccountPatch, limits_view
 from mailgate.store.accounts import NOT_TESTED, AccountStore
 
 __all__ = ["AccountsService", "ProbeSettings"]
@@ -188,13 +188,7 @@ def _fields(a: Account) -> dict[str, Any]:
         "verify_tls": a.verify_tls,
         "opportunistic_tls": a.opportunistic_tls,
         "auth_plaintext": a.auth_plaintext,
-        "limits": {
-            "per_minute": a.limits.per_minute,
-            "per_hour": a.limits.per_hour,
-            "per_day": a.limits.per_day,
-            "pool_size": a.limits.pool_size,
-            "limit_behavior": a.limits.limit_behavior,
-        },
+        "limits": limits_view(a.limits),
         "imap_host": a.imap.host,
         "imap_port": a.imap.port,
         "imap_security": a.imap.security,
