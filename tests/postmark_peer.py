@@ -55,7 +55,12 @@ class PostmarkPeer:
         return f"http://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> PostmarkPeer:
-        app = Starlette(routes=[Route("/email", self._email, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/email", self._email, methods=["POST"]),
+                Route("/server", self._server_info, methods=["GET"]),
+            ]
+        )
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         sock = socket.socket()
@@ -75,6 +80,14 @@ class PostmarkPeer:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
         await self._task
+
+    async def _server_info(self, request: Request) -> JSONResponse:
+        """``GET /server``: the server's details for the right token (the account test's
+        auth check), 401 with ErrorCode 10 otherwise."""
+        if request.headers.get("x-postmark-server-token") != self.token:
+            body = {"ErrorCode": 10, "Message": "The Server Token you provided was invalid."}
+            return JSONResponse(body, status_code=401)
+        return JSONResponse({"ID": 1, "Name": "test server"})
 
     async def _email(self, request: Request) -> JSONResponse:
         if self.script:

@@ -13,9 +13,10 @@ from mailgate.app import Gateway
 from mailgate.clock import SystemClock
 from mailgate.crypto import generate_key
 from mailgate.store import TokenStore
-from tests.accounts_peers import PASSWORD, PostmarkServerPeer, smtp_account
+from tests.accounts_peers import PASSWORD, smtp_account
 from tests.integration.conftest import GatewayFactory, api
 from tests.peers import Upstream
+from tests.postmark_peer import PostmarkPeer
 from tests.tls import server_context
 
 KEY = {"secret_key": generate_key()}
@@ -169,7 +170,7 @@ async def test_an_unreachable_server_fails_the_connect_step(start_gateway: Gatew
 async def test_postmark_account_test_checks_the_server_token(
     start_gateway: GatewayFactory,
 ) -> None:
-    async with PostmarkServerPeer("pm-token-1") as pm:
+    async with PostmarkPeer("pm-token-1") as pm:
         settings = KEY | {"postmark": {"base_url": pm.url}}
         async with start_gateway(**settings) as gw, api(gw) as client:
             for id, token, ok in (("good", "pm-token-1", True), ("bad", "pm-wrong", False)):
