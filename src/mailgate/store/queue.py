@@ -8,101 +8,47 @@ the statement runs under the database's write lock, which serialises it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, bindparam, func, insert, select, update
+from sqlalchemy import Insert, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.errors import Conflict, NotFound
 from mailgate.model import (
     Attachment,
     Attempt,
-    FailureClass,
     Message,
-    Outcome,
-    Priority,
-    RecipientResult,
     State,
 )
 from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.leasing import claim_due_ids
+from mailgate.store.rows import (
+    Enqueued,
+    Job,
+    MessageRecord,
+    attempt_from_row,
+    event_row,
+    job_from_row,
+    message_row,
+    record_from_row,
+)
 from mailgate.store.schema import attachments, attempts, events, messages
+from mailgate.store.settle import Release, Settlement, record_many, release_many
 
 __all__ = ["Enqueued", "Job", "MessageRecord", "QueueStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    id: str
-    duplicate: bool  #: the idempotency key was seen before; nothing was queued
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A leased message and the delivery state the dispatcher needs."""
-
-    message: Message
-    pending: tuple[str, ...]
-    delivered: int
-    attempt_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """A message as the API shows it."""
-
-    id: str
-    key: str | None
-    account: str
-    state: State
-    sender: str
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
-    bcc: tuple[str, ...]
-    subject: str
-    created_at: datetime
-    updated_at: datetime
-    next_attempt_at: datetime | None
-    last_error: str | None
-    metadata: dict[str, Any]
-    attempts: tuple[Attempt, ...] = ()
-    wait_reason: str | None = None  #: why a due message is held (its account, a rate limit)
-
-
-@dataclass(frozen=True, slots=True)
-class _Release:
-    """A leased message handed back unsent until a time, without an attempt."""
-
-    message_id: str
-    owner: str
-    state: State
-    until: datetime
-    reason: str
-    now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class _Settlement:
-    """One finished attempt waiting to be recorded."""
-
-    message_id: str
-    owner: str
-    attempt: Attempt
-    decision: Decision
 
 
 class QueueStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._recorder = GroupCommit(db, self._record_many)
-        self._releaser = GroupCommit(db, _release_many)
+        self._recorder = GroupCommit(db, record_many)
+        self._releaser = GroupCommit(db, release_many)
 
     async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
         """Commit a batch in one transaction; a known (tenant, key) returns the first id.
@@ -138,7 +84,7 @@ class QueueStore:
 
     async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> bool:
         """Insert ``m`` with its attachments and event; False if its key is taken."""
-        inserted = await conn.execute(_insert_unless_key_taken(conn).values(**_row(m, now)))
+        inserted = await conn.execute(_insert_unless_key_taken(conn).values(**message_row(m, now)))
         if inserted.first() is None:
             return False
         await _insert_children(conn, [m], now)
@@ -179,7 +125,7 @@ class QueueStore:
             rows = (await conn.execute(select(messages).where(c.id.in_(ids)))).mappings().all()
             files = await _attachments_of(conn, ids)
         order = {id_: i for i, id_ in enumerate(ids)}
-        jobs = [_job(row, files.get(row["id"], ())) for row in rows]
+        jobs = [job_from_row(row, files.get(row["id"], ())) for row in rows]
         return sorted(jobs, key=lambda j: order[j.message.id])
 
     async def record(self, job: Job, owner: str, attempt: Attempt, decision: Decision) -> bool:
@@ -187,27 +133,7 @@ class QueueStore:
 
         Outcomes that finish together share one transaction (group commit).
         """
-        return await self._recorder.submit(_Settlement(job.message.id, owner, attempt, decision))
-
-    async def _record_many(self, conn: AsyncConnection, items: Sequence[_Settlement]) -> list[bool]:
-        """Settle a batch: which leases still hold is read once (locked on PostgreSQL),
-        then one prepared UPDATE runs for all of them (an executemany)."""
-        kept = await _still_leased(conn, items)
-        settled = [_settlement_params(o) for o, ok in zip(items, kept, strict=True) if ok]
-        if settled:
-            await conn.execute(_SETTLE, settled)
-        await conn.execute(
-            insert(attempts),
-            [{"message_id": o.message_id, **_attempt_row(o.attempt)} for o in items],
-        )
-        await conn.execute(
-            insert(events),
-            [
-                _event_row(o.message_id, o.decision.state, _settled_payload(o), o.attempt.at)
-                for o in items
-            ],
-        )
-        return kept
+        return await self._recorder.submit(Settlement(job.message.id, owner, attempt, decision))
 
     async def release(
         self, job: Job, owner: str, until: datetime, reason: str, *, now: datetime
@@ -223,7 +149,7 @@ class QueueStore:
         """
         state = State.QUEUED if job.attempt_count == 0 else State.DEFERRED
         return await self._releaser.submit(
-            _Release(job.message.id, owner, state, until, reason, now)
+            Release(job.message.id, owner, state, until, reason, now)
         )
 
     async def renew(self, job: Job, owner: str, lease_for: float, *, now: datetime) -> bool:
@@ -297,7 +223,7 @@ class QueueStore:
                 .mappings()
                 .all()
             )
-        return replace(_record(row), attempts=tuple(_attempt(t) for t in tries))
+        return replace(record_from_row(row), attempts=tuple(attempt_from_row(t) for t in tries))
 
     async def list(
         self, tenant: str, *, state: State | None = None, limit: int = 50, cursor: str | None = None
@@ -311,7 +237,7 @@ class QueueStore:
             query = query.where(c.id < cursor)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        records = [_record(r) for r in rows[:limit]]
+        records = [record_from_row(r) for r in rows[:limit]]
         return records, (records[-1].id if len(rows) > limit else None)
 
     async def retry(self, message_id: str, tenant: str, now: datetime) -> None:
@@ -356,41 +282,11 @@ class QueueStore:
         return {str(state): int(n) for state, n in rows}
 
 
-def _row(m: Message, now: datetime) -> dict[str, Any]:
-    """The ``messages`` row of a new message: queued, due at ``send_at`` or now."""
-    return {
-        "id": m.id,
-        "tenant": m.tenant,
-        "key": m.key,
-        "account": m.account,
-        "state": State.QUEUED,
-        "priority": int(m.priority),
-        "sender": m.sender,
-        "to_addrs": list(m.to),
-        "cc_addrs": list(m.cc),
-        "bcc_addrs": list(m.bcc),
-        "reply_to": m.reply_to,
-        "subject": m.subject,
-        "text_body": m.text,
-        "html_body": m.html,
-        "headers": dict(m.headers),
-        "meta": dict(m.metadata),
-        "message_id": m.message_id,
-        "pending": list(m.envelope_recipients),
-        "delivered": 0,
-        "attempt_count": 0,
-        "created_at": m.created_at,
-        "updated_at": now,
-        "send_at": m.send_at,
-        "next_attempt_at": max(m.send_at, now) if m.send_at else now,
-    }
-
-
 async def _insert_many(conn: AsyncConnection, batch: Sequence[Message], now: datetime) -> None:
     """New messages that cannot conflict, with their attachments and events: one
     executemany per table."""
     if batch:
-        await conn.execute(insert(messages), [_row(m, now) for m in batch])
+        await conn.execute(insert(messages), [message_row(m, now) for m in batch])
         await _insert_children(conn, batch, now)
 
 
@@ -412,7 +308,7 @@ async def _insert_children(conn: AsyncConnection, batch: Sequence[Message], now:
     if files:
         await conn.execute(insert(attachments), files)
     queued = {"state": State.QUEUED}
-    await conn.execute(insert(events), [_event_row(m.id, "queued", queued, now) for m in batch])
+    await conn.execute(insert(events), [event_row(m.id, "queued", queued, now) for m in batch])
 
 
 def _insert_unless_key_taken(conn: AsyncConnection) -> Insert:
@@ -431,14 +327,7 @@ def _insert_unless_key_taken(conn: AsyncConnection) -> Insert:
 async def _event(
     conn: AsyncConnection, message_id: str, kind: str, payload: dict[str, Any], now: datetime
 ) -> None:
-    await conn.execute(insert(events).values(**_event_row(message_id, kind, payload, now)))
-
-
-def _event_row(
-    message_id: str, kind: str, payload: dict[str, Any], now: datetime
-) -> dict[str, Any]:
-    """One outbox row: a state change and the event reporting it commit together."""
-    return {"message_id": message_id, "kind": str(kind), "payload": payload, "created_at": now}
+    await conn.execute(insert(events).values(**event_row(message_id, kind, payload, now)))
 
 
 async def _attachments_of(
@@ -465,179 +354,3 @@ async def _attachments_of(
     return {k: tuple(v) for k, v in found.items()}
 
 
-def _job(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
-    message = Message(
-        id=row["id"],
-        tenant=row["tenant"],
-        key=row["key"],
-        account=row["account"],
-        sender=row["sender"],
-        to=tuple(row["to_addrs"]),
-        cc=tuple(row["cc_addrs"]),
-        bcc=tuple(row["bcc_addrs"]),
-        reply_to=row["reply_to"],
-        subject=row["subject"],
-        text=row["text_body"],
-        html=row["html_body"],
-        headers=row["headers"],
-        attachments=files,
-        priority=Priority(row["priority"]),
-        send_at=row["send_at"],
-        metadata=row["meta"],
-        message_id=row["message_id"],
-        created_at=row["created_at"],
-    )
-    return Job(message, tuple(row["pending"]), row["delivered"], row["attempt_count"])
-
-
-def _record(row: RowMapping) -> MessageRecord:
-    return MessageRecord(
-        id=row["id"],
-        key=row["key"],
-        account=row["account"],
-        state=State(row["state"]),
-        sender=row["sender"],
-        to=tuple(row["to_addrs"]),
-        cc=tuple(row["cc_addrs"]),
-        bcc=tuple(row["bcc_addrs"]),
-        subject=row["subject"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-        metadata=row["meta"],
-        wait_reason=row["wait_reason"],
-    )
-
-
-def _attempt_row(a: Attempt) -> dict[str, Any]:
-    return {
-        "at": a.at,
-        "transport": a.transport,
-        "code": a.code,
-        "enhanced_code": a.enhanced_code,
-        "text": a.text,
-        "duration_ms": a.duration_ms,
-        "recipients": {
-            k: {"status": v.status, "code": v.code, "text": v.text} for k, v in a.recipients.items()
-        },
-        "failure_class": a.failure_class,
-        "counted": a.counted,
-        "remote_id": a.remote_id,
-        "account": a.account,
-    }
-
-
-def _attempt(row: RowMapping) -> Attempt:
-    recipients = {
-        k: RecipientResult(Outcome(v["status"]), v["code"], v["text"])
-        for k, v in row["recipients"].items()
-    }
-    return Attempt(
-        row["at"],
-        row["transport"],
-        row["code"],
-        row["enhanced_code"],
-        row["text"],
-        row["duration_ms"],
-        recipients,
-        failure_class=FailureClass(row["failure_class"]) if row["failure_class"] else None,
-        counted=bool(row["counted"]),
-        remote_id=row["remote_id"],
-        account=row["account"],
-    )
-
-
-async def _still_leased(conn: AsyncConnection, items: Sequence[_Settlement]) -> list[bool]:
-    """For each settlement: is its message still ``sending`` under its owner's lease?"""
-    c = messages.c
-    query = select(c.id, c.lease_owner, c.state).where(c.id.in_([o.message_id for o in items]))
-    if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes other leases
-        query = query.with_for_update()
-    rows = {row.id: row for row in await conn.execute(query)}
-    return [
-        (row := rows.get(o.message_id)) is not None
-        and row.lease_owner == o.owner
-        and row.state == State.SENDING
-        for o in items
-    ]
-
-
-#: One attempt's outcome on its message; executed for many at once. The ``b_`` names
-#: keep the parameters apart from the columns they set.
-_SETTLE = (
-    update(messages)
-    .where(messages.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        pending=bindparam("b_pending"),
-        delivered=bindparam("b_delivered"),
-        # an uncounted attempt (a configuration error, an account problem) is recorded,
-        # but leaves the count that drives backoff and giving up alone
-        attempt_count=messages.c.attempt_count + bindparam("b_counted"),
-        next_attempt_at=bindparam("b_next"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("b_at"),
-        last_error=bindparam("b_error"),
-        wait_reason=bindparam("b_wait"),
-    )
-)
-
-
-def _settlement_params(o: _Settlement) -> dict[str, Any]:
-    return {
-        "b_id": o.message_id,
-        "b_state": o.decision.state,
-        "b_pending": list(o.decision.pending),
-        "b_delivered": o.decision.delivered,
-        "b_counted": int(o.decision.counted),
-        "b_next": o.decision.next_attempt_at,
-        "b_at": o.attempt.at,
-        "b_error": _last_error(o),
-        "b_wait": o.decision.wait_reason,
-    }
-
-
-def _last_error(o: _Settlement) -> str | None:
-    if o.decision.state is State.SENT:
-        return None
-    return o.decision.last_error or o.attempt.text
-
-
-def _settled_payload(o: _Settlement) -> dict[str, Any]:
-    """The outbox event of a settled attempt: its state, reply code, class and reason."""
-    payload: dict[str, Any] = {"state": o.decision.state, "code": o.attempt.code}
-    if o.attempt.failure_class is not None:
-        payload["failure_class"] = o.attempt.failure_class
-    if o.decision.reason is not None:
-        payload["reason"] = o.decision.reason
-    return payload
-
-
-async def _release_many(conn: AsyncConnection, items: Sequence[_Release]) -> list[bool]:
-    """Write releases (see :meth:`QueueStore.release`), each with its outbox event."""
-    c = messages.c
-    kept = []
-    for r in items:
-        result = await conn.execute(
-            update(messages)
-            .where(c.id == r.message_id, c.lease_owner == r.owner, c.state == State.SENDING)
-            .values(
-                state=r.state,
-                next_attempt_at=r.until,
-                wait_reason=r.reason,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=r.now,
-            )
-        )
-        kept.append(bool(result.rowcount))
-    events_ = [
-        _event_row(r.message_id, "waiting", {"state": r.state, "reason": r.reason}, r.now)
-        for r, ok in zip(items, kept, strict=True)
-        if ok
-    ]
-    if events_:
-        await conn.execute(insert(events), events_)
-    return kept
