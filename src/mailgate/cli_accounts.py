@@ -311,12 +311,13 @@ async def _token_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _token_list(ctx: Context, args: argparse.Namespace) -> int:
-    rows = [("ID", "NAME", "CREATED")]
+    rows = [("ID", "NAME", "CREATED", "LAST USED")]
     for t in await ctx.tokens.list(args.tenant):
-        rows.append((t.id, t.name or "-", t.created_at.isoformat(timespec="seconds")))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        used = t.last_used_at.isoformat(timespec="minutes") if t.last_used_at else "never"
+        rows.append((t.id, t.name or "-", t.created_at.isoformat(timespec="seconds"), used))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        print(row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2])
+        print(*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3])
     return 0
 
 

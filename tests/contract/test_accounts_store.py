@@ -177,3 +177,19 @@ async def test_tokens_are_stored_as_digests_and_resolve_to_their_tenant(
         await tokens.delete("t2", record.id)
     await tokens.delete("t1", record.id)
     assert await tokens.tenant_of(token) is None
+
+
+async def test_a_tokens_use_is_noted_at_most_once_a_minute(database: Database) -> None:
+    clock = StepClock()  # one second later at every look
+    tokens = TokenStore(database, clock)
+    record, token = await tokens.create("t1", "ci")
+    assert [t.last_used_at for t in await tokens.list("t1")] == [None]
+    await tokens.tenant_of(token)
+    [first] = [t.last_used_at for t in await tokens.list("t1")]
+    assert first is not None and first > record.created_at
+    await tokens.tenant_of(token)  # a second later: not written again
+    assert [t.last_used_at for t in await tokens.list("t1")] == [first]
+    clock.at += timedelta(minutes=1)
+    await tokens.tenant_of(token)
+    [later] = [t.last_used_at for t in await tokens.list("t1")]
+    assert later is not None and later - first >= timedelta(minutes=1)

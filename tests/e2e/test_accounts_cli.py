@@ -152,7 +152,8 @@ def test_tenant_tokens_against_a_running_serve(workspace: Workspace, mailgate: S
     assert "shown this once" in acme.stderr and acme_token not in acme.stderr
     listed = run(workspace, "tokens", "list", "--tenant", "acme")
     [header, row] = listed.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "CREATED"] and row.split()[1] == "ci"
+    assert header.split() == ["ID", "NAME", "CREATED", "LAST", "USED"]
+    assert row.split()[1] == "ci" and row.split()[3] == "never"
     assert acme_token not in listed.stdout
 
     mg = mailgate("serve", "--http", "127.0.0.1:0", "--db", str(workspace.db), env=admin)
@@ -165,6 +166,8 @@ def test_tenant_tokens_against_a_running_serve(workspace: Workspace, mailgate: S
         assert http.get(f"/messages/{message_id}", headers=as_acme).status_code == 200
         as_other = {"Authorization": f"Bearer {other_token}"}
         assert http.get(f"/messages/{message_id}", headers=as_other).status_code == 404
+        used = run(workspace, "tokens", "list", "--tenant", "acme").stdout.splitlines()[1]
+        assert used.split()[3] != "never"  # the API calls above were noted
 
         token_id = row.split()[0]
         removed = run(workspace, "tokens", "remove", token_id, "--tenant", "acme")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
@@ -23,6 +23,7 @@ from mailgate.store.schema import api_tokens
 
 __all__ = ["ApiToken", "TokenStore", "token_digest"]
 
+_USED_RESOLUTION = timedelta(minutes=1)
 _PREFIX = "mg_"  #: makes a leaked token easy to recognise (secret scanners, logs)
 
 
@@ -34,6 +35,7 @@ class ApiToken:
     tenant: str
     name: str
     created_at: datetime
+    last_used_at: datetime | None = None  #: to the minute: written at most once a minute
 
 
 def token_digest(token: str) -> str:
@@ -62,15 +64,34 @@ class TokenStore:
         return record, token
 
     async def tenant_of(self, token: str) -> str | None:
-        """The tenant ``token`` belongs to, or ``None`` if it is unknown (or removed)."""
-        query = select(api_tokens.c.tenant).where(api_tokens.c.token_hash == token_digest(token))
+        """The tenant ``token`` belongs to, or ``None`` if it is unknown (or removed).
+
+        Notes when it was used, at most once a minute per token: a write per request
+        would cost every API call a transaction.
+        """
+        c = api_tokens.c
+        query = select(c.id, c.tenant, c.last_used_at).where(c.token_hash == token_digest(token))
         async with self.db.read() as conn:
-            tenant: str | None = (await conn.execute(query)).scalar_one_or_none()
+            found = (await conn.execute(query)).one_or_none()
+        if found is None:
+            return None
+        now = self.clock.now()
+        if found.last_used_at is None or now - found.last_used_at >= _USED_RESOLUTION:
+            used = update(api_tokens).where(c.id == found.id).values(last_used_at=now)
+            async with self.db.write() as conn:
+                await conn.execute(used)
+        tenant: str = found.tenant
         return tenant
 
     async def list(self, tenant: str) -> list[ApiToken]:
         query = (
-            select(api_tokens.c.id, api_tokens.c.tenant, api_tokens.c.name, api_tokens.c.created_at)
+            select(
+                api_tokens.c.id,
+                api_tokens.c.tenant,
+                api_tokens.c.name,
+                api_tokens.c.created_at,
+                api_tokens.c.last_used_at,
+            )
             .where(api_tokens.c.tenant == tenant)
             .order_by(api_tokens.c.created_at, api_tokens.c.id)
         )
