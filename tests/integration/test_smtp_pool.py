@@ -13,7 +13,9 @@ from email.utils import parseaddr
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
+from mailgate.deliver.relay import parse_relay_url
 from mailgate.deliver.smtp import SmtpTransport
 from mailgate.deliver.transport import Envelope, Outgoing
 from mailgate.deliver.transports import transport_for
@@ -241,3 +243,29 @@ async def test_stats_show_each_pool_and_the_queue(
 
 def _message(n: int) -> dict[str, Any]:
     return {"from": "shop@example.com", "to": "a@example.com", "subject": f"{n}", "text": "t"}
+
+
+class LoginOnlyUpstream(Upstream):
+    """A server that offers AUTH LOGIN but not PLAIN (some Exchange set-ups)."""
+
+    def _session(self, loop: asyncio.AbstractEventLoop) -> SMTP:
+        session = super()._session(loop)
+        session._auth_methods.pop("PLAIN", None)
+        return session
+
+
+async def test_a_server_offering_only_login_gets_login() -> None:
+    """The relay URL names no mechanism: PLAIN is preferred, LOGIN used when it is all
+    the server offers (aiosmtplib's login() did the same before accounts)."""
+    up = LoginOnlyUpstream(credentials={"agent": "pw"})
+    async with up:
+        relay = parse_relay_url(f"smtp://agent:pw@127.0.0.1:{up.port}?auth_plaintext=true")
+        transport = transport_for(
+            relay.account(pool_size=1), settings=DeliverySettings(), local_hostname="mg.test"
+        )
+        try:
+            result = await transport.send(outgoing())
+        finally:
+            await transport.aclose()
+    assert result.status is Outcome.SENT, result
+    assert up.logins == ["agent"]

@@ -121,10 +121,23 @@ class SessionSetup:
         if not client.supports_extension("auth"):
             text = "login failed: The SMTP AUTH extension is not supported by this server."
             raise SetupRefused(config_error(None, text))
-        method = client.auth_login if a.smtp_auth is SmtpAuth.LOGIN else client.auth_plain
+        login = _mechanism(client, a.smtp_auth) == "login"
+        method = client.auth_login if login else client.auth_plain
         try:
             await method(a.smtp_username or "", a.smtp_password or "")
         except (SMTPServerDisconnected, SMTPTimeoutError):
             raise  # the connection, not the login: an ordinary transient failure
         except SMTPResponseException as exc:
             raise SetupRefused(config_error(exc.code, exc.message)) from exc
+
+
+def _mechanism(client: aiosmtplib.SMTP, wanted: SmtpAuth) -> str:
+    """The account's mechanism when the server offers it; else the other of PLAIN and
+    LOGIN that it does offer (they carry the same credentials: RFC 4616, and LOGIN's
+    two base64 prompts), as mail clients do; a relay URL names no mechanism at all."""
+    offered = {m.lower() for m in client.server_auth_methods}
+    first = "login" if wanted is SmtpAuth.LOGIN else "plain"
+    for mechanism in (first, "plain", "login"):
+        if mechanism in offered:
+            return mechanism
+    return first  # the server's answer to it says what is wrong
