@@ -27,7 +27,7 @@ from mailgate.model import (
 from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
-from mailgate.store.leasing import claim_due_ids
+from mailgate.store.leasing import WaitingAccounts, claim_due_ids
 from mailgate.store.rows import (
     Enqueued,
     Job,
@@ -49,6 +49,7 @@ class QueueStore:
         self.db = db
         self._recorder = GroupCommit(db, record_many)
         self._releaser = GroupCommit(db, release_many)
+        self._waiting = WaitingAccounts()  #: accounts with mail waiting, for fair leases
 
     async def enqueue(self, batch: Sequence[Message], now: datetime) -> list[Enqueued]:
         """Commit a batch in one transaction; a known (tenant, key) returns the first id.
@@ -69,6 +70,7 @@ class QueueStore:
             await _insert_many(conn, [m for m in batch if m.key is None], now)
             taken = {m.id: await self._insert(conn, m, now) for m in keyed}
             duplicates = {m.id: await self._by_key(conn, m) for m in keyed if not taken[m.id]}
+        self._waiting.add((m.tenant, m.account) for m in batch)
         return [
             Enqueued(duplicates[m.id], duplicate=True)
             if m.id in duplicates
@@ -109,7 +111,7 @@ class QueueStore:
         """
         c = messages.c
         async with self.db.write() as conn:
-            ids = await claim_due_ids(conn, now, limit, per_account)
+            ids = await claim_due_ids(conn, now, limit, per_account, self._waiting)
             if not ids:
                 return []
             await conn.execute(

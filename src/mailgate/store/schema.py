@@ -179,6 +179,8 @@ messages = Table(
     Column("wait_reason", SafeText),  # why a due message is held (account disabled, paced…)
     UniqueConstraint("tenant", "key", name="uq_messages_tenant_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
+    # an account's next messages in send order, for fair leasing (store/leasing.py)
+    Index("ix_messages_account_due", "tenant", "account", "priority", "next_attempt_at", "id"),
     Index("ix_messages_tenant_state", "tenant", "state", "id"),
 )
 

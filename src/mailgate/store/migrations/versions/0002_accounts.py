@@ -19,6 +19,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("wait_reason", sa.Text))
+    op.create_index(
+        "ix_messages_account_due",
+        "messages",
+        ["tenant", "account", "priority", "next_attempt_at", "id"],
+    )
     with op.batch_alter_table("attachments") as batch:
         batch.add_column(sa.Column("url", sa.Text))
         batch.add_column(sa.Column("path", sa.Text))
@@ -86,5 +91,6 @@ def downgrade() -> None:
     with op.batch_alter_table("attachments") as batch:
         batch.drop_column("path")
         batch.drop_column("url")
+    op.drop_index("ix_messages_account_due", "messages")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("wait_reason")
