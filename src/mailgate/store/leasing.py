@@ -59,7 +59,17 @@ class WaitingAccounts:
         self.ttl = ttl
         self._pairs: dict[tuple[str, str], None] = {}
         self._read_at = -math.inf
+        self._expired_at: datetime | None = None
         self._turn = 0  #: where the next lease starts, so many accounts all get turns
+
+    def look_for_expired(self, now: datetime) -> bool:
+        """Whether to look for expired leases at ``now``: once per ``ttl``. A lease
+        expires only when its dispatcher died (leases run for minutes), so a second's
+        delay in taking its messages over is nothing, and a query per lease is saved."""
+        if self._expired_at is not None and (now - self._expired_at).total_seconds() < self.ttl:
+            return False
+        self._expired_at = now
+        return True
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._pairs.update(dict.fromkeys(pairs))
@@ -92,7 +102,9 @@ async def claim_due_ids(
     """
     pairs = await (accounts or WaitingAccounts()).rotation(conn)
     take = min(limit, per_account or limit)
-    ranked = [(0, *row) for row in await _expired_leases(conn, now, limit)]
+    ranked = []
+    if accounts is None or accounts.look_for_expired(now):
+        ranked = [(0, *row) for row in await _expired_leases(conn, now, limit)]
     if conn.dialect.name == "sqlite":  # the write lock already excludes other dispatchers
         for chunk in _chunks(pairs[:limit], 50):  # a compound SELECT has a term limit
             ranked += _ranked(await conn.execute(union_all(*_heads(chunk, now, take))))
