@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--per-minute", type=int, default=600)
-    parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument("--burst", type=int, default=DeliverySettings().pace_burst)
     parser.add_argument("--db", default="sqlite")
     asyncio.run(run(parser.parse_args()))
 

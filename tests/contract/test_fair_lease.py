@@ -124,3 +124,19 @@ def _row(m: Message) -> dict[str, object]:
         "updated_at": NOW,
         "next_attempt_at": NOW,
     }
+
+
+async def test_a_budget_caps_or_skips_an_account(database: Database) -> None:
+    """The dispatcher's budget: no more of an account than it can send now."""
+    queue = QueueStore(database)
+    await queue.enqueue([make_message(account="a") for _ in range(10)], NOW)
+    await queue.enqueue([make_message(account="b") for _ in range(10)], NOW)
+    await queue.enqueue([make_message(account="c") for _ in range(10)], NOW)
+    caps = {"a": 2, "b": 0}
+
+    def budget(tenant: str, account: str) -> int | None:
+        return caps.get(account)  # c: no cap of its own
+
+    batch = await queue.lease("w1", NOW, 10, 60, budget=budget)
+    taken = sorted(j.message.account for j in batch)
+    assert taken == ["a", "a"] + ["c"] * 8

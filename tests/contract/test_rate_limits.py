@@ -117,6 +117,9 @@ class _OneAccount:
     async def route(self, message: Message) -> Route:
         return Route(account=self.account)
 
+    def capacity(self, tenant: str, account: str) -> int | None:
+        return self.account.limits.pool_size
+
     async def record_health(
         self, route: Route, *, ok_at: datetime | None = None, error: str | None = None
     ) -> None:

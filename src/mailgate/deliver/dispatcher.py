@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -60,6 +61,8 @@ class Pacing(Protocol):
         ...
 
 
+#: leased messages an account may hold per connection of its pool: one sending, one ready
+_READY_PER_CONNECTION = 2
 #: a token due this soon is waited for with the lease held, instead of a release
 _PACE_IN_PLACE = 1.0
 _PACE_TRIES = 4  #: tokens may go to other processes meanwhile: then release
@@ -95,6 +98,7 @@ class Dispatcher:
         self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
         self.pacer: Pacing = pacer or _Unpaced()
         self._pacing: set[tuple[str, str]] = set()  #: accounts with a send waiting in place
+        self._held: Counter[tuple[str, str]] = Counter()  #: leased jobs per account named
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._express: set[asyncio.Task[None]] = set()  #: the slot kept for urgent mail
@@ -166,11 +170,21 @@ class Dispatcher:
             return await self._lease_express()
         free = self.settings.concurrency - len(self._inflight)
         jobs = await self.queue.lease(
-            self.owner, self.clock.now(), free, self.settings.lease_seconds
+            self.owner, self.clock.now(), free, self.settings.lease_seconds, budget=self._budget
         )
         for job in jobs:
             self._start(job, self._inflight)
         return len(jobs)
+
+    def _budget(self, tenant: str, account: str) -> int | None:
+        """What the account named ``account`` can still take on: twice its pool size
+        (one message sending and one ready per connection, so a freed connection never
+        waits for a lease) less what this dispatcher holds for it. The rest of its
+        backlog stays free for other dispatchers, and slots for other accounts."""
+        capacity = self.router.capacity(tenant, account)
+        if capacity is None:
+            return None
+        return _READY_PER_CONNECTION * capacity - self._held[(tenant, account)]
 
     async def _lease_express(self) -> int:
         """One slot beyond ``concurrency`` for a message due now while the batch waits.
@@ -188,12 +202,19 @@ class Dispatcher:
         return len(jobs)
 
     def _start(self, job: Job, slots: set[asyncio.Task[None]]) -> None:
+        key = (job.message.tenant, job.message.account)
+        self._held[key] += 1
         task = asyncio.create_task(self.deliver(job))
         slots.add(task)
-        task.add_done_callback(lambda t: self._done(t, slots))
+        task.add_done_callback(lambda t: self._done(t, slots, key))
 
-    def _done(self, task: asyncio.Task[None], slots: set[asyncio.Task[None]]) -> None:
+    def _done(
+        self, task: asyncio.Task[None], slots: set[asyncio.Task[None]], key: tuple[str, str]
+    ) -> None:
         slots.discard(task)
+        self._held[key] -= 1
+        if not self._held[key]:
+            del self._held[key]
         self._wake.set()
 
     async def _sleep(self) -> None:

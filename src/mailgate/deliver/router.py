@@ -73,6 +73,8 @@ class Routes(Protocol):
 
     async def route(self, message: Message) -> Route: ...
 
+    def capacity(self, tenant: str, account: str) -> int | None: ...
+
     async def record_health(
         self, route: Route, *, ok_at: datetime | None = None, error: str | None = None
     ) -> None: ...
@@ -86,6 +88,9 @@ class FixedRoute:
 
     async def route(self, message: Message) -> Route:
         return self._route
+
+    def capacity(self, tenant: str, account: str) -> int | None:
+        return None
 
     async def record_health(
         self, route: Route, *, ok_at: datetime | None = None, error: str | None = None
@@ -140,6 +145,19 @@ class Router:
             account, transport = self.relay
             return Route(transport, replace(account, tenant=message.tenant))
         return self.capture
+
+    def capacity(self, tenant: str, account: str) -> int | None:
+        """How many sends the account named ``account`` can have at once (its pool
+        size), from what routing already looked up; None when unknown or unbounded
+        (capture). No query: this runs before every lease."""
+        if self.capture_only:
+            return None
+        hit = self._lookups.get((tenant, "id", account))
+        if hit is not None and hit[1] is not None:
+            return hit[1].limits.pool_size
+        if account == "default" and self.relay is not None:
+            return self.relay[0].limits.pool_size
+        return None
 
     async def record_health(
         self, route: Route, *, ok_at: datetime | None = None, error: str | None = None

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailgate.model import State
 from mailgate.store.schema import messages
 
-__all__ = ["WaitingAccounts", "claim_due_ids", "due"]
+__all__ = ["Budget", "WaitingAccounts", "claim_due_ids", "due"]
+
+#: ``budget(tenant, account)``: how many more of that account's messages may be leased
+#: now (None: no cap of its own)
+Budget = Callable[[str, str], int | None]
 
 
 def due(now: datetime) -> ColumnElement[bool]:
@@ -94,28 +98,53 @@ async def claim_due_ids(
     limit: int,
     per_account: int | None = None,
     accounts: WaitingAccounts | None = None,
+    budget: Budget | None = None,
 ) -> list[str]:
     """Up to ``limit`` due message ids, fair across accounts, locked for this transaction.
 
-    ``per_account`` caps how many one account gets (a dispatcher holds no more than an
-    account can send now). The order returned is the order to send in.
+    ``per_account`` caps how many one account gets; ``budget(tenant, account)`` caps it
+    per account — what the dispatcher can still send through that account now, so it
+    holds no more leased messages than the account can send (0 skips the account,
+    None leaves it to ``per_account``).
+    The order returned is the order to send in.
     """
     pairs = await (accounts or WaitingAccounts()).rotation(conn)
     take = min(limit, per_account or limit)
+    caps = {p: _cap(take, budget(*p) if budget else None) for p in pairs}
+    pairs = [p for p in pairs if caps[p] > 0]
     ranked = []
     if accounts is None or accounts.look_for_expired(now):
-        ranked = [(0, *row) for row in await _expired_leases(conn, now, limit)]
+        ranked = [(0, *row, ("", "")) for row in await _expired_leases(conn, now, limit)]
+    heads = await _read_heads(conn, pairs, now, caps)  # every account with mail due
     if conn.dialect.name == "sqlite":  # the write lock already excludes other dispatchers
-        for chunk in _chunks(pairs[:limit], 50):  # a compound SELECT has a term limit
-            ranked += _ranked(await conn.execute(union_all(*_heads(chunk, now, take))))
-    else:
-        ranked += await _locked_heads(conn, pairs[:limit], now, limit - len(ranked), take)
-    return [id_ for *_, id_ in sorted(ranked)[:limit]]
+        ranked += heads
+    else:  # lock the accounts that come first, as many rows as the lease can claim
+        first = list(dict.fromkeys(pair for *_, pair in sorted(heads)))[:limit]
+        ranked += await _locked_heads(conn, first, now, limit - len(ranked), caps)
+    return [row[3] for row in sorted(ranked)[:limit]]
+
+
+async def _read_heads(
+    conn: AsyncConnection,
+    pairs: list[tuple[str, str]],
+    now: datetime,
+    caps: Mapping[tuple[str, str], int],
+) -> list[Any]:
+    """``(rank, priority, next_attempt_at, id, pair)`` of every account's first due
+    messages, read without locks: one ``UNION ALL`` per 50 accounts."""
+    found = []
+    for chunk in _chunks(pairs, 50):  # a compound SELECT has a term limit
+        found += _ranked(await conn.execute(union_all(*_heads(chunk, now, caps))))
+    return found
 
 
 async def _locked_heads(
-    conn: AsyncConnection, pairs: list[tuple[str, str]], now: datetime, want: int, take: int
-) -> list[tuple[int, int, datetime, str]]:
+    conn: AsyncConnection,
+    pairs: list[tuple[str, str]],
+    now: datetime,
+    want: int,
+    caps: Mapping[tuple[str, str], int],
+) -> list[Any]:
     """PostgreSQL: each account's head, locked as it is read (``SKIP LOCKED``), in
     rounds that share what is still wanted among the accounts that still have mail,
     so no more rows are locked than the lease can claim (rows locked and not claimed
@@ -127,21 +156,29 @@ async def _locked_heads(
         still = []
         for pair in active:
             got = found[pair]
-            n = min(share, take - len(got))
-            [head] = _heads([pair], now, n, lock=True)
+            n = min(share, caps[pair] - len(got))
+            [head] = _heads([pair], now, {pair: n}, lock=True)
             rows = (await conn.execute(head.where(messages.c.id.not_in([r[4] for r in got])))).all()
             got += rows
             want -= len(rows)
-            if len(rows) == n and len(got) < take:
+            if len(rows) == n and len(got) < caps[pair]:
                 still.append(pair)
         active = still
     return _ranked(row for rows in found.values() for row in rows)
 
 
+def _cap(take: int, budget: int | None) -> int:
+    return take if budget is None else min(take, max(budget, 0))
+
+
 def _heads(
-    pairs: Sequence[tuple[str, str]], now: datetime, take: int, *, lock: bool = False
+    pairs: Sequence[tuple[str, str]],
+    now: datetime,
+    caps: Mapping[tuple[str, str], int],
+    *,
+    lock: bool = False,
 ) -> list[Select[Any]]:
-    """One query per account for its first ``take`` due messages, in send order.
+    """One query per account for its first ``caps[pair]`` due messages, in send order.
 
     For a compound SELECT each is wrapped as a subquery (SQLite allows no LIMIT on a
     compound's terms); with ``lock`` (PostgreSQL) each locks its rows instead, ``SKIP
@@ -155,19 +192,20 @@ def _heads(
             .where(c.tenant == tenant, c.account == account)
             .where(c.state.in_(_WAITING), c.next_attempt_at <= now)
             .order_by(c.priority, c.next_attempt_at, c.id)
-            .limit(take)
+            .limit(caps[(tenant, account)])
         )
         queries.append(head.with_for_update(skip_locked=True) if lock else select(head.subquery()))
     return queries
 
 
-def _ranked(rows: Iterable[Any]) -> list[tuple[int, int, datetime, str]]:
-    """``(rank, priority, next_attempt_at, id)``; rank 1 is an account's first message."""
+def _ranked(rows: Iterable[Any]) -> list[Any]:
+    """``(rank, priority, next_attempt_at, id, (tenant, account))``; rank 1 is an
+    account's first message."""
     seen: dict[tuple[str, str], int] = {}
     found = []
     for tenant, account, priority, at, id_ in rows:
         rank = seen[(tenant, account)] = seen.get((tenant, account), 0) + 1
-        found.append((rank, priority, at, id_))
+        found.append((rank, priority, at, id_, (tenant, account)))
     return found
 
 

@@ -27,7 +27,7 @@ from mailgate.model import (
 from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
-from mailgate.store.leasing import WaitingAccounts, claim_due_ids
+from mailgate.store.leasing import Budget, WaitingAccounts, claim_due_ids
 from mailgate.store.rows import (
     Enqueued,
     Job,
@@ -100,6 +100,7 @@ class QueueStore:
         lease_for: float,
         *,
         per_account: int | None = None,
+        budget: Budget | None = None,
     ) -> list[Job]:
         """Claim up to ``limit`` due messages for ``owner`` until the lease expires.
 
@@ -107,11 +108,12 @@ class QueueStore:
         under a lease that expired (its dispatcher died). Fair across accounts: one
         account's backlog never holds back another's messages (round-robin, see
         :mod:`mailgate.store.leasing`); higher priority first within an account, and at
-        most ``per_account`` from one account. Jobs come in the order to send them.
+        most ``per_account`` from one account, or ``budget(tenant, account)`` where it
+        says. Jobs come in the order to send them.
         """
         c = messages.c
         async with self.db.write() as conn:
-            ids = await claim_due_ids(conn, now, limit, per_account, self._waiting)
+            ids = await claim_due_ids(conn, now, limit, per_account, self._waiting, budget)
             if not ids:
                 return []
             await conn.execute(
