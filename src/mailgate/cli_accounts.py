@@ -33,7 +33,7 @@ from mailgate.services import AccountIn, AccountsService, ProbeSettings, account
 from mailgate.settings import Settings
 from mailgate.store import AccountStore, Database, TokenStore
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "where_options"]
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
 
@@ -339,7 +339,7 @@ _TOKEN_COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Any]] = {
 Func = Callable[[argparse.Namespace], int]
 
 
-def _where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
+def where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
     """Which database (and key) to use: the same as ``mailgate serve`` by default."""
     p.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
@@ -350,13 +350,13 @@ def _where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
         help="whose database and key: serve (MAILGATE_SECRET_KEY) or dev (its key file)",
     )
     if tenant:
-        p.add_argument("--tenant", default="default", help="whose accounts (default: default)")
+        p.add_argument("--tenant", default="default", help="whose data (default: default)")
 
 
 def _action(sub: Any, name: str, func: Func, help: str, *, tenant: bool = True) -> Any:
     # no abbreviations: `--password SECRET` must be an error, not `--password-stdin SECRET`
     p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
-    _where_options(p, tenant=tenant)
+    where_options(p, tenant=tenant)
     p.set_defaults(func=func, action=name)
     return p
 

@@ -13,10 +13,10 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from mailgate.app import Mode, database_url
+from mailgate.cli_accounts import where_options
 from mailgate.clock import SystemClock
 from mailgate.errors import Conflict, NotFound
 from mailgate.model import State
@@ -47,10 +47,7 @@ def add_commands(sub: Any, settings_of: SettingsOf) -> None:
         action.add_argument("id")
         action.set_defaults(command=command)
     for action in actions.choices.values():
-        action.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
-        action.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
-        action.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SERVE.value)
-        action.add_argument("--tenant", default="default")
+        where_options(action)
     queue.set_defaults(func=_runner(settings_of))
 
 
