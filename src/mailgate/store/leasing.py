@@ -64,7 +64,6 @@ class WaitingAccounts:
         self._pairs: dict[tuple[str, str], None] = {}
         self._read_at = -math.inf
         self._expired_at: datetime | None = None
-        self._turn = 0  #: where the next lease starts, so many accounts all get turns
 
     def look_for_expired(self, now: datetime) -> bool:
         """Whether to look for expired leases at ``now``: once per ``ttl``. A lease
@@ -78,18 +77,15 @@ class WaitingAccounts:
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._pairs.update(dict.fromkeys(pairs))
 
-    async def rotation(self, conn: AsyncConnection) -> list[tuple[str, str]]:
-        """Every known pair, starting one further along at each call."""
+    async def pairs(self, conn: AsyncConnection) -> list[tuple[str, str]]:
+        """Every known pair (the order does not matter: every account's head is read
+        and the lease picks by rank, priority and age)."""
         if time.monotonic() - self._read_at >= self.ttl:
             c = messages.c
             query = select(c.tenant, c.account).where(c.state.in_(_WAITING)).distinct()
             self._pairs = dict.fromkeys((t, a) for t, a in await conn.execute(query))
             self._read_at = time.monotonic()
-        pairs = list(self._pairs)
-        if not pairs:
-            return []
-        self._turn = (self._turn + 1) % len(pairs)
-        return pairs[self._turn :] + pairs[: self._turn]
+        return list(self._pairs)
 
 
 async def claim_due_ids(
@@ -108,7 +104,7 @@ async def claim_due_ids(
     None leaves it to ``per_account``).
     The order returned is the order to send in.
     """
-    pairs = await (accounts or WaitingAccounts()).rotation(conn)
+    pairs = await (accounts or WaitingAccounts()).pairs(conn)
     take = min(limit, per_account or limit)
     caps = {p: _cap(take, budget(*p) if budget else None) for p in pairs}
     pairs = [p for p in pairs if caps[p] > 0]
