@@ -139,7 +139,6 @@ class Gateway:
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
-            self.clock,
             s.api_token,
             self.mode.value,
             accounts=self._accounts_service(router),

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from mailgate.clock import Clock
 from mailgate.inbox import Inbox
 from mailgate.services import AccountsService
 from mailgate.services.messages import MessagesService
@@ -21,7 +20,6 @@ class Services:
 
     messages: MessagesService
     inbox: Inbox
-    clock: Clock
     api_token: SecretStr | None
     mode: str  #: "dev" or "serve"
     accounts: AccountsService | None = None  #: None: no account directory (/accounts is 404)
