@@ -18,6 +18,7 @@ import pytest
 from mailgate.clock import SystemClock
 from mailgate.deliver import Dispatcher, Outgoing
 from mailgate.deliver.router import FixedRoute
+from mailgate.deliver.transport import INLINE_BUILD_MAX
 from mailgate.model import Message, Outcome, RecipientResult, SendResult, State
 from mailgate.policy import RetryPolicy
 from mailgate.settings import DeliverySettings
@@ -129,8 +130,8 @@ async def test_a_message_that_cannot_be_built_fails_for_good_with_the_reason(
     )
 
 
-async def test_the_message_is_built_off_the_event_loop(queue: QueueStore) -> None:
-    """A message whose build takes long (a huge header) must not stall other sessions.
+async def test_a_large_message_is_built_off_the_event_loop(queue: QueueStore) -> None:
+    """A message whose build takes long (a large one) must not stall other sessions.
 
     While the message is being built, its headers wait for a callback that only a
     free event loop can run. Built on the loop, the callback could not run until
@@ -158,7 +159,7 @@ async def test_the_message_is_built_off_the_event_loop(queue: QueueStore) -> Non
             seen["loop served during the build"] = served.wait(timeout=5)
             return self.given.items()
 
-    message = make_message(created_at=datetime.now(UTC))
+    message = make_message(created_at=datetime.now(UTC), text="x" * INLINE_BUILD_MAX)
     job = await leased(queue, message)
     headers = WaitingForTheLoop({"X-Order": "42"})
     transport = Accepting()

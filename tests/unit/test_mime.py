@@ -112,3 +112,90 @@ def test_parse_survives_garbage() -> None:
     parsed = parse_message(b"this is not\r\na message at all")
     assert parsed.subject == ""
     assert parsed.attachments == ()
+
+
+TEXTS = [
+    "",
+    "one line",
+    "lines\nwith LF\r\nand CRLF\rand CR\n",
+    "trailing spaces   \nand tabs\t\n",
+    "a" * 5000,  # one ASCII line longer than 998: not 7bit
+    "Grüße aus Köln, " * 40,  # mostly Latin: quoted-printable
+    "你好，世界。" * 300,  # mostly non-Latin: base64 is shorter
+    "=?utf-8?q?not-a-word?= = =3D\n.\n..leading dots\nFrom the start\n",
+    "--===============000==\n--boundary-looking line\n",
+]
+
+
+def _lines_fit(raw: bytes) -> bool:
+    return all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_every_text_round_trips_with_crlf_lines_of_at_most_998() -> None:
+    for text in TEXTS:
+        for html in (None, f"<pre>{text}</pre>"):
+            raw = build_message(_message(text=text, html=html))
+            assert _lines_fit(raw), text[:40]
+            assert b"\n" not in raw.replace(b"\r\n", b""), text[:40]
+            msg = _parse(raw)
+            body = msg.get_body(preferencelist=("plain",))
+            assert body is not None
+            expected = "\n".join(text.splitlines()) + ("\n" if text else "")
+            assert body.get_content().replace("\r\n", "\n") == expected, text[:40]
+            assert (parse_message(raw).text or "").replace("\r\n", "\n") == expected
+
+
+def test_the_encoding_is_chosen_per_text() -> None:
+    def cte(text: str) -> str:
+        return str(_parse(build_message(_message(text=text)))["Content-Transfer-Encoding"])
+
+    assert cte("plain ascii\n" * 3) == "7bit"
+    assert cte("x" * 999) == "quoted-printable"  # too long a line for 7bit
+    assert cte("Viele Grüße aus Köln, bis bald! " * 10) == "quoted-printable"
+    assert cte("你好" * 100) == "base64"
+    # never 8bit: that needs the upstream's 8BITMIME
+    assert all(cte(t) != "8bit" for t in TEXTS)
+
+
+def test_attachment_names_round_trip_as_rfc_2231_when_not_plain_ascii() -> None:
+    names = [
+        "r.pdf",
+        'quote" and ; semi=colon.txt',
+        "Übersicht März.pdf",
+        "报告" * 100 + ".pdf",
+        "n" * 200 + ".txt",
+    ]
+    for name in names:
+        raw = build_message(_message(attachments=(Attachment(name, "application/pdf", BLOB),)))
+        assert _lines_fit(raw) and raw.isascii(), name[:20]
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+        [part] = list(_parse(raw).iter_attachments())
+        assert part.get_filename() == name
+        assert part.get_content() == BLOB
+        assert [a.filename for a in parse_message(raw).attachments] == [name]
+
+
+def test_boundaries_never_occur_in_the_parts() -> None:
+    raw = build_message(
+        _message(
+            text="--===============",
+            html="<p>--==</p>",
+            attachments=(Attachment("a.bin", "application/x", BLOB),),
+        )
+    )
+    msg = _parse(raw)
+    boundaries = [p.get_boundary() for p in msg.walk() if p.is_multipart()]
+    assert len(boundaries) == 2 and len(set(boundaries)) == 2
+    for b in boundaries:
+        assert b is not None and raw.count(f"--{b}\r\n".encode()) >= 2
+
+
+def test_attachments_alone_and_nothing_at_all() -> None:
+    only = build_message(
+        _message(text=None, attachments=(Attachment("a.txt", "text/plain", b"hi"),))
+    )
+    msg = _parse(only)
+    assert msg.get_content_type() == "multipart/mixed"
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["a.txt"]
+    empty = _parse(build_message(_message(text=None)))
+    assert empty.get_content_type() == "text/plain" and empty.get_content() == ""

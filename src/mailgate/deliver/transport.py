@@ -42,9 +42,10 @@ class Outgoing:
     """One message on its way out: the fields, the envelope, and its MIME built on demand.
 
     An SMTP transport needs the bytes; a provider's HTTP API takes the fields and never
-    pays for building (or re-parsing) MIME. The bytes are built once, in a worker
-    thread (CPU work proportional to the message must not stall the event loop), and
-    kept for a retry within the same attempt.
+    pays for building (or re-parsing) MIME. The bytes are built once and kept for a
+    retry within the same attempt: in the event loop when the message is small (tens
+    of microseconds), else in a worker thread (CPU work proportional to the message,
+    or a DKIM signature, must not stall the event loop).
     """
 
     message: Message
@@ -76,7 +77,10 @@ class Outgoing:
         if self._mime is None:
             prepared = await self.content()
             try:
-                self._mime = await asyncio.to_thread(self._build, prepared)
+                if prepared.sign is None and _size(prepared.message) <= INLINE_BUILD_MAX:
+                    self._mime = self._build(prepared)  # cheaper than a thread's round trip
+                else:
+                    self._mime = await asyncio.to_thread(self._build, prepared)
             except Exception as exc:  # the email package raises more than ValueError
                 reason = f"could not build the message: {type(exc).__name__}: {exc}"
                 raise UnbuildableMessage(reason) from exc
@@ -85,6 +89,22 @@ class Outgoing:
     def _build(self, prepared: Prepared) -> bytes:
         raw = self.build(prepared.message)
         return raw if prepared.sign is None else prepared.sign(raw)
+
+
+#: characters and bytes to encode up to which a message is built in the event loop
+INLINE_BUILD_MAX = 64 * 1024
+
+
+def _size(message: Message) -> int:
+    """Roughly what building costs: every text and byte that is encoded."""
+    return (
+        len(message.text or "")
+        + len(message.html or "")
+        + sum(len(a.content) for a in message.attachments)
+        + len(message.subject)
+        + sum(len(k) + len(v) for k, v in message.headers.items())
+        + sum(map(len, (*message.to, *message.cc, message.sender)))
+    )
 
 
 class Transport(Protocol):
