@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import pytest
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, func, insert, select
 
 from mailgate.errors import StoreError, StoreUnavailable
 from mailgate.store import Database
@@ -18,14 +17,17 @@ from mailgate.store.group_commit import GroupCommit
 from mailgate.store.schema import attempts, events
 from tests.builders import NOW
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 async def test_concurrent_submits_share_transactions_and_all_commit(database: Database) -> None:
     batches: list[int] = []
 
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[str]:
+    def write(conn: Connection, items: Sequence[str]) -> list[str]:
         batches.append(len(items))
         rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
-        await conn.execute(insert(events), rows)
+        conn.execute(insert(events), rows)
         return [f"done {i}" for i in items]
 
     writer = GroupCommit(database, write, max_batch=16)
@@ -38,11 +40,11 @@ async def test_concurrent_submits_share_transactions_and_all_commit(database: Da
 
 
 async def test_a_failed_transaction_fails_only_its_own_writers(database: Database) -> None:
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
+    def write(conn: Connection, items: Sequence[str]) -> list[None]:
         if "bad" in items:
             raise ValueError("boom")
         rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
-        await conn.execute(insert(events), rows)
+        conn.execute(insert(events), rows)
         return [None] * len(items)
 
     writer = GroupCommit(database, write, max_batch=1)
@@ -65,10 +67,10 @@ async def test_one_poisoned_item_fails_alone_and_the_rest_commit_once(
     item that fails alone sees the exception, and nothing is committed twice."""
     batches: list[list[str]] = []
 
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[str]:
+    def write(conn: Connection, items: Sequence[str]) -> list[str]:
         batches.append(list(items))
         rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
-        await conn.execute(insert(events), rows)  # written, then rolled back with the batch
+        conn.execute(insert(events), rows)  # written, then rolled back with the batch
         if "poison" in items:
             raise ValueError("unrecordable")
         return [f"done {i}" for i in items]
@@ -90,11 +92,11 @@ async def test_one_poisoned_item_fails_alone_and_the_rest_commit_once(
 class _CountingDatabase(Database):
     transactions = 0
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         self.transactions += 1
-        async with super().write() as conn:
-            yield conn
+        return await super().transaction(fn, *args, **kwargs)
 
 
 def _closed_port() -> int:
@@ -107,7 +109,7 @@ async def test_an_unavailable_database_fails_the_batch_without_a_retry_per_item(
     """Retrying alone is for a poisoned item; a database that is down fails the rest
     at once instead of making every writer wait for its own failed connection."""
 
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
+    def write(conn: Connection, items: Sequence[str]) -> list[None]:
         return [None] * len(items)
 
     db = _CountingDatabase(f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres")
@@ -128,10 +130,10 @@ async def test_a_failed_commit_is_not_retried_item_by_item(tmp_path: Path) -> No
     deferred foreign keys make a real COMMIT fail after every statement succeeded."""
     writes: list[list[str]] = []
 
-    async def write(conn: AsyncConnection, items: Sequence[str]) -> list[None]:
+    def write(conn: Connection, items: Sequence[str]) -> list[None]:
         writes.append(list(items))
-        await conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        await conn.execute(insert(attempts), [_orphan_attempt(i) for i in items])
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        conn.execute(insert(attempts), [_orphan_attempt(i) for i in items])
         return [None] * len(items)
 
     db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")

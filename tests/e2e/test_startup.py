@@ -35,7 +35,7 @@ def test_refuses_to_start(cli: RunCli, workspace: Workspace) -> None:
     assert "MAILGATE_API_TOKEN" in public.stderr
     # The SMTP port is taken (after the web server already started: it must be undone).
     assert port_in_use.returncode == 1
-    assert "cannot listen" in port_in_use.stderr
+    assert "cannot listen" in port_in_use.stderr, port_in_use.stderr[-6000:]
     # A relay URL with an unknown scheme.
     assert bad_relay.returncode == 2
     assert "relay URL scheme 'ftp'" in bad_relay.stderr

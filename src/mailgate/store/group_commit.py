@@ -19,10 +19,10 @@ the exception rather than risk writing an item twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from mailgate.errors import StoreUnavailable
 from mailgate.store.database import Database
@@ -34,8 +34,9 @@ R = TypeVar("R")
 
 #: writes a batch in the open transaction; returns one result per item, in order.
 #: It may be called again with a subset of an earlier batch (after that batch rolled
-#: back), so it must not keep state of its own between calls.
-WriteMany = Callable[[AsyncConnection, Sequence[T]], Awaitable[Sequence[R]]]
+#: back), so it must not keep state of its own between calls. It runs as one
+#: :meth:`Database.transaction` (on SQLite in the database thread).
+WriteMany = Callable[[Connection, Sequence[T]], Sequence[R]]
 
 
 class GroupCommit(Generic[T, R]):
@@ -92,10 +93,15 @@ class GroupCommit(Generic[T, R]):
         durable. If the commit itself failed, the outcome is unknown.
         """
         written = False
+
+        def write(conn: Connection, items: Sequence[T]) -> Sequence[R]:
+            nonlocal written
+            results = self.write(conn, items)
+            written = True  # from here on only COMMIT can fail
+            return results
+
         try:
-            async with self.db.write() as conn:
-                results = await self.write(conn, [item for item, _ in batch])
-                written = True  # from here on only COMMIT can fail
+            results = await self.db.transaction(write, [item for item, _ in batch])
         except Exception as exc:
             return exc, not written
         for (_, done), result in zip(batch, results, strict=True):

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
@@ -52,10 +51,9 @@ class InboxStore:
         """Commit one captured message; concurrent adds share a transaction."""
         await self._writer.submit((record, raw))
 
-    async def _insert_many(
-        self, conn: AsyncConnection, items: Sequence[tuple[CapturedRecord, bytes]]
-    ) -> list[None]:
-        await conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
+    @staticmethod
+    def _insert_many(conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]) -> list[None]:
+        conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
         return [None] * len(items)
 
     async def list(

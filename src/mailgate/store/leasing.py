@@ -10,9 +10,10 @@ message come first. Within one account, higher priority always goes first.
 A lease no longer costs more behind a backlog. Which accounts have mail waiting is one ``SELECT
 DISTINCT`` (about 40 ms over 100,000 waiting messages on SQLite here), kept for a
 second by :class:`WaitingAccounts` and told at once about this process's new mail;
-each account's first messages then come from the index ``ix_messages_account_due``
-(``tenant, account, priority, next_attempt_at, id``) with a ``LIMIT``, a few ms whatever
-the backlog. (Ranking every due row with a window function took 0.2 s a lease with
+each account's first messages then come from the partial index ``ix_messages_waiting``
+(``tenant, account, priority, next_attempt_at, id`` of queued and deferred rows only, so
+neither the backlog nor the sent mail kept for retention makes a lease slower) with a
+``LIMIT``. (Ranking every due row with a window function took 0.2 s a lease with
 100,000 due, which capped draining such a backlog at about 80 msg/s.) Mail another
 process queues for an account this one has not seen yet waits at most that second.
 
@@ -32,16 +33,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, union_all
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, union_all
 
 from mailgate.model import State
-from mailgate.store.schema import messages
+from mailgate.store.schema import WAITING_SQL, messages
 
 __all__ = ["Budget", "WaitingAccounts", "claim_due_ids", "due"]
 
 #: ``budget(tenant, account)``: how many more of that account's messages may be leased
-#: now (None: no cap of its own)
+#: now (None: no cap of its own). It is called inside the lease's transaction, on SQLite
+#: in the database thread, so it must only read.
 Budget = Callable[[str, str], int | None]
 
 
@@ -75,21 +76,22 @@ class WaitingAccounts:
         return True
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._pairs.update(dict.fromkeys(pairs))
+        # a new dict, not an update in place: pairs() reads it in the database thread
+        self._pairs = {**self._pairs, **dict.fromkeys(pairs)}
 
-    async def pairs(self, conn: AsyncConnection) -> list[tuple[str, str]]:
+    def pairs(self, conn: Connection) -> list[tuple[str, str]]:
         """Every known pair (the order does not matter: every account's head is read
         and the lease picks by rank, priority and age)."""
         if time.monotonic() - self._read_at >= self.ttl:
             c = messages.c
-            query = select(c.tenant, c.account).where(c.state.in_(_WAITING)).distinct()
-            self._pairs = dict.fromkeys((t, a) for t, a in await conn.execute(query))
+            query = select(c.tenant, c.account).where(WAITING_SQL).distinct()
+            self._pairs = dict.fromkeys((t, a) for t, a in conn.execute(query))
             self._read_at = time.monotonic()
         return list(self._pairs)
 
 
-async def claim_due_ids(
-    conn: AsyncConnection,
+def claim_due_ids(
+    conn: Connection,
     now: datetime,
     limit: int,
     per_account: int | None = None,
@@ -104,24 +106,24 @@ async def claim_due_ids(
     None leaves it to ``per_account``).
     The order returned is the order to send in.
     """
-    pairs = await (accounts or WaitingAccounts()).pairs(conn)
+    pairs = (accounts or WaitingAccounts()).pairs(conn)
     take = min(limit, per_account or limit)
     caps = {p: _cap(take, budget(*p) if budget else None) for p in pairs}
     pairs = [p for p in pairs if caps[p] > 0]
     ranked = []
     if accounts is None or accounts.look_for_expired(now):
-        ranked = [(0, *row, ("", "")) for row in await _expired_leases(conn, now, limit)]
-    heads = await _read_heads(conn, pairs, now, caps)  # every account with mail due
+        ranked = [(0, *row, ("", "")) for row in _expired_leases(conn, now, limit)]
+    heads = _read_heads(conn, pairs, now, caps)  # every account with mail due
     if conn.dialect.name == "sqlite":  # the write lock already excludes other dispatchers
         ranked += heads
     else:  # lock the accounts that come first, as many rows as the lease can claim
         first = list(dict.fromkeys(pair for *_, pair in sorted(heads)))[:limit]
-        ranked += await _locked_heads(conn, first, now, limit - len(ranked), caps)
+        ranked += _locked_heads(conn, first, now, limit - len(ranked), caps)
     return [row[3] for row in sorted(ranked)[:limit]]
 
 
-async def _read_heads(
-    conn: AsyncConnection,
+def _read_heads(
+    conn: Connection,
     pairs: list[tuple[str, str]],
     now: datetime,
     caps: Mapping[tuple[str, str], int],
@@ -130,12 +132,12 @@ async def _read_heads(
     messages, read without locks: one ``UNION ALL`` per 50 accounts."""
     found = []
     for chunk in _chunks(pairs, 50):  # a compound SELECT has a term limit
-        found += _ranked(await conn.execute(union_all(*_heads(chunk, now, caps))))
+        found += _ranked(conn.execute(union_all(*_heads(chunk, now, caps))))
     return found
 
 
-async def _locked_heads(
-    conn: AsyncConnection,
+def _locked_heads(
+    conn: Connection,
     pairs: list[tuple[str, str]],
     now: datetime,
     want: int,
@@ -154,7 +156,7 @@ async def _locked_heads(
             got = found[pair]
             n = min(share, caps[pair] - len(got))
             [head] = _heads([pair], now, {pair: n}, lock=True)
-            rows = (await conn.execute(head.where(messages.c.id.not_in([r[4] for r in got])))).all()
+            rows = conn.execute(head.where(messages.c.id.not_in([r[4] for r in got]))).all()
             got += rows
             want -= len(rows)
             if len(rows) == n and len(got) < caps[pair]:
@@ -186,7 +188,7 @@ def _heads(
         head = (
             select(c.tenant, c.account, c.priority, c.next_attempt_at, c.id)
             .where(c.tenant == tenant, c.account == account)
-            .where(c.state.in_(_WAITING), c.next_attempt_at <= now)
+            .where(WAITING_SQL, c.next_attempt_at <= now)
             .order_by(c.priority, c.next_attempt_at, c.id)
             .limit(caps[(tenant, account)])
         )
@@ -205,7 +207,7 @@ def _ranked(rows: Iterable[Any]) -> list[Any]:
     return found
 
 
-async def _expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
+def _expired_leases(conn: Connection, now: datetime, limit: int) -> list[Any]:
     """``sending`` under a lease that expired (its dispatcher died): taken first."""
     c = messages.c
     query = (
@@ -216,12 +218,9 @@ async def _expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> l
     )
     if conn.dialect.name != "sqlite":
         query = query.with_for_update(skip_locked=True)
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
 def _chunks(items: Sequence[tuple[str, str]], size: int) -> Iterator[Sequence[tuple[str, str]]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-_WAITING = (State.QUEUED, State.DEFERRED)

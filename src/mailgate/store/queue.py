@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, func, insert, select, update
+from sqlalchemy import Connection, Insert, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -111,26 +111,9 @@ class QueueStore:
         most ``per_account`` from one account, or ``budget(tenant, account)`` where it
         says. Jobs come in the order to send them.
         """
-        c = messages.c
-        async with self.db.write() as conn:
-            ids = await claim_due_ids(conn, now, limit, per_account, self._waiting, budget)
-            if not ids:
-                return []
-            await conn.execute(
-                update(messages)
-                .where(c.id.in_(ids))
-                .values(
-                    state=State.SENDING,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_for),
-                    updated_at=now,
-                )
-            )
-            rows = (await conn.execute(select(messages).where(c.id.in_(ids)))).mappings().all()
-            files = await _attachments_of(conn, ids)
-        order = {id_: i for i, id_ in enumerate(ids)}
-        jobs = [job_from_row(row, files.get(row["id"], ())) for row in rows]
-        return sorted(jobs, key=lambda j: order[j.message.id])
+        return await self.db.transaction(
+            _lease, self._waiting, owner, now, limit, lease_for, per_account, budget
+        )
 
     async def record(self, job: Job, owner: str, attempt: Attempt, decision: Decision) -> bool:
         """Write an attempt and its outcome; False if the lease was lost meanwhile.
@@ -334,27 +317,46 @@ async def _event(
     await conn.execute(insert(events).values(**event_row(message_id, kind, payload, now)))
 
 
-async def _attachments_of(
-    conn: AsyncConnection, ids: list[str]
-) -> dict[str, tuple[Attachment, ...]]:
-    rows = (
-        (
-            await conn.execute(
-                select(attachments)
-                .where(attachments.c.message_id.in_(ids))
-                .order_by(attachments.c.idx)
-            )
+def _lease(
+    conn: Connection,
+    waiting: WaitingAccounts,
+    owner: str,
+    now: datetime,
+    limit: int,
+    lease_for: float,
+    per_account: int | None,
+    budget: Budget | None,
+) -> list[Job]:
+    """:meth:`QueueStore.lease` as one transaction (in the database thread on SQLite)."""
+    c = messages.c
+    ids = claim_due_ids(conn, now, limit, per_account, waiting, budget)
+    if not ids:
+        return []
+    claimed = (
+        update(messages)
+        .where(c.id.in_(ids))
+        .values(
+            state=State.SENDING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_for),
+            updated_at=now,
         )
-        .mappings()
-        .all()
+        .returning(*messages.c)
     )
+    rows = conn.execute(claimed).mappings().all()
+    files = _attachments_of(conn, ids)
+    order = {id_: i for i, id_ in enumerate(ids)}
+    jobs = [job_from_row(row, files.get(row["id"], ())) for row in rows]
+    return sorted(jobs, key=lambda j: order[j.message.id])
+
+
+def _attachments_of(conn: Connection, ids: list[str]) -> dict[str, tuple[Attachment, ...]]:
+    query = select(attachments).where(attachments.c.message_id.in_(ids)).order_by(attachments.c.idx)
     found: dict[str, list[Attachment]] = {}
-    for r in rows:
+    for r in conn.execute(query).mappings():
         found.setdefault(r["message_id"], []).append(
             Attachment(
                 r["filename"], r["content_type"], r["content"], r["cid"], r["url"], r["path"]
             )
         )
     return {k: tuple(v) for k, v in found.items()}
-
-

@@ -101,9 +101,7 @@ def message_row(m: Message, now: datetime) -> dict[str, Any]:
     }
 
 
-def event_row(
-    message_id: str, kind: str, payload: dict[str, Any], now: datetime
-) -> dict[str, Any]:
+def event_row(message_id: str, kind: str, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
     """One outbox row: a state change and the event reporting it commit together."""
     return {"message_id": message_id, "kind": str(kind), "payload": payload, "created_at": now}
 

@@ -37,11 +37,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+#: queued or deferred, written out: a partial index is only used by a query whose WHERE
+#: repeats its condition with the same literal values (SQLite and PostgreSQL alike)
+WAITING_SQL = text("state IN ('queued', 'deferred')")
+
 __all__ = [
+    "WAITING_SQL",
     "SafeJSON",
     "SafeString",
     "SafeText",
@@ -179,8 +185,18 @@ messages = Table(
     Column("wait_reason", SafeText),  # why a due message is held (account disabled, paced…)
     UniqueConstraint("tenant", "key", name="uq_messages_tenant_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
-    # an account's next messages in send order, for fair leasing (store/leasing.py)
-    Index("ix_messages_account_due", "tenant", "account", "priority", "next_attempt_at", "id"),
+    # an account's next messages in send order, for fair leasing (store/leasing.py): only
+    # the waiting ones, so a lease never walks past the sent mail kept for retention
+    Index(
+        "ix_messages_waiting",
+        "tenant",
+        "account",
+        "priority",
+        "next_attempt_at",
+        "id",
+        sqlite_where=WAITING_SQL,
+        postgresql_where=WAITING_SQL,
+    ),
     Index("ix_messages_tenant_state", "tenant", "state", "id"),
 )
 

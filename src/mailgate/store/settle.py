@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mailgate.model import Attempt, State
 from mailgate.policy import Decision
@@ -41,18 +40,18 @@ class Settlement:
     decision: Decision
 
 
-async def record_many(conn: AsyncConnection, items: Sequence[Settlement]) -> list[bool]:
+def record_many(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
     """Settle a batch: which leases still hold is read once (locked on PostgreSQL),
     then one prepared UPDATE runs for all of them (an executemany); every attempt and
     its event are written. Returns, per item, whether its lease still held."""
-    kept = await _still_leased(conn, items)
+    kept = _still_leased(conn, items)
     settled = [_settlement_params(o) for o, ok in zip(items, kept, strict=True) if ok]
     if settled:
-        await conn.execute(_SETTLE, settled)
-    await conn.execute(
+        conn.execute(_SETTLE, settled)
+    conn.execute(
         insert(attempts), [{"message_id": o.message_id, **attempt_row(o.attempt)} for o in items]
     )
-    await conn.execute(
+    conn.execute(
         insert(events),
         [
             event_row(o.message_id, o.decision.state, _settled_payload(o), o.attempt.at)
@@ -62,13 +61,13 @@ async def record_many(conn: AsyncConnection, items: Sequence[Settlement]) -> lis
     return kept
 
 
-async def _still_leased(conn: AsyncConnection, items: Sequence[Settlement]) -> list[bool]:
+def _still_leased(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
     """For each settlement: is its message still ``sending`` under its owner's lease?"""
     c = messages.c
     query = select(c.id, c.lease_owner, c.state).where(c.id.in_([o.message_id for o in items]))
     if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes other leases
         query = query.with_for_update()
-    rows = {row.id: row for row in await conn.execute(query)}
+    rows = {row.id: row for row in conn.execute(query)}
     return [
         (row := rows.get(o.message_id)) is not None
         and row.lease_owner == o.owner
@@ -129,12 +128,12 @@ def _settled_payload(o: Settlement) -> dict[str, Any]:
     return payload
 
 
-async def release_many(conn: AsyncConnection, items: Sequence[Release]) -> list[bool]:
+def release_many(conn: Connection, items: Sequence[Release]) -> list[bool]:
     """Write releases (see :meth:`QueueStore.release`), each with its outbox event."""
     c = messages.c
     kept = []
     for r in items:
-        result = await conn.execute(
+        result = conn.execute(
             update(messages)
             .where(c.id == r.message_id, c.lease_owner == r.owner, c.state == State.SENDING)
             .values(
@@ -153,5 +152,5 @@ async def release_many(conn: AsyncConnection, items: Sequence[Release]) -> list[
         if ok
     ]
     if events_:
-        await conn.execute(insert(events), events_)
+        conn.execute(insert(events), events_)
     return kept

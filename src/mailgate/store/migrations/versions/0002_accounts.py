@@ -29,9 +29,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("path", sa.Text))
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("failure_class", sa.String(24)))
-        batch.add_column(
-            sa.Column("counted", sa.Boolean, nullable=False, server_default=sa.true())
-        )
+        batch.add_column(sa.Column("counted", sa.Boolean, nullable=False, server_default=sa.true()))
         batch.add_column(sa.Column("remote_id", sa.Text))
         batch.add_column(sa.Column("account", sa.String(64)))
     op.create_table(
