@@ -11,6 +11,7 @@ Lease owners (:func:`new_lease_owner`) name one running dispatcher.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -25,13 +26,30 @@ _RAND_A = ((1 << 12) - 1) << 64
 _RAND_B = (1 << 62) - 1
 
 
+_RANDOM_BYTES = 10  #: per id: 80 bits read, 74 used
+_random = b""  #: CSPRNG bytes read ahead (one ``os.urandom`` call per 400 ids, not per id)
+_random_at = 0
+
+
+def _forget_random() -> None:
+    """A forked child must not reuse its parent's read-ahead: their ids would collide."""
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
+
 def new_id() -> str:
-    global _last
+    global _last, _random, _random_at
     ms = time.time_ns() // 1_000_000
-    rand = secrets.randbits(74)
     value = ((ms & ((1 << 48) - 1)) << 80) | _VERSION_VARIANT
-    value |= ((rand >> 62) << 64) & _RAND_A | (rand & _RAND_B)
     with _lock:
+        if _random_at + _RANDOM_BYTES > len(_random):
+            _random, _random_at = os.urandom(4000), 0
+        rand = int.from_bytes(_random[_random_at : _random_at + _RANDOM_BYTES], "big") >> 6
+        _random_at += _RANDOM_BYTES
+        value |= ((rand >> 62) << 64) & _RAND_A | (rand & _RAND_B)
         if value <= _last:
             value = _next_after(_last)
         _last = value

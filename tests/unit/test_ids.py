@@ -15,3 +15,18 @@ def test_increment_carries_into_rand_a_and_keeps_version_bits() -> None:
     following = uuid.UUID(int=_next_after(value))
     assert str(following) == "01a1ffa5-4433-7000-8000-000000000000"
     assert following.version == 7
+
+
+def test_a_forked_child_does_not_repeat_its_parents_random_bits() -> None:
+    """Random bits are read ahead in blocks; a child must not reuse the parent's block."""
+    import os
+
+    new_id()  # the parent has bytes read ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child, parent = os.read(read, 64).decode(), new_id()
+    assert child[15:] != parent[15:]  # the random part (after the time and version)

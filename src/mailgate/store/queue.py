@@ -65,11 +65,7 @@ class QueueStore:
         written with one multi-row statement per table, a fixed statement SQLAlchemy
         compiles once, instead of a statement built and compiled per message.
         """
-        keyed = [m for m in batch if m.key is not None]
-        async with self.db.write() as conn:
-            await _insert_many(conn, [m for m in batch if m.key is None], now)
-            taken = {m.id: await self._insert(conn, m, now) for m in keyed}
-            duplicates = {m.id: await self._by_key(conn, m) for m in keyed if not taken[m.id]}
+        duplicates = await self.db.transaction(_enqueue, batch, now)
         self._waiting.add((m.tenant, m.account) for m in batch)
         return [
             Enqueued(duplicates[m.id], duplicate=True)
@@ -77,20 +73,6 @@ class QueueStore:
             else Enqueued(m.id, duplicate=False)
             for m in batch
         ]
-
-    async def _by_key(self, conn: AsyncConnection, message: Message) -> str:
-        query = select(messages.c.id).where(
-            messages.c.tenant == message.tenant, messages.c.key == message.key
-        )
-        return str((await conn.execute(query)).scalar_one())
-
-    async def _insert(self, conn: AsyncConnection, m: Message, now: datetime) -> bool:
-        """Insert ``m`` with its attachments and event; False if its key is taken."""
-        inserted = await conn.execute(_insert_unless_key_taken(conn).values(**message_row(m, now)))
-        if inserted.first() is None:
-            return False
-        await _insert_children(conn, [m], now)
-        return True
 
     async def lease(
         self,
@@ -269,15 +251,39 @@ class QueueStore:
         return {str(state): int(n) for state, n in rows}
 
 
-async def _insert_many(conn: AsyncConnection, batch: Sequence[Message], now: datetime) -> None:
+def _enqueue(conn: Connection, batch: Sequence[Message], now: datetime) -> dict[str, str]:
+    """:meth:`QueueStore.enqueue` as one transaction: the id of the message already
+    queued under each duplicate's key, by the duplicate's id."""
+    _insert_many(conn, [m for m in batch if m.key is None], now)
+    keyed = [m for m in batch if m.key is not None]
+    taken = {m.id: _insert(conn, m, now) for m in keyed}
+    return {m.id: _by_key(conn, m) for m in keyed if not taken[m.id]}
+
+
+def _by_key(conn: Connection, message: Message) -> str:
+    c = messages.c
+    query = select(c.id).where(c.tenant == message.tenant, c.key == message.key)
+    return str(conn.execute(query).scalar_one())
+
+
+def _insert(conn: Connection, m: Message, now: datetime) -> bool:
+    """Insert ``m`` with its attachments and event; False if its key is taken."""
+    inserted = conn.execute(_insert_unless_key_taken(conn).values(**message_row(m, now)))
+    if inserted.first() is None:
+        return False
+    _insert_children(conn, [m], now)
+    return True
+
+
+def _insert_many(conn: Connection, batch: Sequence[Message], now: datetime) -> None:
     """New messages that cannot conflict, with their attachments and events: one
     executemany per table."""
     if batch:
-        await conn.execute(insert(messages), [message_row(m, now) for m in batch])
-        await _insert_children(conn, batch, now)
+        conn.execute(insert(messages), [message_row(m, now) for m in batch])
+        _insert_children(conn, batch, now)
 
 
-async def _insert_children(conn: AsyncConnection, batch: Sequence[Message], now: datetime) -> None:
+def _insert_children(conn: Connection, batch: Sequence[Message], now: datetime) -> None:
     files = [
         {
             "message_id": m.id,
@@ -293,12 +299,12 @@ async def _insert_children(conn: AsyncConnection, batch: Sequence[Message], now:
         for i, a in enumerate(m.attachments)
     ]
     if files:
-        await conn.execute(insert(attachments), files)
+        conn.execute(insert(attachments), files)
     queued = {"state": State.QUEUED}
-    await conn.execute(insert(events), [event_row(m.id, "queued", queued, now) for m in batch])
+    conn.execute(insert(events), [event_row(m.id, "queued", queued, now) for m in batch])
 
 
-def _insert_unless_key_taken(conn: AsyncConnection) -> Insert:
+def _insert_unless_key_taken(conn: Connection) -> Insert:
     """``INSERT INTO messages … ON CONFLICT (tenant, key) DO NOTHING RETURNING id``.
 
     The dialect's own insert construct: both engines spell the clause the same,
