@@ -1,7 +1,7 @@
 """Benchmark (b): REST enqueue and end-to-end relay through ``mailgate serve`` to a local sink.
 
-Starts a bare aiosmtpd sink (``_harness.py sink``: accept, count, discard; its own process)
-and, for each mode, a fresh ``mailgate serve --relay smtp://127.0.0.1:SINK --http … --db
+Starts Postfix's ``smtp-sink`` as the upstream (``--upstream aiosmtpd``: the bare Python
+sink of ``_harness.py`` instead) and, for each mode, a fresh ``mailgate serve --relay smtp://127.0.0.1:SINK --http … --db
 sqlite:///TMP/….sqlite3``. Then it POSTs N messages to ``/api/v1/messages`` from C concurrent
 requests (one httpx.AsyncClient), either one message per request or in batches of B, and
 measures
@@ -49,6 +49,8 @@ from _harness import (
     run_benchmark,
     sink_argv,
     smtp_blast,
+    smtp_sink_argv,
+    smtp_sink_path,
     spread,
     table,
     wait_http,
@@ -98,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "measured phase (default 20)")
     p.add_argument("--no-enqueue-only", action="store_true", help="skip the phases with the "
                    "dispatcher switched off")
+    p.add_argument("--upstream", choices=["smtp-sink", "aiosmtpd"],
+                   default="smtp-sink" if smtp_sink_path() else "aiosmtpd",
+                   help="the sink mailgate relays to (default smtp-sink when installed)")
+    p.add_argument("--concurrency-mailgate", type=int, help="MAILGATE_DELIVERY__CONCURRENCY "
+                   "(default: mailgate's own)")
     p.add_argument("--log-level", default="INFO", help="mailgate --log-level (default INFO)")
     p.add_argument("--profile", type=Path, help="run mailgate under cProfile; one stats file "
                    "per phase, named PROFILE.<phase>")
@@ -133,12 +140,19 @@ async def main_async(args: argparse.Namespace) -> int:
     phases: list[Phase] = []
     refs: list[Reference] = []
     try:
-        sink_port, status = free_port(), tmp / "sink.json"
-        sink = Server("aiosmtpd sink", sink_argv(sink_port, status), log=tmp / "sink.log", cwd=tmp)
+        sink_port = free_port()
+        if args.upstream == "smtp-sink":
+            status = tmp / "smtp-sink.log"  # its msg=N counter is the status
+            sink = Server("smtp-sink", smtp_sink_argv(sink_port), log=status, cwd=tmp)
+        else:
+            status = tmp / "sink.json"
+            sink = Server("aiosmtpd sink", sink_argv(sink_port, status), log=tmp / "sink.log",
+                          cwd=tmp)
         servers.append(sink.start())
         await wait_smtp(sink_port, sink)
         print(f"machine: {machine_summary()}")
         print(f"measuring: {mailgate_origin()}")
+        print(f"upstream: {args.upstream}")
         print(f"{args.messages} messages, {args.concurrency} concurrent requests, "
               f"batches of {args.batch}, reference over {args.pool} connections, "
               f"rounds {args.rounds}", flush=True)
@@ -232,7 +246,11 @@ async def run_phase(
         ),
         log=tmp / f"mailgate-{index}.log",
         cwd=tmp,
-        env=None if phase.deliver else {"MAILGATE_DELIVERY__ENABLED": "false"},
+        env={
+            **({} if phase.deliver else {"MAILGATE_DELIVERY__ENABLED": "false"}),
+            **({"MAILGATE_DELIVERY__CONCURRENCY": str(args.concurrency_mailgate)}
+               if args.concurrency_mailgate else {}),
+        },
     )
     servers.append(mg.start())
     base_url = f"http://127.0.0.1:{http_port}"
