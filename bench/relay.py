@@ -1,10 +1,10 @@
 """Benchmark (b): REST enqueue and end-to-end relay through ``mailgate serve`` to a local sink.
 
 Starts Postfix's ``smtp-sink`` as the upstream (``--upstream aiosmtpd``: the bare Python
-sink of ``_harness.py`` instead) and, for each mode, a fresh ``mailgate serve --relay smtp://127.0.0.1:SINK --http … --db
-sqlite:///TMP/….sqlite3``. Then it POSTs N messages to ``/api/v1/messages`` from C concurrent
-requests (one httpx.AsyncClient), either one message per request or in batches of B, and
-measures
+sink of ``_harness.py`` instead) and, for each mode, a fresh ``mailgate serve --relay
+smtp://127.0.0.1:SINK --http … --db sqlite:///TMP/….sqlite3``. Then it POSTs N messages
+to ``/api/v1/messages`` from C concurrent requests (one httpx.AsyncClient), either one
+message per request or in batches of B, and measures
 
 * enqueue: from the first POST until the last 202 (the dispatcher is delivering meanwhile);
 * end-to-end: from the first POST until the sink has accepted all N (the sink's own clock);
