@@ -5,9 +5,11 @@ Nothing here does I/O; every part of the pipeline passes these values around.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parseaddr
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -27,8 +29,24 @@ __all__ = [
     "SmtpAuth",
     "SmtpSecurity",
     "State",
+    "mailbox",
 ]
 
+
+
+_PLAIN_ADDRESS = frozenset(' <>"(),;:\\')
+
+
+@functools.lru_cache(maxsize=8192)
+def mailbox(value: str) -> tuple[str, str]:
+    """``(display name, address)`` of a stored mailbox (``addr`` or ``Name <addr>``).
+
+    Every message names the same few senders and recipients again and again, at every
+    step (routing, the envelope, the header fields): parsed once, remembered.
+    """
+    if _PLAIN_ADDRESS.isdisjoint(value):
+        return "", value
+    return parseaddr(value)
 
 class State(StrEnum):
     """The life of a queued message: ``queued → sending → sent | deferred → … | failed``."""
@@ -102,11 +120,9 @@ class Message:
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
         """Every RCPT TO address (bare), bcc included; duplicates removed, order kept."""
-        from email.utils import parseaddr
-
         seen: dict[str, None] = {}
         for value in (*self.to, *self.cc, *self.bcc):
-            seen.setdefault(parseaddr(value)[1], None)
+            seen.setdefault(mailbox(value)[1], None)
         return tuple(seen)
 
 

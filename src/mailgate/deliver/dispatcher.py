@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from typing import Protocol
 
 from mailgate.clock import Clock
@@ -32,7 +31,7 @@ from mailgate.deliver.tracing import attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
 from mailgate.errors import StoreUnavailable, UnbuildableMessage
 from mailgate.mime import build_message
-from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult
+from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult, mailbox
 from mailgate.policy import (
     ACCOUNT_PROBLEMS,
     Decision,
@@ -334,29 +333,42 @@ class Dispatcher:
 
     @contextlib.asynccontextmanager
     async def _renewing(self, job: Job) -> AsyncIterator[None]:
-        """Renew the job's lease every half lease while the block (the send) runs."""
-        renewer = asyncio.create_task(self._renew(job))
+        """Renew the job's lease every half lease while the block (the send) runs.
+
+        A timer, not a task per send: a task is started only if the send outlives half
+        the lease, which almost none do.
+        """
+        renewer: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal renewer
+            renewer = asyncio.create_task(self._renew(job))
+
+        timer = asyncio.get_running_loop().call_later(self.settings.lease_seconds / 2, start)
         try:
             yield
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            timer.cancel()
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
 
     async def _renew(self, job: Job) -> None:
+        """Renew now, then every half lease until cancelled."""
         lease = self.settings.lease_seconds
         while True:
-            await asyncio.sleep(lease / 2)
             try:
                 if not await self.queue.renew(job, self.owner, lease, now=self.clock.now()):
                     log.warning("lease on %s was lost while sending it", job.message.id)
                     return
             except Exception as exc:  # the next turn tries again, before the lease ends
                 log.warning("could not renew the lease on %s: %s", job.message.id, exc)
+            await asyncio.sleep(lease / 2)
 
     def _outgoing(self, job: Job) -> Outgoing:
         envelope = Envelope(
-            sender=parseaddr(job.message.sender)[1],
+            sender=mailbox(job.message.sender)[1],
             recipients=job.pending,
             message_id=job.message.id,
             tenant=job.message.tenant,

@@ -24,12 +24,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Protocol
 
 from mailgate.deliver.transport import Transport
 from mailgate.errors import ConfigError
-from mailgate.model import Account, Message
+from mailgate.model import Account, Message, mailbox
 
 __all__ = ["AccountDirectory", "FixedRoute", "Route", "Router", "Routes", "TransportFactory"]
 
@@ -136,7 +135,7 @@ class Router:
             return self._stored(named)
         if message.account != "default":
             return Route(wait=_unusable(message.account, named))
-        sender = await self._for_sender(message.tenant, parseaddr(message.sender)[1])
+        sender = await self._for_sender(message.tenant, mailbox(message.sender)[1])
         if sender is not None:
             return self._stored(sender)
         if named is not None:  # a stored, disabled "default" wins over the relay

@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from email.utils import parseaddr
+
+from mailgate.model import mailbox
 
 __all__ = ["address_field", "header_block", "unstructured_field"]
 
@@ -42,11 +43,11 @@ def address_field(name: str, addresses: Sequence[str]) -> str:
     """
     tokens: list[str] = []
     for i, value in enumerate(addresses):
-        display, addr = parseaddr(value)
-        mailbox = [*_phrase_tokens(display), f"<{addr}>"] if display else [addr]
+        display, addr = mailbox(value)
+        words = [*_phrase_tokens(display), f"<{addr}>"] if display else [addr]
         if i < len(addresses) - 1:
-            mailbox[-1] += ","
-        tokens += mailbox
+            words[-1] += ","
+        tokens += words
     return _fold(name, tokens)
 
 
