@@ -125,6 +125,7 @@ class Router:
         self._generation: dict[str, int] = {}  #: per tenant, bumped by forget()
         self._closing: set[asyncio.Task[None]] = set()
         self._healthy: dict[tuple[str, str], float] = {}  #: account → ok recorded until
+        self._relay_routes: dict[str, Route] = {}
 
     async def route(self, message: Message) -> Route:
         """The route for ``message`` now (see the module docstring for the order)."""
@@ -141,9 +142,17 @@ class Router:
         if named is not None:  # a stored, disabled "default" wins over the relay
             return Route(wait=_unusable("default", named))
         if self.relay is not None:
-            account, transport = self.relay
-            return Route(transport, replace(account, tenant=message.tenant))
+            return self._relay_route(message.tenant)
         return self.capture
+
+    def _relay_route(self, tenant: str) -> Route:
+        """The configured relay, as the tenant's ``default`` account (one Route per tenant)."""
+        route = self._relay_routes.get(tenant)
+        if route is None:
+            assert self.relay is not None
+            account, transport = self.relay
+            route = self._relay_routes[tenant] = Route(transport, replace(account, tenant=tenant))
+        return route
 
     def capacity(self, tenant: str, account: str) -> int | None:
         """How many sends the account named ``account`` can have at once (its pool

@@ -27,13 +27,25 @@ account's head in one ``UNION ALL``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    or_,
+    select,
+    union_all,
+)
 
 from mailgate.model import State
 from mailgate.store.schema import WAITING_SQL, messages
@@ -132,8 +144,31 @@ def _read_heads(
     messages, read without locks: one ``UNION ALL`` per 50 accounts."""
     found = []
     for chunk in _chunks(pairs, 50):  # a compound SELECT has a term limit
-        found += _ranked(conn.execute(union_all(*_heads(chunk, now, caps))))
+        params: dict[str, Any] = {"now": now}
+        for i, pair in enumerate(chunk):
+            params.update({f"t{i}": pair[0], f"a{i}": pair[1], f"n{i}": caps[pair]})
+        found += _ranked(conn.execute(_union_of_heads(len(chunk)), params))
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _union_of_heads(count: int) -> CompoundSelect[Any]:
+    """``count`` accounts' heads in one ``UNION ALL``, with parameters ``t0, a0, n0, …``
+    and ``now``: built once per size, so SQLAlchemy's compiled form is reused as is.
+    Each term is a subquery: SQLite allows no LIMIT on a compound's own terms."""
+    c = messages.c
+    terms = [
+        select(
+            select(c.tenant, c.account, c.priority, c.next_attempt_at, c.id)
+            .where(c.tenant == bindparam(f"t{i}"), c.account == bindparam(f"a{i}"))
+            .where(WAITING_SQL, c.next_attempt_at <= bindparam("now"))
+            .order_by(c.priority, c.next_attempt_at, c.id)
+            .limit(bindparam(f"n{i}", type_=Integer))
+            .subquery()
+        )
+        for i in range(count)
+    ]
+    return union_all(*terms)
 
 
 def _locked_heads(
@@ -155,7 +190,7 @@ def _locked_heads(
         for pair in active:
             got = found[pair]
             n = min(share, caps[pair] - len(got))
-            [head] = _heads([pair], now, {pair: n}, lock=True)
+            head = _locked_head(pair, now, n)
             rows = conn.execute(head.where(messages.c.id.not_in([r[4] for r in got]))).all()
             got += rows
             want -= len(rows)
@@ -169,31 +204,18 @@ def _cap(take: int, budget: int | None) -> int:
     return take if budget is None else min(take, max(budget, 0))
 
 
-def _heads(
-    pairs: Sequence[tuple[str, str]],
-    now: datetime,
-    caps: Mapping[tuple[str, str], int],
-    *,
-    lock: bool = False,
-) -> list[Select[Any]]:
-    """One query per account for its first ``caps[pair]`` due messages, in send order.
-
-    For a compound SELECT each is wrapped as a subquery (SQLite allows no LIMIT on a
-    compound's terms); with ``lock`` (PostgreSQL) each locks its rows instead, ``SKIP
-    LOCKED``, so concurrent dispatchers take the next ones rather than none.
-    """
+def _locked_head(pair: tuple[str, str], now: datetime, n: int) -> Select[Any]:
+    """PostgreSQL: the account's first ``n`` due messages in send order, locked as they
+    are read (``SKIP LOCKED``), so concurrent dispatchers take the next ones, not none."""
     c = messages.c
-    queries: list[Select[Any]] = []
-    for tenant, account in pairs:
-        head = (
-            select(c.tenant, c.account, c.priority, c.next_attempt_at, c.id)
-            .where(c.tenant == tenant, c.account == account)
-            .where(WAITING_SQL, c.next_attempt_at <= now)
-            .order_by(c.priority, c.next_attempt_at, c.id)
-            .limit(caps[(tenant, account)])
-        )
-        queries.append(head.with_for_update(skip_locked=True) if lock else select(head.subquery()))
-    return queries
+    return (
+        select(c.tenant, c.account, c.priority, c.next_attempt_at, c.id)
+        .where(c.tenant == pair[0], c.account == pair[1])
+        .where(WAITING_SQL, c.next_attempt_at <= now)
+        .order_by(c.priority, c.next_attempt_at, c.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def _ranked(rows: Iterable[Any]) -> list[Any]:

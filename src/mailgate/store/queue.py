@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, and_, func, insert, select, update
+from sqlalchemy import Connection, Insert, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -334,32 +334,41 @@ def _lease(
     budget: Budget | None,
 ) -> list[Job]:
     """:meth:`QueueStore.lease` as one transaction (in the database thread on SQLite)."""
-    c = messages.c
     ids = claim_due_ids(conn, now, limit, per_account, waiting, budget)
     if not ids:
         return []
-    claimed = (
-        update(messages)
-        .where(c.id.in_(ids))
-        .values(
-            state=State.SENDING,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_for),
-            updated_at=now,
-        )
-        .returning(*messages.c)
-    )
-    rows = conn.execute(claimed).mappings().all()
+    until = now + timedelta(seconds=lease_for)
+    params = {"b_ids": ids, "b_owner": owner, "b_until": until, "b_now": now}
+    rows = conn.execute(_CLAIM, params).mappings().all()
     files = _attachments_of(conn, ids)
     order = {id_: i for i, id_ in enumerate(ids)}
     jobs = [job_from_row(row, files.get(row["id"], ())) for row in rows]
     return sorted(jobs, key=lambda j: order[j.message.id])
 
 
+#: Leased messages change hands, returning the rows to send (statements built once, so
+#: each lease reuses their compiled form instead of building and hashing new ones)
+_CLAIM = (
+    update(messages)
+    .where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        state=State.SENDING,
+        lease_owner=bindparam("b_owner"),
+        lease_expires_at=bindparam("b_until"),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(*messages.c)
+)
+_FILES = (
+    select(attachments)
+    .where(attachments.c.message_id.in_(bindparam("b_ids", expanding=True)))
+    .order_by(attachments.c.idx)
+)
+
+
 def _attachments_of(conn: Connection, ids: list[str]) -> dict[str, tuple[Attachment, ...]]:
-    query = select(attachments).where(attachments.c.message_id.in_(ids)).order_by(attachments.c.idx)
     found: dict[str, list[Attachment]] = {}
-    for r in conn.execute(query).mappings():
+    for r in conn.execute(_FILES, {"b_ids": ids}).mappings():
         found.setdefault(r["message_id"], []).append(
             Attachment(
                 r["filename"], r["content_type"], r["content"], r["cid"], r["url"], r["path"]

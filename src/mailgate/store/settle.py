@@ -63,11 +63,9 @@ def record_many(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
 
 def _still_leased(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
     """For each settlement: is its message still ``sending`` under its owner's lease?"""
-    c = messages.c
-    query = select(c.id, c.lease_owner, c.state).where(c.id.in_([o.message_id for o in items]))
-    if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes other leases
-        query = query.with_for_update()
-    rows = {row.id: row for row in conn.execute(query)}
+    # SQLite's write lock already excludes other leases; PostgreSQL locks the rows
+    query = _LEASES if conn.dialect.name == "sqlite" else _LEASES_LOCKED
+    rows = {row.id: row for row in conn.execute(query, {"b_ids": [o.message_id for o in items]})}
     return [
         (row := rows.get(o.message_id)) is not None
         and row.lease_owner == o.owner
@@ -75,6 +73,11 @@ def _still_leased(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
         for o in items
     ]
 
+
+_LEASES = select(messages.c.id, messages.c.lease_owner, messages.c.state).where(
+    messages.c.id.in_(bindparam("b_ids", expanding=True))
+)
+_LEASES_LOCKED = _LEASES.with_for_update()
 
 #: One attempt's outcome on its message; executed for many at once. The ``b_`` names
 #: keep the parameters apart from the columns they set.
