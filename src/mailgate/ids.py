@@ -15,7 +15,6 @@ import os
 import secrets
 import threading
 import time
-import uuid
 
 __all__ = ["new_id", "new_lease_owner"]
 
@@ -53,7 +52,8 @@ def new_id() -> str:
         if value <= _last:
             value = _next_after(_last)
         _last = value
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # the canonical 8-4-4-4-12 form, without uuid.UUID's checks
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _next_after(value: int) -> int:

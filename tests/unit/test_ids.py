@@ -8,6 +8,7 @@ def test_ids_are_uuid7_and_strictly_increasing() -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # the canonical lower-case 8-4-4-4-12
 
 
 def test_increment_carries_into_rand_a_and_keeps_version_bits() -> None:
