@@ -135,6 +135,7 @@ class Gateway:
             limits=s.limits,
             on_queued=self.dispatcher.wake,
             admission=RateAdmission(router, pacer),
+            max_attachment=s.attachments.max_attachment_size,
         )
         services = Services(
             MessagesService(queue, self.clock, submissions),

@@ -3,6 +3,7 @@ the good ones in the same batch are still queued, and nothing answers 500."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from datetime import UTC, datetime
@@ -66,6 +67,31 @@ async def test_batch_size_limit_through_the_api(start_gateway: GatewayFactory) -
         assert response.status_code == 422
         assert "over the limit of 2" in response.json()["rejected"][0]["reason"]
         assert (await client.get("/messages")).json()["items"] == []
+
+
+async def test_an_inline_attachment_over_the_attachment_limit_is_refused(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``attachments.max_attachment_size`` holds for attachments given inline, not only
+    for those fetched by url or read from a path when the message is sent."""
+
+    def attached(size: int) -> dict[str, object]:
+        content = base64.b64encode(b"x" * size).decode()
+        files = [
+            {"filename": "a.bin", "content_type": "application/octet-stream", "content": content}
+        ]
+        return item(attachments=files)
+
+    async with start_gateway(attachments={"max_attachment_size": 1000}) as gw, api(gw) as client:
+        response = await client.post("/messages", json=[attached(1000), attached(1001)])
+        body = response.json()
+        assert response.status_code == 202 and body["queued"] == 1, body
+        [rejected] = body["rejected"]
+        assert rejected["index"] == 1
+        assert rejected["reason"] == (
+            "attachments.0: 1001 bytes is over the attachment limit of 1000 bytes"
+            " (attachments.max_attachment_size)"
+        )
 
 
 async def test_one_bad_item_is_one_rejection_the_rest_are_queued(

@@ -15,7 +15,6 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +38,7 @@ from mailgate.ingest.validation import (
     check_header_text,
     check_plain_text,
 )
-from mailgate.model import Attachment, Message, Priority
+from mailgate.model import Attachment, Message, Priority, mailbox
 from mailgate.settings import LimitSettings
 from mailgate.store import QueueStore
 
@@ -115,9 +114,19 @@ class SubmissionReport:
 
 
 def parse_message_json(
-    item: object, *, tenant: str, default_from: str, limits: LimitSettings, now: datetime
+    item: object,
+    *,
+    tenant: str,
+    default_from: str,
+    limits: LimitSettings,
+    now: datetime,
+    max_attachment: int | None = None,
 ) -> Message:
-    """Validate one submitted message; :class:`InvalidMessage` says what is wrong."""
+    """Validate one submitted message; :class:`InvalidMessage` says what is wrong.
+
+    ``max_attachment``: the most bytes one attachment given inline may hold (the same
+    limit ``url`` and ``path`` attachments meet when they are resolved).
+    """
     data = _model(item)
     line = limits.max_header_value
     sender = parse_mailbox("from", data.from_ or default_from, limit=line)
@@ -135,7 +144,9 @@ def parse_message_json(
         text=check_body("text", data.text),
         html=check_body("html", data.html),
         headers=_headers(data.headers, limits) | _unsubscribe(data.list_unsubscribe, data.headers),
-        attachments=tuple(_attachment(i, a) for i, a in enumerate(data.attachments)),
+        attachments=tuple(
+            _attachment(i, a, max_attachment) for i, a in enumerate(data.attachments)
+        ),
         priority=Priority[data.priority.upper()],
         send_at=data.send_at.astimezone(UTC) if data.send_at else None,
         metadata=check_metadata(
@@ -199,7 +210,7 @@ def _unsubscribe(value: ListUnsubscribeIn | None, headers: dict[str, str]) -> di
     return list_unsubscribe_headers(value, headers) if value is not None else {}
 
 
-def _attachment(index: int, att: AttachmentIn) -> Attachment:
+def _attachment(index: int, att: AttachmentIn, max_size: int | None) -> Attachment:
     where = f"attachments.{index}"
     filename = base_filename(f"{where}.filename", att.filename)
     content_type = check_content_type(f"{where}.content_type", att.content_type)
@@ -215,6 +226,11 @@ def _attachment(index: int, att: AttachmentIn) -> Attachment:
         content = base64.b64decode(att.content or "", validate=True)
     except (binascii.Error, ValueError):
         raise InvalidMessage(f"{where}: content is not valid base64") from None
+    if max_size is not None and len(content) > max_size:
+        raise InvalidMessage(
+            f"{where}: {len(content)} bytes is over the attachment limit of {max_size} bytes"
+            " (attachments.max_attachment_size)"
+        )
     return Attachment(filename, content_type, content, cid)
 
 
@@ -267,7 +283,7 @@ def _header_size(value: str) -> int:
 
 
 def _domain(address: str) -> str:
-    return parseaddr(address)[1].rpartition("@")[2] or "mailgate.local"
+    return mailbox(address)[1].rpartition("@")[2] or "mailgate.local"
 
 
 class Submissions:
@@ -282,8 +298,10 @@ class Submissions:
         limits: LimitSettings,
         on_queued: Callable[[], None],
         admission: Admission | None = None,
+        max_attachment: int | None = None,
     ) -> None:
         self.admission = admission
+        self.max_attachment = max_attachment
         self.queue = queue
         self.clock = clock
         self.default_from = default_from
@@ -341,7 +359,12 @@ class Submissions:
 
     def _parse(self, item: object, tenant: str, now: datetime) -> Message:
         return parse_message_json(
-            item, tenant=tenant, default_from=self.default_from, limits=self.limits, now=now
+            item,
+            tenant=tenant,
+            default_from=self.default_from,
+            limits=self.limits,
+            now=now,
+            max_attachment=self.max_attachment,
         )
 
 
