@@ -184,7 +184,13 @@ class Gateway:
             postmark=self.settings.postmark,
             board=self.pools,
         )
-        router = Router(capture=capture, accounts=self.accounts, factory=factory, relay=relay)
+        router = Router(
+            capture=capture,
+            accounts=self.accounts,
+            factory=factory,
+            relay=relay,
+            default_pool_size=self.settings.delivery.pool_size,
+        )
         self._stack.push_async_callback(router.aclose)
         return router
 

@@ -105,6 +105,19 @@ async def test_a_stored_default_wins_over_the_relay_and_waits_when_disabled() ->
     assert (await off.route(make_message())).wait == "account 'default' is disabled"
 
 
+async def test_capacity_is_the_pool_size_known_or_assumed() -> None:
+    """An account not looked up yet is assumed to have the default pool, so the first
+    lease for it is capped like later ones; looked up, its own pool size counts."""
+    r = Router(capture=Named("capture"), accounts=Directory(account("news")),
+               factory=lambda a: Named(a.id),
+               lookup_ttl=60.0, default_pool_size=3)  # fmt: skip
+    assert r.capacity("default", "news") == 3
+    await r.route(make_message(account="news"))
+    assert r.capacity("default", "news") == account("news").limits.pool_size
+    capture = Router(capture=Named("capture"), capture_only=True, default_pool_size=3)
+    assert capture.capacity("default", "news") is None
+
+
 async def test_dev_captures_everything() -> None:
     r = Router(capture=Named("capture"), accounts=Directory(account("news")), capture_only=True)
     assert name(await r.route(make_message(account="news"))) == "capture"

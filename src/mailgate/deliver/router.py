@@ -109,16 +109,19 @@ class Router:
         relay: tuple[Account, Transport] | None = None,
         capture_only: bool = False,
         lookup_ttl: float = 5.0,
+        default_pool_size: int | None = None,
     ) -> None:
         """``relay``: the configured default relay as an account and its transport.
         ``lookup_ttl``: seconds an account lookup is reused (a burst from one sender
-        costs one query, and a change is seen within that time)."""
+        costs one query, and a change is seen within that time).
+        ``default_pool_size``: the capacity assumed for an account not looked up yet."""
         self.capture = Route(capture)
         self.accounts = accounts
         self.factory = factory
         self.relay = relay
         self.capture_only = capture_only
         self.lookup_ttl = lookup_ttl
+        self.default_pool_size = default_pool_size
         self._transports: dict[tuple[str, str], tuple[int, Transport]] = {}
         self._lookups: dict[tuple[str, str, str], tuple[float, Account | None]] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Future[Account | None]] = {}
@@ -156,8 +159,10 @@ class Router:
 
     def capacity(self, tenant: str, account: str) -> int | None:
         """How many sends the account named ``account`` can have at once (its pool
-        size), from what routing already looked up; None when unknown or unbounded
-        (capture). No query: this runs before every lease."""
+        size), from what routing already looked up. An account not looked up yet gets
+        the default pool size, so its first lease is capped too (it would otherwise take
+        every free slot); None only when unbounded (capture). No query: this runs
+        before every lease."""
         if self.capture_only:
             return None
         hit = self._lookups.get((tenant, "id", account))
@@ -165,7 +170,7 @@ class Router:
             return hit[1].limits.pool_size
         if account == "default" and self.relay is not None:
             return self.relay[0].limits.pool_size
-        return None
+        return self.default_pool_size
 
     async def record_health(
         self, route: Route, *, ok_at: datetime | None = None, error: str | None = None
