@@ -34,7 +34,7 @@ from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
-from mailgate.model import Account
+from mailgate.model import Account, AccountLimits
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
 from mailgate.settings import Settings, data_dir, default_db_url
@@ -189,7 +189,7 @@ class Gateway:
             accounts=self.accounts,
             factory=factory,
             relay=relay,
-            default_pool_size=self.settings.delivery.pool_size,
+            default_pool_size=AccountLimits().pool_size,  # a stored account's default
         )
         self._stack.push_async_callback(router.aclose)
         return router
