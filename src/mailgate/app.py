@@ -34,6 +34,7 @@ from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
+from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
@@ -72,6 +73,9 @@ class Gateway:
         self.db_url = database_url(settings, mode)
         self.inbox: Inbox
         self.pools = PoolBoard()  #: this gateway's SMTP pools, for GET /api/v1/stats
+        self.metrics = Metrics(self.pools.snapshot)  #: what /metrics shows
+        self._db: Database | None = None
+        self._smtp_server: SmtpServer | None = None
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
         self.router: Router
@@ -98,7 +102,7 @@ class Gateway:
     async def _start(self) -> None:
         s = self.settings
         s.check_safe()
-        db = Database(self.db_url)
+        db = self._db = Database(self.db_url)
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
         queue = QueueStore(db)
@@ -120,6 +124,7 @@ class Gateway:
             clock=self.clock,
             owner=owner,
             pacer=pacer,
+            metrics=self.metrics,
             # url/path attachments and DKIM, resolved when each message is sent
             prepare=await self._stack.enter_async_context(
                 SendTimeContent(s.attachments, accounts=sending_account(router))
@@ -222,6 +227,8 @@ class Gateway:
                 http=self.settings.http,
                 limits=self.settings.limits,
                 pool_stats=self.pools.snapshot,
+                metrics=self._scrape,
+                readiness=self.readiness,
             ),
             log_config=None,
             access_log=False,
@@ -255,7 +262,28 @@ class Gateway:
             timeout=s.smtp.timeout,
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
+        self._smtp_server = server
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
+
+
+    async def readiness(self) -> dict[str, str]:
+        """Each part that must work for this gateway to take mail: ``ok``, or why not."""
+        s = self.settings
+        checks: dict[str, str] = {}
+        problem = await self._db.check() if self._db is not None else "not opened"
+        checks["store"] = problem or "ok"
+        if s.delivery.enabled:
+            checks["dispatcher"] = "ok" if self.dispatcher.running else "not running"
+        if self.mode is Mode.DEV and s.smtp.enabled:
+            server = self._smtp_server
+            checks["smtp"] = "ok" if server is not None and server.listening else "not listening"
+        return checks
+
+    async def _scrape(self) -> bytes:
+        """The metrics, with the queue depth read from the store now."""
+        assert self._db is not None
+        self.metrics.set_queue_depth(await QueueStore(self._db).count_by_state())
+        return self.metrics.exposition()
 
 
 def database_url(settings: Settings, mode: Mode) -> str:

@@ -30,8 +30,9 @@ from mailgate.deliver.router import Route, Routes
 from mailgate.deliver.tracing import attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
 from mailgate.errors import StoreUnavailable, UnbuildableMessage
+from mailgate.metrics import Metrics
 from mailgate.mime import build_message
-from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult, mailbox
+from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult, State, mailbox
 from mailgate.policy import (
     ACCOUNT_PROBLEMS,
     Decision,
@@ -91,6 +92,7 @@ class Dispatcher:
         owner: str,
         prepare: Prepare | None = None,
         pacer: Pacing | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.queue = queue
         self.router = router
@@ -100,6 +102,7 @@ class Dispatcher:
         self.owner = owner
         self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
         self.pacer: Pacing = pacer or _Unpaced()
+        self.metrics = metrics  #: Prometheus counters of attempts (``mailgate.metrics``)
         self._pacing: set[tuple[str, str]] = set()  #: accounts with a send waiting in place
         self._held: Counter[tuple[str, str]] = Counter()  #: leased jobs per account named
         self._wake = asyncio.Event()
@@ -128,6 +131,12 @@ class Dispatcher:
                 self.wake()
         except Exception as exc:  # the re-check still comes
             log.warning("could not wake the messages of account %s: %s", account_id, exc)
+
+    @property
+    def running(self) -> bool:
+        """Whether its loop is leasing (started, not stopped, not crashed)."""
+        task = self._loop_task
+        return task is not None and not task.done() and not self._stopping
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="mailgate-dispatcher")
@@ -273,6 +282,22 @@ class Dispatcher:
             log.info(
                 "%s %s via %s: %s", job.message.id, decision.state, attempt.transport, result.detail
             )
+            self._observe(job, attempt, decision, time.monotonic() - started)
+
+    def _observe(self, job: Job, attempt: Attempt, decision: Decision, seconds: float) -> None:
+        """The recorded attempt in the metrics: its outcome, duration and, when it
+        finished the message, the time since the message was queued."""
+        if self.metrics is None:
+            return
+        final = decision.state in (State.SENT, State.FAILED)
+        latency = (attempt.at - job.message.created_at).total_seconds() if final else None
+        self.metrics.attempt(
+            account=attempt.account or "-",
+            outcome=str(decision.state),
+            failure_class=attempt.failure_class,
+            seconds=seconds,
+            latency=latency,
+        )
 
     async def _route(self, job: Job) -> Route | None:
         """The message's route, or None once it was released to wait for its account."""

@@ -155,6 +155,11 @@ class SmtpServer:
             loop=asyncio.get_running_loop(),
         )
 
+    @property
+    def listening(self) -> bool:
+        """Whether it accepts connections now (for ``/readyz``)."""
+        return self._server is not None and self._server.is_serving()
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         try:

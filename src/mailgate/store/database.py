@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -28,6 +29,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -172,6 +174,23 @@ class Database:
                 )
             await conn.run_sync(_upgrade)
 
+    async def check(self) -> str | None:
+        """Why the store is not ready, or None: reachable, and migrated to the newest
+        revision this mailgate ships (for ``/readyz``)."""
+        try:
+            async with self.read() as conn:
+                current = (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar_one_or_none()
+        except StoreError as exc:
+            return f"unreachable ({type(exc.__cause__ or exc).__name__})"
+        except sqlalchemy.exc.SQLAlchemyError:  # no alembic_version table at all
+            return "not migrated"
+        head = _head_revision()
+        if current != head:
+            return f"schema at revision {current}, this mailgate needs {head}"
+        return None
+
     async def aclose(self) -> None:
         await self.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
@@ -225,6 +244,11 @@ def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("mailgate.store") / "migrations"))
     return cfg
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _upgrade(conn: Connection) -> None:

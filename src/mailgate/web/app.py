@@ -6,20 +6,23 @@ answers for 405/OPTIONS, the request-body limit, then the routes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 
 from mailgate import __version__
 from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
+from mailgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailgate.settings import HttpSettings, LimitSettings
 from mailgate.web import api_accounts, api_inbox, api_messages, api_stats
 from mailgate.web.api_stats import PoolStatsSource
+from mailgate.web.deps import TenantDep
 from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
@@ -27,7 +30,17 @@ from mailgate.web.methods import AllowedMethods
 from mailgate.web.responses import errors
 from mailgate.web.services import Services
 
-__all__ = ["Services", "create_app"]
+__all__ = ["MetricsSource", "Readiness", "Services", "create_app"]
+
+#: the Prometheus exposition of the gateway's metrics, gathered at scrape time
+MetricsSource = Callable[[], Awaitable[bytes]]
+#: each part that must work to take mail (store, dispatcher, smtp): "ok", or why not
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready, or not ready")
+    checks: dict[str, str] = Field(description="each part: ok, or what is wrong")
 
 
 def create_app(
@@ -36,9 +49,13 @@ def create_app(
     http: HttpSettings | None = None,
     limits: LimitSettings | None = None,
     pool_stats: PoolStatsSource | None = None,
+    metrics: MetricsSource | None = None,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
     """The web app; ``http`` and ``limits`` default to the settings' defaults.
-    ``pool_stats``: the SMTP pools' counters for ``GET /api/v1/stats``."""
+    ``pool_stats``: the SMTP pools' counters for ``GET /api/v1/stats``; ``metrics``: the
+    Prometheus exposition for ``/metrics``; ``readiness``: each part's state for
+    ``/readyz``."""
     http = http or HttpSettings()
     limits = limits or LimitSettings()
 
@@ -57,7 +74,36 @@ def create_app(
 
     @app.get("/healthz", tags=["health"], responses=errors(auth=False))
     async def healthz() -> dict[str, str]:
+        """Alive: the process answers. Whether it can take mail is ``/readyz``."""
         return {"status": "ok", "mode": services.mode}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=ReadyOut,
+        responses=errors(auth=False) | {503: {"model": ReadyOut, "description": "not ready"}},
+    )
+    async def readyz() -> JSONResponse:
+        """Ready to take mail: the store reachable and migrated, the dispatcher running,
+        the SMTP server listening (the parts this mode runs). 503 names what is not."""
+        checks = await readiness() if readiness is not None else {}
+        ready = all(state == "ok" for state in checks.values())
+        body = ReadyOut(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses=errors() | {403: {"description": "a tenant's token: use the admin token"}},
+    )
+    async def prometheus(tenant: TenantDep) -> Response:
+        """Prometheus metrics (text exposition format 0.0.4), with the API token when one
+        is set; the operator's, so a tenant's token is refused."""
+        if tenant != "default":
+            raise HTTPException(403, "metrics cover every tenant: use the admin token")
+        body = await metrics() if metrics is not None else b""
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -1,0 +1,130 @@
+"""Prometheus metrics of one gateway: what delivery did, the queue, the SMTP pools.
+
+Each gateway keeps a registry of its own (several run in one test process). Counters and
+histograms are process-local and start at zero with the process, as Prometheus expects
+of counters (``rate()`` handles the reset); the queue depth is read from the store at
+every scrape and the pool figures from the pools, so gauges are right after a restart and
+across processes sharing one queue.
+
+* ``mailgate_messages_total{account,outcome}``: attempts by the state they left their
+  message in (``sent``, ``deferred``, ``failed``, ``queued`` for an uncounted wait);
+* ``mailgate_attempt_duration_seconds{account,class}``: how long each attempt took,
+  ``class`` being its failure class (``none`` when it went through);
+* ``mailgate_queue_latency_seconds``: from enqueue to the final state (sent or failed);
+* ``mailgate_queue_depth{state}``: messages by state, all tenants;
+* ``mailgate_pool_connections{pool,state}`` (``in_use``, ``idle``) and
+  ``mailgate_pool_connections_{created,reused,closed}_total{pool}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mailgate.model import State
+
+__all__ = ["CONTENT_TYPE", "Metrics", "PoolCounters"]
+
+#: The text exposition format, version 0.0.4 (what Prometheus scrapes by default)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Every pool's counters by ``tenant/account`` (``PoolBoard.snapshot``)
+PoolCounters = Callable[[], Mapping[str, Mapping[str, int]]]
+
+_ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 900, 3600, 21600, 86400)
+
+
+class Metrics:
+    def __init__(self, pools: PoolCounters | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.messages = Counter(
+            "mailgate_messages",
+            "Delivery attempts by the state they left their message in.",
+            ["account", "outcome"],
+            registry=self.registry,
+        )
+        self.attempt_duration = Histogram(
+            "mailgate_attempt_duration_seconds",
+            "How long one delivery attempt took, by account and failure class.",
+            ["account", "class"],
+            buckets=_ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_latency = Histogram(
+            "mailgate_queue_latency_seconds",
+            "From enqueue to the final state (sent or failed).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "mailgate_queue_depth",
+            "Messages by state, all tenants, read from the store at each scrape.",
+            ["state"],
+            registry=self.registry,
+        )
+        if pools is not None:
+            self.registry.register(_Pools(pools))
+
+    def attempt(
+        self,
+        *,
+        account: str,
+        outcome: str,
+        failure_class: str | None,
+        seconds: float,
+        latency: float | None,
+    ) -> None:
+        """One recorded attempt; ``latency`` (enqueue → now) when it finished the message."""
+        self.messages.labels(account, outcome).inc()
+        self.attempt_duration.labels(account, failure_class or "none").observe(seconds)
+        if latency is not None:
+            self.queue_latency.observe(max(latency, 0.0))
+
+    def set_queue_depth(self, counts: Mapping[str, int]) -> None:
+        """Every state, zero when no message is in it (a gauge that vanished would leave
+        its last value showing)."""
+        for state in State:
+            self.queue_depth.labels(state.value).set(counts.get(state.value, 0))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Pools(Collector):
+    """The SMTP pools' figures as they are now, read at scrape time."""
+
+    def __init__(self, pools: PoolCounters) -> None:
+        self.pools = pools
+
+    def collect(self) -> Iterator[Metric]:
+        open_ = GaugeMetricFamily(
+            "mailgate_pool_connections",
+            "Open SMTP connections per pool (tenant/account), in use or idle.",
+            labels=["pool", "state"],
+        )
+        totals = {
+            name: CounterMetricFamily(
+                f"mailgate_pool_connections_{name}",
+                f"SMTP connections {text} per pool since the process started.",
+                labels=["pool"],
+            )
+            for name, text in (
+                ("created", "opened"),
+                ("reused", "reused for another message"),
+                ("closed", "closed"),
+            )
+        }
+        for pool, figures in self.pools().items():
+            for state in ("in_use", "idle"):
+                open_.add_metric([pool, state], figures.get(state, 0))
+            for name, family in totals.items():
+                family.add_metric([pool], figures.get(name, 0))
+        yield open_
+        yield from totals.values()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -1,0 +1,109 @@
+"""``/metrics`` and ``/readyz`` (issue 7): figures that match what was done, parsed with
+prometheus-client's own parser, and readiness that names the part that is not ready."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+from mailgate.app import Gateway, Mode
+from mailgate.clock import SystemClock
+from mailgate.store import TokenStore
+from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.peers import Upstream
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(gw: Gateway, token: str | None = None) -> Samples:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=gw.http_url, headers=headers) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_count_what_delivery_did(start_gateway: GatewayFactory) -> None:
+    async with Upstream() as up, start_gateway(relay_url=up.url) as gw, api(gw) as client:
+        up.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
+        batch = [
+            {"to": "a@example.com", "subject": "1", "text": "x"},
+            {"to": "b@example.com", "subject": "2", "text": "x"},
+            {"to": "nobody@example.com", "subject": "3", "text": "x"},
+        ]
+        ids = (await client.post("/messages", json=batch)).json()["ids"]
+        for mid in ids:
+            await wait_for_state(client, mid, "sent", "failed")
+        samples = await scrape(gw)
+
+    sent = value(samples, "mailgate_messages_total", account="default", outcome="sent")
+    failed = value(samples, "mailgate_messages_total", account="default", outcome="failed")
+    assert (sent, failed) == (2, 1)
+    assert value(samples, "mailgate_queue_depth", state="sent") == 2
+    assert value(samples, "mailgate_queue_depth", state="failed") == 1
+    assert value(samples, "mailgate_queue_depth", state="queued") == 0
+    ok = value(
+        samples, "mailgate_attempt_duration_seconds_count", account="default", **{"class": "none"}
+    )
+    refused = value(
+        samples, "mailgate_attempt_duration_seconds_count",
+        account="default", **{"class": "invalid_recipient"},
+    )  # fmt: skip
+    assert (ok, refused) == (2, 1)
+    assert value(samples, "mailgate_queue_latency_seconds_count") == 3
+    pool = "default/default"
+    assert value(samples, "mailgate_pool_connections_created_total", pool=pool) == up.connections
+    assert value(samples, "mailgate_pool_connections_reused_total", pool=pool) == 3 - up.connections
+
+
+async def test_metrics_are_the_operators(start_gateway: GatewayFactory) -> None:
+    """Behind the admin token when one is set; a tenant's token sees only its own
+    messages elsewhere, so it gets no figures that cover every tenant."""
+    async with start_gateway(api_token="admin-token-9") as gw:
+        _, tenant_token = await TokenStore(gw.accounts.db, SystemClock()).create("acme", "t")
+        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+            assert (await client.get("/metrics")).status_code == 401
+            bearer = {"Authorization": f"Bearer {tenant_token}"}
+            assert (await client.get("/metrics", headers=bearer)).status_code == 403
+        samples = await scrape(gw, token="admin-token-9")
+    assert ("mailgate_queue_depth", (("state", "queued"),)) in samples
+
+
+async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFactory) -> None:
+    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "checks": {"store": "ok", "dispatcher": "ok"}}
+
+        async with gw.accounts.db.write() as conn:  # as if an older mailgate had migrated it
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+        stale = await client.get("/readyz")
+        assert stale.status_code == 503
+        assert stale.json()["checks"]["store"].startswith("schema at revision 0002")
+        async with gw.accounts.db.write() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+
+        await gw.dispatcher.stop()
+        stopped = await client.get("/readyz")
+        assert stopped.status_code == 503
+        assert stopped.json() == {
+            "status": "not ready",
+            "checks": {"store": "ok", "dispatcher": "not running"},
+        }
+        assert (await client.get("/healthz")).status_code == 200  # alive all the same
+
+
+async def test_readyz_in_dev_checks_the_smtp_server(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(Mode.DEV) as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+        checks = (await client.get("/readyz")).json()["checks"]
+    assert checks == {"store": "ok", "dispatcher": "ok", "smtp": "ok"}
