@@ -239,6 +239,10 @@ async def test_stats_show_each_pool_and_the_queue(
     assert body["pools"] == {
         "default/default": {"created": 1, "reused": 2, "closed": 0, "in_use": 0, "idle": 1}
     }
+    assert body["last_hour"] == {"sent": 3, "failed": 0, "success_rate": 1.0}
+    assert body["last_day"] == body["last_hour"]
+    assert len(body["sent_per_minute"]) == 60 and body["sent_per_minute"][-1] == 3
+    assert body["last_errors"] == {}
 
 
 def _message(n: int) -> dict[str, Any]:

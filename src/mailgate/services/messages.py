@@ -15,7 +15,7 @@ from mailgate.clock import Clock
 from mailgate.ingest import Submissions
 from mailgate.ingest.submission import SubmissionReport
 from mailgate.model import Attempt, State
-from mailgate.store import MessageRecord, QueueStore
+from mailgate.store import Activity, MessageRecord, QueueStore
 
 __all__ = ["MessagesService", "message_view"]
 
@@ -55,6 +55,10 @@ class MessagesService:
     async def counts(self, tenant: str | None) -> dict[str, int]:
         """Messages per state (every tenant's with ``None``)."""
         return await self.queue.count_by_state(tenant)
+
+    async def activity(self, tenant: str) -> Activity:
+        """What finished in the last hour and day, for the tenant's dashboard."""
+        return await self.queue.activity(tenant, self.clock.now())
 
 
 def message_view(r: MessageRecord) -> dict[str, Any]:

@@ -3,17 +3,19 @@
 from mailgate.store.accounts import AccountStore
 from mailgate.store.database import Database
 from mailgate.store.inbox import CapturedRecord, InboxStore
-from mailgate.store.queue import Enqueued, Job, MessageRecord, QueueStore
+from mailgate.store.queue import Activity, Enqueued, Job, LastError, MessageRecord, QueueStore
 from mailgate.store.tokens import ApiToken, TokenStore
 
 __all__ = [
     "AccountStore",
+    "Activity",
     "ApiToken",
     "CapturedRecord",
     "Database",
     "Enqueued",
     "InboxStore",
     "Job",
+    "LastError",
     "MessageRecord",
     "QueueStore",
     "TokenStore",

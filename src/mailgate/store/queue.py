@@ -8,11 +8,23 @@ the statement runs under the database's write lock, which serialises it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    Integer,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,7 +53,28 @@ from mailgate.store.rows import (
 from mailgate.store.schema import attachments, attempts, events, messages
 from mailgate.store.settle import Release, Settlement, record_many, release_many
 
-__all__ = ["Enqueued", "Job", "MessageRecord", "QueueStore"]
+__all__ = ["Activity", "Enqueued", "Job", "LastError", "MessageRecord", "QueueStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class LastError:
+    """An account's most recent failure or deferral (of the last 24 hours)."""
+
+    at: datetime
+    error: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What finished recently, for one tenant: the dashboard's figures."""
+
+    sent_hour: int
+    failed_hour: int
+    sent_day: int
+    failed_day: int
+    per_minute: tuple[int, ...]  #: messages sent in each of the last 60 minutes, oldest first
+    last_errors: dict[str, LastError]  #: by account
 
 
 class QueueStore:
@@ -241,6 +274,59 @@ class QueueStore:
             await conn.execute(update(messages).where(c.id == message_id).values(**values))
             await _event(conn, message_id, to, {"state": to}, now)
 
+    async def activity(self, tenant: str, now: datetime) -> Activity:
+        """Sent and failed in the last hour and day, sent per minute over the last hour,
+        and each account's last error of the day, from the index of what finished when
+        (``ix_messages_tenant_state_updated``): the cost follows the day's mail, not the
+        retention."""
+        c = messages.c
+        hour, day = now - timedelta(hours=1), now - timedelta(days=1)
+        finished = (
+            c.tenant == tenant,
+            c.state.in_([State.SENT, State.FAILED]),
+            c.updated_at >= day,
+        )
+        totals = (
+            select(c.state, func.count().filter(c.updated_at >= hour), func.count())
+            .where(*finished)
+            .group_by(c.state)
+        )
+        async with self.db.read() as conn:
+            counted = {str(s): (int(h), int(d)) for s, h, d in await conn.execute(totals)}
+            minute = _minutes_since(conn, c.updated_at, hour)
+            per_minute = (
+                select(minute, func.count())
+                .where(c.tenant == tenant, c.state == State.SENT, c.updated_at >= hour)
+                .group_by(minute)
+            )
+            buckets = {int(m): int(n) for m, n in await conn.execute(per_minute)}
+            ranked = (
+                select(
+                    c.account,
+                    c.last_error,
+                    c.updated_at,
+                    c.id,
+                    func.row_number()
+                    .over(partition_by=c.account, order_by=c.updated_at.desc())
+                    .label("n"),
+                )
+                .where(c.tenant == tenant, c.state.in_([State.FAILED, State.DEFERRED]))
+                .where(c.updated_at >= day, c.last_error.is_not(None))
+                .subquery()
+            )
+            latest = (await conn.execute(select(ranked).where(ranked.c.n == 1))).all()
+        sent, failed = counted.get(State.SENT, (0, 0)), counted.get(State.FAILED, (0, 0))
+        return Activity(
+            sent_hour=sent[0],
+            failed_hour=failed[0],
+            sent_day=sent[1],
+            failed_day=failed[1],
+            per_minute=tuple(buckets.get(i, 0) for i in range(60)),
+            last_errors={
+                row.account: LastError(row.updated_at, row.last_error, row.id) for row in latest
+            },
+        )
+
     async def count_by_state(self, tenant: str | None = None) -> dict[str, int]:
         c = messages.c
         query = select(c.state, func.count()).group_by(c.state)
@@ -249,6 +335,19 @@ class QueueStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return {str(state): int(n) for state, n in rows}
+
+
+def _minutes_since(
+    conn: AsyncConnection, column: ColumnElement[datetime], start: datetime
+) -> ColumnElement[int]:
+    """Whole minutes from ``start`` to ``column``, in SQL (each engine has its own date
+    arithmetic; SQLite keeps the UTC times as text)."""
+    if conn.dialect.name == "sqlite":
+        start_text = start.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        days = func.julianday(column) - func.julianday(start_text)
+        return cast(days * 1440, Integer)
+    seconds = func.extract("epoch", column - start)
+    return cast(func.floor(seconds / 60), Integer)
 
 
 def _enqueue(conn: Connection, batch: Sequence[Message], now: datetime) -> dict[str, str]:

@@ -198,6 +198,8 @@ messages = Table(
         postgresql_where=WAITING_SQL,
     ),
     Index("ix_messages_tenant_state", "tenant", "state", "id"),
+    # what finished when, for the activity figures of GET /api/v1/stats
+    Index("ix_messages_tenant_state_updated", "tenant", "state", "updated_at"),
 )
 
 attachments = Table(

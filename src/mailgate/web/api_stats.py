@@ -1,4 +1,6 @@
-"""``GET /api/v1/stats``: the SMTP pools (what reuse saves) and the queue by state.
+"""``GET /api/v1/stats``: the queue by state, what finished in the last hour and day
+(sent, failed, success rate, sent per minute, each account's last error) and the SMTP
+pools (what reuse saves).
 
 A tenant sees its own: the pools of its accounts (``tenant/account``) and the
 counts of its messages. The configured relay is the ``default`` tenant's account.
@@ -7,6 +9,7 @@ counts of its messages. The configured relay is the ``default`` tenant's account
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -33,9 +36,36 @@ class PoolStatsOut(BaseModel):
     idle: int = Field(description="open connections waiting for a message")
 
 
+class WindowOut(BaseModel):
+    """Messages that reached a final state within the window."""
+
+    sent: int
+    failed: int
+    success_rate: float | None = Field(description="sent / (sent + failed); null when none")
+
+
+class LastErrorOut(BaseModel):
+    at: datetime
+    error: str
+    message_id: str
+
+
 class StatsOut(BaseModel):
     pools: dict[str, PoolStatsOut] = Field(description="by tenant/account")
     queue: dict[str, int] = Field(description="messages by state")
+    last_hour: WindowOut
+    last_day: WindowOut
+    sent_per_minute: list[int] = Field(
+        description="messages sent in each of the last 60 minutes, oldest first"
+    )
+    last_errors: dict[str, LastErrorOut] = Field(
+        description="each account's most recent failure or deferral of the last 24 hours"
+    )
+
+
+def _window(sent: int, failed: int) -> WindowOut:
+    done = sent + failed
+    return WindowOut(sent=sent, failed=failed, success_rate=sent / done if done else None)
 
 
 def _pool_stats(request: Request) -> PoolStatsSource | None:
@@ -48,10 +78,18 @@ PoolStatsDep = Annotated[PoolStatsSource | None, Depends(_pool_stats)]
 
 @router.get("/stats", responses=errors())
 async def get_stats(services: ServicesDep, tenant: TenantDep, pools: PoolStatsDep) -> StatsOut:
-    """Pool counters and queue counts, for this tenant."""
+    """Queue counts, recent activity and pool counters, for this tenant."""
     mine = f"{tenant}/"
     counters = pools() if pools is not None else {}
+    activity = await services.messages.activity(tenant)
     return StatsOut(
+        last_hour=_window(activity.sent_hour, activity.failed_hour),
+        last_day=_window(activity.sent_day, activity.failed_day),
+        sent_per_minute=list(activity.per_minute),
+        last_errors={
+            account: LastErrorOut(at=e.at, error=e.error, message_id=e.message_id)
+            for account, e in activity.last_errors.items()
+        },
         pools={
             key: PoolStatsOut(**dict(value))
             for key, value in counters.items()

@@ -1,4 +1,5 @@
-"""Fair leasing reads the backlog through a partial index of waiting messages only.
+"""Fair leasing reads the backlog through a partial index of waiting messages only;
+the activity figures (sent and failed per hour, per minute) have an index of their own.
 
 ``ix_messages_account_due`` held every message ever queued: a lease walked past an
 account's sent and sending rows (their ``next_attempt_at`` is NULL or old, so they
@@ -31,9 +32,13 @@ def upgrade() -> None:
         sqlite_where=_WAITING,
         postgresql_where=_WAITING,
     )
+    op.create_index(
+        "ix_messages_tenant_state_updated", "messages", ["tenant", "state", "updated_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_tenant_state_updated", "messages")
     op.drop_index("ix_messages_waiting", "messages")
     op.create_index(
         "ix_messages_account_due",
