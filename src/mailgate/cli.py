@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from mailgate import __version__, cli_accounts, cli_queue
 from mailgate.app import Gateway, Mode, database_url, format_hostport
 from mailgate.errors import ConfigError
+from mailgate.logs import FORMATS, setup_logging
 from mailgate.settings import Settings, load_settings
 from mailgate.store import Database
 from mailgate.store.database import redact_url
@@ -33,8 +34,12 @@ log = logging.getLogger("mailgate")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(getattr(args, "log_level", "INFO"))
     try:
+        setup_logging(
+            getattr(args, "log_level", "INFO"),
+            getattr(args, "log_format", "text"),
+            getattr(args, "log_file", None),
+        )
         return int(args.func(args))
     except ConfigError as exc:
         print(f"mailgate: error: {exc}", file=sys.stderr)
@@ -73,18 +78,6 @@ def _nested_settings() -> list[str]:
         if isinstance(model, type) and issubclass(model, BaseModel):
             names += [f"{section}.{sub}" for sub in model.model_fields]
     return names
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every SMTP command at INFO and warns about its own internals
-    # (Session.login_data) on every AUTH; keep its real warnings only.
-    smtp_log = logging.getLogger("mail.log")
-    smtp_log.setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    smtp_log.addFilter(lambda record: "login_data" not in record.getMessage())
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # httpx logs every request at INFO; `mailgate send` prints what matters itself
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,6 +171,19 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("MAILGATE_LOG_FORMAT") or "text",
+        help="text (default) or json: one object a line with time, level, logger, message "
+        "and, for a delivery, message_id, account and recipients (env MAILGATE_LOG_FORMAT)",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=os.environ.get("MAILGATE_LOG_FILE") or os.environ.get("LOG_FILE") or None,
+        help="append the log to PATH instead of stderr (env MAILGATE_LOG_FILE, then LOG_FILE)",
+    )
 
 
 def _hostport(value: str) -> dict[str, Any]:

@@ -280,7 +280,16 @@ class Dispatcher:
         await self._account_health(route, result, failure, attempt.at)
         if await self._record(job, attempt, decision):
             log.info(
-                "%s %s via %s: %s", job.message.id, decision.state, attempt.transport, result.detail
+                "%s %s via %s: %s",
+                job.message.id,
+                decision.state,
+                attempt.transport,
+                result.detail,
+                extra={
+                    "message_id": job.message.id,
+                    "account": attempt.account,
+                    "recipients": len(job.pending),
+                },
             )
             self._observe(job, attempt, decision, time.monotonic() - started)
 
