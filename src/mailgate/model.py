@@ -116,6 +116,8 @@ class Message:
     priority: Priority = Priority.NORMAL
     send_at: datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: where it came from, for its reports: "rest", "smtp" or "firestore:<document path>"
+    source: str = "rest"
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ async def test_a_released_message_waits_until_the_time_without_an_attempt(
     assert record.state is State.QUEUED  # never tried: still queued
     assert record.next_attempt_at == LATER and record.attempts == ()
     assert record.wait_reason == "account 'x' is disabled"
-    assert await _kinds(database, job.message.id) == ["queued", "waiting"]
+    assert await _kinds(database, job.message.id) == ["message.queued", "message.waiting"]
     assert await queue.lease("w2", LATER - timedelta(seconds=1), 1, 60) == []
     [again] = await queue.lease("w2", LATER, 1, 60)
     assert again.attempt_count == 0 and again.pending == job.pending
@@ -69,7 +69,7 @@ async def test_only_the_lease_owner_can_release(database: Database) -> None:
     assert not await queue.release(job, "intruder", LATER, "no", now=NOW)
     record = await queue.get(job.message.id, "default")
     assert record.state is State.SENDING and record.wait_reason is None
-    assert await _kinds(database, job.message.id) == ["queued"]
+    assert await _kinds(database, job.message.id) == ["message.queued"]
 
 
 async def test_an_attempt_clears_the_wait_reason_and_stores_its_class(database: Database) -> None:

@@ -86,12 +86,15 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
         assert ready.json() == {"status": "ready", "checks": {"store": "ok", "dispatcher": "ok"}}
 
         async with gw.accounts.db.write() as conn:  # as if an older mailgate had migrated it
+            head = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
             await conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         stale = await client.get("/readyz")
         assert stale.status_code == 503
         assert stale.json()["checks"]["store"].startswith("schema at revision 0002")
         async with gw.accounts.db.write() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
 
         await gw.dispatcher.stop()
         stopped = await client.get("/readyz")

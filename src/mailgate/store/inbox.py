@@ -13,7 +13,8 @@ from sqlalchemy.engine import RowMapping
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
-from mailgate.store.schema import inbox
+from mailgate.store.outbox import EventKind, event_row
+from mailgate.store.schema import events, inbox
 
 __all__ = ["CapturedRecord", "InboxStore"]
 
@@ -42,6 +43,23 @@ class CapturedRecord:
 _SUMMARY = [c for c in inbox.c if c.name != "raw"]
 
 
+def _received(r: CapturedRecord) -> dict[str, Any]:
+    """The outbox event of captured mail: its envelope and summary, never its content."""
+    summary = {
+        "mail_from": r.mail_from,
+        "rcpt_to": r.rcpt_to,
+        "subject": r.subject,
+        "from": r.from_header,
+        "to": r.to_header,
+        "size": r.size,
+        "attachments": len(r.attachments),
+    }
+    return event_row(
+        EventKind.INBOX_RECEIVED, summary, r.received_at,
+        tenant=r.tenant, source=r.source, inbox_id=r.id,
+    )  # fmt: skip
+
+
 class InboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -54,6 +72,7 @@ class InboxStore:
     @staticmethod
     def _insert_many(conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]) -> list[None]:
         conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
+        conn.execute(insert(events), [_received(record) for record, _ in items])
         return [None] * len(items)
 
     async def list(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -40,12 +39,12 @@ from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.leasing import Budget, WaitingAccounts, claim_due_ids
+from mailgate.store.outbox import EventKind, event_row, kind_of_state
 from mailgate.store.rows import (
     Enqueued,
     Job,
     MessageRecord,
     attempt_from_row,
-    event_row,
     job_from_row,
     message_row,
     record_from_row,
@@ -135,7 +134,8 @@ class QueueStore:
 
         Outcomes that finish together share one transaction (group commit).
         """
-        return await self._recorder.submit(Settlement(job.message.id, owner, attempt, decision))
+        settled = Settlement(job.message.id, owner, attempt, decision, job.attempt_count + 1)
+        return await self._recorder.submit(settled)
 
     async def release(
         self, job: Job, owner: str, until: datetime, reason: str, *, now: datetime
@@ -259,11 +259,14 @@ class QueueStore:
     ) -> None:
         c = messages.c
         async with self.db.write() as conn:
-            state = (
-                await conn.execute(select(c.state).where(c.id == message_id, c.tenant == tenant))
-            ).scalar_one_or_none()
-            if state is None:
+            found = (
+                await conn.execute(
+                    select(c.state, c.source).where(c.id == message_id, c.tenant == tenant)
+                )
+            ).one_or_none()
+            if found is None:
                 raise NotFound(f"no message {message_id}")
+            state, source = found
             if state == to:
                 return
             if state not in allowed:
@@ -272,7 +275,11 @@ class QueueStore:
             next_attempt_at = now if to is State.QUEUED else None
             values = {"state": to, "updated_at": now, "next_attempt_at": next_attempt_at}
             await conn.execute(update(messages).where(c.id == message_id).values(**values))
-            await _event(conn, message_id, to, {"state": to}, now)
+            event = event_row(
+                kind_of_state(to), {"state": to}, now,
+                tenant=tenant, source=source, message_id=message_id,
+            )  # fmt: skip
+            await conn.execute(insert(events).values(**event))
 
     async def activity(self, tenant: str, now: datetime) -> Activity:
         """Sent and failed in the last hour and day, sent per minute over the last hour,
@@ -400,7 +407,16 @@ def _insert_children(conn: Connection, batch: Sequence[Message], now: datetime) 
     if files:
         conn.execute(insert(attachments), files)
     queued = {"state": State.QUEUED}
-    conn.execute(insert(events), [event_row(m.id, "queued", queued, now) for m in batch])
+    conn.execute(
+        insert(events),
+        [
+            event_row(
+                EventKind.MESSAGE_QUEUED, queued, now,
+                tenant=m.tenant, source=m.source, message_id=m.id,
+            )
+            for m in batch
+        ],
+    )  # fmt: skip
 
 
 def _insert_unless_key_taken(conn: Connection) -> Insert:
@@ -414,12 +430,6 @@ def _insert_unless_key_taken(conn: Connection) -> Insert:
         index_elements=[messages.c.tenant, messages.c.key]
     )
     return stmt.returning(messages.c.id)
-
-
-async def _event(
-    conn: AsyncConnection, message_id: str, kind: str, payload: dict[str, Any], now: datetime
-) -> None:
-    await conn.execute(insert(events).values(**event_row(message_id, kind, payload, now)))
 
 
 def _lease(

@@ -26,7 +26,6 @@ __all__ = [
     "MessageRecord",
     "attempt_from_row",
     "attempt_row",
-    "event_row",
     "job_from_row",
     "message_row",
     "record_from_row",
@@ -98,12 +97,8 @@ def message_row(m: Message, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "send_at": m.send_at,
         "next_attempt_at": max(m.send_at, now) if m.send_at else now,
+        "source": m.source,
     }
-
-
-def event_row(message_id: str, kind: str, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """One outbox row: a state change and the event reporting it commit together."""
-    return {"message_id": message_id, "kind": str(kind), "payload": payload, "created_at": now}
 
 
 def job_from_row(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
@@ -127,6 +122,7 @@ def job_from_row(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
         metadata=row["meta"],
         message_id=row["message_id"],
         created_at=row["created_at"],
+        source=row["source"],
     )
     return Job(message, tuple(row["pending"]), row["delivered"], row["attempt_count"])
 

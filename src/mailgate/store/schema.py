@@ -183,6 +183,7 @@ messages = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("last_error", SafeText),
     Column("wait_reason", SafeText),  # why a due message is held (account disabled, paced…)
+    Column("source", SafeText, nullable=False, server_default="rest"),  # rest, smtp, firestore:…
     UniqueConstraint("tenant", "key", name="uq_messages_tenant_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
     # an account's next messages in send order, for fair leasing (store/leasing.py): only
@@ -251,8 +252,11 @@ events = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("message_id", SafeString(36), nullable=False),
-    Column("kind", SafeString(32), nullable=False),
+    Column("tenant", SafeString(64), nullable=False, server_default="default"),
+    Column("message_id", SafeString(36)),  # a queued message's events
+    Column("inbox_id", SafeString(36)),  # a captured message's
+    Column("source", SafeText),  # the message's source: rest, smtp, firestore:<path>
+    Column("kind", SafeString(32), nullable=False),  # an outbox.EventKind
     Column("payload", SafeJSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )

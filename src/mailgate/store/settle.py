@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from mailgate.model import Attempt, State
+from mailgate.model import Attempt, Outcome, State
 from mailgate.policy import Decision
-from mailgate.store.rows import attempt_row, event_row
+from mailgate.store.outbox import EventKind, event_row, kind_of_state
+from mailgate.store.rows import attempt_row
 from mailgate.store.schema import attempts, events, messages
 
 __all__ = ["Release", "Settlement", "record_many", "release_many"]
@@ -38,43 +39,41 @@ class Settlement:
     owner: str
     attempt: Attempt
     decision: Decision
+    attempt_number: int = 1  #: which try this was (counted or not), from 1
 
 
 def record_many(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
     """Settle a batch: which leases still hold is read once (locked on PostgreSQL),
     then one prepared UPDATE runs for all of them (an executemany); every attempt and
     its event are written. Returns, per item, whether its lease still held."""
-    kept = _still_leased(conn, items)
+    rows = _leases(conn, items)
+    kept = [_still_leased(rows.get(o.message_id), o) for o in items]
     settled = [_settlement_params(o) for o, ok in zip(items, kept, strict=True) if ok]
     if settled:
         conn.execute(_SETTLE, settled)
     conn.execute(
         insert(attempts), [{"message_id": o.message_id, **attempt_row(o.attempt)} for o in items]
     )
-    conn.execute(
-        insert(events),
-        [
-            event_row(o.message_id, o.decision.state, _settled_payload(o), o.attempt.at)
-            for o in items
-        ],
-    )
+    conn.execute(insert(events), [e for o in items for e in _events(o, rows.get(o.message_id))])
     return kept
 
 
-def _still_leased(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
-    """For each settlement: is its message still ``sending`` under its owner's lease?"""
-    # SQLite's write lock already excludes other leases; PostgreSQL locks the rows
+def _leases(conn: Connection, items: Sequence[Settlement]) -> dict[str, Any]:
+    """Each settled message's lease, tenant and source (locked on PostgreSQL; SQLite's
+    write lock already excludes other leases)."""
     query = _LEASES if conn.dialect.name == "sqlite" else _LEASES_LOCKED
-    rows = {row.id: row for row in conn.execute(query, {"b_ids": [o.message_id for o in items]})}
-    return [
-        (row := rows.get(o.message_id)) is not None
-        and row.lease_owner == o.owner
-        and row.state == State.SENDING
-        for o in items
-    ]
+    ids = [o.message_id for o in items]
+    return {row.id: row for row in conn.execute(query, {"b_ids": ids})}
 
 
-_LEASES = select(messages.c.id, messages.c.lease_owner, messages.c.state).where(
+def _still_leased(row: Any, o: Settlement) -> bool:
+    """Is the message still ``sending`` under its owner's lease?"""
+    return row is not None and row.lease_owner == o.owner and row.state == State.SENDING
+
+
+_LEASES = select(
+    messages.c.id, messages.c.lease_owner, messages.c.state, messages.c.tenant, messages.c.source
+).where(
     messages.c.id.in_(bindparam("b_ids", expanding=True))
 )
 _LEASES_LOCKED = _LEASES.with_for_update()
@@ -121,13 +120,48 @@ def _last_error(o: Settlement) -> str | None:
     return o.decision.last_error or o.attempt.text
 
 
+def _events(o: Settlement, row: Any) -> list[dict[str, Any]]:
+    """The attempt's outbox events: the message's new state, and each recipient refused
+    for good. An uncounted attempt (the account's problem) leaves the message waiting."""
+    tenant, source = (row.tenant, row.source) if row is not None else ("default", None)
+    state = o.decision.state
+    kind = EventKind.MESSAGE_WAITING if state is State.QUEUED else kind_of_state(state)
+    found = [
+        event_row(kind, _settled_payload(o), o.attempt.at,
+                  tenant=tenant, source=source, message_id=o.message_id)
+    ]  # fmt: skip
+    for rcpt, result in o.attempt.recipients.items():
+        if result.status is Outcome.FAILED:
+            refused = {"recipient": rcpt, "code": result.code, "text": result.text,
+                       "attempt": o.attempt_number}  # fmt: skip
+            found.append(
+                event_row(EventKind.RECIPIENT_FAILED, refused, o.attempt.at,
+                          tenant=tenant, source=source, message_id=o.message_id)
+            )  # fmt: skip
+    return found
+
+
 def _settled_payload(o: Settlement) -> dict[str, Any]:
-    """The outbox event of a settled attempt: its state, reply code, class and reason."""
-    payload: dict[str, Any] = {"state": o.decision.state, "code": o.attempt.code}
-    if o.attempt.failure_class is not None:
-        payload["failure_class"] = o.attempt.failure_class
-    if o.decision.reason is not None:
-        payload["reason"] = o.decision.reason
+    """Everything a consumer needs about the attempt, without reading the message."""
+    a, d = o.attempt, o.decision
+    payload: dict[str, Any] = {
+        "state": d.state,
+        "attempt": o.attempt_number,
+        "code": a.code,
+        "enhanced_code": a.enhanced_code,
+        "failure_class": a.failure_class,
+        "text": a.text,
+        "account": a.account,
+        "recipients": {
+            rcpt: {"status": r.status, "code": r.code, "text": r.text}
+            for rcpt, r in a.recipients.items()
+        },
+        "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+    }
+    if d.reason is not None:
+        payload["reason"] = d.reason
+    if d.wait_reason is not None:
+        payload["wait_reason"] = d.wait_reason
     return payload
 
 
@@ -135,8 +169,9 @@ def release_many(conn: Connection, items: Sequence[Release]) -> list[bool]:
     """Write releases (see :meth:`QueueStore.release`), each with its outbox event."""
     c = messages.c
     kept = []
+    events_ = []
     for r in items:
-        result = conn.execute(
+        row = conn.execute(
             update(messages)
             .where(c.id == r.message_id, c.lease_owner == r.owner, c.state == State.SENDING)
             .values(
@@ -147,13 +182,16 @@ def release_many(conn: Connection, items: Sequence[Release]) -> list[bool]:
                 lease_expires_at=None,
                 updated_at=r.now,
             )
-        )
-        kept.append(bool(result.rowcount))
-    events_ = [
-        event_row(r.message_id, "waiting", {"state": r.state, "reason": r.reason}, r.now)
-        for r, ok in zip(items, kept, strict=True)
-        if ok
-    ]
+            .returning(c.tenant, c.source)
+        ).first()
+        kept.append(row is not None)
+        if row is not None:
+            waiting = {"state": r.state, "wait_reason": r.reason,
+                       "next_attempt_at": r.until.isoformat()}  # fmt: skip
+            events_.append(
+                event_row(EventKind.MESSAGE_WAITING, waiting, r.now,
+                          tenant=row.tenant, source=row.source, message_id=r.message_id)
+            )  # fmt: skip
     if events_:
         conn.execute(insert(events), events_)
     return kept

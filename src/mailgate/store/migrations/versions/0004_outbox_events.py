@@ -1,0 +1,40 @@
+"""Outbox events name their tenant and the message's source; captured mail has events.
+
+``events`` gains ``tenant``, ``source`` (``rest``, ``smtp``, ``firestore:<path>``) and
+``inbox_id``, and ``message_id`` may be empty (an event of captured mail). ``messages``
+keeps its ``source``. Existing events belong to the ``default`` tenant.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-22
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("messages") as batch:
+        batch.add_column(sa.Column("source", sa.Text, nullable=False, server_default="rest"))
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(
+            sa.Column("tenant", sa.String(64), nullable=False, server_default="default")
+        )
+        batch.add_column(sa.Column("inbox_id", sa.String(36)))
+        batch.add_column(sa.Column("source", sa.Text))
+        batch.alter_column("message_id", existing_type=sa.String(36), nullable=True)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.alter_column("message_id", existing_type=sa.String(36), nullable=False)
+        batch.drop_column("source")
+        batch.drop_column("inbox_id")
+        batch.drop_column("tenant")
+    with op.batch_alter_table("messages") as batch:
+        batch.drop_column("source")
