@@ -280,10 +280,11 @@ class Dispatcher:
         await self._account_health(route, result, failure, attempt.at)
         if await self._record(job, attempt, decision):
             log.info(
-                "%s %s via %s: %s",
+                "%s %s via %s to %d recipients: %s",
                 job.message.id,
                 decision.state,
                 attempt.transport,
+                len(job.pending),
                 result.detail,
                 extra={
                     "message_id": job.message.id,

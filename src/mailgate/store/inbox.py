@@ -13,8 +13,8 @@ from sqlalchemy.engine import RowMapping
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
-from mailgate.store.outbox import EventKind, event_row
-from mailgate.store.schema import events, inbox
+from mailgate.store.outbox import EventKind, event_row, write_events
+from mailgate.store.schema import inbox
 
 __all__ = ["CapturedRecord", "InboxStore"]
 
@@ -72,7 +72,7 @@ class InboxStore:
     @staticmethod
     def _insert_many(conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]) -> list[None]:
         conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
-        conn.execute(insert(events), [_received(record) for record, _ in items])
+        write_events(conn, [_received(record) for record, _ in items])
         return [None] * len(items)
 
     async def list(

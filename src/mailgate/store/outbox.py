@@ -1,6 +1,16 @@
 """The outbox: every reportable change is an event, written in the same transaction as
 the change itself, so a crash can lose neither without the other.
 
+Consumers (webhooks, report sync, the Firestore write-back) are registered by name in
+the store. Writing an event also writes one delivery row per registered consumer, in
+the same transaction, so no consumer can miss an event however commits interleave
+across processes (a cursor over event ids could: PostgreSQL commits out of id order).
+A consumer claims its due rows (``SKIP LOCKED`` on PostgreSQL, so several processes
+share the work), acknowledges each, or fails it with the error and the time to try
+again; a claim runs for a lease, after which an unacknowledged event (its claimer
+died) is due again. An event still failing ``dead_after`` after it happened is
+dead-lettered, its last error kept.
+
 An event names its :class:`EventKind`, the tenant, the queued message (or captured
 mail) it is about, that message's source (``rest``, ``smtp``, ``firestore:<document
 path>``) and a payload complete enough for a consumer that reads nothing else: the
@@ -10,13 +20,21 @@ per-recipient results, and when the next attempt is due.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from mailgate.model import State
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, true, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["EventKind", "event_row", "kind_of_state"]
+from mailgate.model import State
+from mailgate.store.database import Database
+from mailgate.store.schema import events, outbox_consumers, outbox_deliveries
+
+__all__ = ["EventKind", "OutboxEvent", "OutboxStore", "event_row", "kind_of_state", "write_events"]
 
 
 class EventKind(StrEnum):
@@ -68,3 +86,195 @@ def event_row(
         "payload": payload,
         "created_at": now,
     }
+
+
+def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert events and, in the same transaction, a pending delivery of each to every
+    registered consumer."""
+    if not rows:
+        return
+    inserted = conn.execute(
+        insert(events).returning(events.c.id, sort_by_parameter_order=True), list(rows)
+    )
+    conn.execute(_FAN_OUT, {"b_ids": list(inserted.scalars())})
+
+
+_FAN_OUT = insert(outbox_deliveries).from_select(
+    ["consumer", "event_id", "state", "attempts", "next_attempt_at", "updated_at"],
+    select(
+        outbox_consumers.c.name,
+        events.c.id,
+        literal("pending"),
+        literal(0),
+        events.c.created_at,
+        events.c.created_at,
+    )
+    .select_from(events.join(outbox_consumers, true()))
+    .where(events.c.id.in_(bindparam("b_ids", expanding=True))),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One event as a consumer receives it."""
+
+    id: int
+    kind: str
+    tenant: str
+    message_id: str | None
+    inbox_id: str | None
+    source: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int = 0  #: failed deliveries to this consumer so far
+    last_error: str | None = None
+
+
+class OutboxStore:
+    """The consumers' side of the outbox."""
+
+    def __init__(self, db: Database, *, dead_after: float = 24 * 3600) -> None:
+        self.db = db
+        self.dead_after = timedelta(seconds=dead_after)
+
+    async def register(self, consumer: str, now: datetime) -> None:
+        """Deliver every event from now on to ``consumer`` too (idempotent)."""
+        await self.db.transaction(_register, consumer, now)
+
+    async def unregister(self, consumer: str) -> None:
+        """Stop delivering to ``consumer``; its pending deliveries are dropped."""
+        await self.db.transaction(_unregister, consumer)
+
+    async def claim(
+        self, consumer: str, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        """Up to ``limit`` due events for ``consumer``, oldest first, held for
+        ``lease_seconds``; others sharing the consumer skip them meanwhile."""
+        until = now + timedelta(seconds=lease_seconds)
+        return await self.db.transaction(_claim, consumer, now, until, limit)
+
+    async def ack(self, consumer: str, event_ids: Sequence[int], now: datetime) -> None:
+        """Delivered: never again."""
+        await self.db.transaction(_ack, consumer, list(event_ids), now)
+
+    async def fail(
+        self, consumer: str, event_id: int, error: str, now: datetime, retry_at: datetime
+    ) -> bool:
+        """Not delivered: try again at ``retry_at``, or dead-letter it if the event is
+        older than ``dead_after``. Returns whether it is dead."""
+        return await self.db.transaction(
+            _fail, consumer, event_id, error, now, retry_at, now - self.dead_after
+        )
+
+    async def dead(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
+        """Dead-lettered events, newest first, with their last error."""
+        d = outbox_deliveries.c
+        query = (
+            _EVENT_COLUMNS.where(d.consumer == consumer, d.state == "dead")
+            .order_by(d.event_id.desc())
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [_event(r) for r in (await conn.execute(query)).mappings()]
+
+    async def backlog(self, consumer: str) -> int:
+        """Events not delivered to ``consumer`` yet (dead ones not counted)."""
+        d = outbox_deliveries.c
+        query = select(func.count()).where(d.consumer == consumer, d.state == "pending")
+        async with self.db.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+
+_EVENT_COLUMNS = select(
+    events,
+    outbox_deliveries.c.attempts,
+    outbox_deliveries.c.last_error,
+).join_from(outbox_deliveries, events, outbox_deliveries.c.event_id == events.c.id)
+
+
+def _event(row: Any) -> OutboxEvent:
+    return OutboxEvent(
+        id=row["id"],
+        kind=row["kind"],
+        tenant=row["tenant"],
+        message_id=row["message_id"],
+        inbox_id=row["inbox_id"],
+        source=row["source"],
+        payload=row["payload"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )
+
+
+def _register(conn: Connection, consumer: str, now: datetime) -> None:
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    conn.execute(
+        dialect_insert(outbox_consumers)
+        .values(name=consumer, created_at=now)
+        .on_conflict_do_nothing(index_elements=[outbox_consumers.c.name])
+    )
+
+
+def _unregister(conn: Connection, consumer: str) -> None:
+    conn.execute(delete(outbox_deliveries).where(outbox_deliveries.c.consumer == consumer))
+    conn.execute(delete(outbox_consumers).where(outbox_consumers.c.name == consumer))
+
+
+def _claim(
+    conn: Connection, consumer: str, now: datetime, until: datetime, limit: int
+) -> list[OutboxEvent]:
+    d = outbox_deliveries.c
+    due = (
+        select(d.event_id)
+        .where(d.consumer == consumer, d.state == "pending", d.next_attempt_at <= now)
+        .order_by(d.event_id)
+        .limit(limit)
+    )
+    if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes the others
+        due = due.with_for_update(skip_locked=True)
+    ids = list(conn.execute(due).scalars())
+    if not ids:
+        return []
+    conn.execute(
+        update(outbox_deliveries)
+        .where(d.consumer == consumer, d.event_id.in_(ids))
+        .values(next_attempt_at=until, updated_at=now)
+    )
+    query = _EVENT_COLUMNS.where(d.consumer == consumer, d.event_id.in_(ids)).order_by(d.event_id)
+    return [_event(r) for r in conn.execute(query).mappings()]
+
+
+def _ack(conn: Connection, consumer: str, ids: list[int], now: datetime) -> None:
+    d = outbox_deliveries.c
+    conn.execute(
+        update(outbox_deliveries)
+        .where(d.consumer == consumer, d.event_id.in_(ids), d.state == "pending")
+        .values(state="done", updated_at=now, last_error=None)
+    )
+
+
+def _fail(
+    conn: Connection,
+    consumer: str,
+    event_id: int,
+    error: str,
+    now: datetime,
+    retry_at: datetime,
+    dead_before: datetime,
+) -> bool:
+    d = outbox_deliveries.c
+    created = conn.execute(select(events.c.created_at).where(events.c.id == event_id)).scalar()
+    dead = created is not None and created <= dead_before
+    conn.execute(
+        update(outbox_deliveries)
+        .where(d.consumer == consumer, d.event_id == event_id, d.state == "pending")
+        .values(
+            state="dead" if dead else "pending",
+            attempts=d.attempts + 1,
+            last_error=error,
+            next_attempt_at=retry_at,
+            updated_at=now,
+        )
+    )
+    return dead

@@ -39,7 +39,7 @@ from mailgate.policy import Decision
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.leasing import Budget, WaitingAccounts, claim_due_ids
-from mailgate.store.outbox import EventKind, event_row, kind_of_state
+from mailgate.store.outbox import EventKind, event_row, kind_of_state, write_events
 from mailgate.store.rows import (
     Enqueued,
     Job,
@@ -49,7 +49,7 @@ from mailgate.store.rows import (
     message_row,
     record_from_row,
 )
-from mailgate.store.schema import attachments, attempts, events, messages
+from mailgate.store.schema import attachments, attempts, messages
 from mailgate.store.settle import Release, Settlement, record_many, release_many
 
 __all__ = ["Activity", "Enqueued", "Job", "LastError", "MessageRecord", "QueueStore"]
@@ -279,7 +279,7 @@ class QueueStore:
                 kind_of_state(to), {"state": to}, now,
                 tenant=tenant, source=source, message_id=message_id,
             )  # fmt: skip
-            await conn.execute(insert(events).values(**event))
+            await conn.run_sync(write_events, [event])
 
     async def activity(self, tenant: str, now: datetime) -> Activity:
         """Sent and failed in the last hour and day, sent per minute over the last hour,
@@ -407,8 +407,8 @@ def _insert_children(conn: Connection, batch: Sequence[Message], now: datetime) 
     if files:
         conn.execute(insert(attachments), files)
     queued = {"state": State.QUEUED}
-    conn.execute(
-        insert(events),
+    write_events(
+        conn,
         [
             event_row(
                 EventKind.MESSAGE_QUEUED, queued, now,

@@ -59,6 +59,8 @@ __all__ = [
     "inbox",
     "messages",
     "metadata",
+    "outbox_consumers",
+    "outbox_deliveries",
     "rate_buckets",
     "sanitize_json",
     "sanitize_text",
@@ -259,6 +261,33 @@ events = Table(
     Column("kind", SafeString(32), nullable=False),  # an outbox.EventKind
     Column("payload", SafeJSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Who drains the outbox (webhooks, report sync, the Firestore write-back): one delivery
+# row per consumer and event, written with the event (store/outbox.py).
+outbox_consumers = Table(
+    "outbox_consumers",
+    metadata,
+    Column("name", SafeString(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+outbox_deliveries = Table(
+    "outbox_deliveries",
+    metadata,
+    Column("consumer", SafeString(64), primary_key=True),
+    Column(
+        "event_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("events.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("state", SafeString(16), nullable=False),  # pending, done, dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),  # also the end of a claim
+    Column("last_error", SafeText),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_outbox_deliveries_due", "consumer", "state", "next_attempt_at", "event_id"),
 )
 
 inbox = Table(

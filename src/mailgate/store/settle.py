@@ -12,9 +12,9 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mailgate.model import Attempt, Outcome, State
 from mailgate.policy import Decision
-from mailgate.store.outbox import EventKind, event_row, kind_of_state
+from mailgate.store.outbox import EventKind, event_row, kind_of_state, write_events
 from mailgate.store.rows import attempt_row
-from mailgate.store.schema import attempts, events, messages
+from mailgate.store.schema import attempts, messages
 
 __all__ = ["Release", "Settlement", "record_many", "release_many"]
 
@@ -54,7 +54,7 @@ def record_many(conn: Connection, items: Sequence[Settlement]) -> list[bool]:
     conn.execute(
         insert(attempts), [{"message_id": o.message_id, **attempt_row(o.attempt)} for o in items]
     )
-    conn.execute(insert(events), [e for o in items for e in _events(o, rows.get(o.message_id))])
+    write_events(conn, [e for o in items for e in _events(o, rows.get(o.message_id))])
     return kept
 
 
@@ -193,5 +193,5 @@ def release_many(conn: Connection, items: Sequence[Release]) -> list[bool]:
                           tenant=row.tenant, source=row.source, message_id=r.message_id)
             )  # fmt: skip
     if events_:
-        conn.execute(insert(events), events_)
+        write_events(conn, events_)
     return kept
