@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
@@ -41,6 +42,7 @@ from mailgate.services.messages import MessagesService
 from mailgate.settings import Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.rate_limits import RateLimitStore
+from mailgate.store.retention import purge
 from mailgate.web import Services, create_app
 
 __all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box"]
@@ -133,6 +135,9 @@ class Gateway:
         if s.delivery.enabled:
             await self.dispatcher.start()
             self._stack.push_async_callback(self.dispatcher.stop)
+        if s.retention.enabled:
+            purging = asyncio.create_task(self._purge_every(db), name="mailgate-retention")
+            self._stack.push_async_callback(_cancel, purging)
         submissions = Submissions(
             queue,
             self.clock,
@@ -265,6 +270,18 @@ class Gateway:
         self._smtp_server = server
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
 
+    async def _purge_every(self, db: Database) -> None:
+        """Retention (``store.retention``): at start, then every ``retention.interval``."""
+        keep = timedelta(days=self.settings.retention.days)
+        while True:
+            try:
+                purged = await purge(db, self.clock.now() - keep)
+                if purged.messages or purged.events:
+                    log.info("retention: deleted %d messages and %d events older than %s",
+                             purged.messages, purged.events, keep)  # fmt: skip
+            except Exception:
+                log.exception("retention purge failed; trying again at the next interval")
+            await asyncio.sleep(self.settings.retention.interval)
 
     async def readiness(self) -> dict[str, str]:
         """Each part that must work for this gateway to take mail: ``ok``, or why not."""
@@ -284,6 +301,12 @@ class Gateway:
         assert self._db is not None
         self.metrics.set_queue_depth(await QueueStore(self._db).count_by_state())
         return self.metrics.exposition()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def database_url(settings: Settings, mode: Mode) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "HttpSettings",
     "LimitSettings",
     "PostmarkSettings",
+    "RetentionSettings",
     "RetrySettings",
     "Settings",
     "SmtpSettings",
@@ -150,6 +151,20 @@ class AttachmentSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long finished mail and delivered events are kept."""
+
+    days: float = Field(
+        7.0,
+        gt=0,
+        description="Finished messages (sent, failed, cancelled) and their events are"
+        " deleted this many days after their last event, once every outbox consumer has"
+        " them.",
+    )
+    interval: float = Field(600.0, gt=0, description="Seconds between purges.")
+    enabled: bool = Field(True, description="Purge in this process.")
+
+
 class PostmarkSettings(BaseModel):
     base_url: str = Field(
         "https://api.postmarkapp.com", description="Postmark's API (POST {base_url}/email)."
@@ -224,6 +239,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     postmark: PostmarkSettings = Field(default_factory=PostmarkSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -284,7 +284,7 @@ class QueueStore:
     async def activity(self, tenant: str, now: datetime) -> Activity:
         """Sent and failed in the last hour and day, sent per minute over the last hour,
         and each account's last error of the day, from the index of what finished when
-        (``ix_messages_tenant_state_updated``): the cost follows the day's mail, not the
+        (``ix_messages_state_updated``): the cost follows the day's mail, not the
         retention."""
         c = messages.c
         hour, day = now - timedelta(hours=1), now - timedelta(days=1)

@@ -201,8 +201,8 @@ messages = Table(
         postgresql_where=WAITING_SQL,
     ),
     Index("ix_messages_tenant_state", "tenant", "state", "id"),
-    # what finished when, for the activity figures of GET /api/v1/stats
-    Index("ix_messages_tenant_state_updated", "tenant", "state", "updated_at"),
+    # what finished when: the activity figures of GET /api/v1/stats, and retention
+    Index("ix_messages_state_updated", "state", "updated_at", "tenant"),
 )
 
 attachments = Table(

@@ -1,5 +1,5 @@
 """Fair leasing reads the backlog through a partial index of waiting messages only;
-the activity figures (sent and failed per hour, per minute) have an index of their own.
+what finished when (activity figures, retention) has an index of its own.
 
 ``ix_messages_account_due`` held every message ever queued: a lease walked past an
 account's sent and sending rows (their ``next_attempt_at`` is NULL or old, so they
@@ -32,13 +32,11 @@ def upgrade() -> None:
         sqlite_where=_WAITING,
         postgresql_where=_WAITING,
     )
-    op.create_index(
-        "ix_messages_tenant_state_updated", "messages", ["tenant", "state", "updated_at"]
-    )
+    op.create_index("ix_messages_state_updated", "messages", ["state", "updated_at", "tenant"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_messages_tenant_state_updated", "messages")
+    op.drop_index("ix_messages_state_updated", "messages")
     op.drop_index("ix_messages_waiting", "messages")
     op.create_index(
         "ix_messages_account_due",
