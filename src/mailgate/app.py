@@ -41,6 +41,7 @@ from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
 from mailgate.settings import Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
+from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
 from mailgate.web import Services, create_app
@@ -300,6 +301,7 @@ class Gateway:
         """The metrics, with the queue depth read from the store now."""
         assert self._db is not None
         self.metrics.set_queue_depth(await QueueStore(self._db).count_by_state())
+        self.metrics.set_outbox_backlog(await OutboxStore(self._db).backlogs())
         return self.metrics.exposition()
 
 

@@ -12,6 +12,7 @@ across processes sharing one queue.
   ``class`` being its failure class (``none`` when it went through);
 * ``mailgate_queue_latency_seconds``: from enqueue to the final state (sent or failed);
 * ``mailgate_queue_depth{state}``: messages by state, all tenants;
+* ``mailgate_outbox_backlog{consumer}``: events not yet delivered to each outbox consumer;
 * ``mailgate_pool_connections{pool,state}`` (``in_use``, ``idle``) and
   ``mailgate_pool_connections_{created,reused,closed}_total{pool}``.
 """
@@ -66,6 +67,12 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.outbox_backlog = Gauge(
+            "mailgate_outbox_backlog",
+            "Events not yet delivered to each outbox consumer, read at each scrape.",
+            ["consumer"],
+            registry=self.registry,
+        )
         if pools is not None:
             self.registry.register(_Pools(pools))
 
@@ -89,6 +96,12 @@ class Metrics:
         its last value showing)."""
         for state in State:
             self.queue_depth.labels(state.value).set(counts.get(state.value, 0))
+
+    def set_outbox_backlog(self, backlogs: Mapping[str, int]) -> None:
+        """Each registered consumer's backlog; one no longer registered is dropped."""
+        self.outbox_backlog.clear()
+        for consumer, n in backlogs.items():
+            self.outbox_backlog.labels(consumer).set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

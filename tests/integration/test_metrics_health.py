@@ -10,6 +10,7 @@ from sqlalchemy import text
 from mailgate.app import Gateway, Mode
 from mailgate.clock import SystemClock
 from mailgate.store import TokenStore
+from mailgate.store.outbox import OutboxStore
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
 from tests.peers import Upstream
 
@@ -64,6 +65,21 @@ async def test_metrics_count_what_delivery_did(start_gateway: GatewayFactory) ->
     pool = "default/default"
     assert value(samples, "mailgate_pool_connections_created_total", pool=pool) == up.connections
     assert value(samples, "mailgate_pool_connections_reused_total", pool=pool) == 3 - up.connections
+
+
+async def test_metrics_show_each_outbox_consumers_backlog(start_gateway: GatewayFactory) -> None:
+    async with start_gateway() as gw, api(gw) as client:
+        outbox = OutboxStore(gw.accounts.db)
+        await outbox.register("hooks", SystemClock().now())
+        await outbox.register("sync", SystemClock().now())
+        body = [{"to": "a@example.com", "subject": f"{i}", "text": "x"} for i in range(3)]
+        assert (await client.post("/messages", json=body)).status_code == 202
+        [first, *_] = await outbox.claim("sync", SystemClock().now(), 10, 60)
+        await outbox.ack("sync", [first.id], SystemClock().now())
+        samples = await scrape(gw)
+    hooks = value(samples, "mailgate_outbox_backlog", consumer="hooks")
+    sync = value(samples, "mailgate_outbox_backlog", consumer="sync")
+    assert hooks >= 3 and sync == hooks - 1  # queued events (and any sent ones since)
 
 
 async def test_metrics_are_the_operators(start_gateway: GatewayFactory) -> None:

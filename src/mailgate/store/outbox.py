@@ -177,6 +177,17 @@ class OutboxStore:
         async with self.db.read() as conn:
             return [_event(r) for r in (await conn.execute(query)).mappings()]
 
+    async def backlogs(self) -> dict[str, int]:
+        """Every registered consumer's backlog (zero when it has none)."""
+        d = outbox_deliveries.c
+        pending = (
+            select(d.consumer, func.count()).where(d.state == "pending").group_by(d.consumer)
+        )
+        async with self.db.read() as conn:
+            counts = {str(c): int(n) for c, n in await conn.execute(pending)}
+            names = list((await conn.execute(select(outbox_consumers.c.name))).scalars())
+        return {name: counts.get(name, 0) for name in names}
+
     async def backlog(self, consumer: str) -> int:
         """Events not delivered to ``consumer`` yet (dead ones not counted)."""
         d = outbox_deliveries.c
