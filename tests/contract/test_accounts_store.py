@@ -13,7 +13,7 @@ from mailgate.crypto import NoSecretKey, SecretBox, generate_key
 from mailgate.errors import ConfigError, Conflict, NotFound
 from mailgate.model import Account, AccountImap, AccountLimits, AccountTransport, SmtpSecurity
 from mailgate.store import AccountStore, Database, TokenStore
-from mailgate.store.schema import accounts, api_tokens
+from mailgate.store.schema import accounts, api_tokens, events
 
 PASSWORD = "s3cret-Pa55word-for-the-store"
 TOKEN = "postmark-token-9d1f"
@@ -193,3 +193,28 @@ async def test_a_tokens_use_is_noted_at_most_once_a_minute(database: Database) -
     await tokens.tenant_of(token)
     [later] = [t.last_used_at for t in await tokens.list("t1")]
     assert later is not None and later - first >= timedelta(minutes=1)
+
+
+async def test_a_change_of_health_is_reported_once_as_an_outbox_event(
+    store: AccountStore, database: Database
+) -> None:
+    """account.failing when a working account fails, account.recovered when it works
+    again; repeated failures (a message each) report nothing more."""
+    await store.create(account())
+    ok = datetime(2026, 11, 3, 10, 30, tzinfo=UTC)
+    await store.record_health("t1", "agent1", ok_at=ok, error=None)  # fine: nothing to say
+    await store.record_health("t1", "agent1", ok_at=None, error="535 5.7.8 bad credentials")
+    await store.record_health("t1", "agent1", ok_at=None, error="535 5.7.8 bad credentials")
+    await store.record_health("t1", "agent1", ok_at=ok + timedelta(minutes=5), error=None)
+    await store.record_health("nobody", "gone", ok_at=None, error="x")  # a deleted account
+    async with database.read() as conn:
+        rows = (await conn.execute(select(events).order_by(events.c.id))).mappings().all()
+    assert [(r["kind"], r["tenant"], r["payload"]) for r in rows] == [
+        ("account.failing", "t1", {"account": "agent1", "error": "535 5.7.8 bad credentials"}),
+        (
+            "account.recovered",
+            "t1",
+            {"account": "agent1", "error_was": "535 5.7.8 bad credentials"},
+        ),
+    ]
+    assert rows[1]["created_at"] == ok + timedelta(minutes=5)

@@ -34,6 +34,7 @@ from mailgate.model import (
     SmtpSecurity,
 )
 from mailgate.store.database import Database
+from mailgate.store.outbox import EventKind, event_row, write_events
 from mailgate.store.schema import accounts
 
 __all__ = ["NOT_TESTED", "AccountStore"]
@@ -162,13 +163,18 @@ class AccountStore:
             values["connection_last_ok_at"] = ok_at
         if tested_at is not None:
             values["tested_at"] = tested_at
-        query = (
-            update(accounts)
-            .where(accounts.c.tenant == tenant, accounts.c.id == account_id)
-            .values(**values)
-        )
+        this = (accounts.c.tenant == tenant, accounts.c.id == account_id)
         async with self.db.write() as conn:
-            await conn.execute(query)
+            before = (
+                await conn.execute(select(accounts.c.connection_error).where(*this))
+            ).one_or_none()
+            if before is None:
+                return  # deleted meanwhile
+            await conn.execute(update(accounts).where(*this).values(**values))
+            event = _health_event(account_id, before[0], error, ok_at or self.clock.now())
+            if event is not None:
+                row = event_row(event[0], event[1], event[2], tenant=tenant, source=None)
+                await conn.run_sync(write_events, [row])
 
     async def rotate(self, box: SecretBox) -> int:
         """Re-encrypt every stored secret under ``box``'s first key, in one transaction;
@@ -290,3 +296,18 @@ async def _row(conn: AsyncConnection, tenant: str, account_id: str) -> RowMappin
 def _tested_since_change(row: RowMapping) -> bool:
     tested: datetime | None = row["tested_at"]
     return tested is not None and tested >= row["settings_changed_at"]
+
+
+def _health_event(
+    account_id: str, was: str | None, error: str | None, at: datetime
+) -> tuple[EventKind, dict[str, Any], datetime] | None:
+    """``account.failing`` when a working account starts failing, ``account.recovered``
+    when a failing one works again; nothing while it stays as it was (one event per
+    change, not one per message)."""
+    if error is not None and was is None:
+        return EventKind.ACCOUNT_FAILING, {"account": account_id, "error": error}, at
+    if error is None and was is not None:
+        payload = {"account": account_id, "error_was": was}
+        return EventKind.ACCOUNT_RECOVERED, payload, at
+    return None
+
