@@ -246,11 +246,8 @@ class Dispatcher:
         free = self.settings.concurrency - len(self._inflight)
         if free == max(1, self.settings.concurrency // 4):
             return True
-        capacity = self.router.capacity(*key)
-        if capacity is None:
-            return self._can_lease()
-        room = _READY_PER_CONNECTION * capacity - self._held[key]
-        return room >= _min_lease(capacity) and self._can_lease()
+        budget = self._budget(*key)  # 0 until the account has room for a batch again
+        return budget != 0 and self._can_lease()
 
     async def _sleep(self) -> None:
         timeout = self.settings.poll_interval
