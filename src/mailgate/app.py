@@ -78,6 +78,7 @@ class Gateway:
         self.pools = PoolBoard()  #: this gateway's SMTP pools, for GET /api/v1/stats
         self.metrics = Metrics(self.pools.snapshot)  #: what /metrics shows
         self._db: Database | None = None
+        self._queue: QueueStore | None = None  #: for the queue depth in /metrics
         self._smtp_server: SmtpServer | None = None
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
@@ -108,7 +109,7 @@ class Gateway:
         db = self._db = Database(self.db_url)
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
-        queue = QueueStore(db)
+        queue = self._queue = QueueStore(db)
         self.inbox = Inbox(InboxStore(db), self.clock)
         if self.fresh_inbox:
             await self.inbox.clear(None)
@@ -299,8 +300,8 @@ class Gateway:
 
     async def _scrape(self) -> bytes:
         """The metrics, with the queue depth read from the store now."""
-        assert self._db is not None
-        self.metrics.set_queue_depth(await QueueStore(self._db).count_by_state())
+        assert self._db is not None and self._queue is not None
+        self.metrics.set_queue_depth(await self._queue.count_by_state())
         self.metrics.set_outbox_backlog(await OutboxStore(self._db).backlogs())
         return self.metrics.exposition()
 

@@ -8,20 +8,21 @@ counts of its messages. The configured relay is the ``default`` tenant's account
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from mailgate.metrics import PoolCounters
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
 from mailgate.web.responses import errors
 
 __all__ = ["PoolStatsSource", "router"]
 
-#: What the composition root hands over: every pool's counters by ``tenant/account``.
-PoolStatsSource = Callable[[], Mapping[str, Mapping[str, int]]]
+#: What the composition root hands over: every pool's counters by ``tenant/account``
+#: (the same figures /metrics shows).
+PoolStatsSource = PoolCounters
 
 router = APIRouter(tags=["stats"], dependencies=[Depends(require_token)])
 
