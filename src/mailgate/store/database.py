@@ -182,10 +182,8 @@ class Database:
                 current = (
                     await conn.execute(text("SELECT version_num FROM alembic_version"))
                 ).scalar_one_or_none()
-        except StoreError as exc:
+        except StoreError as exc:  # no database, or no alembic_version table in it
             return f"unreachable ({type(exc.__cause__ or exc).__name__})"
-        except sqlalchemy.exc.SQLAlchemyError:  # no alembic_version table at all
-            return "not migrated"
         head = _head_revision()
         if current != head:
             return f"schema at revision {current}, this mailgate needs {head}"
