@@ -310,4 +310,3 @@ def _health_event(
         payload = {"account": account_id, "error_was": was}
         return EventKind.ACCOUNT_RECOVERED, payload, at
     return None
-

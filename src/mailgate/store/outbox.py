@@ -26,7 +26,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, true, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -34,7 +44,17 @@ from mailgate.model import State
 from mailgate.store.database import Database
 from mailgate.store.schema import events, outbox_consumers, outbox_deliveries
 
-__all__ = ["EventKind", "OutboxEvent", "OutboxStore", "event_row", "kind_of_state", "write_events"]
+__all__ = [
+    "EventKind",
+    "OutboxEvent",
+    "OutboxStore",
+    "event_row",
+    "kind_of_state",
+    "register_consumer",
+    "set_consumer_active",
+    "unregister_consumer",
+    "write_events",
+]
 
 
 class EventKind(StrEnum):
@@ -99,18 +119,24 @@ def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(_FAN_OUT, {"b_ids": list(inserted.scalars())})
 
 
+_consumer = outbox_consumers.c
 _FAN_OUT = insert(outbox_deliveries).from_select(
-    ["consumer", "event_id", "state", "attempts", "next_attempt_at", "updated_at"],
+    ["consumer", "event_id", "state", "attempts", "next_attempt_at", "updated_at", "ordering_key"],
     select(
-        outbox_consumers.c.name,
+        _consumer.name,
         events.c.id,
         literal("pending"),
         literal(0),
         events.c.created_at,
         events.c.created_at,
+        func.coalesce(events.c.message_id, events.c.inbox_id),
     )
-    .select_from(events.join(outbox_consumers, true()))
-    .where(events.c.id.in_(bindparam("b_ids", expanding=True))),
+    .select_from(events.join(outbox_consumers, _consumer.active))
+    .where(
+        events.c.id.in_(bindparam("b_ids", expanding=True)),
+        or_(_consumer.tenant.is_(None), _consumer.tenant == events.c.tenant),
+        or_(_consumer.kinds.is_(None), _consumer.kinds.contains(" " + events.c.kind + " ")),
+    ),
 )
 
 
@@ -137,13 +163,30 @@ class OutboxStore:
         self.db = db
         self.dead_after = timedelta(seconds=dead_after)
 
-    async def register(self, consumer: str, now: datetime) -> None:
-        """Deliver every event from now on to ``consumer`` too (idempotent)."""
-        await self.db.transaction(_register, consumer, now)
+    async def register(
+        self,
+        consumer: str,
+        now: datetime,
+        *,
+        tenant: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> None:
+        """Deliver every event from now on to ``consumer`` too, only ``tenant``'s and only
+        of ``kinds`` when given (idempotent; a second call replaces the filter)."""
+        await self.db.transaction(register_consumer, consumer, now, tenant, kinds)
 
     async def unregister(self, consumer: str) -> None:
         """Stop delivering to ``consumer``; its pending deliveries are dropped."""
-        await self.db.transaction(_unregister, consumer)
+        await self.db.transaction(unregister_consumer, consumer)
+
+    async def set_active(self, consumer: str, active: bool) -> None:
+        """Pause (no new deliveries; pending ones are kept) or resume ``consumer``."""
+        await self.db.transaction(set_consumer_active, consumer, active)
+
+    async def replay(self, consumer: str, event_id: int, now: datetime) -> bool:
+        """Deliver event ``event_id`` to ``consumer`` again, now, whatever became of it
+        before (delivered, dead or never fanned out). False if the event is gone."""
+        return await self.db.transaction(_replay, consumer, event_id, now)
 
     async def claim(
         self, consumer: str, now: datetime, limit: int, lease_seconds: float
@@ -180,9 +223,7 @@ class OutboxStore:
     async def backlogs(self) -> dict[str, int]:
         """Every registered consumer's backlog (zero when it has none)."""
         d = outbox_deliveries.c
-        pending = (
-            select(d.consumer, func.count()).where(d.state == "pending").group_by(d.consumer)
-        )
+        pending = select(d.consumer, func.count()).where(d.state == "pending").group_by(d.consumer)
         async with self.db.read() as conn:
             counts = {str(c): int(n) for c, n in await conn.execute(pending)}
             names = list((await conn.execute(select(outbox_consumers.c.name))).scalars())
@@ -203,6 +244,18 @@ _EVENT_COLUMNS = select(
 ).join_from(outbox_deliveries, events, outbox_deliveries.c.event_id == events.c.id)
 
 
+# An earlier event of the same message still pending for the consumer (waiting, in
+# flight elsewhere, or failing): the later one waits for it, so a receiver never sees a
+# message's ``sent`` before its ``queued``. Events without a message are never held.
+_earlier = outbox_deliveries.alias("earlier")
+_EARLIER_PENDING = select(_earlier.c.event_id).where(
+    _earlier.c.consumer == outbox_deliveries.c.consumer,
+    _earlier.c.ordering_key == outbox_deliveries.c.ordering_key,
+    _earlier.c.event_id < outbox_deliveries.c.event_id,
+    _earlier.c.state == "pending",
+)
+
+
 def _event(row: Any) -> OutboxEvent:
     return OutboxEvent(
         id=row["id"],
@@ -218,18 +271,56 @@ def _event(row: Any) -> OutboxEvent:
     )
 
 
-def _register(conn: Connection, consumer: str, now: datetime) -> None:
+def register_consumer(
+    conn: Connection,
+    consumer: str,
+    now: datetime,
+    tenant: str | None = None,
+    kinds: Sequence[str] | None = None,
+) -> None:
+    """:meth:`OutboxStore.register` inside the caller's transaction."""
     dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    kinds_text = None if kinds is None else " " + " ".join(sorted(set(kinds))) + " "
+    statement = dialect_insert(outbox_consumers).values(
+        name=consumer, created_at=now, tenant=tenant, kinds=kinds_text, active=True
+    )
     conn.execute(
-        dialect_insert(outbox_consumers)
-        .values(name=consumer, created_at=now)
-        .on_conflict_do_nothing(index_elements=[outbox_consumers.c.name])
+        statement.on_conflict_do_update(
+            index_elements=[outbox_consumers.c.name],
+            set_={"tenant": tenant, "kinds": kinds_text},
+        )
     )
 
 
-def _unregister(conn: Connection, consumer: str) -> None:
+def unregister_consumer(conn: Connection, consumer: str) -> None:
+    """:meth:`OutboxStore.unregister` inside the caller's transaction."""
     conn.execute(delete(outbox_deliveries).where(outbox_deliveries.c.consumer == consumer))
     conn.execute(delete(outbox_consumers).where(outbox_consumers.c.name == consumer))
+
+
+def set_consumer_active(conn: Connection, consumer: str, active: bool) -> None:
+    """:meth:`OutboxStore.set_active` inside the caller's transaction."""
+    conn.execute(update(outbox_consumers).where(_consumer.name == consumer).values(active=active))
+
+
+def _replay(conn: Connection, consumer: str, event_id: int, now: datetime) -> bool:
+    key = conn.execute(
+        select(func.coalesce(events.c.message_id, events.c.inbox_id)).where(events.c.id == event_id)
+    ).first()
+    if key is None:
+        return False
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    again = {"state": "pending", "attempts": 0, "next_attempt_at": now, "updated_at": now}
+    statement = dialect_insert(outbox_deliveries).values(
+        consumer=consumer, event_id=event_id, ordering_key=key[0], last_error=None, **again
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[outbox_deliveries.c.consumer, outbox_deliveries.c.event_id],
+            set_={**again, "last_error": None},
+        )
+    )
+    return True
 
 
 def _claim(
@@ -238,12 +329,17 @@ def _claim(
     d = outbox_deliveries.c
     due = (
         select(d.event_id)
-        .where(d.consumer == consumer, d.state == "pending", d.next_attempt_at <= now)
+        .where(
+            d.consumer == consumer,
+            d.state == "pending",
+            d.next_attempt_at <= now,
+            ~_EARLIER_PENDING.exists(),
+        )
         .order_by(d.event_id)
         .limit(limit)
     )
     if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes the others
-        due = due.with_for_update(skip_locked=True)
+        due = due.with_for_update(skip_locked=True, of=outbox_deliveries)
     ids = list(conn.execute(due).scalars())
     if not ids:
         return []

@@ -1,7 +1,8 @@
 """Retention: finished messages and delivered events are deleted after a while.
 
-An event goes once it is older than the cut-off and no consumer still has it pending
-(acknowledged and dead-lettered ones go); a message goes once it is finished (sent,
+An event goes once it is older than the cut-off and no active consumer still has it
+pending (acknowledged and dead-lettered ones go, and so do those a disabled webhook
+never took); a message goes once it is finished (sent,
 failed or cancelled), its last change is older than the cut-off and none of its events
 is still pending for a consumer. Its attempts and attachments go with it. Deletes run in
 batches, each its own short transaction, so a purge never holds the store for long.
@@ -16,7 +17,7 @@ from sqlalchemy import Connection, delete, select
 
 from mailgate.model import State
 from mailgate.store.database import Database
-from mailgate.store.schema import events, messages, outbox_deliveries
+from mailgate.store.schema import events, messages, outbox_consumers, outbox_deliveries
 
 __all__ = ["Purged", "purge"]
 
@@ -50,14 +51,11 @@ def _purge_messages(conn: Connection, cutoff: datetime, batch: int) -> int:
     pending = (
         select(e.id)
         .join(outbox_deliveries, d.event_id == e.id)
-        .where(e.message_id == c.id, d.state == "pending")
+        .join(outbox_consumers, outbox_consumers.c.name == d.consumer)
+        .where(e.message_id == c.id, d.state == "pending", outbox_consumers.c.active)
         .exists()
     )
-    old = (
-        select(c.id)
-        .where(c.state.in_(_FINISHED), c.updated_at < cutoff, ~pending)
-        .limit(batch)
-    )
+    old = select(c.id).where(c.state.in_(_FINISHED), c.updated_at < cutoff, ~pending).limit(batch)
     ids = list(conn.execute(old).scalars())
     if ids:
         conn.execute(delete(messages).where(c.id.in_(ids)))
@@ -66,7 +64,12 @@ def _purge_messages(conn: Connection, cutoff: datetime, batch: int) -> int:
 
 def _purge_events(conn: Connection, cutoff: datetime, batch: int) -> int:
     e, d = events.c, outbox_deliveries.c
-    pending = select(d.event_id).where(d.event_id == e.id, d.state == "pending").exists()
+    pending = (
+        select(d.event_id)
+        .join(outbox_consumers, outbox_consumers.c.name == d.consumer)
+        .where(d.event_id == e.id, d.state == "pending", outbox_consumers.c.active)
+        .exists()
+    )
     old = select(e.id).where(e.created_at < cutoff, ~pending).order_by(e.id).limit(batch)
     ids = list(conn.execute(old).scalars())
     if ids:

@@ -64,6 +64,8 @@ __all__ = [
     "rate_buckets",
     "sanitize_json",
     "sanitize_text",
+    "webhook_attempts",
+    "webhooks",
 ]
 
 _REPLACEMENT = "\ufffd"
@@ -265,11 +267,17 @@ events = Table(
 
 # Who drains the outbox (webhooks, report sync, the Firestore write-back): one delivery
 # row per consumer and event, written with the event (store/outbox.py).
+# A consumer may take only one tenant's events (``tenant``) and only some kinds
+# (``kinds``: " message.sent message.failed ", spaces around each; None: all); an
+# inactive one (a disabled webhook) gets no new deliveries and keeps its pending ones.
 outbox_consumers = Table(
     "outbox_consumers",
     metadata,
     Column("name", SafeString(64), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("tenant", SafeString(64)),
+    Column("kinds", SafeText),
+    Column("active", Boolean, nullable=False, default=True, server_default=text("true")),
 )
 
 outbox_deliveries = Table(
@@ -287,7 +295,46 @@ outbox_deliveries = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),  # also the end of a claim
     Column("last_error", SafeText),
     Column("updated_at", UTCDateTime, nullable=False),
+    # the event's message (or captured mail): a consumer gets one message's events in order
+    Column("ordering_key", SafeString(36)),
     Index("ix_outbox_deliveries_due", "consumer", "state", "next_attempt_at", "event_id"),
+    Index("ix_outbox_deliveries_order", "consumer", "ordering_key", "event_id"),
+)
+
+# Webhook endpoints (per tenant); each is the outbox consumer ``webhook:<id>``. The
+# signing secret is stored encrypted.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", SafeString(36), primary_key=True),
+    Column("tenant", SafeString(64), nullable=False),
+    Column("url", SafeText, nullable=False),
+    Column("kinds", SafeJSON),  # event kinds it takes; None: all
+    Column("description", SafeText, nullable=False, default=""),
+    Column("secret_enc", LargeBinary, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", SafeText),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_webhooks_tenant", "tenant", "id"),
+)
+
+# Every POST of an event to a webhook, with what came back.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("webhook_id", SafeString(36), nullable=False),
+    Column("event_id", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("kind", SafeString(32), nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("outcome", SafeString(16), nullable=False),  # delivered, failed, dead, gone
+    Column("status", Integer),  # the HTTP status; None: no answer
+    Column("error", SafeText),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_webhook", "webhook_id", "id"),
 )
 
 inbox = Table(

@@ -73,9 +73,7 @@ def _still_leased(row: Any, o: Settlement) -> bool:
 
 _LEASES = select(
     messages.c.id, messages.c.lease_owner, messages.c.state, messages.c.tenant, messages.c.source
-).where(
-    messages.c.id.in_(bindparam("b_ids", expanding=True))
-)
+).where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
 _LEASES_LOCKED = _LEASES.with_for_update()
 
 #: One attempt's outcome on its message; executed for many at once. The ``b_`` names
