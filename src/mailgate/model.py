@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 
-
 _PLAIN_ADDRESS = frozenset(' <>"(),;:\\')
 
 
@@ -47,6 +46,7 @@ def mailbox(value: str) -> tuple[str, str]:
     if _PLAIN_ADDRESS.isdisjoint(value):
         return "", value
     return parseaddr(value)
+
 
 class State(StrEnum):
     """The life of a queued message: ``queued → sending → sent | deferred → … | failed``."""

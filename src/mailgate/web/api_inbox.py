@@ -31,9 +31,7 @@ async def list_inbox(
     cursor: str | None = None,
 ) -> Response:
     """Newest first; ``q`` matches subject, From, To and the envelope sender."""
-    records, next_cursor = await services.inbox.list(
-        tenant, query=q, limit=limit, cursor=cursor
-    )
+    records, next_cursor = await services.inbox.list(tenant, query=q, limit=limit, cursor=cursor)
     return page_response((encode_item(summary_json(r)) for r in records), next_cursor)
 
 

@@ -36,4 +36,3 @@ def mount_docs(app: FastAPI) -> None:
             swagger_css_url=f"{STATIC}/swagger-ui.css",
             swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
         )
-
