@@ -1,4 +1,5 @@
-"""Prometheus metrics of one gateway: what delivery did, the queue, the SMTP pools.
+"""Prometheus metrics of one gateway: what delivery did, the queue, the SMTP pools, the
+SMTP server and webhook deliveries.
 
 Each gateway keeps a registry of its own (several run in one test process). Counters and
 histograms are process-local and start at zero with the process, as Prometheus expects
@@ -14,7 +15,16 @@ across processes sharing one queue.
 * ``mailgate_queue_depth{state}``: messages by state, all tenants;
 * ``mailgate_outbox_backlog{consumer}``: events not yet delivered to each outbox consumer;
 * ``mailgate_pool_connections{pool,state}`` (``in_use``, ``idle``) and
-  ``mailgate_pool_connections_{created,reused,closed}_total{pool}``.
+  ``mailgate_pool_connections_{created,reused,closed}_total{pool}``;
+* ``mailgate_smtp_connections_open`` and ``mailgate_smtp_connections_total``: clients of
+  the SMTP server;
+* ``mailgate_smtp_messages_total{result,reason}``: messages the SMTP server accepted
+  (``accepted``, reason empty) and refusals by reason (``refused``; the reasons are
+  :class:`mailgate.ingest.smtp.Refusal`);
+* ``mailgate_smtp_received_bytes_total``: the size of the accepted messages;
+* ``mailgate_smtp_auth_attempts_total{mechanism,outcome}`` (``success``, ``failure``);
+* ``mailgate_webhook_deliveries_total{outcome}`` (``delivered``, ``failed``, ``dead``,
+  ``disabled``) and ``mailgate_webhook_delivery_duration_seconds``: each webhook POST.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from prometheus_client.registry import Collector
 
 from mailgate.model import State
 
-__all__ = ["CONTENT_TYPE", "Metrics", "PoolCounters"]
+__all__ = ["CONTENT_TYPE", "WEBHOOK_OUTCOMES", "Metrics", "PoolCounters"]
 
 #: The text exposition format, version 0.0.4 (what Prometheus scrapes by default)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,6 +47,10 @@ PoolCounters = Callable[[], Mapping[str, Mapping[str, int]]]
 
 _ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 900, 3600, 21600, 86400)
+
+#: What became of one webhook POST: acknowledged (2xx), to be retried, given up on after
+#: the dead-letter time, or its endpoint disabled (410). A fixed set, so a label.
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "disabled")
 
 
 class Metrics:
@@ -75,6 +89,53 @@ class Metrics:
         )
         if pools is not None:
             self.registry.register(_Pools(pools))
+        self._smtp_metrics()
+        self._webhook_metrics()
+
+    def _smtp_metrics(self) -> None:
+        self.smtp_connections_open = Gauge(
+            "mailgate_smtp_connections_open",
+            "Clients connected to the SMTP server now.",
+            registry=self.registry,
+        )
+        self.smtp_connections = Counter(
+            "mailgate_smtp_connections",
+            "Clients that connected to the SMTP server.",
+            registry=self.registry,
+        )
+        self.smtp_messages = Counter(
+            "mailgate_smtp_messages",
+            "Messages the SMTP server accepted, and its refusals by reason.",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self.smtp_received_bytes = Counter(
+            "mailgate_smtp_received_bytes",
+            "Bytes of the messages the SMTP server accepted.",
+            registry=self.registry,
+        )
+        self.smtp_auth_attempts = Counter(
+            "mailgate_smtp_auth_attempts",
+            "SMTP AUTH attempts by mechanism and outcome.",
+            ["mechanism", "outcome"],
+            registry=self.registry,
+        )
+
+    def _webhook_metrics(self) -> None:
+        self.webhook_deliveries = Counter(
+            "mailgate_webhook_deliveries",
+            "Webhook POSTs by what became of them.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # shown at zero before the first of each
+            self.webhook_deliveries.labels(outcome)
+        self.webhook_delivery_duration = Histogram(
+            "mailgate_webhook_delivery_duration_seconds",
+            "How long one webhook POST took, answered or not.",
+            buckets=_ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
 
     def attempt(
         self,
@@ -90,6 +151,31 @@ class Metrics:
         self.attempt_duration.labels(account, failure_class or "none").observe(seconds)
         if latency is not None:
             self.queue_latency.observe(max(latency, 0.0))
+
+    def smtp_connected(self) -> None:
+        self.smtp_connections.inc()
+        self.smtp_connections_open.inc()
+
+    def smtp_disconnected(self) -> None:
+        self.smtp_connections_open.dec()
+
+    def smtp_accepted(self, size: int) -> None:
+        """One message the SMTP server committed and answered 250 for, ``size`` bytes."""
+        self.smtp_messages.labels("accepted", "").inc()
+        self.smtp_received_bytes.inc(size)
+
+    def smtp_refused(self, reason: str) -> None:
+        self.smtp_messages.labels("refused", reason).inc()
+
+    def smtp_auth(self, mechanism: str, *, success: bool) -> None:
+        self.smtp_auth_attempts.labels(mechanism, "success" if success else "failure").inc()
+
+    def webhook_delivery(self, outcome: str, seconds: float) -> None:
+        """One webhook POST: its outcome (one of :data:`WEBHOOK_OUTCOMES`) and duration."""
+        if outcome not in WEBHOOK_OUTCOMES:
+            raise ValueError(f"unknown webhook delivery outcome {outcome!r}")
+        self.webhook_deliveries.labels(outcome).inc()
+        self.webhook_delivery_duration.observe(seconds)
 
     def set_queue_depth(self, counts: Mapping[str, int]) -> None:
         """Every state, zero when no message is in it (a gauge that vanished would leave

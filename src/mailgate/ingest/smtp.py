@@ -4,6 +4,12 @@ Every accepted message is parsed and committed to the inbox *before* the
 ``250`` after DATA (accept means durable). Any AUTH PLAIN/LOGIN credentials
 are accepted and recorded: in development the point is to see what the
 application sent, including how it authenticates.
+
+With a recorder (:class:`SmtpRecorder`, which :class:`mailgate.metrics.Metrics` is) the
+server counts connections, accepted messages and their bytes, refusals by
+:class:`Refusal`, and AUTH attempts. A refusal is counted where it is decided: the
+handler's own (too many recipients, storage trouble) in the handler, aiosmtpd's (size,
+malformed address, long line) by their reply, as the session sends it.
 """
 
 from __future__ import annotations
@@ -11,15 +17,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from enum import StrEnum
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailgate.inbox import CaptureMeta, Inbox
 
-__all__ = ["CaptureHandler", "SmtpServer"]
+__all__ = ["CaptureHandler", "Refusal", "SmtpRecorder", "SmtpServer"]
 
 log = logging.getLogger(__name__)
+
+
+class Refusal(StrEnum):
+    """Why the server refused a message, or one of its recipients (a metrics label)."""
+
+    TOO_BIG = "too_big"  #: over the size limit, announced with SIZE or sent (RFC 1870: 552)
+    TOO_MANY_RECIPIENTS = "too_many_recipients"  #: RCPT past the limit (RFC 5321 §4.5.3.1.10)
+    BAD_ADDRESS = "bad_address"  #: a malformed MAIL FROM or RCPT TO address (553)
+    LINE_TOO_LONG = "line_too_long"  #: a DATA line past the limit (RFC 5321 §4.5.3.1.6)
+    STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
+
+
+class SmtpRecorder(Protocol):
+    """Where the server reports what it did (:class:`mailgate.metrics.Metrics`)."""
+
+    def smtp_connected(self) -> None: ...
+    def smtp_disconnected(self) -> None: ...
+    def smtp_accepted(self, size: int) -> None: ...
+    def smtp_refused(self, reason: str) -> None: ...
+    def smtp_auth(self, mechanism: str, *, success: bool) -> None: ...
+
+
+class _Unrecorded:
+    """The recorder of a server given none."""
+
+    def smtp_connected(self) -> None:
+        pass
+
+    def smtp_disconnected(self) -> None:
+        pass
+
+    def smtp_accepted(self, size: int) -> None:
+        pass
+
+    def smtp_refused(self, reason: str) -> None:
+        pass
+
+    def smtp_auth(self, mechanism: str, *, success: bool) -> None:
+        pass
 
 
 class CaptureHandler:
@@ -46,6 +92,7 @@ class CaptureHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
+            _recorder(server).smtp_refused(Refusal.TOO_MANY_RECIPIENTS)
             return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -64,7 +111,9 @@ class CaptureHandler:
             record = await self.inbox.capture(raw, meta)
         except Exception:  # storage trouble must not lose mail silently: ask for a retry
             log.exception("could not store a captured message from %s", meta.remote_addr)
+            _recorder(server).smtp_refused(Refusal.STORE_UNAVAILABLE)
             return "451 4.3.0 Could not store the message, try again later"
+        _recorder(server).smtp_accepted(len(raw))
         return f"250 2.0.0 OK: queued as {record.id}"
 
     def authenticate(
@@ -92,20 +141,62 @@ def _peer(peer: Any) -> str | None:
     return None if peer is None else str(peer)
 
 
-class _Session(SMTP):
-    """An aiosmtpd session that registers itself so shutdown can find it."""
+def _recorder(server: SMTP) -> SmtpRecorder:
+    """The recorder of the server a hook runs in (aiosmtpd hands every hook its server)."""
+    return server.recorder if isinstance(server, _Session) else _Unrecorded()
 
-    def __init__(self, registry: set[_Session], *args: Any, **kwargs: Any) -> None:
+
+#: The refusals aiosmtpd (1.4) decides and answers itself, by the start of the reply.
+_AIOSMTPD_REFUSALS = (
+    ("552 ", Refusal.TOO_BIG),  # at MAIL (SIZE=) or after DATA
+    ("553 5.1.3 ", Refusal.BAD_ADDRESS),  # at MAIL or RCPT
+    ("500 Line too long", Refusal.LINE_TOO_LONG),  # after DATA
+)
+
+
+class _Session(SMTP):
+    """An aiosmtpd session that registers itself so shutdown can find it, and reports
+    to the server's recorder."""
+
+    def __init__(
+        self, registry: set[_Session], recorder: SmtpRecorder, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._registry = registry
+        self.recorder = recorder
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._registry.add(self)
+        if self not in self._registry:  # not again after a STARTTLS handshake
+            self._registry.add(self)
+            self.recorder.smtp_connected()
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._registry.discard(self)
+        if self in self._registry:
+            self._registry.discard(self)
+            self.recorder.smtp_disconnected()
         super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        reply = status if isinstance(status, str) else status.decode("ascii", "replace")
+        for start, reason in _AIOSMTPD_REFUSALS:
+            if reply.startswith(start):
+                self.recorder.smtp_refused(reason)
+        await super().push(status)
+
+    # aiosmtpd runs a mechanism's auth_* method only for an AUTH it accepted to start
+    # (after EHLO, not yet authenticated, a mechanism it offers), so each run is an attempt.
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return self._attempt("PLAIN", await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return self._attempt("LOGIN", await super().auth_LOGIN(_, args))
+
+    def _attempt(self, mechanism: str, result: AuthResult) -> AuthResult:
+        """Count the attempt: anything short of success (RFC 4954 §4: 235) is a failure,
+        a response that is not base64 or a ``*`` abort included."""
+        self.recorder.smtp_auth(mechanism, success=bool(result.success))
+        return result
 
     @property
     def in_transaction(self) -> bool:
@@ -132,9 +223,16 @@ class SmtpServer:
     """Listens on a socket and runs aiosmtpd sessions on the current event loop."""
 
     def __init__(
-        self, handler: CaptureHandler, *, hostname: str, max_message_size: int, timeout: float
+        self,
+        handler: CaptureHandler,
+        *,
+        hostname: str,
+        max_message_size: int,
+        timeout: float,
+        metrics: SmtpRecorder | None = None,
     ) -> None:
         self.handler = handler
+        self.recorder: SmtpRecorder = metrics or _Unrecorded()
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.timeout = timeout
@@ -144,6 +242,7 @@ class SmtpServer:
     def _session(self) -> _Session:
         return _Session(
             self.sessions,
+            self.recorder,
             self.handler,
             hostname=self.hostname,
             ident="mailgate ESMTP",
