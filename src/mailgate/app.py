@@ -30,6 +30,7 @@ from mailgate.deliver.content import SendTimeContent, sending_account
 from mailgate.deliver.pacing import Pacer
 from mailgate.deliver.pool import PoolBoard
 from mailgate.deliver.router import Router
+from mailgate.deliver.ssrf import NetGuard
 from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
@@ -37,13 +38,16 @@ from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
+from mailgate.reports.webhooks import WebhookSender
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
+from mailgate.services.webhooks import WebhooksService
 from mailgate.settings import Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
+from mailgate.store.webhooks import WebhookStore
 from mailgate.web import Services, create_app
 
 __all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box"]
@@ -82,6 +86,7 @@ class Gateway:
         self._smtp_server: SmtpServer | None = None
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
+        self.webhooks: WebhookSender  #: POSTs outbox events to the webhook endpoints
         self.router: Router
         self._stack = AsyncExitStack()
 
@@ -113,7 +118,8 @@ class Gateway:
         self.inbox = Inbox(InboxStore(db), self.clock)
         if self.fresh_inbox:
             await self.inbox.clear(None)
-        self.accounts = AccountStore(db, secret_box(s, self.mode), self.clock)
+        box = secret_box(s, self.mode)
+        self.accounts = AccountStore(db, box, self.clock)
         router, default_from = await self._transports()
         self.router = router
         # limits shared through the database; "slow down" replies halve a rate per process
@@ -149,6 +155,7 @@ class Gateway:
             admission=RateAdmission(router, pacer),
             max_attachment=s.attachments.max_attachment_size,
         )
+        webhooks = await self._webhooks(db, box)
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -156,10 +163,27 @@ class Gateway:
             self.mode.value,
             accounts=self._accounts_service(router),
             tokens=TokenStore(db, self.clock),
+            webhooks=webhooks,
         )
         await self._start_web(services)
         if self.mode is Mode.DEV and s.smtp.enabled:
             await self._start_smtp()
+
+    async def _webhooks(self, db: Database, box: SecretBox | None) -> WebhooksService:
+        """The endpoints' service, and their sender when this process delivers them."""
+        s = self.settings.webhooks
+        allow_private = s.allow_private_networks
+        if allow_private is None:
+            allow_private = self.mode is Mode.DEV  # a developer's receiver is local
+        guard = NetGuard(allow_private, tuple(s.allowed_hosts))
+        store, outbox = WebhookStore(db, box), OutboxStore(db, dead_after=s.dead_after)
+        self.webhooks = WebhookSender(store, outbox, self.clock, s, guard=guard)
+        if s.enabled:
+            await self.webhooks.start()
+            self._stack.push_async_callback(self.webhooks.stop)
+        return WebhooksService(
+            store, outbox, self.clock, guard=guard, on_change=self.webhooks.changed
+        )
 
     async def _transports(self) -> tuple[Router, str]:
         """The router from a message to its transport, and the default sender.
@@ -293,6 +317,8 @@ class Gateway:
         checks["store"] = problem or "ok"
         if s.delivery.enabled:
             checks["dispatcher"] = "ok" if self.dispatcher.running else "not running"
+        if s.webhooks.enabled:
+            checks["webhooks"] = "ok" if self.webhooks.running else "not running"
         if self.mode is Mode.DEV and s.smtp.enabled:
             server = self._smtp_server
             checks["smtp"] = "ok" if server is not None and server.listening else "not listening"

@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "Conflict",
+    "InvalidInput",
     "InvalidMessage",
     "MailgateError",
     "NotFound",
@@ -43,6 +44,10 @@ class ConfigError(MailgateError):
 
 class InvalidMessage(MailgateError):
     """A submitted message is invalid; ``str(exc)`` is the reason shown to the client."""
+
+
+class InvalidInput(MailgateError):
+    """A request names something that cannot work (HTTP 422); ``str(exc)`` says why."""
 
 
 class NotFound(MailgateError):

@@ -35,6 +35,7 @@ __all__ = [
     "RetrySettings",
     "Settings",
     "SmtpSettings",
+    "WebhookSettings",
     "data_dir",
     "default_db_url",
     "load_settings",
@@ -151,6 +152,52 @@ class AttachmentSettings(BaseModel):
     )
 
 
+class WebhookSettings(BaseModel):
+    """Webhook delivery (endpoints are added with ``POST /api/v1/webhooks`` or
+    ``mailgate webhooks add``).
+
+    A failed POST is retried after each delay in ``retry_delays`` in turn (the last one
+    repeating), each moved by up to ± ``jitter``, until an attempt fails more than
+    ``dead_after`` seconds after the event: then the event is dead-lettered. The
+    defaults retry for a little over a day (5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h,
+    then every 4 h). Endpoint URLs follow the URL attachments' rule: public addresses
+    only, checked after DNS resolution, unless private networks or the host are allowed.
+    """
+
+    enabled: bool = Field(True, description="Deliver webhooks in this process.")
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds a receiver has to answer one POST (connect included)."
+    )
+    concurrency: int = Field(8, ge=1, description="POSTs in flight at once per endpoint.")
+    retry_delays: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
+        min_length=1,
+        description="Seconds before each retry of a failed POST; the last one repeats.",
+    )
+    jitter: float = Field(
+        0.2, ge=0, lt=1, description="Each retry delay moves by up to ± this fraction."
+    )
+    dead_after: float = Field(
+        86400.0,
+        gt=0,
+        description="An event still failing this many seconds after it happened is"
+        " dead-lettered (retries stop; POST /api/v1/events/{id}/replay sends it again).",
+    )
+    poll_interval: float = Field(
+        0.25, gt=0, description="Seconds between checks for events to send."
+    )
+    allow_private_networks: bool | None = Field(
+        None,
+        description="Let webhook URLs reach loopback, private, link-local and metadata"
+        " addresses; unset: yes for `mailgate dev`, no for `serve`.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or IP addresses) webhooks may reach even when they"
+        " resolve to a private address.",
+    )
+
+
 class RetentionSettings(BaseModel):
     """How long finished mail and delivered events are kept."""
 
@@ -240,6 +287,7 @@ class Settings(BaseSettings):
     postmark: PostmarkSettings = Field(default_factory=PostmarkSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,7 +17,7 @@ import httpx
 
 from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
 
-__all__ = ["FetchFailed", "UrlFetcher", "check_url"]
+__all__ = ["FetchFailed", "UrlFetcher", "check_url", "pinned_request"]
 
 MAX_REDIRECTS = 5
 _TEMPORARY_STATUS = frozenset({408, 425, 429})  #: 4xx a later try may get past
@@ -100,16 +100,7 @@ class UrlFetcher:
         raise FetchFailed(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects", temporary=False)
 
     async def _pinned(self, url: httpx.URL) -> httpx.Request:
-        """A GET to the address the guard checked, the name kept for Host and TLS."""
-        host = url.host
-        address = await self.guard.resolve(host, url.port or _DEFAULT_PORTS[url.scheme])
-        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-        return self._client.build_request(
-            "GET",
-            url.copy_with(host=address),
-            headers={"Host": url.netloc.decode("ascii")},
-            extensions=extensions,
-        )
+        return await pinned_request(self._client, self.guard, "GET", url)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -124,6 +115,30 @@ class UrlFetcher:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def pinned_request(
+    client: httpx.AsyncClient,
+    guard: NetGuard,
+    method: str,
+    url: httpx.URL,
+    *,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
+    """A request to the address ``guard`` checked for ``url``'s host, the name kept for
+    ``Host`` and the TLS server name; :class:`AddressRefused` or
+    :class:`UnresolvableHost` when there is none it may reach."""
+    host = url.host
+    address = await guard.resolve(host, url.port or _DEFAULT_PORTS[url.scheme])
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+    return client.build_request(
+        method,
+        url.copy_with(host=address),
+        headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
+        content=content,
+        extensions=extensions,
+    )
 
 
 def _parse(url: str) -> httpx.URL:

@@ -48,7 +48,9 @@ __all__ = [
     "EventKind",
     "OutboxEvent",
     "OutboxStore",
+    "ack_deliveries",
     "event_row",
+    "fail_delivery",
     "kind_of_state",
     "register_consumer",
     "set_consumer_active",
@@ -198,7 +200,7 @@ class OutboxStore:
 
     async def ack(self, consumer: str, event_ids: Sequence[int], now: datetime) -> None:
         """Delivered: never again."""
-        await self.db.transaction(_ack, consumer, list(event_ids), now)
+        await self.db.transaction(ack_deliveries, consumer, list(event_ids), now)
 
     async def fail(
         self, consumer: str, event_id: int, error: str, now: datetime, retry_at: datetime
@@ -206,8 +208,28 @@ class OutboxStore:
         """Not delivered: try again at ``retry_at``, or dead-letter it if the event is
         older than ``dead_after``. Returns whether it is dead."""
         return await self.db.transaction(
-            _fail, consumer, event_id, error, now, retry_at, now - self.dead_after
+            fail_delivery, consumer, event_id, error, now, retry_at, now - self.dead_after
         )
+
+    async def due(self, consumers: Sequence[str], now: datetime) -> set[str]:
+        """Which of ``consumers`` have an event due now: a read, cheap enough to poll."""
+        if not consumers:
+            return set()
+        d = outbox_deliveries.c
+        query = (
+            select(d.consumer)
+            .where(d.consumer.in_(list(consumers)), d.state == "pending", d.next_attempt_at <= now)
+            .distinct()
+        )
+        async with self.db.read() as conn:
+            return {str(c) for c in (await conn.execute(query)).scalars()}
+
+    async def event(self, event_id: int) -> OutboxEvent | None:
+        """One event, whoever has it (None once retention took it)."""
+        query = select(events).where(events.c.id == event_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else _event({**row, "attempts": 0, "last_error": None})
 
     async def dead(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
         """Dead-lettered events, newest first, with their last error."""
@@ -352,7 +374,7 @@ def _claim(
     return [_event(r) for r in conn.execute(query).mappings()]
 
 
-def _ack(conn: Connection, consumer: str, ids: list[int], now: datetime) -> None:
+def ack_deliveries(conn: Connection, consumer: str, ids: list[int], now: datetime) -> None:
     d = outbox_deliveries.c
     conn.execute(
         update(outbox_deliveries)
@@ -361,7 +383,7 @@ def _ack(conn: Connection, consumer: str, ids: list[int], now: datetime) -> None
     )
 
 
-def _fail(
+def fail_delivery(
     conn: Connection,
     consumer: str,
     event_id: int,

@@ -2,10 +2,11 @@
 
 An event goes once it is older than the cut-off and no active consumer still has it
 pending (acknowledged and dead-lettered ones go, and so do those a disabled webhook
-never took); a message goes once it is finished (sent,
-failed or cancelled), its last change is older than the cut-off and none of its events
-is still pending for a consumer. Its attempts and attachments go with it. Deletes run in
-batches, each its own short transaction, so a purge never holds the store for long.
+never took); a message goes once it is finished (sent, failed or cancelled), its last
+change is older than the cut-off and none of its events is still pending for an active
+consumer. Its attempts and attachments go with it, and webhook attempts older than the
+cut-off go too. Deletes run in batches, each its own short transaction, so a purge
+never holds the store for long.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from sqlalchemy import Connection, delete, select
 
 from mailgate.model import State
 from mailgate.store.database import Database
-from mailgate.store.schema import events, messages, outbox_consumers, outbox_deliveries
+from mailgate.store.schema import (
+    events,
+    messages,
+    outbox_consumers,
+    outbox_deliveries,
+    webhook_attempts,
+)
 
 __all__ = ["Purged", "purge"]
 
@@ -43,6 +50,7 @@ async def purge(db: Database, cutoff: datetime, *, batch: int = 1000) -> Purged:
         total_events += n
         if n < batch:
             break
+    await db.transaction(_purge_attempts, cutoff)
     return Purged(total_messages, total_events)
 
 
@@ -76,3 +84,8 @@ def _purge_events(conn: Connection, cutoff: datetime, batch: int) -> int:
         conn.execute(delete(outbox_deliveries).where(d.event_id.in_(ids)))
         conn.execute(delete(events).where(e.id.in_(ids)))
     return len(ids)
+
+
+def _purge_attempts(conn: Connection, cutoff: datetime) -> None:
+    """Webhook attempts: their record goes with the events they carried."""
+    conn.execute(delete(webhook_attempts).where(webhook_attempts.c.attempted_at < cutoff))

@@ -21,10 +21,10 @@ from mailgate.services import AccountIn, AccountPatch, AccountsService, account_
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
 from mailgate.web.responses import errors
 
-__all__ = ["router"]
+__all__ = ["NoEchoRoute", "router"]
 
 
-class _NoEchoRoute(APIRoute):
+class NoEchoRoute(APIRoute):
     """Validation errors without the ``input`` (a password can be in it)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -47,7 +47,7 @@ router = APIRouter(
     prefix="/accounts",
     tags=["accounts"],
     dependencies=[Depends(require_token)],
-    route_class=_NoEchoRoute,
+    route_class=NoEchoRoute,
 )
 
 

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from mailgate.inbox import Inbox
 from mailgate.services import AccountsService
 from mailgate.services.messages import MessagesService
+from mailgate.services.webhooks import WebhooksService
 from mailgate.store import TokenStore
 
 __all__ = ["Services"]
@@ -24,3 +25,4 @@ class Services:
     mode: str  #: "dev" or "serve"
     accounts: AccountsService | None = None  #: None: no account directory (/accounts is 404)
     tokens: TokenStore | None = None  #: per-tenant API tokens; None: only the admin token
+    webhooks: WebhooksService | None = None  #: None: /webhooks is 404

@@ -1,0 +1,1 @@
+"""Reporting outcomes to applications: webhooks (and delivery-report sync)."""

@@ -1,0 +1,290 @@
+"""Webhooks (issue 7) against real local HTTP receivers: signed POSTs, per-message order,
+retries of a failing or slow receiver, 410 disabling, write-only secrets, address checks,
+replay, dead letters and tenant isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mailgate.app import Gateway
+from mailgate.clock import SystemClock
+from mailgate.crypto import generate_key
+from mailgate.store import TokenStore
+from tests.http_peer import Receiver, Request, fail_first
+from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.peers import Upstream
+
+FAST = {"poll_interval": 0.05, "retry_delays": [0.2], "jitter": 0.0, "timeout": 2.0}
+KEY = generate_key()
+SECRET = "a-receiver-secret-0123456789"
+DOC = Path(__file__).parents[2] / "docs" / "webhooks.md"
+
+
+def _settings(upstream: Upstream | None = None, **webhooks: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "secret_key": KEY,
+        "webhooks": {**FAST, "allow_private_networks": True, **webhooks},
+    }
+    if upstream is not None:
+        settings["relay_url"] = upstream.url
+    return settings
+
+
+def documented_verify() -> Any:
+    """The verification snippet exactly as docs/webhooks.md shows it to receivers."""
+    [code] = re.findall(r"```python\n(# verify.*?)```", DOC.read_text(), re.S)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    return namespace["verify"]
+
+
+async def _hook(client: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
+    response = await client.post("/webhooks", json={"url": url, "secret": SECRET, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _send(client: httpx.AsyncClient, subject: str = "hi") -> str:
+    response = await client.post(
+        "/messages", json={"to": "r@example.com", "subject": subject, "text": "x"}
+    )
+    assert response.status_code == 202, response.text
+    message_id: str = response.json()["ids"][0]
+    return message_id
+
+
+async def test_events_arrive_signed_complete_and_in_order_per_message(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    verify = documented_verify()
+    async with Receiver() as rx, start_gateway(**_settings(upstream)) as gw, api(gw) as client:
+        hook = await _hook(client, rx.url)
+        ids = [await _send(client, f"m{i}") for i in range(3)]
+        requests = await rx.wait_for(6)
+
+    by_message: dict[str, list[str]] = {}
+    for request in requests:
+        assert verify(SECRET, request.headers["mailgate-signature"], request.body)
+        assert not verify("another-secret-entirely", request.headers["mailgate-signature"],
+                          request.body)  # fmt: skip
+        assert not verify(SECRET, request.headers["mailgate-signature"], request.body + b" ")
+        event = request.json()
+        assert request.headers["mailgate-event-id"] == str(event["id"])
+        assert request.headers["mailgate-event-kind"] == event["kind"]
+        assert request.headers["mailgate-webhook-id"] == hook["id"]
+        assert (event["tenant"], event["source"]) == ("default", "rest")
+        by_message.setdefault(event["message_id"], []).append(event["kind"])
+        if event["kind"] == "message.sent":
+            payload = event["payload"]
+            assert payload["state"] == "sent" and payload["code"] == 250
+            assert payload["attempt"] == 1
+            assert payload["recipients"]["r@example.com"]["code"] == 250
+    assert by_message == {m: ["message.queued", "message.sent"] for m in ids}
+    assert len({r.headers["mailgate-event-id"] for r in requests}) == 6  # each once
+
+
+async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with (
+        Receiver(fail_first(3, 503)) as rx,
+        start_gateway(**_settings()) as gw,
+        api(gw) as client,
+    ):
+        hook = await _hook(client, rx.url, kinds=["message.queued"])
+        await _send(client)
+        requests = await rx.wait_for(4)
+        await asyncio.sleep(0.5)  # acknowledged: never sent again
+        assert len(rx.requests) == 4
+        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+
+    assert {r.body for r in requests} == {requests[0].body}  # the same bytes every time
+    assert [r.headers["mailgate-attempt"] for r in requests] == ["1", "2", "3", "4"]
+    attempts = deliveries["attempts"]
+    assert [(a["outcome"], a["status"]) for a in attempts] == [
+        ("delivered", 200), ("failed", 503), ("failed", 503), ("failed", 503),
+    ]  # fmt: skip
+    assert attempts[1]["error"] == "HTTP 503 Service Unavailable: answer 503"
+    assert (deliveries["pending"], deliveries["dead"]) == (0, 0)
+
+
+async def test_a_slow_receiver_times_out_and_gets_it_again(
+    start_gateway: GatewayFactory,
+) -> None:
+    def answer(n: int, request: Request) -> tuple[int, float]:
+        return (200, 3.0) if n == 1 else (200, 0.0)
+
+    settings = _settings(timeout=0.5)
+    async with Receiver(answer) as rx, start_gateway(**settings) as gw, api(gw) as client:
+        hook = await _hook(client, rx.url, kinds=["message.queued"])
+        await _send(client)
+        await rx.wait_for(2)
+        await asyncio.sleep(0.3)
+        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+    outcomes = [(a["outcome"], a["status"], a["error"]) for a in deliveries["attempts"]]
+    assert outcomes == [("delivered", 200, None), ("failed", None, "no answer in 0.5 s")]
+
+
+async def test_410_disables_the_endpoint_and_enabling_resumes_it(
+    start_gateway: GatewayFactory,
+) -> None:
+    gone = True
+    async with (
+        Receiver(lambda n, r: 410 if gone else 200) as rx,
+        start_gateway(**_settings()) as gw,
+        api(gw) as client,
+    ):
+        hook = await _hook(client, rx.url, kinds=["message.queued"])
+        await _send(client)
+        await rx.wait_for(1)
+        await asyncio.sleep(0.3)
+        shown = (await client.get(f"/webhooks/{hook['id']}")).json()
+        assert shown["enabled"] is False
+        assert shown["disabled_reason"].startswith("the receiver answered 410 Gone")
+        await _send(client)  # taken while disabled: not for this endpoint
+        await asyncio.sleep(0.3)
+        assert len(rx.requests) == 1
+        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+        assert [a["outcome"] for a in deliveries["attempts"]] == ["gone"]
+        assert deliveries["pending"] == 1
+
+        gone = False
+        enabled = await client.patch(f"/webhooks/{hook['id']}", json={"enabled": True})
+        assert enabled.json()["disabled_reason"] is None
+        [_, again] = await rx.wait_for(2)  # what it had pending when disabled
+        assert again.body == rx.requests[0].body
+        await asyncio.sleep(0.3)
+        assert len(rx.requests) == 2
+
+
+async def test_the_secret_is_write_only_and_a_new_one_signs_at_once(
+    start_gateway: GatewayFactory,
+) -> None:
+    verify = documented_verify()
+    async with Receiver() as rx, start_gateway(**_settings()) as gw, api(gw) as client:
+        created = await client.post(
+            "/webhooks", json={"url": rx.url, "kinds": ["message.queued"]}
+        )
+        assert created.status_code == 201
+        generated = created.json()["secret"]
+        assert generated.startswith("whsec_") and len(generated) > 30
+        hook_id = created.json()["id"]
+        listed = (await client.get("/webhooks")).text
+        listed += (await client.get(f"/webhooks/{hook_id}")).text
+        assert generated not in listed and '"secret"' not in listed
+        await _send(client)
+        [first] = await rx.wait_for(1)
+        assert verify(generated, first.headers["mailgate-signature"], first.body)
+
+        changed = await client.patch(f"/webhooks/{hook_id}", json={"secret": SECRET})
+        assert changed.status_code == 200 and SECRET not in changed.text
+        await asyncio.sleep(5.2)  # the sender re-reads endpoints at most every 5 s
+        await _send(client)
+        [_, second] = await rx.wait_for(2)
+        assert verify(SECRET, second.headers["mailgate-signature"], second.body)
+        bad = await client.post("/webhooks", json={"url": rx.url, "secret": "pw-tiny"})
+        assert bad.status_code == 422 and "pw-tiny" not in bad.text  # never echoed
+
+
+async def test_private_and_metadata_addresses_are_refused_unless_allowed(
+    start_gateway: GatewayFactory,
+) -> None:
+    settings = _settings(allow_private_networks=False)
+    async with start_gateway(**settings) as gw, api(gw) as client:
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x",
+            "http://10.1.2.3/",
+        ):
+            response = await client.post("/webhooks", json={"url": url, "secret": SECRET})
+            assert response.status_code == 422, url
+            assert "refused" in response.json()["detail"][0]["msg"]
+        for url in ("ftp://example.com/x", "not a url", "http://"):
+            response = await client.post("/webhooks", json={"url": url, "secret": SECRET})
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["body", "url"]
+        assert (await client.get("/webhooks")).json() == {"webhooks": []}
+    settings = _settings(allow_private_networks=False, allowed_hosts=["127.0.0.1"])
+    async with start_gateway(**settings) as gw, api(gw) as client:
+        await _hook(client, "http://127.0.0.1:9/hook")  # named as allowed
+
+
+async def test_replay_sends_a_delivered_event_again_and_dead_letters_stop_retries(
+    start_gateway: GatewayFactory,
+) -> None:
+    failing = True
+    settings = _settings(dead_after=0.6)
+    async with (
+        Receiver(lambda n, r: 500 if failing else 200) as rx,
+        start_gateway(**settings) as gw,
+        api(gw) as client,
+    ):
+        hook = await _hook(client, rx.url, kinds=["message.queued"])
+        await _send(client)
+        await rx.wait_for(3)
+        await asyncio.sleep(1.0)  # past dead_after: the next failure is the last
+        count = len(rx.requests)
+        await asyncio.sleep(0.5)
+        assert len(rx.requests) == count
+        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+        assert deliveries["attempts"][0]["outcome"] == "dead"
+        assert (deliveries["pending"], deliveries["dead"]) == (0, 1)
+
+        failing = False
+        event_id = rx.requests[0].json()["id"]
+        replayed = await client.post(f"/events/{event_id}/replay")
+        assert replayed.status_code == 202
+        assert replayed.json() == {"event_id": event_id, "webhooks": [hook["id"]]}
+        await rx.wait_for(count + 1)
+        assert rx.requests[count].body == rx.requests[0].body
+        assert (await client.post("/events/999999/replay")).status_code == 404
+
+
+async def test_tenants_see_and_receive_only_their_own(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    async with (
+        Receiver() as rx_a,
+        Receiver() as rx_b,
+        start_gateway(**_settings(upstream), api_token="admin-token-1") as gw,
+    ):
+        token_a, token_b = await _token(gw, "a"), await _token(gw, "b")
+        async with api(gw, token_a) as a, api(gw, token_b) as b:
+            hook_a = await _hook(a, rx_a.url, kinds=["message.sent"])
+            await _hook(b, rx_b.url, kinds=["message.sent"])
+            assert [h["id"] for h in (await a.get("/webhooks")).json()["webhooks"]] == [
+                hook_a["id"]
+            ]
+            assert (await b.get(f"/webhooks/{hook_a['id']}")).status_code == 404
+            assert (await b.delete(f"/webhooks/{hook_a['id']}")).status_code == 404
+            sent = await _send(a)
+            await wait_for_state(a, sent, "sent")
+            [request] = await rx_a.wait_for(1)
+            assert request.json()["tenant"] == "a"
+            await asyncio.sleep(0.3)
+            assert rx_b.requests == []
+            event_id = request.json()["id"]
+            assert (await b.post(f"/events/{event_id}/replay")).status_code == 404
+            assert (await a.delete(f"/webhooks/{hook_a['id']}")).status_code == 204
+            assert (await a.get(f"/webhooks/{hook_a['id']}")).status_code == 404
+
+
+async def _token(gw: Gateway, tenant: str) -> str:
+    _, token = await TokenStore(gw.accounts.db, SystemClock()).create(tenant, "test")
+    return token
+
+
+async def test_creating_a_webhook_without_a_secret_key_says_how_to_set_one(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(webhooks={"allow_private_networks": True}) as gw, api(gw) as c:
+        response = await c.post("/webhooks", json={"url": "http://127.0.0.1:9/"})
+    assert response.status_code == 409
+    assert "MAILGATE_SECRET_KEY" in response.json()["detail"]
