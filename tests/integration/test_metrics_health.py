@@ -99,7 +99,10 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
     async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"store": "ok", "dispatcher": "ok"}}
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"store": "ok", "dispatcher": "ok", "webhooks": "ok"},
+        }
 
         async with gw.accounts.db.write() as conn:  # as if an older mailgate had migrated it
             head = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
@@ -113,11 +116,12 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
             )
 
         await gw.dispatcher.stop()
+        await gw.webhooks.stop()
         stopped = await client.get("/readyz")
         assert stopped.status_code == 503
         assert stopped.json() == {
             "status": "not ready",
-            "checks": {"store": "ok", "dispatcher": "not running"},
+            "checks": {"store": "ok", "dispatcher": "not running", "webhooks": "not running"},
         }
         assert (await client.get("/healthz")).status_code == 200  # alive all the same
 
@@ -125,4 +129,4 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
 async def test_readyz_in_dev_checks_the_smtp_server(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
         checks = (await client.get("/readyz")).json()["checks"]
-    assert checks == {"store": "ok", "dispatcher": "ok", "smtp": "ok"}
+    assert checks == {"store": "ok", "dispatcher": "ok", "webhooks": "ok", "smtp": "ok"}
