@@ -177,7 +177,9 @@ class Gateway:
             allow_private = self.mode is Mode.DEV  # a developer's receiver is local
         guard = NetGuard(allow_private, tuple(s.allowed_hosts))
         store, outbox = WebhookStore(db, box), OutboxStore(db, dead_after=s.dead_after)
-        self.webhooks = WebhookSender(store, outbox, self.clock, s, guard=guard)
+        self.webhooks = WebhookSender(
+            store, outbox, self.clock, s, guard=guard, on_attempt=self.metrics.webhook_delivery
+        )
         if s.enabled:
             await self.webhooks.start()
             self._stack.push_async_callback(self.webhooks.stop)
@@ -291,6 +293,7 @@ class Gateway:
             hostname=s.smtp.hostname,
             max_message_size=s.limits.max_message_size,
             timeout=s.smtp.timeout,
+            metrics=self.metrics,
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server

@@ -186,11 +186,6 @@ async def test_auth_attempts_by_mechanism_and_outcome(start_gateway: GatewayFact
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Gateway._start_smtp does not pass metrics=self.metrics to SmtpServer yet",
-)
 async def test_the_dev_gateways_own_smtp_server_reports_to_metrics(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -17,6 +17,7 @@ from mailgate.crypto import generate_key
 from mailgate.store import TokenStore
 from tests.http_peer import Receiver, Request, fail_first
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.test_metrics_health import scrape, value
 from tests.peers import Upstream
 
 FAST = {"poll_interval": 0.05, "retry_delays": [0.2], "jitter": 0.0, "timeout": 2.0}
@@ -103,6 +104,7 @@ async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(
         await asyncio.sleep(0.5)  # acknowledged: never sent again
         assert len(rx.requests) == 4
         deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+        samples = await scrape(gw)
 
     assert {r.body for r in requests} == {requests[0].body}  # the same bytes every time
     assert [r.headers["mailgate-attempt"] for r in requests] == ["1", "2", "3", "4"]
@@ -112,6 +114,8 @@ async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(
     ]  # fmt: skip
     assert attempts[1]["error"] == "HTTP 503 Service Unavailable: answer 503"
     assert (deliveries["pending"], deliveries["dead"]) == (0, 0)
+    assert value(samples, "mailgate_webhook_deliveries_total", outcome="failed") == 3
+    assert value(samples, "mailgate_webhook_deliveries_total", outcome="delivered") == 1
 
 
 async def test_a_slow_receiver_times_out_and_gets_it_again(
