@@ -50,7 +50,7 @@ from mailgate.store.retention import purge
 from mailgate.store.webhooks import WebhookStore
 from mailgate.web import Services, create_app
 
-__all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box"]
+__all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box", "webhook_guard"]
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,7 @@ class Gateway:
     async def _webhooks(self, db: Database, box: SecretBox | None) -> WebhooksService:
         """The endpoints' service, and their sender when this process delivers them."""
         s = self.settings.webhooks
-        allow_private = s.allow_private_networks
-        if allow_private is None:
-            allow_private = self.mode is Mode.DEV  # a developer's receiver is local
-        guard = NetGuard(allow_private, tuple(s.allowed_hosts))
+        guard = webhook_guard(self.settings, self.mode)
         store, outbox = WebhookStore(db, box), OutboxStore(db, dead_after=s.dead_after)
         self.webhooks = WebhookSender(
             store, outbox, self.clock, s, guard=guard, on_attempt=self.metrics.webhook_delivery
@@ -354,6 +351,16 @@ def secret_box(settings: Settings, mode: Mode) -> SecretBox | None:
     if mode is Mode.DEV:
         return SecretBox.from_setting(load_or_create_key_file(data_dir() / "dev-secret.key"))
     return None
+
+
+def webhook_guard(settings: Settings, mode: Mode) -> NetGuard:
+    """Which addresses webhook URLs may reach: private ones too under ``dev`` (a
+    developer's receiver is local) unless the settings say otherwise."""
+    s = settings.webhooks
+    allow_private = s.allow_private_networks
+    if allow_private is None:
+        allow_private = mode is Mode.DEV
+    return NetGuard(allow_private, tuple(s.allowed_hosts))
 
 
 def format_hostport(host: str, port: int) -> str:

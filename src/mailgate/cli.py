@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from mailgate import __version__, cli_accounts, cli_queue
+from mailgate import __version__, cli_accounts, cli_queue, cli_webhooks
 from mailgate.app import Gateway, Mode, database_url, format_hostport
 from mailgate.errors import ConfigError
 from mailgate.logs import FORMATS, setup_logging
@@ -163,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_print_config)
     cli_accounts.add_commands(sub, _settings)  # accounts, secrets, tokens
     cli_queue.add_commands(sub, _settings)
+    cli_webhooks.add_commands(sub, _settings)
     return parser
 
 

@@ -32,6 +32,7 @@ from mailgate.model import Account
 from mailgate.services import AccountIn, AccountsService, ProbeSettings, account_view
 from mailgate.settings import Settings
 from mailgate.store import AccountStore, Database, TokenStore
+from mailgate.store.webhooks import WebhookStore
 
 __all__ = ["add_commands", "where_options"]
 
@@ -287,6 +288,7 @@ async def _rotate(ctx: Context, args: argparse.Namespace) -> int:
         )
     box = SecretBox.from_setting(ctx.settings.secret_key.get_secret_value())
     count = await ctx.accounts.rotate(box)
+    count += await WebhookStore(ctx.accounts.store.db, box).rotate(box)
     print(
         f"re-encrypted {count} secret(s) under the first key; "
         "MAILGATE_SECRET_KEY may now hold that key alone"

@@ -94,7 +94,7 @@ class NetGuard:
                 reason = refusal(ipaddress.ip_address(text.partition("%")[0]))
                 if reason is not None:
                     where = f"{host} is" if text == host else f"{host} resolves to {text},"
-                    raise AddressRefused(f"{where} {reason}: refused to fetch from it")
+                    raise AddressRefused(f"{where} {reason}: refused to connect to it")
         return addresses[0]
 
     def _exempt(self, host: str) -> bool:
