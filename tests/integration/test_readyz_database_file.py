@@ -5,7 +5,8 @@ The tests run as root, so ``chmod`` would not stop a read: the file is taken awa
 spoilt instead, the ways it happens to an operator (a cleanup job, a restore over the
 wrong path, a disk error). The connections the gateway already holds keep reading the
 old file through their descriptors and page caches, so a query through the pool alone
-still answers; the check has to look at the file at the configured path."""
+still answers; the check has to look at the file at the configured path (it does:
+``Database.check``)."""
 
 from __future__ import annotations
 
@@ -43,11 +44,6 @@ def truncated(path: Path) -> None:
     os.truncate(path, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Database.check queries through pooled connections, which still read the old file",
-)
 @pytest.mark.parametrize(
     "spoil", [replaced_by_text, replaced_by_a_directory, removed, overwritten_in_place, truncated]
 )

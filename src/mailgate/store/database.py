@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -99,6 +100,8 @@ class Database:
             event.listen(self._sqlite, "connect", _sqlite_connect)
             event.listen(self._sqlite, "begin", _sqlite_begin)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-sqlite")
+        self._file = _sqlite_file(self.url) if self.is_sqlite else None
+        self._file_identity: tuple[int, int] | None = None  #: (device, inode) at migrate
 
     async def transaction(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
@@ -173,10 +176,23 @@ class Database:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                 )
             await conn.run_sync(_upgrade)
+        if self._file is not None:
+            st = await asyncio.to_thread(os.stat, self._file)
+            self._file_identity = (st.st_dev, st.st_ino)
 
     async def check(self) -> str | None:
         """Why the store is not ready, or None: reachable, and migrated to the newest
-        revision this mailgate ships (for ``/readyz``)."""
+        revision this mailgate ships (for ``/readyz``).
+
+        A SQLite file is looked at on disk too: connections already open keep reading a
+        file that was removed, replaced or spoilt (through their descriptors and page
+        cache), so a query alone would say all is well while every write goes to a file
+        no restart will see.
+        """
+        if self._file is not None and self._file_identity is not None:
+            problem = await asyncio.to_thread(_file_problem, self._file, self._file_identity)
+            if problem is not None:
+                return problem
         try:
             async with self.read() as conn:
                 current = (
@@ -194,6 +210,32 @@ class Database:
         if self._sqlite is not None and self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
             self._thread.shutdown(wait=False)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"  #: the first 16 bytes of every SQLite 3 database
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL opens; None for an in-memory or URI-named database."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
+def _file_problem(path: str, opened: tuple[int, int]) -> str | None:
+    """Why the SQLite file at ``path`` is not the database opened as ``opened``."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        return f"unreachable (database file: {exc.strerror})"
+    if (st.st_dev, st.st_ino) != opened:
+        return "unreachable (the database file was replaced after it was opened)"
+    if header != _SQLITE_HEADER:
+        return "unreachable (the database file is no longer an SQLite database)"
+    return None
 
 
 @contextlib.contextmanager
