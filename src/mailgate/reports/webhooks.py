@@ -50,7 +50,7 @@ from mailgate.settings import WebhookSettings
 from mailgate.store.outbox import OutboxEvent, OutboxStore
 from mailgate.store.webhooks import Webhook, WebhookStore, consumer_name
 
-__all__ = ["SIGNATURE_HEADER", "WebhookSender", "event_body", "sign", "verify"]
+__all__ = ["SIGNATURE_HEADER", "WebhookSender", "event_body", "lease_seconds", "sign", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,13 @@ _SNIPPET = 300  #: characters of a refusing receiver's answer kept with the atte
 
 #: one finished POST: its outcome (delivered, failed, dead, disabled) and its seconds
 AttemptRecorder = Callable[[str, float], None]
+
+
+def lease_seconds(settings: WebhookSettings) -> float:
+    """How long a claimed event stays claimed: its POST times out after ``timeout``; the
+    rest is room for recording the outcome. A process killed mid-POST leaves it this
+    long, then it is sent again."""
+    return 2 * settings.timeout + 5.0
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -178,7 +185,7 @@ class WebhookSender:
         }
         wanted = [consumer_name(h.id) for h in self._hooks if room[h.id] > 0]
         due = await self.outbox.due(wanted, now)
-        lease = self.settings.timeout + 30.0
+        lease = lease_seconds(self.settings)
         for hook in self._hooks:
             if consumer_name(hook.id) not in due:
                 continue
