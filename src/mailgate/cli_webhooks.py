@@ -21,7 +21,7 @@ from mailgate.app import Mode, database_url, secret_box, webhook_guard
 from mailgate.cli_accounts import where_options
 from mailgate.clock import SystemClock
 from mailgate.errors import Conflict, InvalidInput, NotFound
-from mailgate.services.webhooks import WebhookIn, WebhooksService
+from mailgate.services.webhooks import WebhookIn, WebhooksService, shown_url
 from mailgate.settings import Settings
 from mailgate.store import Database
 from mailgate.store.outbox import EventKind, OutboxStore
@@ -117,7 +117,7 @@ async def _add(service: WebhooksService, args: argparse.Namespace) -> int:
         print("the signing secret above is shown this once: keep it now", file=sys.stderr)
     webhook = created.webhook
     kinds = ", ".join(webhook.kinds) if webhook.kinds else "every kind"
-    print(f"added webhook {webhook.id} → {webhook.url} ({kinds})", file=sys.stderr)
+    print(f"added webhook {webhook.id} → {shown_url(webhook.url)} ({kinds})", file=sys.stderr)
     return 0
 
 
@@ -125,7 +125,7 @@ async def _list(service: WebhooksService, args: argparse.Namespace) -> int:
     rows = [("ID", "ENABLED", "KINDS", "URL")]
     for w in await service.list(args.tenant):
         enabled = "yes" if w.enabled else f"no ({w.disabled_reason or 'switched off'})"
-        rows.append((w.id, enabled, ",".join(w.kinds) if w.kinds else "all", w.url))
+        rows.append((w.id, enabled, ",".join(w.kinds) if w.kinds else "all", shown_url(w.url)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print(*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3])

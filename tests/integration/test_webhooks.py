@@ -179,11 +179,14 @@ async def test_the_secret_is_write_only_and_a_new_one_signs_at_once(
         generated = created.json()["secret"]
         assert generated.startswith("whsec_") and len(generated) > 30
         hook_id = created.json()["id"]
+        with_password = rx.url.replace("http://", "http://user:url-password-1@")
+        await _hook(client, with_password)
         listed = (await client.get("/webhooks")).text
         listed += (await client.get(f"/webhooks/{hook_id}")).text
         assert generated not in listed and '"secret"' not in listed
+        assert "url-password-1" not in listed and "http://user:***@127.0.0.1" in listed
         await _send(client)
-        [first] = await rx.wait_for(1)
+        first = (await rx.wait_for(1))[0]
         assert verify(generated, first.headers["mailgate-signature"], first.body)
 
         changed = await client.patch(f"/webhooks/{hook_id}", json={"secret": SECRET})

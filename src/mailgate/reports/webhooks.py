@@ -166,12 +166,15 @@ class WebhookSender:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            pause = self.settings.poll_interval
             try:
                 await self._round()
             except (MailgateError, OSError):
-                log.exception("webhooks: checking for events failed; trying again shortly")
+                log.exception("webhooks: checking for events failed; trying again in 5 s")
+                pause = max(pause, _REFRESH)  # a store outage or an unreadable secret
+                self._hooks_read = -_REFRESH
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval):
+                async with asyncio.timeout(pause):
                     await self._wake.wait()
 
     async def _round(self) -> None:
@@ -293,7 +296,7 @@ class WebhookSender:
             return None, f"no answer in {timeout:g} s"
         except httpx.TransportError as exc:
             return None, f"{type(exc).__name__}: {exc}".rstrip(": ")
-        except (AddressRefused, UnresolvableHost, ValueError) as exc:
+        except (AddressRefused, UnresolvableHost, ValueError, httpx.InvalidURL) as exc:
             return None, str(exc)
 
     def _client(self, hook: Webhook) -> httpx.AsyncClient:

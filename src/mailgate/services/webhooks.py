@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from mailgate.clock import Clock
@@ -25,9 +26,17 @@ from mailgate.errors import InvalidInput, NotFound
 from mailgate.store.outbox import EventKind, OutboxStore
 from mailgate.store.webhooks import Backlog, Webhook, WebhookAttempt, WebhookStore, consumer_name
 
-__all__ = ["Created", "WebhookIn", "WebhookPatch", "WebhooksService", "webhook_view"]
+__all__ = [
+    "Created",
+    "WebhookIn",
+    "WebhookPatch",
+    "WebhooksService",
+    "shown_url",
+    "webhook_view",
+]
 
 _MIN_SECRET = 16
+_MASK = b"***"  #: what a URL's password shows as
 
 
 def _url(value: str) -> str:
@@ -88,10 +97,10 @@ class Created:
 
 
 def webhook_view(webhook: Webhook) -> dict[str, Any]:
-    """An endpoint as answers show it: never its secret."""
+    """An endpoint as answers show it: never its secret, nor a password in its URL."""
     return {
         "id": webhook.id,
-        "url": webhook.url,
+        "url": shown_url(webhook.url),
         "kinds": None if webhook.kinds is None else list(webhook.kinds),
         "description": webhook.description,
         "enabled": webhook.enabled,
@@ -99,6 +108,18 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
         "created_at": _iso(webhook.created_at),
         "updated_at": _iso(webhook.updated_at),
     }
+
+
+def shown_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``https://user:pw@host/``) masked."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return url
+    if not parsed.password:
+        return url
+    user = parsed.userinfo.partition(b":")[0]
+    return str(parsed.copy_with(userinfo=user + b":" + _MASK))
 
 
 def _iso(value: Any) -> str:
