@@ -11,12 +11,10 @@ from typing import Any
 
 import httpx
 
-from mailgate.app import Gateway
-from mailgate.clock import SystemClock
 from mailgate.crypto import generate_key
-from mailgate.store import TokenStore
 from tests.http_peer import Receiver, Request, fail_first
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.test_accounts_api import tenant_token
 from tests.integration.test_metrics_health import scrape, value
 from tests.peers import Upstream
 
@@ -261,7 +259,7 @@ async def test_tenants_see_and_receive_only_their_own(
         Receiver() as rx_b,
         start_gateway(**_settings(upstream), api_token="admin-token-1") as gw,
     ):
-        token_a, token_b = await _token(gw, "a"), await _token(gw, "b")
+        token_a, token_b = await tenant_token(gw, "a"), await tenant_token(gw, "b")
         async with api(gw, token_a) as a, api(gw, token_b) as b:
             hook_a = await _hook(a, rx_a.url, kinds=["message.sent"])
             await _hook(b, rx_b.url, kinds=["message.sent"])
@@ -280,11 +278,6 @@ async def test_tenants_see_and_receive_only_their_own(
             assert (await b.post(f"/events/{event_id}/replay")).status_code == 404
             assert (await a.delete(f"/webhooks/{hook_a['id']}")).status_code == 204
             assert (await a.get(f"/webhooks/{hook_a['id']}")).status_code == 404
-
-
-async def _token(gw: Gateway, tenant: str) -> str:
-    _, token = await TokenStore(gw.accounts.db, SystemClock()).create(tenant, "test")
-    return token
 
 
 async def test_creating_a_webhook_without_a_secret_key_says_how_to_set_one(
