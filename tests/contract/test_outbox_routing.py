@@ -119,3 +119,12 @@ async def test_replay_delivers_an_acknowledged_event_again(database: Database) -
     assert await outbox.replay("late", queued.id, T1)
     assert [e.id for e in await outbox.claim("late", T1, 10, 60)] == [queued.id]
     assert not await outbox.replay("hooks", queued.id + 1000, T1)
+
+
+async def test_a_consumer_may_take_only_one_source_s_messages(database: Database) -> None:
+    queue, outbox = QueueStore(database), OutboxStore(database)
+    await outbox.register("write-back", NOW, source_prefix="firestore:")
+    from_firestore = make_message(source="firestore:mail/doc-1")
+    await queue.enqueue([make_message(), from_firestore, make_message(source="smtp")], NOW)
+    [event] = await outbox.claim("write-back", T1, 10, 60)
+    assert (event.message_id, event.source) == (from_firestore.id, "firestore:mail/doc-1")

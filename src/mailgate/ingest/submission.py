@@ -121,8 +121,10 @@ def parse_message_json(
     limits: LimitSettings,
     now: datetime,
     max_attachment: int | None = None,
+    source: str = "rest",
 ) -> Message:
     """Validate one submitted message; :class:`InvalidMessage` says what is wrong.
+    ``source``: where it came from (``rest``, ``smtp``, ``firestore:<document path>``).
 
     ``max_attachment``: the most bytes one attachment given inline may hold (the same
     limit ``url`` and ``path`` attachments meet when they are resolved).
@@ -154,6 +156,7 @@ def parse_message_json(
         ),
         message_id=f"<{new_id()}@{_domain(sender)}>",
         created_at=now,
+        source=source,
     )
     _check_limits(message, limits)
     return message
@@ -308,7 +311,10 @@ class Submissions:
         self.limits = limits
         self.on_queued = on_queued
 
-    async def submit(self, items: Sequence[object], tenant: str = "default") -> SubmissionReport:
+    async def submit(
+        self, items: Sequence[object], tenant: str = "default", *, source: str = "rest"
+    ) -> SubmissionReport:
+        """Validate, admit and queue ``items``; each bad one is rejected on its own."""
         now = self.clock.now()
         report = SubmissionReport()
         if len(items) > self.limits.max_batch:
@@ -317,7 +323,9 @@ class Submissions:
             return report
         # Parsing is CPU work (address syntax, base64, a thousand items): a worker thread
         # keeps the event loop serving the API and SMTP sessions meanwhile.
-        good, report.rejected = await asyncio.to_thread(self._parse_all, items, tenant, now)
+        good, report.rejected = await asyncio.to_thread(
+            self._parse_all, items, tenant, now, source
+        )
         good = await self._admit(good, report, now)
         if good:
             results = await self.queue.enqueue([m for _, m in good], now)
@@ -345,19 +353,19 @@ class Submissions:
         return admitted
 
     def _parse_all(
-        self, items: Sequence[object], tenant: str, now: datetime
+        self, items: Sequence[object], tenant: str, now: datetime, source: str
     ) -> tuple[list[tuple[int, Message]], list[Rejected]]:
         """Each item on its own: one bad item is one rejection, never the batch's."""
         good: list[tuple[int, Message]] = []
         rejected: list[Rejected] = []
         for index, item in enumerate(items):
             try:
-                good.append((index, self._parse(item, tenant, now)))
+                good.append((index, self._parse(item, tenant, now, source)))
             except InvalidMessage as exc:
                 rejected.append(Rejected(index, _key(item), str(exc)))
         return good, rejected
 
-    def _parse(self, item: object, tenant: str, now: datetime) -> Message:
+    def _parse(self, item: object, tenant: str, now: datetime, source: str) -> Message:
         return parse_message_json(
             item,
             tenant=tenant,
@@ -365,6 +373,7 @@ class Submissions:
             limits=self.limits,
             now=now,
             max_attachment=self.max_attachment,
+            source=source,
         )
 
 

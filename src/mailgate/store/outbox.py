@@ -138,6 +138,11 @@ _FAN_OUT = insert(outbox_deliveries).from_select(
         events.c.id.in_(bindparam("b_ids", expanding=True)),
         or_(_consumer.tenant.is_(None), _consumer.tenant == events.c.tenant),
         or_(_consumer.kinds.is_(None), _consumer.kinds.contains(" " + events.c.kind + " ")),
+        or_(
+            _consumer.source_prefix.is_(None),
+            func.substr(events.c.source, 1, func.length(_consumer.source_prefix))
+            == _consumer.source_prefix,
+        ),
     ),
 )
 
@@ -172,10 +177,12 @@ class OutboxStore:
         *,
         tenant: str | None = None,
         kinds: Sequence[str] | None = None,
+        source_prefix: str | None = None,
     ) -> None:
-        """Deliver every event from now on to ``consumer`` too, only ``tenant``'s and only
-        of ``kinds`` when given (idempotent; a second call replaces the filter)."""
-        await self.db.transaction(register_consumer, consumer, now, tenant, kinds)
+        """Deliver every event from now on to ``consumer`` too: only ``tenant``'s, only of
+        ``kinds``, only of messages whose source starts with ``source_prefix``, when given
+        (idempotent; a second call replaces the filter)."""
+        await self.db.transaction(register_consumer, consumer, now, tenant, kinds, source_prefix)
 
     async def unregister(self, consumer: str) -> None:
         """Stop delivering to ``consumer``; its pending deliveries are dropped."""
@@ -299,18 +306,17 @@ def register_consumer(
     now: datetime,
     tenant: str | None = None,
     kinds: Sequence[str] | None = None,
+    source_prefix: str | None = None,
 ) -> None:
     """:meth:`OutboxStore.register` inside the caller's transaction."""
     dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     kinds_text = None if kinds is None else " " + " ".join(sorted(set(kinds))) + " "
+    fields = {"tenant": tenant, "kinds": kinds_text, "source_prefix": source_prefix}
     statement = dialect_insert(outbox_consumers).values(
-        name=consumer, created_at=now, tenant=tenant, kinds=kinds_text, active=True
+        name=consumer, created_at=now, active=True, **fields
     )
     conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[outbox_consumers.c.name],
-            set_={"tenant": tenant, "kinds": kinds_text},
-        )
+        statement.on_conflict_do_update(index_elements=[outbox_consumers.c.name], set_=fields)
     )
 
 

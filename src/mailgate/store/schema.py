@@ -267,8 +267,9 @@ events = Table(
 
 # Who drains the outbox (webhooks, report sync, the Firestore write-back): one delivery
 # row per consumer and event, written with the event (store/outbox.py).
-# A consumer may take only one tenant's events (``tenant``) and only some kinds
-# (``kinds``: " message.sent message.failed ", spaces around each; None: all); an
+# A consumer may take only one tenant's events (``tenant``), only some kinds (``kinds``:
+# " message.sent message.failed ", spaces around each; None: all) and only those of
+# messages from one source (``source_prefix``, "firestore:"); an
 # inactive one (a disabled webhook) gets no new deliveries and keeps its pending ones.
 outbox_consumers = Table(
     "outbox_consumers",
@@ -278,6 +279,7 @@ outbox_consumers = Table(
     Column("tenant", SafeString(64)),
     Column("kinds", SafeText),
     Column("active", Boolean, nullable=False, default=True, server_default=text("true")),
+    Column("source_prefix", SafeText),  # only events whose source starts with this
 )
 
 outbox_deliveries = Table(
