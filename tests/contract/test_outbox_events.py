@@ -48,6 +48,7 @@ async def test_a_message_reports_queued_then_each_outcome(database: Database) ->
     assert sent["payload"] == {
         "state": "sent", "attempt": 1, "code": 250, "enhanced_code": "2.0.0",
         "failure_class": None, "text": "ok", "account": "default", "next_attempt_at": None,
+        "message_id_header": message.message_id,
         "recipients": {
             "a@example.com": {"status": "sent", "code": 250, "text": "ok"},
             "b@example.com": {"status": "failed", "code": 550, "text": "5.1.1 no such user"},

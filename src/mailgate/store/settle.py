@@ -72,7 +72,12 @@ def _still_leased(row: Any, o: Settlement) -> bool:
 
 
 _LEASES = select(
-    messages.c.id, messages.c.lease_owner, messages.c.state, messages.c.tenant, messages.c.source
+    messages.c.id,
+    messages.c.lease_owner,
+    messages.c.state,
+    messages.c.tenant,
+    messages.c.source,
+    messages.c.message_id,
 ).where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
 _LEASES_LOCKED = _LEASES.with_for_update()
 
@@ -124,8 +129,11 @@ def _events(o: Settlement, row: Any) -> list[dict[str, Any]]:
     tenant, source = (row.tenant, row.source) if row is not None else ("default", None)
     state = o.decision.state
     kind = EventKind.MESSAGE_WAITING if state is State.QUEUED else kind_of_state(state)
+    payload = _settled_payload(o)
+    if row is not None:
+        payload["message_id_header"] = row.message_id  # what the recipient's Message-ID says
     found = [
-        event_row(kind, _settled_payload(o), o.attempt.at,
+        event_row(kind, payload, o.attempt.at,
                   tenant=tenant, source=source, message_id=o.message_id)
     ]  # fmt: skip
     for rcpt, result in o.attempt.recipients.items():
