@@ -2,7 +2,8 @@
 
 ``async with Receiver(answer) as rx:`` — ``answer(n, request)`` gives the status (and
 optionally a delay in seconds) for the ``n``-th request (1-based); ``rx.requests``
-keeps every request received, whatever was answered.
+keeps every request received, whatever was answered. ``body(n, request)``, when given,
+is the answer's JSON body (``answer <status>`` in plain text otherwise).
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def fail_first(times: int, status: int = 500) -> Answer:
 
 
 class Receiver:
-    def __init__(self, answer: Answer | None = None) -> None:
+    def __init__(
+        self, answer: Answer | None = None, *, body: Callable[[int, Request], Any] | None = None
+    ) -> None:
         self.answer = answer or always(200)
+        self.body = body
         self.requests: list[Request] = []
         self.port = 0
         self._arrived = asyncio.Condition()
@@ -82,8 +86,10 @@ class Receiver:
         status, delay = answer if isinstance(answer, tuple) else (answer, 0.0)
         if delay:
             await asyncio.sleep(delay)
-        reply = f"answer {status}".encode()
-        headers_out = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(reply))]
+        reply, kind = f"answer {status}".encode(), b"text/plain"
+        if self.body is not None:
+            reply, kind = json.dumps(self.body(n, request)).encode(), b"application/json"
+        headers_out = [(b"content-type", kind), (b"content-length", b"%d" % len(reply))]
         await send({"type": "http.response.start", "status": status, "headers": headers_out})
         await send({"type": "http.response.body", "body": reply})
 

@@ -38,6 +38,7 @@ from mailgate.ingest import Submissions
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
+from mailgate.reports.sync import ReportSync, pause
 from mailgate.reports.webhooks import WebhookSender
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
@@ -87,6 +88,7 @@ class Gateway:
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
         self.webhooks: WebhookSender  #: POSTs outbox events to the webhook endpoints
+        self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
         self._stack = AsyncExitStack()
 
@@ -156,6 +158,7 @@ class Gateway:
             max_attachment=s.attachments.max_attachment_size,
         )
         webhooks = await self._webhooks(db, box)
+        await self._report_sync(db, queue)
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -183,6 +186,20 @@ class Gateway:
         return WebhooksService(
             store, outbox, self.clock, guard=guard, on_change=self.webhooks.changed
         )
+
+    async def _report_sync(self, db: Database, queue: QueueStore) -> None:
+        """Delivery reports to ``reports.sync_url`` when set; else its consumer, if one
+        was registered before, is paused (:func:`mailgate.reports.sync.pause`)."""
+        s = self.settings.reports
+        outbox = OutboxStore(db, dead_after=s.dead_after)
+        if s.sync_url is None:
+            await pause(outbox)
+            return
+        self.report_sync = ReportSync(
+            outbox, queue, self.clock, s, on_sync=self.metrics.report_sync
+        )
+        await self.report_sync.start()
+        self._stack.push_async_callback(self.report_sync.stop)
 
     async def _transports(self) -> tuple[Router, str]:
         """The router from a message to its transport, and the default sender.
@@ -319,6 +336,8 @@ class Gateway:
             checks["dispatcher"] = "ok" if self.dispatcher.running else "not running"
         if s.webhooks.enabled:
             checks["webhooks"] = "ok" if self.webhooks.running else "not running"
+        if self.report_sync is not None:
+            checks["report_sync"] = "ok" if self.report_sync.running else "not running"
         if self.mode is Mode.DEV and s.smtp.enabled:
             server = self._smtp_server
             checks["smtp"] = "ok" if server is not None and server.listening else "not listening"

@@ -1,5 +1,5 @@
 """Prometheus metrics of one gateway: what delivery did, the queue, the SMTP pools, the
-SMTP server and webhook deliveries.
+SMTP server, webhook deliveries and delivery-report syncs.
 
 Each gateway keeps a registry of its own (several run in one test process). Counters and
 histograms are process-local and start at zero with the process, as Prometheus expects
@@ -24,7 +24,9 @@ across processes sharing one queue.
 * ``mailgate_smtp_received_bytes_total``: the size of the accepted messages;
 * ``mailgate_smtp_auth_attempts_total{mechanism,outcome}`` (``success``, ``failure``);
 * ``mailgate_webhook_deliveries_total{outcome}`` (``delivered``, ``failed``, ``dead``,
-  ``disabled``) and ``mailgate_webhook_delivery_duration_seconds``: each webhook POST.
+  ``disabled``) and ``mailgate_webhook_delivery_duration_seconds``: each webhook POST;
+* ``mailgate_report_sync_total{outcome}`` (``delivered``, ``failed``): each delivery-report
+  POST (one batch), and ``mailgate_report_sync_reports_total``: reports acknowledged.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from mailgate.model import State
 
-__all__ = ["CONTENT_TYPE", "WEBHOOK_OUTCOMES", "Metrics", "PoolCounters"]
+__all__ = ["CONTENT_TYPE", "REPORT_SYNC_OUTCOMES", "WEBHOOK_OUTCOMES", "Metrics", "PoolCounters"]
 
 #: The text exposition format, version 0.0.4 (what Prometheus scrapes by default)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,6 +53,9 @@ _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 900, 3600, 21600, 8
 #: What became of one webhook POST: acknowledged (2xx), to be retried, given up on after
 #: the dead-letter time, or its endpoint disabled (410). A fixed set, so a label.
 WEBHOOK_OUTCOMES = ("delivered", "failed", "dead", "disabled")
+
+#: What became of one delivery-report POST: acknowledged (2xx), or to be retried.
+REPORT_SYNC_OUTCOMES = ("delivered", "failed")
 
 
 class Metrics:
@@ -91,6 +96,7 @@ class Metrics:
             self.registry.register(_Pools(pools))
         self._smtp_metrics()
         self._webhook_metrics()
+        self._report_sync_metrics()
 
     def _smtp_metrics(self) -> None:
         self.smtp_connections_open = Gauge(
@@ -137,6 +143,21 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _report_sync_metrics(self) -> None:
+        self.report_syncs = Counter(
+            "mailgate_report_sync",
+            "Delivery-report POSTs (batches) by what became of them.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in REPORT_SYNC_OUTCOMES:
+            self.report_syncs.labels(outcome)
+        self.reports_synced = Counter(
+            "mailgate_report_sync_reports",
+            "Delivery reports the sync endpoint acknowledged.",
+            registry=self.registry,
+        )
+
     def attempt(
         self,
         *,
@@ -176,6 +197,15 @@ class Metrics:
             raise ValueError(f"unknown webhook delivery outcome {outcome!r}")
         self.webhook_deliveries.labels(outcome).inc()
         self.webhook_delivery_duration.observe(seconds)
+
+    def report_sync(self, outcome: str, reports: int) -> None:
+        """One delivery-report POST of ``reports`` reports and its outcome (one of
+        :data:`REPORT_SYNC_OUTCOMES`)."""
+        if outcome not in REPORT_SYNC_OUTCOMES:
+            raise ValueError(f"unknown report sync outcome {outcome!r}")
+        self.report_syncs.labels(outcome).inc()
+        if outcome == "delivered":
+            self.reports_synced.inc(reports)
 
     def set_queue_depth(self, counts: Mapping[str, int]) -> None:
         """Every state, zero when no message is in it (a gauge that vanished would leave

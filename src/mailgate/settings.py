@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +32,7 @@ __all__ = [
     "HttpSettings",
     "LimitSettings",
     "PostmarkSettings",
+    "ReportSettings",
     "RetentionSettings",
     "RetrySettings",
     "Settings",
@@ -198,6 +200,70 @@ class WebhookSettings(BaseModel):
     )
 
 
+class ReportSettings(BaseModel):
+    """Delivery-report sync (:mod:`mailgate.reports.sync`): final outcomes POSTed in
+    batches to one endpoint of the operator's application, which pulls them that way.
+
+    The endpoint is configured by the operator, not by a tenant, so unlike webhook URLs
+    it may be any address, private ones included. Credentials go in ``username`` and
+    ``password`` (HTTP basic) or ``token`` (bearer), never in the URL: a URL holding
+    ``user:password@`` is refused, so ``mailgate config`` and the logs cannot show one.
+    """
+
+    sync_url: str | None = Field(
+        None,
+        description="http(s) URL the delivery reports are POSTed to; unset: no report sync"
+        " (a consumer registered before is paused, see docs/reports.md).",
+    )
+    username: str | None = Field(None, description="HTTP basic user for sync_url.")
+    password: SecretStr | None = Field(None, description="HTTP basic password for sync_url.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token for sync_url (instead of username and password)."
+    )
+    batch: int = Field(100, ge=1, le=10000, description="Most reports in one POST.")
+    interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between syncs while no report waits; also the first delay"
+        " after a failed POST, doubling with each failure up to retry_max_delay.",
+    )
+    timeout: float = Field(
+        30.0, gt=0, description="Seconds the endpoint has to answer one POST (connect included)."
+    )
+    retry_max_delay: float = Field(
+        300.0, gt=0, description="Longest wait between failing syncs, in seconds."
+    )
+    dead_after: float = Field(
+        86400.0,
+        gt=0,
+        description="A report still not accepted this many seconds after its message"
+        " finished is dead-lettered (no more retries; its last error is kept).",
+    )
+
+    @field_validator("sync_url")
+    @classmethod
+    def _plain_http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)  # the messages never repeat the URL: it may hold a secret
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("reports.sync_url must be an http:// or https:// URL with a host")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "reports.sync_url must not hold credentials: set reports.username and"
+                " reports.password, or reports.token"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> Self:
+        if self.token is not None and (self.username or self.password):
+            raise ValueError("reports: set either token or username/password, not both")
+        if self.password is not None and not self.username:
+            raise ValueError("reports: a password needs a username")
+        return self
+
+
 class RetentionSettings(BaseModel):
     """How long finished mail and delivered events are kept."""
 
@@ -288,6 +354,7 @@ class Settings(BaseSettings):
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
 
     @classmethod
     def settings_customise_sources(

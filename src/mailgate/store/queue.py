@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -342,6 +343,17 @@ class QueueStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return {str(state): int(n) for state, n in rows}
+
+    async def client_refs(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, dict[str, Any]]]:
+        """Each message's client key (the ``id`` it was submitted with) and metadata, by
+        message id, for reports that hand them back; messages gone are left out."""
+        c = messages.c
+        query = select(c.id, c.key, c.meta).where(c.id.in_(list(message_ids)))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.id: (row.key, row.meta) for row in rows}
 
 
 def _minutes_since(
