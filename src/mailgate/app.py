@@ -49,7 +49,7 @@ from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
 from mailgate.store.webhooks import WebhookStore
-from mailgate.web import Services, create_app
+from mailgate.web import Services, create_app, create_metrics_app
 
 __all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box", "webhook_guard"]
 
@@ -77,6 +77,7 @@ class Gateway:
         self.fresh_inbox = fresh_inbox  #: empty the inbox before listening (``dev --fresh``)
         self.clock = clock or SystemClock()
         self.http_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None  #: the --metrics listener
         self.smtp_address: tuple[str, int] | None = None
         self.db_url = database_url(settings, mode)
         self.inbox: Inbox
@@ -268,29 +269,35 @@ class Gateway:
         self.dispatcher.account_changed(tenant, account_id)
 
     async def _start_web(self, services: Services) -> None:
+        http = self.settings.http
+        app = create_app(
+            services,
+            http=http,
+            limits=self.settings.limits,
+            pool_stats=self.pools.snapshot,
+            metrics=self._scrape,
+            readiness=self.readiness,
+        )
+        self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
+        if http.metrics_port is not None:
+            metrics_app = create_metrics_app(self._scrape, self.readiness, mode=self.mode.value)
+            self.metrics_address = await self._serve_http(
+                metrics_app, http.metrics_host, http.metrics_port, "mailgate-metrics"
+            )
+
+    async def _serve_http(self, app: Any, host: str, port: int, name: str) -> tuple[str, int]:
+        """Serve ``app`` with uvicorn in this loop until the gateway stops; the address."""
         config = uvicorn.Config(
-            create_app(
-                services,
-                http=self.settings.http,
-                limits=self.settings.limits,
-                pool_stats=self.pools.snapshot,
-                metrics=self._scrape,
-                readiness=self.readiness,
-            ),
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
         )
         server = _EmbeddedServer(config)
-        sock = _listen(self.settings.http.host, self.settings.http.port)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="mailgate-web")
+        sock = _listen(host, port)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
         while not server.started:
             if task.done():
                 task.result()
-                raise RuntimeError("web server stopped during start-up")
+                raise RuntimeError(f"{name} stopped during start-up")
             await asyncio.sleep(0.01)
-        self.http_address = sock.getsockname()[:2]
 
         async def stop() -> None:
             server.should_exit = True
@@ -298,6 +305,8 @@ class Gateway:
             sock.close()
 
         self._stack.push_async_callback(stop)
+        address: tuple[str, int] = sock.getsockname()[:2]
+        return address
 
     async def _start_smtp(self) -> None:
         s = self.settings

@@ -169,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http", metavar="HOST:PORT", type=_hostport, help="web listen address")
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=_hostport,
+        help="also serve /metrics, /healthz and /readyz, without a token, at this address",
+    )
     p.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -198,6 +204,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "http", None):
         overrides["http"] = args.http
+    if getattr(args, "metrics", None):
+        metrics = {"metrics_host": args.metrics["host"], "metrics_port": args.metrics["port"]}
+        overrides["http"] = {**overrides.get("http", {}), **metrics}
     if getattr(args, "smtp", None):
         overrides["smtp"] = args.smtp
     if getattr(args, "db", None):
@@ -232,6 +241,9 @@ async def _serve(settings: Settings, mode: Mode, *, fresh: bool = False) -> None
             f"mailgate {mode.value}: " + ", ".join(parts) + f" (db {redact_url(gateway.db_url)})",
             flush=True,
         )
+        if gateway.metrics_address is not None:
+            where = format_hostport(*gateway.metrics_address)
+            print(f"mailgate {mode.value}: metrics http://{where}/metrics", flush=True)
         if mode is Mode.DEV:
             kept = await gateway.inbox.count()
             hint = "" if fresh else "; --fresh starts with an empty one"

@@ -53,6 +53,15 @@ class HttpSettings(BaseModel):
         " (localhost, 127.0.0.1, ::1). Without an API token only these are served:"
         " a guard against DNS rebinding.",
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the separate metrics listener (see metrics_port)."
+    )
+    metrics_port: int | None = Field(
+        None,
+        description="Serve /metrics, /healthz and /readyz, without a token, on a listener of"
+        " their own at this port (`--metrics HOST:PORT`); unset: /metrics only on the web"
+        " server, behind the API token.",
+    )
 
 
 class SmtpSettings(BaseModel):

@@ -130,3 +130,22 @@ async def test_readyz_in_dev_checks_the_smtp_server(start_gateway: GatewayFactor
     async with start_gateway(Mode.DEV) as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
         checks = (await client.get("/readyz")).json()["checks"]
     assert checks == {"store": "ok", "dispatcher": "ok", "webhooks": "ok", "smtp": "ok"}
+
+
+async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_else(
+    start_gateway: GatewayFactory,
+) -> None:
+    settings = {"api_token": "admin-token-1", "http": {"metrics_port": 0}}
+    async with start_gateway(**settings) as gw:
+        assert gw.metrics_address is not None
+        host, port = gw.metrics_address
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "mailgate_queue_depth" in metrics.text
+            assert (await client.get("/readyz")).json()["status"] == "ready"
+            assert (await client.get("/healthz")).status_code == 200
+            for path in ("/api/v1/messages", "/openapi.json", "/docs"):
+                assert (await client.get(path)).status_code == 404, path
+        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+            assert (await client.get("/metrics")).status_code == 401  # the API still guards

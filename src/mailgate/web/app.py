@@ -30,7 +30,7 @@ from mailgate.web.methods import AllowedMethods
 from mailgate.web.responses import errors
 from mailgate.web.services import Services
 
-__all__ = ["MetricsSource", "Readiness", "Services", "create_app"]
+__all__ = ["MetricsSource", "Readiness", "Services", "create_app", "create_metrics_app"]
 
 #: the Prometheus exposition of the gateway's metrics, gathered at scrape time
 MetricsSource = Callable[[], Awaitable[bytes]]
@@ -124,6 +124,30 @@ def create_app(
     app.add_middleware(AllowedMethods, paths=lambda: _path_methods(app))
     app.add_middleware(HostCheck, allowed=http.allowed_hosts, enabled=services.api_token is None)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_metrics_app(metrics: MetricsSource, readiness: Readiness, *, mode: str) -> FastAPI:
+    """The separate metrics listener (``--metrics HOST:PORT``): ``/metrics``, ``/healthz``
+    and ``/readyz`` for Prometheus and orchestrators, without a token (the operator
+    decides who reaches the address); nothing else, so no API is exposed there."""
+    app = FastAPI(title="mailgate metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        return Response(await metrics(), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "mode": mode}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = await readiness()
+        ready = all(state == "ok" for state in checks.values())
+        body = ReadyOut(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
     return app
 
 
