@@ -17,7 +17,7 @@ import httpx
 
 from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
 
-__all__ = ["FetchFailed", "UrlFetcher", "check_url", "pinned_request"]
+__all__ = ["FetchFailed", "UrlFetcher", "check_url", "loggable_url", "pinned_request"]
 
 MAX_REDIRECTS = 5
 _TEMPORARY_STATUS = frozenset({408, 425, 429})  #: 4xx a later try may get past
@@ -73,10 +73,10 @@ class UrlFetcher:
             async with asyncio.timeout(self.timeout):
                 return await self._follow(url, limit)
         except TimeoutError:
-            reason = f"{_shown(url)}: no answer in {self.timeout:g} s"
+            reason = f"{loggable_url(url)}: no answer in {self.timeout:g} s"
             raise FetchFailed(reason, temporary=True) from None
         except httpx.TransportError as exc:
-            reason = f"{_shown(url)}: {type(exc).__name__}: {exc}"
+            reason = f"{loggable_url(url)}: {type(exc).__name__}: {exc}"
             raise FetchFailed(reason, temporary=True) from exc
         except AddressRefused as exc:
             raise FetchFailed(str(exc), temporary=False) from exc
@@ -97,7 +97,9 @@ class UrlFetcher:
                 return await _read_capped(response, limit, target)
             finally:
                 await response.aclose()
-        raise FetchFailed(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects", temporary=False)
+        raise FetchFailed(
+            f"{loggable_url(url)}: more than {MAX_REDIRECTS} redirects", temporary=False
+        )
 
     async def _pinned(self, url: httpx.URL) -> httpx.Request:
         return await pinned_request(self._client, self.guard, "GET", url)
@@ -145,7 +147,7 @@ def _parse(url: str) -> httpx.URL:
     try:
         return check_url(url)
     except ValueError as exc:
-        raise FetchFailed(f"{_shown(url)}: {exc}", temporary=False) from None
+        raise FetchFailed(f"{loggable_url(url)}: {exc}", temporary=False) from None
 
 
 def _check_status(response: httpx.Response, url: httpx.URL) -> None:
@@ -154,7 +156,7 @@ def _check_status(response: httpx.Response, url: httpx.URL) -> None:
     if 200 <= status < 300:
         return
     temporary = status >= 500 or status in _TEMPORARY_STATUS
-    reason = f"{_shown(str(url))}: HTTP {status} {response.reason_phrase}".rstrip()
+    reason = f"{loggable_url(str(url))}: HTTP {status} {response.reason_phrase}".rstrip()
     raise FetchFailed(reason, temporary=temporary)
 
 
@@ -172,11 +174,12 @@ async def _read_capped(response: httpx.Response, limit: int, url: httpx.URL) -> 
 
 
 def _too_big(url: httpx.URL, size: str, limit: int) -> str:
-    return f"{_shown(str(url))}: {size}, over the attachment limit of {limit} bytes"
+    return f"{loggable_url(str(url))}: {size}, over the attachment limit of {limit} bytes"
 
 
-def _shown(url: str) -> str:
-    """The URL for a reason text: no credentials, no query (it may carry a token)."""
+def loggable_url(url: str) -> str:
+    """The URL for a log line or a reason text: no credentials, no query (either may
+    carry a secret)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):

@@ -56,6 +56,7 @@ import httpx
 
 from mailgate import __version__
 from mailgate.clock import Clock
+from mailgate.deliver.fetch import loggable_url
 from mailgate.errors import MailgateError
 from mailgate.settings import ReportSettings
 from mailgate.store.outbox import EventKind, OutboxEvent, OutboxStore
@@ -208,7 +209,7 @@ class ReportSync:
             headers={"User-Agent": f"mailgate/{__version__}"},
         )
         self._task = asyncio.create_task(self._run(), name="mailgate-report-sync")
-        log.info("report sync to %s", _shown(self.url))
+        log.info("report sync to %s", loggable_url(self.url))
 
     async def stop(self) -> None:
         """Stop after the POST in flight, given ``timeout`` to finish (one cut short is
@@ -270,7 +271,7 @@ class ReportSync:
         if self.on_sync is not None:
             self.on_sync("failed", len(events))
         log.warning("report sync: %d reports not accepted by %s (%s); retry in %g s%s",
-                    len(events), _shown(self.url), error, delay,
+                    len(events), loggable_url(self.url), error, delay,
                     f", {dead} dead-lettered" if dead else "")  # fmt: skip
         return delay
 
@@ -330,11 +331,3 @@ def _refusal(response: httpx.Response) -> str:
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     shown = " ".join(response.content[:_SNIPPET].decode("utf-8", "replace").split())
     return f"{text}: {shown}" if shown else text
-
-
-def _shown(url: str) -> str:
-    """The URL without credentials or query (either may carry a secret)."""
-    try:
-        return str(httpx.URL(url).copy_with(userinfo=b"", query=None, fragment=None))
-    except (httpx.InvalidURL, TypeError):
-        return "the URL"

@@ -43,7 +43,7 @@ import httpx
 
 from mailgate import __version__
 from mailgate.clock import Clock
-from mailgate.deliver.fetch import check_url, pinned_request
+from mailgate.deliver.fetch import check_url, loggable_url, pinned_request
 from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
 from mailgate.errors import MailgateError
 from mailgate.settings import WebhookSettings
@@ -254,7 +254,9 @@ class WebhookSender:
             retry_at=retry_at, dead_before=dead_before, gone=gone,
         )  # fmt: skip
         if gone:
-            log.warning("webhook %s answered 410 Gone: disabled (%s)", hook.id, _shown(hook.url))
+            log.warning(
+                "webhook %s answered 410 Gone: disabled (%s)", hook.id, loggable_url(hook.url)
+            )
             self.changed()
             return "disabled"
         if dead:
@@ -326,11 +328,3 @@ async def _refusal(response: httpx.Response) -> str:
             break
     shown = " ".join(snippet[:_SNIPPET].decode("utf-8", "replace").split())
     return f"{text}: {shown}" if shown else text
-
-
-def _shown(url: str) -> str:
-    """The URL without credentials or query (either may carry a token)."""
-    try:
-        return str(httpx.URL(url).copy_with(userinfo=b"", query=None, fragment=None))
-    except (httpx.InvalidURL, TypeError):
-        return "the URL"
