@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -29,6 +29,7 @@ from mailgate.policy import RetryPolicy
 __all__ = [
     "AttachmentSettings",
     "DeliverySettings",
+    "FirestoreSettings",
     "HttpSettings",
     "LimitSettings",
     "PostmarkSettings",
@@ -209,6 +210,56 @@ class WebhookSettings(BaseModel):
     )
 
 
+class FirestoreSettings(BaseModel):
+    """The Firestore ``mail`` collection as a source (``mailgate serve --firestore``).
+
+    Credentials: a service-account file (``credentials``, else
+    ``GOOGLE_APPLICATION_CREDENTIALS``); with ``FIRESTORE_EMULATOR_HOST`` set, the
+    emulator and no credentials, as the client libraries do.
+    """
+
+    enabled: bool = Field(False, description="Watch the collection (`serve --firestore`).")
+    project_id: str | None = Field(
+        None,
+        description="Google Cloud project; unset: the credentials file's, else"
+        " GOOGLE_CLOUD_PROJECT.",
+    )
+    database: str = Field("(default)", description="Firestore database id.")
+    collection: str = Field("mail", description="The collection documents are written to.")
+    users_collection: str = Field(
+        "users", description="Where toUids/ccUids/bccUids are looked up (their `email`)."
+    )
+    templates_collection: str | None = Field(
+        None, description="Where `template.name` is looked up; unset: templates are refused."
+    )
+    credentials: Path | None = Field(None, description="Service-account JSON file.")
+    contract: Literal["auto", "simple", "extension"] = Field(
+        "auto",
+        description="Document shape: simple (to/subject/message.html, state SENT|ERROR),"
+        " extension (Trigger Email: message/template, delivery.state), or auto per document.",
+    )
+    tenant: str = Field("default", description="The tenant the documents' mail belongs to.")
+    poll_interval: float = Field(
+        10.0, gt=0, description="Seconds between polls (besides the listener)."
+    )
+    listen: bool = Field(True, description="Listen to the collection (on_snapshot) too.")
+    max_retry_count: int = Field(
+        3, ge=1, description="Tries of a simple-contract document before it stays ERROR."
+    )
+    lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="A leased document whose gateway stopped is taken over this long after"
+        " its lease (or its next retry) ends.",
+    )
+    default_from: str | None = Field(None, description="From for documents naming none.")
+    default_reply_to: str | None = Field(None, description="Reply-To for documents naming none.")
+    ttl_expire_type: Literal["never", "hour", "day", "week", "month", "year"] = Field(
+        "never", description="Set delivery.expireAt this long after the outcome (TTL policy)."
+    )
+    ttl_expire_value: int = Field(1, ge=1, description="How many ttl_expire_type units.")
+
+
 class ReportSettings(BaseModel):
     """Delivery-report sync (:mod:`mailgate.reports.sync`): final outcomes POSTed in
     batches to one endpoint of the operator's application, which pulls them that way.
@@ -364,6 +415,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    firestore: FirestoreSettings = Field(default_factory=FirestoreSettings)
 
     @classmethod
     def settings_customise_sources(
