@@ -64,11 +64,18 @@ def settings_errors(exc: ValidationError) -> str:
 
 
 def _closest_setting(name: str) -> str | None:
-    """The known setting a misspelt name most likely meant (``relay_password`` → ``relay_url``)."""
+    """The known setting a misspelt name most likely meant (``relay_password`` → ``relay_url``):
+    one starting with the same word when there is one (not ``reports.password``)."""
     key = name.lower().removeprefix("mailgate_").replace("__", ".")
     known = [*Settings.model_fields, *_nested_settings()]
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    same_word = [k for k in known if _first_word(k) == _first_word(key)]
+    match = difflib.get_close_matches(key, same_word, n=1, cutoff=0.5)
+    match = match or difflib.get_close_matches(key, known, n=1, cutoff=0.5)
     return match[0] if match else None
+
+
+def _first_word(name: str) -> str:
+    return name.replace(".", "_").split("_", 1)[0]
 
 
 def _nested_settings() -> list[str]:
