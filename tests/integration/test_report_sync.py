@@ -26,6 +26,7 @@ from tests.peers import Upstream
 
 PASSWORD = "Sync-Basic-Pw-4rT7"
 TOKEN = "Sync-Bearer-Tk-8pL2"
+QUERY = "Sync-Query-Key-2hN6"  #: a secret some endpoints take in the query
 
 
 def _reports(url: str, **fields: Any) -> dict[str, Any]:
@@ -104,7 +105,7 @@ async def test_a_failing_endpoint_gets_the_same_reports_until_it_answers_2xx(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with Receiver(fail_first(2, 503)) as rx:
-        settings = _reports(rx.url, token=TOKEN)
+        settings = _reports(f"{rx.url}?key={QUERY}", token=TOKEN)
         async with start_gateway(**settings) as gw, api(gw) as client:  # capture: all sent
             message_id = await _send(client)
             requests = await rx.wait_for(3)
@@ -127,6 +128,9 @@ async def test_a_failing_endpoint_gets_the_same_reports_until_it_answers_2xx(
     assert value(samples, "mailgate_outbox_backlog", consumer="report-sync") == 0
     assert "HTTP 503 Service Unavailable: answer 503" in caplog.text  # the error, logged
     assert TOKEN not in caplog.text
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("mailgate")]
+    assert any(f"{rx.url} (HTTP 503" in line for line in ours)  # named, without its query
+    assert not any(QUERY in line for line in ours)
 
 
 async def test_next_sync_after_delays_the_next_post(start_gateway: GatewayFactory) -> None:
