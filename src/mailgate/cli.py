@@ -23,7 +23,7 @@ from mailgate import __version__, cli_accounts, cli_queue, cli_webhooks
 from mailgate.app import Gateway, Mode, database_url, format_hostport
 from mailgate.errors import ConfigError
 from mailgate.logs import FORMATS, setup_logging
-from mailgate.settings import Settings, load_settings
+from mailgate.settings import Settings, environ_or_dotenv, load_settings, setting_origins
 from mailgate.store import Database
 from mailgate.store.database import redact_url
 
@@ -159,7 +159,14 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     upgrade.set_defaults(func=_db_upgrade)
 
-    config = sub.add_parser("config", help="print the effective settings (secrets hidden)")
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings (secrets hidden)",
+        description="The effective settings as JSON, secrets hidden; `_sources` names where"
+        " each value not left at its default came from: flag, env MAILGATE_X, .env MAILGATE_X,"
+        " legacy NAME (env or .env: the old agent's or the Trigger Email extension's"
+        " variables), config file.",
+    )
     config.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     config.add_argument(
         "--mode",
@@ -184,7 +191,13 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        choices=LOG_LEVELS,
+        default=os.environ.get("MAILGATE_LOG_LEVEL") or environ_or_dotenv("LOG_LEVEL") or "INFO",
+        help="any case (env MAILGATE_LOG_LEVEL, then LOG_LEVEL from the env or .env; default INFO)",
+    )
     p.add_argument(
         "--log-format",
         choices=FORMATS,
@@ -198,6 +211,21 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("MAILGATE_LOG_FILE") or os.environ.get("LOG_FILE") or None,
         help="append the log to PATH instead of stderr (env MAILGATE_LOG_FILE, then LOG_FILE)",
     )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(value: str) -> str:
+    """Any case, WARN for WARNING; checked here too because argparse applies ``type`` but
+    not ``choices`` to a default, and the default may come from LOG_LEVEL."""
+    level = "WARNING" if value.upper() == "WARN" else value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(LOG_LEVELS)} (any case), got {value!r}"
+            " (from the flag, MAILGATE_LOG_LEVEL or LOG_LEVEL)"
+        )
+    return level
 
 
 def _hostport(value: str) -> dict[str, Any]:
@@ -349,9 +377,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _print_config(args: argparse.Namespace) -> int:
-    """The effective settings; ``db_url`` is the database actually used, password masked."""
+    """The effective settings; ``db_url`` is the database actually used, password masked;
+    ``_sources`` maps each setting some source gave (dotted: ``http.port``) to that source,
+    in a key of its own so the output stays the JSON of the settings it always was."""
     settings = load_settings(args.config)
     shown = settings.model_dump(mode="json")
     shown["db_url"] = redact_url(database_url(settings, Mode(args.mode)))
+    shown["_sources"] = setting_origins(args.config)  # names of sources only, never values
     print(json.dumps(shown, indent=2))
     return 0

@@ -2,28 +2,37 @@
 
 Precedence (highest first): command-line flags, ``MAILGATE_*`` environment
 variables (nested sections with ``__``: ``MAILGATE_SMTP__PORT``), ``.env``, the
-TOML file given with ``--config``, the defaults below. Only the composition
-root (:mod:`mailgate.app`) and the CLI build a :class:`Settings`; every part
-receives just its own section.
+variables of the agent mailgate replaces and of the Firebase Trigger Email
+extension (:class:`LegacyEnvSource`: environment, then ``.env``), the TOML file
+given with ``--config``, the defaults below. Only the composition root
+(:mod:`mailgate.app`) and the CLI build a :class:`Settings`; every part receives
+just its own section. :func:`setting_origins` tells where each value came from.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from mailgate.errors import ConfigError
+from mailgate.legacy_env import LEGACY_NAMES, legacy_label, map_legacy
 from mailgate.policy import RetryPolicy
 
 __all__ = [
@@ -31,6 +40,7 @@ __all__ = [
     "DeliverySettings",
     "FirestoreSettings",
     "HttpSettings",
+    "LegacyEnvSource",
     "LimitSettings",
     "PostmarkSettings",
     "ReportSettings",
@@ -41,7 +51,9 @@ __all__ = [
     "WebhookSettings",
     "data_dir",
     "default_db_url",
+    "environ_or_dotenv",
     "load_settings",
+    "setting_origins",
 ]
 
 
@@ -416,6 +428,16 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     firestore: FirestoreSettings = Field(default_factory=FirestoreSettings)
+    admin_user: str | None = Field(
+        None,
+        description="Admin UI Basic Auth user (issue 11); also MAILGATE_ADMIN_USER, or the old"
+        " agent's ADMIN_USER. Stored only for now.",
+    )
+    admin_pass: SecretStr | None = Field(
+        None,
+        description="Admin UI Basic Auth password (issue 11); also MAILGATE_ADMIN_PASS, or the"
+        " old agent's ADMIN_PASS. Stored only for now.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -426,10 +448,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, dotenv_settings]
-        if settings_cls.model_config.get("toml_file"):
-            sources.append(TomlConfigSettingsSource(settings_cls))
-        return tuple(sources)
+        return _sources(settings_cls, init_settings, env_settings)
 
     def check_safe(self) -> None:
         """Refuse combinations that would expose an open API (DESIGN §5)."""
@@ -438,6 +457,148 @@ class Settings(BaseSettings):
                 f"refusing to serve the API on {self.http.host} without a token: "
                 "set MAILGATE_API_TOKEN (or bind --http to 127.0.0.1)"
             )
+
+
+def _sources(
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Every source of :class:`Settings`, highest precedence first (the module docstring)."""
+    sources = [
+        init_settings,
+        env_settings,
+        _DotEnvSource(settings_cls),
+        LegacyEnvSource(settings_cls),
+    ]
+    if settings_cls.model_config.get("toml_file"):
+        sources.append(TomlConfigSettingsSource(settings_cls))
+    return tuple(sources)
+
+
+# --- the environment of the agent mailgate replaces (mapped in mailgate.legacy_env) ---
+
+
+class LegacyEnvSource(PydanticBaseSettingsSource):
+    """The old agent's and the Trigger Email extension's variables (:data:`LEGACY_NAMES`),
+    from the process environment, else the ``.env`` file, as mailgate settings.
+
+    It sits below the ``MAILGATE_*`` names (in the environment or ``.env``) and flags, so
+    a mailgate name always wins, and above the TOML file, as the environment does. A
+    value that does not fit is a :class:`ValidationError` naming the legacy variable, even
+    where a ``MAILGATE_*`` name overrides it: a drop-in must not hide a broken leftover.
+    After a call, :attr:`origins` says which variables gave each setting.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.origins: dict[str, str] = {}  #: dotted setting → "legacy NAME, … (env|.env)"
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ maps all variables at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = self._variables()
+        variables = {name: value for name, (value, _) in found.items()}
+        values, used = map_legacy(variables, self.settings_cls)
+        self.origins = {path: legacy_label(names, found) for path, names in used.items()}
+        return values
+
+    def _variables(self) -> dict[str, tuple[str, str]]:
+        """``{name: (value, "env" | ".env")}`` of the legacy variables set and not empty."""
+        dotenv = _dotenv_vars(self.settings_cls)
+        found: dict[str, tuple[str, str]] = {}
+        for name in LEGACY_NAMES:
+            if os.environ.get(name):
+                found[name] = (os.environ[name], "env")
+            elif dotenv.get(name):
+                found[name] = (str(dotenv[name]), ".env")
+        return found
+
+
+class _DotEnvSource(DotEnvSettingsSource):
+    """``.env`` as pydantic-settings reads it, minus the legacy names: those are
+    :class:`LegacyEnvSource`'s, not unknown settings (``extra="forbid"`` would refuse
+    them). Other names without the prefix are still reported as unknown settings.
+
+    The file's variables are filtered, not the result: there ``MAILGATE_DEFAULT_FROM``
+    has become ``default_from``, which only differs from DEFAULT_FROM by case.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {k: v for k, v in self.env_vars.items() if k.upper() not in LEGACY_NAMES}
+
+
+def _dotenv_vars(settings_cls: type[BaseSettings]) -> Mapping[str, str | None]:
+    """The ``.env`` file's variables, names as written (read as for the settings)."""
+    return DotEnvSettingsSource(settings_cls, case_sensitive=True).env_vars
+
+
+def environ_or_dotenv(name: str) -> str | None:
+    """``name`` from the environment or, failing that, from ``.env`` (None if unset or
+    empty): for the legacy variables that are the CLI's options, not settings (LOG_LEVEL)."""
+    return os.environ.get(name) or _dotenv_vars(Settings).get(name) or None
+
+
+# --- where each value came from (`mailgate config`) ---
+
+
+def setting_origins(config_file: Path | None = None, **overrides: Any) -> dict[str, str]:
+    """``{dotted setting: where its value came from}`` for every setting some source gives,
+    in the order of the settings: ``flag``, ``env MAILGATE_X``, ``.env MAILGATE_X``,
+    ``legacy NAME (env)`` / ``(.env)``, ``config file PATH``. Names only, never values."""
+    cls = _settings_class(config_file)
+    init = InitSettingsSource(cls, init_kwargs=overrides)
+    origins: dict[str, str] = {}
+    for source in reversed(_sources(cls, init, EnvSettingsSource(cls))):  # higher ones win
+        for path in _leaves(source()):
+            origins[path] = _origin(source, path, config_file)
+    order = {path: i for i, path in enumerate(_setting_paths())}
+    return dict(sorted(origins.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _origin(source: PydanticBaseSettingsSource, path: str, config_file: Path | None) -> str:
+    if isinstance(source, LegacyEnvSource):
+        return source.origins[path]
+    if isinstance(source, _DotEnvSource):
+        return f".env {_env_name(source, path)}"
+    if isinstance(source, EnvSettingsSource):
+        return f"env {_env_name(source, path)}"
+    if isinstance(source, TomlConfigSettingsSource):
+        return f"config file {config_file}"
+    return "flag"
+
+
+def _env_name(source: EnvSettingsSource, path: str) -> str:
+    """``MAILGATE_HTTP__PORT``, or ``MAILGATE_HTTP`` when the section came as JSON."""
+    nested = f"MAILGATE_{path.upper().replace('.', '__')}"
+    if "." in path and nested.lower() not in source.env_vars:
+        return f"MAILGATE_{path.partition('.')[0].upper()}"
+    return nested
+
+
+def _leaves(state: Mapping[str, Any]) -> Iterator[str]:
+    sections = {name for name, _ in _sections()}
+    for key, value in state.items():
+        if key in sections and isinstance(value, Mapping):
+            yield from (f"{key}.{sub}" for sub in value)
+        else:
+            yield key
+
+
+def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            yield name, model
+
+
+def _setting_paths() -> list[str]:
+    paths = list(Settings.model_fields)
+    for name, model in _sections():
+        paths += [f"{name}.{sub}" for sub in model.model_fields]
+    return paths
 
 
 def is_loopback(host: str) -> bool:
@@ -462,13 +623,19 @@ def data_dir() -> Path:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build Settings from flags (``overrides``), environment, ``.env`` and a TOML file."""
+    """Build Settings from flags (``overrides``), environment, ``.env``, the legacy names
+    and a TOML file."""
+    return _settings_class(config_file)(**overrides)
+
+
+def _settings_class(config_file: Path | None) -> type[Settings]:
+    """:class:`Settings`, or a subclass that also reads ``config_file``."""
     if config_file is None:
-        return Settings(**overrides)
+        return Settings
     if not config_file.is_file():
         raise ConfigError(f"config file not found: {config_file}")
 
     class FileSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
 
-    return FileSettings(**overrides)
+    return FileSettings
