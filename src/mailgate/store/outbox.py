@@ -363,7 +363,9 @@ def _claim(
             d.next_attempt_at <= now,
             ~_EARLIER_PENDING.exists(),
         )
-        .order_by(d.event_id)
+        # the due index's order: no sort of every due row (a backlog of thousands made
+        # each claim three times slower); equal times fall back to the event's order
+        .order_by(d.next_attempt_at, d.event_id)
         .limit(limit)
     )
     if conn.dialect.name != "sqlite":  # SQLite's write lock already excludes the others

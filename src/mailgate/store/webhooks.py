@@ -25,6 +25,7 @@ from mailgate.crypto import NoSecretKey, SecretBox
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
 from mailgate.store.database import Database
+from mailgate.store.group_commit import GroupCommit
 from mailgate.store.outbox import (
     ack_deliveries,
     fail_delivery,
@@ -81,6 +82,9 @@ class WebhookStore:
     def __init__(self, db: Database, box: SecretBox | None) -> None:
         self.db = db
         self.box = box
+        # outcomes of POSTs that end together share a transaction (one commit, not one
+        # each: at hundreds of POSTs a second the commits were the sender's limit)
+        self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(db, _write_outcomes)
 
     async def create(
         self,
@@ -157,7 +161,7 @@ class WebhookStore:
     ) -> None:
         """A 2xx: the event is acknowledged and never sent again."""
         attempt = _attempt(webhook_id, event_id, kind, now, "delivered", status, None, ms)
-        await self.db.transaction(_delivered, consumer_name(webhook_id), attempt)
+        await self._outcomes.submit(_Outcome(attempt))
 
     async def failed(
         self,
@@ -177,9 +181,7 @@ class WebhookStore:
         before ``dead_before``; ``gone`` (410) also disables the endpoint. Returns
         whether the event is dead."""
         attempt = _attempt(webhook_id, event_id, kind, now, "failed", status, error, ms)
-        return await self.db.transaction(
-            _failed, consumer_name(webhook_id), attempt, retry_at, dead_before, gone
-        )
+        return await self._outcomes.submit(_Outcome(attempt, retry_at, dead_before, gone))
 
     async def attempts(
         self, tenant: str, webhook_id: str, *, limit: int, before: int | None = None
@@ -254,6 +256,29 @@ def _delete(conn: Connection, tenant: str, webhook_id: str) -> bool:
         conn.execute(delete(webhook_attempts).where(webhook_attempts.c.webhook_id == webhook_id))
         unregister_consumer(conn, consumer_name(webhook_id))
     return bool(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One POST's outcome: delivered when ``retry_at`` is None."""
+
+    attempt: dict[str, Any]
+    retry_at: datetime | None = None
+    dead_before: datetime | None = None
+    gone: bool = False
+
+
+def _write_outcomes(conn: Connection, items: Sequence[_Outcome]) -> list[bool]:
+    """Each outcome's attempt row and acknowledgement or retry; whether each is dead."""
+    dead = []
+    for o in items:
+        consumer = consumer_name(o.attempt["webhook_id"])
+        if o.retry_at is None or o.dead_before is None:
+            _delivered(conn, consumer, dict(o.attempt))
+            dead.append(False)
+        else:
+            dead.append(_failed(conn, consumer, dict(o.attempt), o.retry_at, o.dead_before, o.gone))
+    return dead
 
 
 def _delivered(conn: Connection, consumer: str, attempt: dict[str, Any]) -> None:
