@@ -1,0 +1,1 @@
+"""Outside systems mailgate reads messages from (besides REST and SMTP): ``firestore``."""
