@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.firestore_peer import firestore, firestore_client, firestore_emulator  # noqa: F401
 from tests.peers import Upstream
 from tests.postgres import postgres_cluster
 

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -43,13 +43,17 @@ from mailgate.reports.webhooks import WebhookSender
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
 from mailgate.services.webhooks import WebhooksService
-from mailgate.settings import Settings, data_dir, default_db_url
+from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
 from mailgate.store.webhooks import WebhookStore
 from mailgate.web import Services, create_app, create_metrics_app
+
+if TYPE_CHECKING:  # imported when --firestore is on: Google's libraries take a second
+    from mailgate.sources.firestore.source import FirestoreSource
+    from mailgate.sources.firestore.writeback import FirestoreWriteBack
 
 __all__ = ["Gateway", "Mode", "database_url", "format_hostport", "secret_box", "webhook_guard"]
 
@@ -89,6 +93,8 @@ class Gateway:
         self.accounts: AccountStore  #: the account directory (secrets sealed at rest)
         self.dispatcher: Dispatcher
         self.webhooks: WebhookSender  #: POSTs outbox events to the webhook endpoints
+        self.firestore: FirestoreSource | None = None  #: the mail collection, when watched
+        self.firestore_writeback: FirestoreWriteBack | None = None
         self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
         self._stack = AsyncExitStack()
@@ -160,6 +166,7 @@ class Gateway:
         )
         webhooks = await self._webhooks(db, box)
         await self._report_sync(db, queue)
+        self.firestore = await self._firestore(db, queue, submissions)
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -168,6 +175,7 @@ class Gateway:
             accounts=self._accounts_service(router),
             tokens=TokenStore(db, self.clock),
             webhooks=webhooks,
+            firestore=self.firestore,
         )
         await self._start_web(services)
         if self.mode is Mode.DEV and s.smtp.enabled:
@@ -187,6 +195,67 @@ class Gateway:
         return WebhooksService(
             store, outbox, self.clock, guard=guard, on_change=self.webhooks.changed
         )
+
+    async def _firestore(
+        self, db: Database, queue: QueueStore, submissions: Submissions
+    ) -> FirestoreSource | None:
+        """The ``mail`` collection's watcher and its write-back, when ``--firestore``."""
+        s = self.settings.firestore
+        if not s.enabled:
+            return None
+        from mailgate.sources.firestore.clients import clients as firestore_clients
+        from mailgate.sources.firestore.contracts import ContractOptions
+        from mailgate.sources.firestore.reader import DocumentReader
+        from mailgate.sources.firestore.source import FirestoreOptions, FirestoreSource
+        from mailgate.sources.firestore.writeback import FirestoreWriteBack, WriteBackOptions
+
+        client, listener = firestore_clients(s)
+
+        async def close() -> None:
+            await client._firestore_api.transport.close()  # the grpc.aio channel
+
+        self._stack.push_async_callback(close)
+        options = ContractOptions(
+            default_from=s.default_from,
+            default_reply_to=s.default_reply_to,
+            max_retry_count=s.max_retry_count,
+            users_collection=s.users_collection,
+            templates_collection=s.templates_collection,
+        )
+
+        async def cancel(message_id: str, tenant: str) -> None:
+            await queue.cancel(message_id, tenant, self.clock.now())
+
+        source = FirestoreSource(
+            client,
+            listener if s.listen else None,
+            DocumentReader(client, options),
+            submissions.submit,
+            cancel,
+            options=FirestoreOptions(
+                collection=s.collection,
+                contract=s.contract,
+                tenant=s.tenant,
+                poll_interval=s.poll_interval,
+                lease_seconds=s.lease_seconds,
+                max_retry_count=s.max_retry_count,
+                listen=s.listen,
+            ),
+            owner=new_lease_owner(),
+            now=self.clock.now,
+        )
+        self.firestore_writeback = FirestoreWriteBack(
+            client,
+            OutboxStore(db),
+            options=WriteBackOptions(lease_seconds=s.lease_seconds, ttl=firestore_ttl(s)),
+            now=self.clock.now,
+        )
+        await self.firestore_writeback.start()
+        self._stack.push_async_callback(self.firestore_writeback.stop)
+        await source.start()
+        self._stack.push_async_callback(source.stop)
+        log.info("watching firestore collection %s (contract %s)", s.collection, s.contract)
+        return source
 
     async def _report_sync(self, db: Database, queue: QueueStore) -> None:
         """Delivery reports to ``reports.sync_url`` when set; else its consumer, if one
@@ -345,6 +414,9 @@ class Gateway:
             checks["dispatcher"] = "ok" if self.dispatcher.running else "not running"
         if s.webhooks.enabled:
             checks["webhooks"] = "ok" if self.webhooks.running else "not running"
+        if self.firestore is not None and self.firestore_writeback is not None:
+            running = self.firestore.running and self.firestore_writeback.running
+            checks["firestore"] = "ok" if running else "not running"
         if self.report_sync is not None:
             checks["report_sync"] = "ok" if self.report_sync.running else "not running"
         if self.mode is Mode.DEV and s.smtp.enabled:
@@ -389,6 +461,14 @@ def webhook_guard(settings: Settings, mode: Mode) -> NetGuard:
     if allow_private is None:
         allow_private = mode is Mode.DEV
     return NetGuard(allow_private, tuple(s.allowed_hosts))
+
+
+def firestore_ttl(s: FirestoreSettings) -> timedelta | None:
+    """``delivery.expireAt`` after the outcome: the extension's TTL_EXPIRE_TYPE/VALUE."""
+    days = {"hour": 1 / 24, "day": 1, "week": 7, "month": 30, "year": 365}
+    if s.ttl_expire_type == "never":
+        return None
+    return timedelta(days=days[s.ttl_expire_type] * s.ttl_expire_value)
 
 
 def format_hostport(host: str, port: int) -> str:

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
         help="smtp://[user:pass@]host:port, smtp+starttls://…, smtps://…; "
         "?from= sets the default sender (env MAILGATE_RELAY_URL)",
     )
+    serve.add_argument(
+        "--firestore",
+        action="store_true",
+        help="also send what Firestore documents in the mail collection ask for, and write"
+        " each outcome back (settings firestore.*; env MAILGATE_FIRESTORE__ENABLED)",
+    )
     serve.set_defaults(func=_run_server, mode=Mode.SERVE)
 
     send = sub.add_parser("send", help="submit a message to a running mailgate")
@@ -208,8 +214,9 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-file",
         metavar="PATH",
-        default=os.environ.get("MAILGATE_LOG_FILE") or os.environ.get("LOG_FILE") or None,
-        help="append the log to PATH instead of stderr (env MAILGATE_LOG_FILE, then LOG_FILE)",
+        default=os.environ.get("MAILGATE_LOG_FILE") or environ_or_dotenv("LOG_FILE") or None,
+        help="append the log to PATH instead of stderr (env MAILGATE_LOG_FILE, then LOG_FILE"
+        " from the environment or .env)",
     )
 
 
@@ -250,6 +257,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         )
     if getattr(args, "relay", None):
         overrides["relay_url"] = args.relay
+    if getattr(args, "firestore", False):
+        overrides["firestore"] = {"enabled": True}
     return load_settings(args.config, **overrides)
 
 

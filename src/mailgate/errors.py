@@ -7,6 +7,11 @@ infrastructure, or a bug::
     MailgateError
     ├── ConfigError            settings that cannot work together (refuse to start)
     ├── InvalidMessage         a submitted message that fails validation (HTTP 422 item)
+    ├── InvalidInput           a request naming something that cannot work (HTTP 422)
+    ├── InvalidDocument        a Firestore mail document that cannot be sent (ERROR on it;
+    │                          sources.firestore.contracts)
+    ├── FirestoreUnavailable   Firestore failed a read: try again later
+    │                          (sources.firestore.reader)
     ├── NotFound               no such message / captured message for this tenant
     ├── Conflict               the operation does not apply in the current state
     ├── UnbuildableMessage     a queued message whose MIME cannot be built (fails for good)

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import httpx
 import pytest
 
+from mailgate.legacy_env import LEGACY_NAMES
+
 MAILGATE = (sys.executable, "-m", "mailgate")
 START_TIMEOUT = 30.0  #: upper bound for a server to print its banner and answer /healthz
 STOP_TIMEOUT = 30.0  #: upper bound for a server to exit after a signal
@@ -60,7 +62,14 @@ class Workspace:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     # Nothing from the developer's own mailgate configuration leaks in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    # (nor the old agent's or the Trigger Email extension's names, which mailgate reads too)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MAILGATE_")
+        and k not in LEGACY_NAMES
+        and k not in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
+    }
     env.update(
         HOME=str(tmp_path),
         XDG_DATA_HOME=str(tmp_path / "xdg-data"),

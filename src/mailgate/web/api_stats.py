@@ -62,6 +62,20 @@ class StatsOut(BaseModel):
     last_errors: dict[str, LastErrorOut] = Field(
         description="each account's most recent failure or deferral of the last 24 hours"
     )
+    firestore: FirestoreOut | None = Field(
+        None, description="the watched Firestore collection; null when none is"
+    )
+
+
+class FirestoreOut(BaseModel):
+    last_poll_at: str | None
+    last_poll_found: int = Field(description="documents the last poll's queries returned")
+    last_poll_queued: int = Field(description="of them, queued by that poll")
+    stream: str = Field(description="the listener: off, connecting, live or broken")
+    stream_restarts: int = Field(description="times the listener subscribed again")
+    documents_queued: int = Field(description="documents queued since the gateway started")
+    documents_invalid: int = Field(description="documents written back as ERROR, invalid")
+    poll_interval: float
 
 
 def _window(sent: int, failed: int) -> WindowOut:
@@ -97,4 +111,5 @@ async def get_stats(services: ServicesDep, tenant: TenantDep, pools: PoolStatsDe
             if key.startswith(mine)
         },
         queue=await services.messages.counts(tenant),
+        firestore=FirestoreOut(**services.firestore.stats_view()) if services.firestore else None,
     )

@@ -20,7 +20,14 @@ from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailgate.settings import HttpSettings, LimitSettings
-from mailgate.web import api_accounts, api_inbox, api_messages, api_stats, api_webhooks
+from mailgate.web import (
+    api_accounts,
+    api_inbox,
+    api_messages,
+    api_sources,
+    api_stats,
+    api_webhooks,
+)
 from mailgate.web.api_stats import PoolStatsSource
 from mailgate.web.deps import TenantDep
 from mailgate.web.docs import mount_docs
@@ -71,6 +78,7 @@ def create_app(
     app.include_router(api_stats.router, prefix="/api/v1")
     app.include_router(api_accounts.router, prefix="/api/v1")
     app.include_router(api_webhooks.router, prefix="/api/v1")
+    app.include_router(api_sources.router, prefix="/api/v1")
     mount_docs(app)
 
     @app.get("/healthz", tags=["health"], responses=errors(auth=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -12,7 +13,18 @@ from mailgate.services.messages import MessagesService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.store import TokenStore
 
-__all__ = ["Services"]
+__all__ = ["PolledSource", "Services"]
+
+
+class PolledSource(Protocol):
+    """A source polled for messages (the Firestore collection): ``POST /api/v1/poll``,
+    ``PATCH /api/v1/settings``, ``GET /api/v1/stats``."""
+
+    poll_interval: float
+
+    async def poll(self) -> Any: ...
+
+    def stats_view(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +38,4 @@ class Services:
     accounts: AccountsService | None = None  #: None: no account directory (/accounts is 404)
     tokens: TokenStore | None = None  #: per-tenant API tokens; None: only the admin token
     webhooks: WebhooksService | None = None  #: None: /webhooks is 404
+    firestore: PolledSource | None = None  #: the Firestore collection, when watched

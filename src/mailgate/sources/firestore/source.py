@@ -1,0 +1,489 @@
+"""The Firestore ``mail`` collection as a source of messages: watch, claim, enqueue.
+
+Documents are found two ways at once: a listener on the whole collection (an
+``on_snapshot`` stream: new documents in milliseconds, and after every re-subscription
+a full snapshot, so nothing written while it was down is missed) and a poll every
+``poll_interval`` seconds of the documents in a state that needs work (in case the
+stream is down for long, and to take over leases their gateway abandoned). A new
+document may carry no ``delivery`` field at all (the extension's contract), which no
+Firestore query can select; the listener's snapshots are what find those.
+
+Each document that needs work is:
+
+1. turned into a message (:mod:`.contracts`); a document that fits no contract or is
+   invalid is written back as ``ERROR`` with the reason, never only logged;
+2. enqueued, durably, under an idempotency key made of its path and the version read
+   (``<path>@<update time>``), so a second read, a second gateway sharing the store or
+   a restart finds the message already queued instead of queueing it again;
+3. leased in a Firestore transaction that checks the document was not changed since
+   it was read (another gateway leased it, or the write-back already wrote an outcome):
+   ``PROCESSING`` (the extension's ``delivery.state``, the simple contract's
+   ``state``), and under ``mailgate`` the key, the message id, the lease owner and
+   when the lease ends. A lease that ran out (its gateway died) is taken over by the
+   next poll with the same key, so its message is found, not sent again.
+
+Outcomes are written back by :mod:`.writeback`, an outbox consumer. Several gateways
+on one collection must share one store (PostgreSQL): the idempotency key is what keeps
+a document from being sent twice when two of them read it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as google_errors
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from mailgate.errors import MailgateError
+from mailgate.ingest.submission import SubmissionReport
+from mailgate.sources.firestore.contracts import (
+    RETRY_COUNT_FIELD,
+    Contract,
+    InvalidDocument,
+    detect,
+    needs_work,
+)
+from mailgate.sources.firestore.reader import DocumentReader
+
+__all__ = ["FirestoreOptions", "FirestoreSource", "PollResult", "SourceStats"]
+
+log = logging.getLogger(__name__)
+
+#: ``submit(items, tenant, source=…)``: :meth:`mailgate.ingest.Submissions.submit`
+Submit = Callable[..., Awaitable[SubmissionReport]]
+#: ``cancel(message_id, tenant)``: withdraw a message queued for a lease then lost
+Cancel = Callable[[str, str], Awaitable[None]]
+
+_RPC_ERROR_THREAD = "Thread-OnRpcTerminated"  #: google-cloud-firestore's watch closer
+_MAX_KEY = 255  #: messages.key
+
+
+@dataclass(frozen=True, slots=True)
+class FirestoreOptions:
+    collection: str = "mail"
+    contract: str = "auto"  #: auto, simple or extension
+    tenant: str = "default"
+    poll_interval: float = 10.0
+    lease_seconds: float = 120.0
+    max_retry_count: int = 3
+    listen: bool = True
+    batch: int = 100  #: documents read per poll query
+
+
+@dataclass(slots=True)
+class PollResult:
+    found: int = 0  #: documents the poll's queries returned
+    queued: int = 0  #: of them, enqueued and leased now
+    errors: int = 0  #: written back as ERROR (invalid, or fitting no contract)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    last_poll_at: datetime | None = None
+    last_poll: PollResult = field(default_factory=PollResult)
+    stream: str = "off"  #: off, connecting, live, broken
+    stream_restarts: int = 0
+    documents_queued: int = 0
+    documents_invalid: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "last_poll_at": self.last_poll_at.isoformat().replace("+00:00", "Z")
+            if self.last_poll_at
+            else None,
+            "last_poll_found": self.last_poll.found,
+            "last_poll_queued": self.last_poll.queued,
+            "stream": self.stream,
+            "stream_restarts": self.stream_restarts,
+            "documents_queued": self.documents_queued,
+            "documents_invalid": self.documents_invalid,
+        }
+
+
+class FirestoreSource:
+    """Watches the collection and queues what needs sending; ``start()`` … ``stop()``."""
+
+    def __init__(
+        self,
+        client: firestore.AsyncClient,
+        listen_client: Callable[[], firestore.Client] | None,
+        reader: DocumentReader,
+        submit: Submit,
+        cancel: Cancel,
+        *,
+        options: FirestoreOptions,
+        owner: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.client = client
+        self.listen_client = listen_client
+        self.reader = reader
+        self.submit = submit
+        self.cancel = cancel
+        self.options = options
+        self.owner = owner
+        self.now = now
+        self.poll_interval = options.poll_interval  #: changeable at run time
+        self.stats = SourceStats()
+        self.collection = client.collection(options.collection)
+        self._arrived: asyncio.Queue[tuple[str, dict[str, Any], datetime]] = asyncio.Queue()
+        self._busy: set[str] = set()  #: paths being handled now (the listener and a poll)
+        self._poll_now = asyncio.Event()
+        self._polled = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watch: Any = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    async def start(self) -> None:
+        _quiet_watch_threads()
+        loop_tasks = [self._poll_loop(), self._arrivals()]
+        if self.options.listen and self.listen_client is not None:
+            loop_tasks.append(self._listen_loop())
+        self._tasks = [asyncio.create_task(t) for t in loop_tasks]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._unsubscribe()
+        self.stats.stream = "off"
+
+    def stats_view(self) -> dict[str, Any]:
+        """What ``GET /api/v1/stats`` shows of the source."""
+        return {**self.stats.view(), "poll_interval": self.poll_interval}
+
+    async def poll(self) -> PollResult:
+        """Poll now (``POST /api/v1/poll``) and wait for that poll's result."""
+        async with self._polled:
+            self._poll_now.set()
+            await self._polled.wait()
+        return self.stats.last_poll
+
+    # --- polling ---------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                result = await self._poll_once()
+            except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
+                log.warning("firestore poll failed: %s", _reason(exc))
+                result = PollResult()
+            self.stats.last_poll_at, self.stats.last_poll = self.now(), result
+            async with self._polled:
+                self._polled.notify_all()
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._poll_now.wait()
+
+    async def _poll_once(self) -> PollResult:
+        """The documents in a state that needs work, and the leases that ran out."""
+        result = PollResult()
+        now = self.now()
+        seen: set[str] = set()
+        for query in self._poll_queries(now):
+            async for snap in query.limit(self.options.batch).stream():
+                if snap.reference.path in seen:
+                    continue
+                seen.add(snap.reference.path)
+                result.found += 1
+                outcome = await self._consider(
+                    snap.reference.path, snap.to_dict() or {}, snap.update_time
+                )
+                if outcome == "queued":
+                    result.queued += 1
+                elif outcome == "error":
+                    result.errors += 1
+        return result
+
+    def _poll_queries(self, now: datetime) -> list[Any]:
+        c = self.collection
+        return [
+            c.where(filter=FieldFilter("delivery", "==", None)),  # simple: not sent yet
+            c.where(filter=FieldFilter("state", "==", "ERROR")),  # simple: to retry
+            c.where(filter=FieldFilter("delivery.state", "==", "PENDING")),  # extension
+            c.where(filter=FieldFilter("mailgate.leaseExpireTime", "<", now)),  # abandoned
+        ]
+
+    # --- listening -------------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        """Subscribe; when the stream breaks, say so, count it and subscribe again."""
+        assert self.listen_client is not None
+        loop = asyncio.get_running_loop()
+        delay = 1.0
+        while True:
+            self.stats.stream = "connecting"
+            try:
+                query = self.listen_client().collection(self.options.collection)
+                self._watch = await asyncio.to_thread(
+                    query.on_snapshot, self._snapshot_callback(loop)
+                )
+            except (google_errors.GoogleAPIError, OSError) as exc:
+                log.warning("firestore listener could not subscribe: %s", _reason(exc))
+            else:
+                await self._watch_stream()
+                self.stats.stream = "broken"
+                log.warning("firestore listener stream closed; subscribing again")
+            self._unsubscribe()
+            self.stats.stream_restarts += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _watch_stream(self) -> None:
+        """Until the stream closes for good. The library reopens a broken stream by itself
+        (and resumes where it was, or sends the whole collection again): each reopening
+        is counted and logged as a re-subscription, seen as a new call on its RPC."""
+        call = _stream_call(self._watch)
+        while _watch_alive(self._watch):
+            await asyncio.sleep(0.5)
+            now_call = _stream_call(self._watch)
+            if now_call is None:
+                self.stats.stream = "connecting"
+            elif now_call is not call:
+                if call is not None:
+                    self.stats.stream_restarts += 1
+                    log.warning("firestore listener stream broke; it subscribed again")
+                call = now_call
+
+    def _snapshot_callback(self, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
+        def on_snapshot(_docs: Any, changes: Sequence[Any], _read_time: Any) -> None:
+            # the library's thread: hand each new or changed document to the loop
+            for change in changes:
+                if change.type.name in ("ADDED", "MODIFIED"):
+                    snap = change.document
+                    item = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
+                    loop.call_soon_threadsafe(self._arrived.put_nowait, item)
+            loop.call_soon_threadsafe(self._live)
+
+        return on_snapshot
+
+    def _live(self) -> None:
+        self.stats.stream = "live"
+
+    def _unsubscribe(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):  # closing a broken stream may raise anything
+                watch.unsubscribe()
+
+    async def _arrivals(self) -> None:
+        """Handle what the listener found, several documents at a time."""
+        running: set[asyncio.Task[Any]] = set()
+        while True:
+            path, data, version = await self._arrived.get()
+            while len(running) >= 16:
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self._consider_safely(path, data, version))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def _consider_safely(self, path: str, data: dict[str, Any], version: datetime) -> None:
+        try:
+            await self._consider(path, data, version)
+        except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
+            log.warning("firestore document %s: not handled now (%s); the next poll retries",
+                        path, _reason(exc))  # fmt: skip
+
+    # --- one document ----------------------------------------------------------------
+
+    async def _consider(self, path: str, data: dict[str, Any], version: datetime) -> str:
+        """Handle one document as read: ``queued``, ``error`` or ``skipped``."""
+        if path in self._busy:
+            return "skipped"
+        self._busy.add(path)
+        try:
+            return await self._handle(path, data, version)
+        finally:
+            self._busy.discard(path)
+
+    async def _handle(self, path: str, data: dict[str, Any], version: datetime) -> str:
+        now = self.now()
+        ours = data.get("mailgate") if isinstance(data.get("mailgate"), dict) else None
+        lease_end = ours.get("leaseExpireTime") if ours else None
+        final = ours.get("final") if ours else False
+        if isinstance(lease_end, datetime) and lease_end > now:
+            return "skipped"  # leased, by this gateway or another
+        takeover = ours is not None and not final and isinstance(lease_end, datetime)
+        contract = self._contract(data)
+        if contract is None:
+            if ours is None and not _looks_final(data):
+                await self._write_error(path, version, None, "the document fits neither the"
+                                        " simple nor the extension contract")  # fmt: skip
+                return "error"
+            return "skipped"
+        if not takeover and not needs_work(
+            data, contract, now=now, max_retry_count=self.options.max_retry_count
+        ):
+            return "skipped"
+        key = str(ours["key"]) if takeover and ours and ours.get("key") else _key(path, version)
+        try:
+            item = await self.reader.message(data, contract, path)
+        except InvalidDocument as exc:
+            await self._write_error(path, version, contract, str(exc))
+            return "error"
+        item = {**item, "id": key}
+        report = await self.submit([item], self.options.tenant, source=f"firestore:{path}")
+        if report.rejected:
+            await self._write_error(path, version, contract, report.rejected[0].reason)
+            return "error"
+        message_id = report.ids[0]
+        duplicate = bool(report.duplicates)
+        leased = await self._lease(path, version, contract, key, message_id)
+        if not leased:
+            if not duplicate:  # queued for a document someone else leased: withdraw it
+                with contextlib.suppress(MailgateError):
+                    await self.cancel(message_id, self.options.tenant)
+            return "skipped"
+        self.stats.documents_queued += 1
+        log.info("firestore %s: queued as message %s (%s, %d recipient(s))", path, message_id,
+                 contract.value, _recipient_count(item))  # fmt: skip
+        return "queued"
+
+    def _contract(self, data: Mapping[str, Any]) -> Contract | None:
+        if self.options.contract != "auto":
+            return Contract(self.options.contract)
+        ours = data.get("mailgate")
+        if isinstance(ours, dict) and ours.get("contract") in ("simple", "extension"):
+            return Contract(ours["contract"])
+        return detect(data)
+
+    async def _lease(
+        self, path: str, version: datetime, contract: Contract, key: str, message_id: str
+    ) -> bool:
+        """Mark the document PROCESSING if it is still the version read."""
+        ref = self.client.document(path)
+        expires = self.now() + timedelta(seconds=self.options.lease_seconds)
+        fields: dict[str, Any] = {
+            "mailgate": {
+                "key": key,
+                "messageId": message_id,
+                "owner": self.owner,
+                "contract": contract.value,
+                "leaseExpireTime": expires,
+                "final": False,
+            }
+        }
+        if contract is Contract.EXTENSION:
+            fields["delivery.state"] = "PROCESSING"
+            fields["delivery.startTime"] = firestore.SERVER_TIMESTAMP
+            fields["delivery.leaseExpireTime"] = expires
+            fields["delivery.error"] = None
+        else:
+            fields["state"] = "PROCESSING"
+        try:
+            await ref.update(fields, option=self.client.write_option(last_update_time=version))
+        except (google_errors.FailedPrecondition, google_errors.NotFound):
+            return False  # changed since it was read (leased elsewhere, or written back)
+        return True
+
+    async def _write_error(
+        self, path: str, version: datetime, contract: Contract | None, reason: str
+    ) -> None:
+        """A document that cannot be sent: ERROR with the reason, on the document."""
+        self.stats.documents_invalid += 1
+        log.warning("firestore %s: not sent: %s", path, reason)
+        fields: dict[str, Any] = {
+            "mailgate": {"final": True, "error": reason, "contract": contract and contract.value}
+        }
+        if contract is Contract.SIMPLE:
+            fields.update(
+                {
+                    # retrying will not make it valid: no more tries unless someone resets it
+                    RETRY_COUNT_FIELD: self.options.max_retry_count,
+                    "state": "ERROR",
+                    "delivery": {
+                        "success": False,
+                        "timestamp": firestore.SERVER_TIMESTAMP,
+                        "error": reason,
+                    },
+                }
+            )
+        else:
+            fields.update(
+                {
+                    "delivery.state": "ERROR",
+                    "delivery.error": reason,
+                    "delivery.endTime": firestore.SERVER_TIMESTAMP,
+                }
+            )
+        with contextlib.suppress(google_errors.FailedPrecondition, google_errors.NotFound):
+            await self.client.document(path).update(
+                fields, option=self.client.write_option(last_update_time=version)
+            )
+
+
+def _key(path: str, version: datetime) -> str:
+    """The idempotency key of one version of a document."""
+    key = f"firestore:{path}@{version.isoformat()}"
+    if len(key) <= _MAX_KEY:
+        return key
+    return "firestore:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _looks_final(data: Mapping[str, Any]) -> bool:
+    delivery = data.get("delivery")
+    return data.get("state") in ("SENT", "ERROR") or (
+        isinstance(delivery, dict) and delivery.get("state") in ("SUCCESS", "ERROR")
+    )
+
+
+def _recipient_count(item: Mapping[str, Any]) -> int:
+    to = item.get("to")
+    count = 1 if isinstance(to, str) else len(to or [])
+    return count + len(item.get("cc") or []) + len(item.get("bcc") or [])
+
+
+def _stream_call(watch: Any) -> Any:
+    """The gRPC call a google-cloud-firestore ``Watch`` streams on now (its
+    ``ResumableBidiRpc`` replaces it on every reopening; None while it reconnects)."""
+    rpc = getattr(watch, "_rpc", None)
+    return getattr(rpc, "call", None)
+
+
+def _watch_alive(watch: Any) -> bool:
+    """Whether a google-cloud-firestore ``Watch`` still streams (it closes itself when
+    its RPC ends for good)."""
+    return watch is not None and not getattr(watch, "_closed", False)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+_quiet_lock = threading.Lock()
+_quieted = False
+
+
+def _quiet_watch_threads() -> None:
+    """google-cloud-firestore closes a broken watch stream from a thread of its own that
+    re-raises the RPC's error (an unhandled-thread-exception report for what is, here, a
+    handled event: the listener notices and subscribes again). Log those instead;
+    every other thread's exceptions go where they went before."""
+    global _quieted
+    with _quiet_lock:
+        if _quieted:
+            return
+        previous = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if args.thread is not None and args.thread.name == _RPC_ERROR_THREAD:
+                log.info("firestore listener stream ended: %s", args.exc_value)
+                return
+            previous(args)
+
+        threading.excepthook = hook
+        _quieted = True

@@ -1,0 +1,232 @@
+"""The Firestore ``mail`` collection end to end (issue 8), against the official emulator
+and a real aiosmtpd upstream: both document contracts, outcomes written back (SENT,
+SUCCESS, ERROR with the reply, RETRY then SUCCESS), validation errors on the document,
+polling at run time, the listener surviving an emulator restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.cloud import firestore
+
+from mailgate.app import Gateway, Mode
+from tests.firestore_peer import Emulator
+from tests.integration.conftest import api, fast_settings
+from tests.peers import Upstream
+
+Doc = dict[str, Any]
+
+
+def _settings(db_url: str, upstream: Upstream, emulator: Emulator, **firestore_: Any) -> Any:
+    return fast_settings(
+        db_url,
+        relay_url=upstream.url,
+        firestore={
+            "enabled": True,
+            "project_id": emulator.project,
+            "poll_interval": 0.5,
+            "lease_seconds": 5,
+            **firestore_,
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def _gateway(
+    db_url: str, upstream: Upstream, emulator: Emulator, **firestore_: Any
+) -> AsyncIterator[Gateway]:
+    async with Gateway(_settings(db_url, upstream, emulator, **firestore_), mode=Mode.SERVE) as gw:
+        yield gw
+
+
+async def _doc_until(
+    client: firestore.AsyncClient, path: str, done: Callable[[Doc], bool], limit: float = 20.0
+) -> Doc:
+    async with asyncio.timeout(limit):
+        while True:
+            snap = await client.document(path).get()
+            data = snap.to_dict() or {}
+            if done(data):
+                return data
+            await asyncio.sleep(0.1)
+
+
+def _delivery(data: Doc) -> Doc:
+    delivery = data.get("delivery") or {}
+    assert isinstance(delivery, dict)
+    return delivery
+
+
+async def test_a_simple_document_is_sent_and_marked_sent(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    async with _gateway(db_url, upstream, firestore_emulator, contract="simple"):
+        ref = firestore_client.collection("mail").document("welcome-1")
+        await ref.set({"to": ["a@example.com", "b@example.com"], "subject": "Welcome",
+                       "message": {"html": "<p>Hello</p>"}, "delivery": None})  # fmt: skip
+        data = await _doc_until(firestore_client, "mail/welcome-1",
+                                lambda d: d.get("state") == "SENT")  # fmt: skip
+    [received] = upstream.received
+    assert sorted(received.rcpt_tos) == ["a@example.com", "b@example.com"]
+    assert received.message["Subject"] == "Welcome"
+    assert data["delivery"]["success"] is True and data["delivery"]["error"] is None
+    assert data["delivery"]["timestamp"] is not None
+    assert data["mailgate"]["final"] is True
+
+
+async def test_an_extension_document_gets_success_with_nodemailer_info(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    async with _gateway(db_url, upstream, firestore_emulator, ttl_expire_type="day"):
+        await (
+            firestore_client.collection("mail")
+            .document("ext-1")
+            .set(
+                {
+                    "to": "c@example.com",
+                    "message": {"subject": "Ext", "text": "plain", "html": "<b>h</b>"},
+                }
+            )
+        )
+        data = await _doc_until(firestore_client, "mail/ext-1",
+                                lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+    delivery = data["delivery"]
+    assert delivery["attempts"] == 1 and delivery["error"] is None
+    assert delivery["info"]["accepted"] == ["c@example.com"]
+    assert delivery["info"]["rejected"] == []
+    assert delivery["info"]["response"].startswith("250")
+    [received] = upstream.received
+    assert delivery["info"]["messageId"] == received.message["Message-ID"]
+    assert delivery["startTime"] is not None and delivery["endTime"] is not None
+    assert delivery["expireAt"] > delivery["endTime"]  # ttl_expire_type: a day later
+
+
+async def test_an_invalid_document_is_marked_error_with_the_reason(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    async with _gateway(db_url, upstream, firestore_emulator):
+        mail = firestore_client.collection("mail")
+        await mail.document("bad-to").set(
+            {"to": "not an address", "message": {"subject": "x", "text": "y"}}
+        )
+        await mail.document("neither").set({"hello": "world"})
+        bad = await _doc_until(firestore_client, "mail/bad-to",
+                               lambda d: _delivery(d).get("state") == "ERROR")  # fmt: skip
+        neither = await _doc_until(firestore_client, "mail/neither",
+                                   lambda d: _delivery(d).get("state") == "ERROR")  # fmt: skip
+    assert "to" in bad["delivery"]["error"]
+    assert "contract" in neither["delivery"]["error"]
+    assert upstream.received == []
+
+
+async def test_550_is_error_with_the_reply_and_451_is_retried_to_success(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    upstream.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
+    upstream.data_replies.append("451 4.3.0 try again later")
+    async with _gateway(db_url, upstream, firestore_emulator):
+        mail = firestore_client.collection("mail")
+        await mail.document("retry").set(
+            {"to": "ok@example.com", "message": {"subject": "r", "text": "t"}}
+        )
+        retried = await _doc_until(firestore_client, "mail/retry",
+                                   lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+        await mail.document("gone").set(
+            {"to": "gone@example.com", "message": {"subject": "g", "text": "t"}}
+        )
+        gone = await _doc_until(firestore_client, "mail/gone",
+                                lambda d: _delivery(d).get("state") == "ERROR")  # fmt: skip
+    assert retried["delivery"]["attempts"] == 2
+    assert "550" in gone["delivery"]["error"] and "no such user" in gone["delivery"]["error"]
+    assert gone["delivery"]["info"]["rejected"] == ["gone@example.com"]
+
+
+async def test_polling_finds_documents_without_the_listener_and_can_be_run_now(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    hourly = {"listen": False, "poll_interval": 3600, "contract": "simple"}
+    async with _gateway(db_url, upstream, firestore_emulator, **hourly) as gw, api(gw) as client:
+        await (
+            firestore_client.collection("mail")
+            .document("p1")
+            .set(
+                {
+                    "to": "p@example.com",
+                    "subject": "Polled",
+                    "message": {"html": "<p>x</p>"},
+                    "delivery": None,
+                }
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert upstream.received == []  # no listener, and the next poll is an hour away
+        polled = await client.post("/poll")
+        assert polled.status_code == 200 and polled.json()["queued"] == 1
+        await _doc_until(firestore_client, "mail/p1", lambda d: d.get("state") == "SENT")
+        changed = await client.patch("/settings", json={"poll_interval": 0.2})
+        assert changed.json() == {"poll_interval": 0.2}
+        await asyncio.sleep(0.5)  # the old hour-long wait ends at the next poll…
+        await client.post("/poll")
+        await (
+            firestore_client.collection("mail")
+            .document("p2")
+            .set(
+                {
+                    "to": "p@example.com",
+                    "subject": "Polled 2",
+                    "message": {"html": "<p>x</p>"},
+                    "delivery": None,
+                }
+            )
+        )
+        await _doc_until(firestore_client, "mail/p2", lambda d: d.get("state") == "SENT", 5)
+        stats = (await client.get("/stats")).json()["firestore"]
+    assert stats["stream"] == "off" and stats["poll_interval"] == 0.2
+    assert stats["documents_queued"] == 2 and stats["last_poll_at"] is not None
+
+
+async def test_the_listener_subscribes_again_after_the_emulator_restarts(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    async with _gateway(db_url, upstream, firestore_emulator, poll_interval=3600) as gw:
+        assert gw.firestore is not None
+        mail = firestore_client.collection("mail")
+        await mail.document("before").set(
+            {"to": "x@example.com", "message": {"subject": "b", "text": "t"}}
+        )
+        await _doc_until(firestore_client, "mail/before",
+                         lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+        await firestore_emulator.restart()  # the emulator forgets everything
+        async with asyncio.timeout(90):  # the library backs off while the JVM starts
+            while gw.firestore.stats.stream_restarts < 1:  # noqa: ASYNC110 (a counter)
+                await asyncio.sleep(0.1)
+        await mail.document("after").set(
+            {"to": "y@example.com", "message": {"subject": "a", "text": "t"}}
+        )
+        await _doc_until(firestore_client, "mail/after",
+                         lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+
+
+async def test_a_document_is_sent_once_however_often_it_is_read(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    async with (
+        _gateway(db_url, upstream, firestore_emulator, poll_interval=0.05) as gw,
+        api(gw) as c,
+    ):
+        mail = firestore_client.collection("mail")
+        for i in range(20):
+            await mail.document(f"d{i}").set(
+                {"to": f"r{i}@example.com", "message": {"subject": f"s{i}", "text": "t"}}
+            )
+        for _ in range(5):
+            await c.post("/poll")  # the listener, the poll loop and these all read them
+        for i in range(20):
+            await _doc_until(firestore_client, f"mail/d{i}",
+                             lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+        await asyncio.sleep(0.5)
+    subjects = sorted(r.message["Subject"] for r in upstream.received)
+    assert subjects == sorted(f"s{i}" for i in range(20))
