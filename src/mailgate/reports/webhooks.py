@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -43,9 +44,10 @@ import httpx
 
 from mailgate import __version__
 from mailgate.clock import Clock
-from mailgate.deliver.fetch import check_url, loggable_url, pinned_request
+from mailgate.deliver.fetch import check_url, loggable_url
 from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
 from mailgate.errors import MailgateError
+from mailgate.reports.http import Answer, Endpoint, ProtocolFailure
 from mailgate.settings import WebhookSettings
 from mailgate.store.outbox import OutboxEvent, OutboxStore
 from mailgate.store.webhooks import Webhook, WebhookStore, consumer_name
@@ -125,7 +127,8 @@ class WebhookSender:
         self.on_attempt = on_attempt
         self._hooks: list[Webhook] = []
         self._hooks_read = -_REFRESH
-        self._clients: dict[str, tuple[str, httpx.AsyncClient]] = {}  #: id → (url, client)
+        self._endpoints: dict[str, tuple[str, Endpoint]] = {}  #: id → (url, its connections)
+        self._tls = ssl.create_default_context()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -151,9 +154,9 @@ class WebhookSender:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        for _, client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for _, endpoint in self._endpoints.values():
+            endpoint.aclose()
+        self._endpoints.clear()
 
     def changed(self) -> None:
         """Endpoints were added, changed or removed: read them again now."""
@@ -285,68 +288,38 @@ class WebhookSender:
     ) -> tuple[int | None, str | None]:
         """The receiver's status (with the start of its answer when not 2xx), or no
         status and why there was none."""
-        client = self._client(hook)
         timeout = self.settings.timeout
         try:
+            endpoint = self._endpoint(hook)
             async with asyncio.timeout(timeout):
-                request = await pinned_request(
-                    client, self.guard, "POST", check_url(hook.url), headers=headers, content=body
-                )
-                response = await client.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    if 200 <= status < 300:
-                        await _drain(response)  # read to the end: the connection is kept
-                        return status, None
-                    return status, await _refusal(response)
-                finally:
-                    await response.aclose()
+                answer = await endpoint.post(list(headers.items()), body)
         except TimeoutError:
             return None, f"no answer in {timeout:g} s"
-        except httpx.TransportError as exc:
-            return None, f"{type(exc).__name__}: {exc}".rstrip(": ")
         except (AddressRefused, UnresolvableHost, ValueError, httpx.InvalidURL) as exc:
             return None, str(exc)
+        except (OSError, ProtocolFailure) as exc:  # refused, reset, TLS, broken HTTP
+            return None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if 200 <= answer.status < 300:
+            return answer.status, None
+        return answer.status, _refusal(answer)
 
-    def _client(self, hook: Webhook) -> httpx.AsyncClient:
-        """One client per endpoint, so a kept-alive connection (keyed by the checked
-        address) only ever carries requests for that endpoint's host name."""
-        known = self._clients.get(hook.id)
+    def _endpoint(self, hook: Webhook) -> Endpoint:
+        """One per webhook, so a kept-alive connection (made to the checked address) only
+        ever carries requests for that endpoint's host name."""
+        known = self._endpoints.get(hook.id)
         if known is not None and known[0] == hook.url:
             return known[1]
         if known is not None:
-            asyncio.get_running_loop().create_task(known[1].aclose())
-        n = self.settings.concurrency
-        client = httpx.AsyncClient(
-            trust_env=False,  # an environment proxy would connect somewhere unchecked
-            follow_redirects=False,  # a redirect is a failure, never a hop past the guard
-            timeout=self.settings.timeout,
-            # no more connections than POSTs in flight: httpcore checks every pooled
-            # connection for every request, which with its default of 100 cost more CPU
-            # than the POSTs themselves
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            known[1].aclose()
+        endpoint = Endpoint(
+            check_url(hook.url), self.guard, self._tls, keep=self.settings.concurrency
         )
-        self._clients[hook.id] = (hook.url, client)
-        return client
+        self._endpoints[hook.id] = (hook.url, endpoint)
+        return endpoint
 
 
-async def _drain(response: httpx.Response) -> None:
-    """Read a 2xx answer's body (receivers say little) so httpx can reuse the connection;
-    one over 64 KiB is not worth it, and the connection is closed instead."""
-    size = 0
-    async for chunk in response.aiter_raw():
-        size += len(chunk)
-        if size > 65536:
-            return
-
-
-async def _refusal(response: httpx.Response) -> str:
+def _refusal(answer: Answer) -> str:
     """``HTTP 500 Internal Server Error: <the start of the body>``."""
-    text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-    snippet = b""
-    async for chunk in response.aiter_bytes():
-        snippet += chunk
-        if len(snippet) >= _SNIPPET:
-            break
-    shown = " ".join(snippet[:_SNIPPET].decode("utf-8", "replace").split())
+    text = f"HTTP {answer.status} {answer.reason}".rstrip()
+    shown = " ".join(answer.body[:_SNIPPET].decode("utf-8", "replace").split())
     return f"{text}: {shown}" if shown else text
