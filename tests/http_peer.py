@@ -47,10 +47,15 @@ def fail_first(times: int, status: int = 500) -> Answer:
 
 class Receiver:
     def __init__(
-        self, answer: Answer | None = None, *, body: Callable[[int, Request], Any] | None = None
+        self,
+        answer: Answer | None = None,
+        *,
+        body: Callable[[int, Request], Any] | None = None,
+        keep_alive: float = 5.0,
     ) -> None:
         self.answer = answer or always(200)
         self.body = body
+        self.keep_alive = keep_alive  #: seconds an idle connection is kept (uvicorn's)
         self.requests: list[Request] = []
         self.port = 0
         self._arrived = asyncio.Condition()
@@ -98,7 +103,13 @@ class Receiver:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            self,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=self.keep_alive,  # type: ignore[arg-type]  # used as a float (call_later)
+        )
         self._server = uvicorn.Server(config)
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))

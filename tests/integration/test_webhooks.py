@@ -287,3 +287,22 @@ async def test_creating_a_webhook_without_a_secret_key_says_how_to_set_one(
         response = await c.post("/webhooks", json={"url": "http://127.0.0.1:9/"})
     assert response.status_code == 409
     assert "MAILGATE_SECRET_KEY" in response.json()["detail"]
+
+
+async def test_a_connection_the_receiver_closed_while_idle_costs_no_failed_attempt(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with (
+        Receiver(keep_alive=0.2) as rx,  # closes idle connections after 0.2 s
+        start_gateway(**_settings()) as gw,
+        api(gw) as client,
+    ):
+        hook = await _hook(client, rx.url, kinds=["message.queued"])
+        await _send(client)
+        await rx.wait_for(1)
+        await asyncio.sleep(0.6)  # the kept connection is closed by the receiver meanwhile
+        await _send(client)
+        [_, second] = await rx.wait_for(2)
+        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
+    assert second.headers["mailgate-attempt"] == "1"
+    assert [a["outcome"] for a in deliveries["attempts"]] == ["delivered", "delivered"]
