@@ -230,3 +230,25 @@ async def test_a_document_is_sent_once_however_often_it_is_read(
         await asyncio.sleep(0.5)
     subjects = sorted(r.message["Subject"] for r in upstream.received)
     assert subjects == sorted(f"s{i}" for i in range(20))
+
+
+async def test_an_outcome_not_yet_written_back_is_written_after_a_restart_once(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    ref = firestore_client.collection("mail").document("crash")
+    async with _gateway(db_url, upstream, firestore_emulator) as first:
+        assert first.firestore_writeback is not None
+        await first.firestore_writeback.stop()  # as if it died before writing back
+        await ref.set({"to": "z@example.com", "message": {"subject": "c", "text": "t"}})
+        await upstream.wait_for(1)
+        await asyncio.sleep(0.5)
+        data = (await ref.get()).to_dict() or {}
+        assert _delivery(data)["state"] == "PROCESSING"  # sent, not yet reported
+    async with _gateway(db_url, upstream, firestore_emulator):
+        done = await _doc_until(firestore_client, "mail/crash",
+                                lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+    version = (await ref.get()).update_time
+    async with _gateway(db_url, upstream, firestore_emulator):
+        await asyncio.sleep(1.0)
+    assert (await ref.get()).update_time == version  # written once: nothing more to do
+    assert done["delivery"]["attempts"] == 1 and len(upstream.received) == 1
