@@ -59,8 +59,7 @@ class Receiver:
         self.requests: list[Request] = []
         self.port = 0
         self._arrived = asyncio.Condition()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: LocalServer | None = None
 
     @property
     def url(self) -> str:
@@ -99,27 +98,49 @@ class Receiver:
         await send({"type": "http.response.body", "body": reply})
 
     async def __aenter__(self) -> Receiver:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=self.keep_alive,  # type: ignore[arg-type]  # used as a float (call_later)
-        )
-        self._server = uvicorn.Server(config)
-        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-            await asyncio.sleep(0.01)
+        self._server = LocalServer(self, port=self.port, keep_alive=self.keep_alive)
+        self.port = await self._server.start()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        assert self._server is not None
+        await self._server.stop()
+
+
+class LocalServer:
+    """uvicorn serving an ASGI app on 127.0.0.1 in the running loop (test peers)."""
+
+    def __init__(self, app: Any, *, port: int = 0, keep_alive: float = 5.0) -> None:
+        self.app, self.port, self.keep_alive = app, port, keep_alive
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Listen; the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=self.keep_alive,  # type: ignore[arg-type]  # a float works
+        )
+        self._server = uvicorn.Server(config)
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the test server stopped during start-up")
+            await asyncio.sleep(0.01)
+        return self.port
+
+    async def stop(self) -> None:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
         self._server.force_exit = True

@@ -10,9 +10,7 @@ can be scripted to answer anything (401, 422, 429 with Retry-After, 500) next.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,11 +19,12 @@ from email.utils import getaddresses
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.http_peer import LocalServer
 
 __all__ = ["PostmarkPeer", "Scripted"]
 
@@ -47,8 +46,7 @@ class PostmarkPeer:
         self.inactive: set[str] = set()  #: addresses Postmark has suppressed
         self.script: deque[Scripted] = deque()  #: answered one per request, before any check
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: LocalServer | None = None
 
     @property
     def url(self) -> str:
@@ -61,25 +59,15 @@ class PostmarkPeer:
                 Route("/server", self._server_info, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the Postmark peer stopped during start-up")
-            await asyncio.sleep(0.01)
+        self._server = LocalServer(app)
+        self.port = await self._server.start()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._server is not None and self._task is not None
-        self._server.should_exit = True
-        await self._task
+        assert self._server is not None
+        await self._server.stop()
 
     async def _server_info(self, request: Request) -> JSONResponse:
         """``GET /server``: the server's details for the right token (the account test's
