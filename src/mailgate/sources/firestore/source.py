@@ -137,6 +137,8 @@ class FirestoreSource:
         self.collection = client.collection(options.collection)
         self._arrived: asyncio.Queue[tuple[str, dict[str, Any], datetime]] = asyncio.Queue()
         self._busy: set[str] = set()  #: paths being handled now (the listener and a poll)
+        self._failed: set[str] = set()  #: paths the listener found but could not handle
+        self._cursors: dict[int, Any] = {}  #: poll query → the last document of its page
         self._poll_now = asyncio.Event()
         self._polled = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -190,24 +192,54 @@ class FirestoreSource:
                     await self._poll_now.wait()
 
     async def _poll_once(self) -> PollResult:
-        """The documents in a state that needs work, and the leases that ran out."""
+        """The documents in a state that needs work, and the leases that ran out.
+
+        Each query reads one page of ``batch`` documents, the next page at the next poll
+        (from the start again after the last): its matches include documents that need
+        nothing (the simple contract's ``delivery == null`` while leased, ``ERROR`` with
+        its tries used up), and a first page full of those must not hide the rest."""
         result = PollResult()
         now = self.now()
         seen: set[str] = set()
-        for query in self._poll_queries(now):
-            async for snap in query.limit(self.options.batch).stream():
+        for index, query in enumerate(self._poll_queries(now)):
+            page = query.limit(self.options.batch)
+            if (cursor := self._cursors.pop(index, None)) is not None:
+                page = page.start_after(cursor)
+            count = 0
+            async for snap in page.stream():
+                count += 1
+                if count == self.options.batch:
+                    self._cursors[index] = snap
                 if snap.reference.path in seen:
                     continue
                 seen.add(snap.reference.path)
                 result.found += 1
-                outcome = await self._consider(
-                    snap.reference.path, snap.to_dict() or {}, snap.update_time
-                )
-                if outcome == "queued":
-                    result.queued += 1
-                elif outcome == "error":
-                    result.errors += 1
+                self._count(result, await self._consider(
+                    snap.reference.path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
+        await self._retry_failed(result)
         return result
+
+    async def _retry_failed(self, result: PollResult) -> None:
+        """Read again and handle the documents the listener found but could not handle
+        (a new extension document has no field a poll query can select)."""
+        paths, self._failed = self._failed, set()
+        for path in paths:
+            try:
+                snap = await self.client.document(path).get()
+                if snap.exists:
+                    self._count(result, await self._consider(
+                        path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
+            except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
+                self._failed.add(path)
+                log.warning("firestore document %s: not handled now (%s); the next poll"
+                            " retries", path, _reason(exc))  # fmt: skip
+
+    @staticmethod
+    def _count(result: PollResult, outcome: str) -> None:
+        if outcome == "queued":
+            result.queued += 1
+        elif outcome == "error":
+            result.errors += 1
 
     def _poll_queries(self, now: datetime) -> list[Any]:
         c = self.collection
@@ -295,6 +327,7 @@ class FirestoreSource:
         try:
             await self._consider(path, data, version)
         except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
+            self._failed.add(path)
             log.warning("firestore document %s: not handled now (%s); the next poll retries",
                         path, _reason(exc))  # fmt: skip
 
