@@ -149,6 +149,9 @@ async def test_polling_finds_documents_without_the_listener_and_can_be_run_now(
 ) -> None:
     hourly = {"listen": False, "poll_interval": 3600, "contract": "simple"}
     async with _gateway(db_url, upstream, firestore_emulator, **hourly) as gw, api(gw) as client:
+        async with asyncio.timeout(20):  # the poll at start-up is over before the write
+            while (await client.get("/stats")).json()["firestore"]["last_poll_at"] is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         await (
             firestore_client.collection("mail")
             .document("p1")
@@ -191,7 +194,7 @@ async def test_polling_finds_documents_without_the_listener_and_can_be_run_now(
 async def test_the_listener_subscribes_again_after_the_emulator_restarts(
     db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
 ) -> None:
-    async with _gateway(db_url, upstream, firestore_emulator, poll_interval=3600) as gw:
+    async with _gateway(db_url, upstream, firestore_emulator, poll_interval=1) as gw:
         assert gw.firestore is not None
         mail = firestore_client.collection("mail")
         await mail.document("before").set(
@@ -203,8 +206,13 @@ async def test_the_listener_subscribes_again_after_the_emulator_restarts(
         async with asyncio.timeout(90):  # the library backs off while the JVM starts
             while gw.firestore.stats.stream_restarts < 1:  # noqa: ASYNC110 (a counter)
                 await asyncio.sleep(0.1)
+        # a PENDING document: found by the resumed stream, or else by a poll
         await mail.document("after").set(
-            {"to": "y@example.com", "message": {"subject": "a", "text": "t"}}
+            {
+                "to": "y@example.com",
+                "message": {"subject": "a", "text": "t"},
+                "delivery": {"state": "PENDING"},
+            }
         )
         await _doc_until(firestore_client, "mail/after",
                          lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
