@@ -240,6 +240,7 @@ class Gateway:
                 lease_seconds=s.lease_seconds,
                 max_retry_count=s.max_retry_count,
                 listen=s.listen,
+                sweep_interval=s.sweep_interval,
             ),
             owner=new_lease_owner(),
             now=self.clock.now,

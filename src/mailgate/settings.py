@@ -255,6 +255,14 @@ class FirestoreSettings(BaseModel):
         10.0, gt=0, description="Seconds between polls (besides the listener)."
     )
     listen: bool = Field(True, description="Listen to the collection (on_snapshot) too.")
+    sweep_interval: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds between sweeps of the whole collection (paged, a few fields"
+        " read per document) for new documents with no `delivery` field that the listener"
+        " missed, or all of them without a listener; 0: no sweep. Each sweep reads every"
+        " document once: keep the collection small with a TTL policy.",
+    )
     max_retry_count: int = Field(
         3, ge=1, description="Tries of a simple-contract document before it stays ERROR."
     )

@@ -820,7 +820,10 @@ class _Budget:
 
 _BUDGET: ContextVar[_Budget] = ContextVar("mailgate_template_budget")
 _COMPILER = pybars.Compiler()
-#: pybars' code builder is a class attribute shared by every Compiler
+#: Held while a template is generated, parsed and compiled. pybars' code builder is a
+#: class attribute shared by every Compiler, and CPython 3.11 keeps the AST converter's
+#: recursion counter per interpreter, not per thread: two threads converting ASTs at once
+#: can fail with "AST constructor recursion depth mismatch".
 _COMPILE_LOCK = threading.Lock()
 
 #: Handlebars 4's escapeExpression
@@ -904,11 +907,13 @@ def _build(source: str, escape: bool, strict: bool) -> Callable[..., Any]:
         )
     with _COMPILE_LOCK:
         code = _generate(_whitespace_control(source))
-    try:
-        body = _checked_code(ast.parse(code))
-        program = compile(ast.Module(body=body, type_ignores=[]), "<mailgate template>", "exec")
-    except (SyntaxError, ValueError) as exc:
-        raise _TemplateError(f"could not be compiled safely ({exc})") from None
+        try:
+            body = _checked_code(ast.parse(code))
+            program = compile(
+                ast.Module(body=body, type_ignores=[]), "<mailgate template>", "exec"
+            )
+        except (SyntaxError, ValueError) as exc:
+            raise _TemplateError(f"could not be compiled safely ({exc})") from None
     namespace = _namespace(escape, strict)
     exec(program, namespace)  # noqa: S102 - checked against an allowlist, no builtins beyond four
     render: Callable[..., Any] = namespace["render"]

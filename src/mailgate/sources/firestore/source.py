@@ -6,7 +6,9 @@ a full snapshot, so nothing written while it was down is missed) and a poll ever
 ``poll_interval`` seconds of the documents in a state that needs work (in case the
 stream is down for long, and to take over leases their gateway abandoned). A new
 document may carry no ``delivery`` field at all (the extension's contract), which no
-Firestore query can select; the listener's snapshots are what find those.
+Firestore query can select; the listener's snapshots are what find those, and a sweep
+of the whole collection every ``sweep_interval`` seconds (a page per poll, three fields
+read per document) finds any a broken stream missed, or all of them with no listener.
 
 Each document that needs work is:
 
@@ -33,7 +35,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,11 +81,13 @@ class FirestoreOptions:
     max_retry_count: int = 3
     listen: bool = True
     batch: int = 100  #: documents read per poll query
+    sweep_interval: float = 300.0  #: seconds between sweeps of the whole collection; 0: none
 
 
 @dataclass(slots=True)
 class PollResult:
     found: int = 0  #: documents the poll's queries returned
+    swept: int = 0  #: documents the sweep read (a few fields of each) during this poll
     queued: int = 0  #: of them, enqueued and leased now
     errors: int = 0  #: written back as ERROR (invalid, or fitting no contract)
 
@@ -139,6 +145,9 @@ class FirestoreSource:
         self._busy: set[str] = set()  #: paths being handled now (the listener and a poll)
         self._failed: set[str] = set()  #: paths the listener found but could not handle
         self._cursors: dict[int, Any] = {}  #: poll query → the last document of its page
+        #: where the sweep under way stands: () at its start, (last document read,) later
+        self._sweep_cursor: tuple[Any, ...] | None = None
+        self._swept_at = -math.inf  #: monotonic time the last sweep ended
         self._poll_now = asyncio.Event()
         self._polled = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -183,6 +192,9 @@ class FirestoreSource:
             except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
                 log.warning("firestore poll failed: %s", _reason(exc))
                 result = PollResult()
+            except Exception:  # a bug must not end polling: the next poll tries again
+                log.exception("firestore poll failed")
+                result = PollResult()
             self.stats.last_poll_at, self.stats.last_poll = self.now(), result
             async with self._polled:
                 self._polled.notify_all()
@@ -216,8 +228,46 @@ class FirestoreSource:
                 result.found += 1
                 self._count(result, await self._consider(
                     snap.reference.path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
+        await self._sweep(result)
         await self._retry_failed(result)
         return result
+
+    async def _sweep(self, result: PollResult) -> None:
+        """One page of the sweep, when one is under way or due: the whole collection in
+        name order, ``delivery``, ``state`` and ``mailgate`` read of each. A document with
+        none of them is new and no query can select it; it is read whole and handled.
+        The listener finds those in milliseconds; the sweep is for what a broken stream
+        missed, and is the only way to find them with the listener off."""
+        interval = self.options.sweep_interval
+        if interval <= 0:
+            return
+        if self._sweep_cursor is None:
+            if time.monotonic() - self._swept_at < interval:
+                return
+            self._sweep_cursor = ()  # a sweep begins
+        page = (
+            self.collection.order_by("__name__")
+            .select(["delivery", "state", "mailgate"])
+            .limit(self.options.batch)
+        )
+        if self._sweep_cursor:
+            page = page.start_after(self._sweep_cursor[0])
+        count, last, new = 0, None, []
+        async for snap in page.stream():
+            count, last = count + 1, snap
+            if not (snap.to_dict() or {}):
+                new.append(snap.reference.path)
+        result.swept += count
+        if count < self.options.batch or last is None:
+            self._sweep_cursor, self._swept_at = None, time.monotonic()
+        else:
+            self._sweep_cursor = (last,)
+        for path in new:
+            snap = await self.client.document(path).get()
+            if snap.exists:
+                result.found += 1
+                self._count(result, await self._consider(
+                    path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
 
     async def _retry_failed(self, result: PollResult) -> None:
         """Read again and handle the documents the listener found but could not handle
@@ -233,6 +283,10 @@ class FirestoreSource:
                 self._failed.add(path)
                 log.warning("firestore document %s: not handled now (%s); the next poll"
                             " retries", path, _reason(exc))  # fmt: skip
+            except Exception:  # a bug must not hold up the other documents
+                self._failed.add(path)
+                log.exception("firestore document %s: not handled now; the next poll retries",
+                              path)  # fmt: skip
 
     @staticmethod
     def _count(result: PollResult, outcome: str) -> None:
@@ -267,6 +321,7 @@ class FirestoreSource:
             except (google_errors.GoogleAPIError, OSError) as exc:
                 log.warning("firestore listener could not subscribe: %s", _reason(exc))
             else:
+                log.info("firestore listener subscribed to %s", self.options.collection)
                 await self._watch_stream()
                 self.stats.stream = "broken"
                 log.warning("firestore listener stream closed; subscribing again")
@@ -294,6 +349,7 @@ class FirestoreSource:
     def _snapshot_callback(self, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
         def on_snapshot(_docs: Any, changes: Sequence[Any], _read_time: Any) -> None:
             # the library's thread: hand each new or changed document to the loop
+            log.debug("firestore listener: %d change(s)", len(changes))
             for change in changes:
                 if change.type.name in ("ADDED", "MODIFIED"):
                     snap = change.document
@@ -330,6 +386,9 @@ class FirestoreSource:
             self._failed.add(path)
             log.warning("firestore document %s: not handled now (%s); the next poll retries",
                         path, _reason(exc))  # fmt: skip
+        except Exception:  # a bug must not end the task silently nor hold up the others
+            self._failed.add(path)
+            log.exception("firestore document %s: not handled now; the next poll retries", path)
 
     # --- one document ----------------------------------------------------------------
 
