@@ -312,9 +312,14 @@ class Submissions:
         self.on_queued = on_queued
 
     async def submit(
-        self, items: Sequence[object], tenant: str = "default", *, source: str = "rest"
+        self,
+        items: Sequence[object],
+        tenant: str = "default",
+        *,
+        source: str | Sequence[str] = "rest",
     ) -> SubmissionReport:
-        """Validate, admit and queue ``items``; each bad one is rejected on its own."""
+        """Validate, admit and queue ``items``; each bad one is rejected on its own.
+        ``source``: of every item, or one per item."""
         now = self.clock.now()
         report = SubmissionReport()
         if len(items) > self.limits.max_batch:
@@ -353,14 +358,15 @@ class Submissions:
         return admitted
 
     def _parse_all(
-        self, items: Sequence[object], tenant: str, now: datetime, source: str
+        self, items: Sequence[object], tenant: str, now: datetime, source: str | Sequence[str]
     ) -> tuple[list[tuple[int, Message]], list[Rejected]]:
         """Each item on its own: one bad item is one rejection, never the batch's."""
         good: list[tuple[int, Message]] = []
         rejected: list[Rejected] = []
         for index, item in enumerate(items):
+            origin = source if isinstance(source, str) else source[index]
             try:
-                good.append((index, self._parse(item, tenant, now, source)))
+                good.append((index, self._parse(item, tenant, now, origin)))
             except InvalidMessage as exc:
                 rejected.append(Rejected(index, _key(item), str(exc)))
         return good, rejected

@@ -49,6 +49,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from mailgate.errors import MailgateError
 from mailgate.ingest.submission import SubmissionReport
+from mailgate.sources.firestore.batching import UpdateBatcher
 from mailgate.sources.firestore.contracts import (
     RETRY_COUNT_FIELD,
     Contract,
@@ -69,6 +70,8 @@ Cancel = Callable[[str, str], Awaitable[None]]
 
 _RPC_ERROR_THREAD = "Thread-OnRpcTerminated"  #: google-cloud-firestore's watch closer
 _MAX_KEY = 255  #: messages.key
+#: most documents from the listener handled together (one transaction, one commit)
+_GROUP = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,7 @@ class FirestoreSource:
         now: Callable[[], datetime],
     ) -> None:
         self.client = client
+        self._updates = UpdateBatcher(client)  #: leases and ERRORs, committed together
         self.listen_client = listen_client
         self.reader = reader
         self.submit = submit
@@ -217,17 +221,16 @@ class FirestoreSource:
             page = query.limit(self.options.batch)
             if (cursor := self._cursors.pop(index, None)) is not None:
                 page = page.start_after(cursor)
-            count = 0
+            count, found = 0, []
             async for snap in page.stream():
                 count += 1
                 if count == self.options.batch:
                     self._cursors[index] = snap
-                if snap.reference.path in seen:
-                    continue
-                seen.add(snap.reference.path)
-                result.found += 1
-                self._count(result, await self._consider(
-                    snap.reference.path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
+                if snap.reference.path not in seen:
+                    seen.add(snap.reference.path)
+                    found.append(_found(snap))
+            result.found += len(found)
+            self._count(result, await self._consider_many(found))
         await self._sweep(result)
         await self._retry_failed(result)
         return result
@@ -262,38 +265,36 @@ class FirestoreSource:
             self._sweep_cursor, self._swept_at = None, time.monotonic()
         else:
             self._sweep_cursor = (last,)
-        for path in new:
-            snap = await self.client.document(path).get()
-            if snap.exists:
-                result.found += 1
-                self._count(result, await self._consider(
-                    path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
+        found = await self._read(new)
+        result.found += len(found)
+        self._count(result, await self._consider_many(found))
 
     async def _retry_failed(self, result: PollResult) -> None:
-        """Read again and handle the documents the listener found but could not handle
-        (a new extension document has no field a poll query can select)."""
+        """Read again and handle the documents found before but not handled then (a
+        passing failure; a new extension document has no field a poll can select)."""
         paths, self._failed = self._failed, set()
-        for path in paths:
+        self._count(result, await self._consider_many(await self._read(sorted(paths))))
+
+    async def _read(self, paths: Sequence[str]) -> list[Found]:
+        """The documents at ``paths`` that exist, read in one request per 100; those that
+        could not be read now are left to the next poll."""
+        found: list[Found] = []
+        for start in range(0, len(paths), 100):
+            chunk = paths[start : start + 100]
             try:
-                snap = await self.client.document(path).get()
-                if snap.exists:
-                    self._count(result, await self._consider(
-                        path, snap.to_dict() or {}, snap.update_time))  # fmt: skip
-            except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
-                self._failed.add(path)
-                log.warning("firestore document %s: not handled now (%s); the next poll"
-                            " retries", path, _reason(exc))  # fmt: skip
-            except Exception:  # a bug must not hold up the other documents
-                self._failed.add(path)
-                log.exception("firestore document %s: not handled now; the next poll retries",
-                              path)  # fmt: skip
+                async for snap in self.client.get_all([self.client.document(p) for p in chunk]):
+                    if snap.exists:
+                        found.append(_found(snap))
+            except (google_errors.GoogleAPIError, OSError) as exc:
+                self._failed.update(chunk)
+                log.warning("firestore: %d document(s) not read now (%s); the next poll"
+                            " retries", len(chunk), _reason(exc))  # fmt: skip
+        return found
 
     @staticmethod
-    def _count(result: PollResult, outcome: str) -> None:
-        if outcome == "queued":
-            result.queued += 1
-        elif outcome == "error":
-            result.errors += 1
+    def _count(result: PollResult, outcomes: Sequence[str]) -> None:
+        result.queued += outcomes.count("queued")
+        result.errors += outcomes.count("error")
 
     def _poll_queries(self, now: datetime) -> list[Any]:
         c = self.collection
@@ -369,81 +370,159 @@ class FirestoreSource:
                 watch.unsubscribe()
 
     async def _arrivals(self) -> None:
-        """Handle what the listener found, several documents at a time."""
-        running: set[asyncio.Task[Any]] = set()
+        """Handle what the listener found, as many documents together as have arrived
+        (up to :data:`_GROUP`): their messages are queued in one transaction and their
+        leases written in one commit."""
         while True:
+            group = {}
             path, data, version = await self._arrived.get()
-            while len(running) >= 16:
-                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(self._consider_safely(path, data, version))
-            running.add(task)
-            task.add_done_callback(running.discard)
-
-    async def _consider_safely(self, path: str, data: dict[str, Any], version: datetime) -> None:
-        try:
-            await self._consider(path, data, version)
-        except (google_errors.GoogleAPIError, MailgateError, OSError) as exc:
-            self._failed.add(path)
-            log.warning("firestore document %s: not handled now (%s); the next poll retries",
-                        path, _reason(exc))  # fmt: skip
-        except Exception:  # a bug must not end the task silently nor hold up the others
-            self._failed.add(path)
-            log.exception("firestore document %s: not handled now; the next poll retries", path)
+            group[path] = (path, data, version)
+            while len(group) < _GROUP and not self._arrived.empty():
+                path, data, version = self._arrived.get_nowait()
+                group[path] = (path, data, version)  # the latest version of each
+            try:
+                await self._consider_many(list(group.values()))
+            except Exception:  # a bug must not end the listener's work nor lose documents
+                self._failed.update(group)
+                log.exception("firestore: %d document(s) not handled now; the next poll"
+                              " retries", len(group))  # fmt: skip
 
     # --- one document ----------------------------------------------------------------
 
-    async def _consider(self, path: str, data: dict[str, Any], version: datetime) -> str:
-        """Handle one document as read: ``queued``, ``error`` or ``skipped``."""
-        if path in self._busy:
-            return "skipped"
-        self._busy.add(path)
+    async def _consider_many(self, docs: Sequence[Found]) -> list[str]:
+        """Handle documents as read: for each ``queued``, ``error``, ``skipped`` or
+        ``failed`` (not handled now: left to the next poll). The messages of those that
+        need work are queued together, their leases committed together."""
+        outcomes = ["skipped"] * len(docs)
+        taken = {p for p, _, _ in docs} - self._busy
+        self._busy.update(taken)
         try:
-            return await self._handle(path, data, version)
+            work: list[_Work] = []
+            errors: list[tuple[int, Contract | None, str]] = []
+            for index, (path, data, version) in enumerate(docs):
+                if path in taken:
+                    self._triage(index, path, data, version, work, errors)
+            work = await self._build(work, errors, outcomes)
+            if work:
+                work = await self._queue(work, errors, outcomes)
+            await asyncio.gather(
+                *(self._error(docs[i], why, reason, outcomes, i) for i, why, reason in errors)
+            )
+            await asyncio.gather(*(self._take(w, outcomes) for w in work))
         finally:
-            self._busy.discard(path)
+            self._busy.difference_update(taken)
+        return outcomes
 
-    async def _handle(self, path: str, data: dict[str, Any], version: datetime) -> str:
+    def _triage(
+        self,
+        index: int,
+        path: str,
+        data: dict[str, Any],
+        version: datetime,
+        work: list[_Work],
+        errors: list[tuple[int, Contract | None, str]],
+    ) -> None:
+        """Whether a document needs work (into ``work``), is wrong (into ``errors``) or
+        needs nothing."""
         now = self.now()
         ours = data.get("mailgate") if isinstance(data.get("mailgate"), dict) else None
         lease_end = ours.get("leaseExpireTime") if ours else None
         final = ours.get("final") if ours else False
         if isinstance(lease_end, datetime) and lease_end > now:
-            return "skipped"  # leased, by this gateway or another
+            return  # leased, by this gateway or another
         takeover = ours is not None and not final and isinstance(lease_end, datetime)
         contract = self._contract(data)
         if contract is None:
             if ours is None and not _looks_final(data):
-                await self._write_error(path, version, None, "the document fits neither the"
-                                        " simple nor the extension contract")  # fmt: skip
-                return "error"
-            return "skipped"
+                errors.append((index, None, "the document fits neither the simple nor the"
+                                            " extension contract"))  # fmt: skip
+            return
         if not takeover and not needs_work(
             data, contract, now=now, max_retry_count=self.options.max_retry_count
         ):
-            return "skipped"
+            return
         key = str(ours["key"]) if takeover and ours and ours.get("key") else _key(path, version)
+        work.append(_Work(index, path, data, version, contract, key))
+
+    async def _build(
+        self, work: list[_Work], errors: list[tuple[int, Contract | None, str]], outcomes: list[str]
+    ) -> list[_Work]:
+        """Each document's message; the invalid ones into ``errors``."""
+        built = await asyncio.gather(
+            *(self.reader.message(w.data, w.contract, w.path) for w in work),
+            return_exceptions=True,
+        )
+        ready = []
+        for w, item in zip(work, built, strict=True):
+            if isinstance(item, InvalidDocument):
+                errors.append((w.index, w.contract, str(item)))
+            elif isinstance(item, BaseException):
+                self._not_now(w.path, item, outcomes, w.index)
+            else:
+                w.item = {**item, "id": w.key}
+                ready.append(w)
+        return ready
+
+    async def _queue(
+        self, work: list[_Work], errors: list[tuple[int, Contract | None, str]], outcomes: list[str]
+    ) -> list[_Work]:
+        """The messages queued in one transaction; those refused into ``errors``."""
         try:
-            item = await self.reader.message(data, contract, path)
-        except InvalidDocument as exc:
-            await self._write_error(path, version, contract, str(exc))
-            return "error"
-        item = {**item, "id": key}
-        report = await self.submit([item], self.options.tenant, source=f"firestore:{path}")
-        if report.rejected:
-            await self._write_error(path, version, contract, report.rejected[0].reason)
-            return "error"
-        message_id = report.ids[0]
-        duplicate = bool(report.duplicates)
-        leased = await self._lease(path, version, contract, key, message_id)
+            report = await self.submit([w.item for w in work], self.options.tenant,
+                                       source=[f"firestore:{w.path}" for w in work])  # fmt: skip
+        except (MailgateError, OSError) as exc:
+            for w in work:
+                self._not_now(w.path, exc, outcomes, w.index)
+            return []
+        refused = {r.index: r.reason for r in report.rejected}
+        accepted = [i for i in range(len(work)) if i not in refused]
+        duplicates = set(report.duplicates)
+        for i, message_id in zip(accepted, report.ids, strict=True):
+            work[i].message_id, work[i].duplicate = message_id, i in duplicates
+        for i, reason in refused.items():
+            errors.append((work[i].index, work[i].contract, reason))
+        return [work[i] for i in accepted]
+
+    async def _take(self, w: _Work, outcomes: list[str]) -> None:
+        """Lease the document of a queued message; withdraw the message if another
+        gateway leased the document first."""
+        try:
+            leased = await self._lease(w.path, w.version, w.contract, w.key, w.message_id)
+        except (google_errors.GoogleAPIError, OSError) as exc:
+            self._not_now(w.path, exc, outcomes, w.index)  # queued: found again, not re-sent
+            return
         if not leased:
-            if not duplicate:  # queued for a document someone else leased: withdraw it
+            if not w.duplicate:  # queued for a document someone else leased: withdraw it
                 with contextlib.suppress(MailgateError):
-                    await self.cancel(message_id, self.options.tenant)
-            return "skipped"
+                    await self.cancel(w.message_id, self.options.tenant)
+            return
+        outcomes[w.index] = "queued"
         self.stats.documents_queued += 1
-        log.info("firestore %s: queued as message %s (%s, %d recipient(s))", path, message_id,
-                 contract.value, _recipient_count(item))  # fmt: skip
-        return "queued"
+        log.info("firestore %s: queued as message %s (%s, %d recipient(s))", w.path,
+                 w.message_id, w.contract.value, _recipient_count(w.item))  # fmt: skip
+
+    async def _error(
+        self, doc: Found, contract: Contract | None, reason: str, outcomes: list[str], index: int
+    ) -> None:
+        path, _, version = doc
+        try:
+            await self._write_error(path, version, contract, reason)
+        except (google_errors.GoogleAPIError, OSError) as exc:
+            self._not_now(path, exc, outcomes, index)
+        else:
+            outcomes[index] = "error"
+
+    def _not_now(self, path: str, exc: BaseException, outcomes: list[str], index: int) -> None:
+        """A document not handled now (a passing failure, or a bug): the next poll reads
+        it again."""
+        outcomes[index] = "failed"
+        self._failed.add(path)
+        if isinstance(exc, google_errors.GoogleAPIError | MailgateError | OSError):
+            log.warning("firestore document %s: not handled now (%s); the next poll retries",
+                        path, _reason(exc))  # fmt: skip
+        else:
+            log.error("firestore document %s: not handled now; the next poll retries",
+                      path, exc_info=exc)  # fmt: skip
 
     def _contract(self, data: Mapping[str, Any]) -> Contract | None:
         if self.options.contract != "auto":
@@ -457,7 +536,6 @@ class FirestoreSource:
         self, path: str, version: datetime, contract: Contract, key: str, message_id: str
     ) -> bool:
         """Mark the document PROCESSING if it is still the version read."""
-        ref = self.client.document(path)
         expires = self.now() + timedelta(seconds=self.options.lease_seconds)
         fields: dict[str, Any] = {
             "mailgate": {
@@ -476,11 +554,8 @@ class FirestoreSource:
             fields["delivery.error"] = None
         else:
             fields["state"] = "PROCESSING"
-        try:
-            await ref.update(fields, option=self.client.write_option(last_update_time=version))
-        except (google_errors.FailedPrecondition, google_errors.NotFound):
-            return False  # changed since it was read (leased elsewhere, or written back)
-        return True
+        # False: changed since it was read (leased elsewhere, or written back)
+        return await self._updates.update(path, fields, version)
 
     async def _write_error(
         self, path: str, version: datetime, contract: Contract | None, reason: str
@@ -512,10 +587,30 @@ class FirestoreSource:
                     "delivery.endTime": firestore.SERVER_TIMESTAMP,
                 }
             )
-        with contextlib.suppress(google_errors.FailedPrecondition, google_errors.NotFound):
-            await self.client.document(path).update(
-                fields, option=self.client.write_option(last_update_time=version)
-            )
+        await self._updates.update(path, fields, version)  # False: changed since, leave it
+
+
+#: a document as read: its path, its data and its version (update time)
+Found = tuple[str, dict[str, Any], datetime]
+
+
+@dataclass(slots=True)
+class _Work:
+    """A document that needs work, on its way to being queued and leased."""
+
+    index: int  #: among the documents handled together
+    path: str
+    data: dict[str, Any]
+    version: datetime
+    contract: Contract
+    key: str  #: the message's idempotency key
+    item: dict[str, Any] = field(default_factory=dict)  #: the message JSON
+    message_id: str = ""
+    duplicate: bool = False  #: the key was queued before (a second read, a takeover)
+
+
+def _found(snap: Any) -> Found:
+    return snap.reference.path, snap.to_dict() or {}, snap.update_time
 
 
 def _key(path: str, version: datetime) -> str:

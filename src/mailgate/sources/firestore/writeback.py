@@ -38,6 +38,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 
 from mailgate.errors import MailgateError
+from mailgate.sources.firestore.batching import UpdateBatcher
 from mailgate.sources.firestore.contracts import RETRY_COUNT_FIELD, Contract, detect
 from mailgate.store.outbox import EventKind, OutboxEvent, OutboxStore
 
@@ -64,6 +65,9 @@ class WriteBackOptions:
     ttl: timedelta | None = None  #: ``expireAt`` this long after the final outcome
     batch: int = 100
     poll_interval: float = 0.2
+    #: seconds a round waits after the first outcome, so the ones right behind it share
+    #: its commit (every commit costs each listener on the collection a snapshot)
+    linger: float = 0.05
 
 
 class FirestoreWriteBack:
@@ -78,6 +82,7 @@ class FirestoreWriteBack:
         now: Callable[[], datetime],
     ) -> None:
         self.client = client
+        self._updates = UpdateBatcher(client)  #: one batch's outcomes, committed together
         self.outbox = outbox
         self.options = options
         self.now = now
@@ -118,6 +123,7 @@ class FirestoreWriteBack:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.poll_interval):
                     await self._wake.wait()
+                    await asyncio.sleep(self.options.linger)
 
     async def _round(self) -> bool:
         """Write one batch back; whether there was one."""
@@ -151,12 +157,8 @@ class FirestoreWriteBack:
                 fields = _fields_for(data, event, self.now(), self.options)
                 if fields is None:
                     return None  # a newer try of the document: this outcome is history
-                option = self.client.write_option(last_update_time=snap.update_time)
-                await ref.update(fields, option=option)
-            except google_errors.FailedPrecondition:
-                continue  # changed between the read and the write: read it again
-            except google_errors.NotFound:
-                return None
+                if not await self._updates.update(path, fields, snap.update_time):
+                    continue  # changed between the read and the write (or gone): read again
             except (google_errors.GoogleAPIError, OSError) as exc:
                 return f"{type(exc).__name__}: {exc}"[:500]
             log.info("firestore %s: %s written back (message %s)", path,
