@@ -63,7 +63,7 @@ _TRIES = 3  #: reads and writes of one document before the event is failed for l
 class WriteBackOptions:
     lease_seconds: float = 120.0  #: a document in RETRY stays leased this long past its try
     ttl: timedelta | None = None  #: ``expireAt`` this long after the final outcome
-    batch: int = 100
+    batch: int = 500  #: outcomes written in one round (one commit): Firestore's most
     poll_interval: float = 0.2
     #: seconds a round waits after the first outcome, so the ones right behind it share
     #: its commit (every commit costs each listener on the collection a snapshot)
@@ -131,7 +131,7 @@ class FirestoreWriteBack:
         events = await self.outbox.claim(CONSUMER, now, self.options.batch, 60.0)
         if not events:
             return False
-        results = await asyncio.gather(*(self._write(e) for e in events))
+        results = await self._write_all(events)
         done = [e.id for e, error in zip(events, results, strict=True) if error is None]
         if done:
             await self.outbox.ack(CONSUMER, done, self.now())
@@ -142,15 +142,37 @@ class FirestoreWriteBack:
                 await self.outbox.fail(CONSUMER, event.id, error, self.now(), retry_at)
         return True
 
-    async def _write(self, event: OutboxEvent) -> str | None:
-        """Write ``event`` onto its document: None when done, else why not (for later)."""
+    async def _write_all(self, events: list[OutboxEvent]) -> list[str | None]:
+        """Write ``events`` onto their documents: for each None when done, else why not
+        (for later). The documents are read in one request and written in one commit;
+        one that changed between the two is read and written again on its own."""
+        paths = [(e.source or "").removeprefix(SOURCE_PREFIX) for e in events]
+        wanted = sorted({p for p, e in zip(paths, events, strict=True) if p and e.message_id})
+        snaps: dict[str, Any] = {}
+        try:
+            for start in range(0, len(wanted), 100):
+                refs = [self.client.document(p) for p in wanted[start : start + 100]]
+                async for snap in self.client.get_all(refs):
+                    snaps[snap.reference.path] = snap
+        except (google_errors.GoogleAPIError, OSError):
+            snaps = {}  # each read on its own below, with its own error
+        writes = []
+        for event, path in zip(events, paths, strict=True):
+            # a second event of one document: read again after the first one's write
+            writes.append(self._write(event, snaps.pop(path, None)))
+        return list(await asyncio.gather(*writes))
+
+    async def _write(self, event: OutboxEvent, snap: Any = None) -> str | None:
+        """Write ``event`` onto its document (``snap``: as just read, if it was): None when
+        done, else why not (for later)."""
         path = (event.source or "").removeprefix(SOURCE_PREFIX)
         if not path or event.message_id is None:
             return None
         ref = self.client.document(path)
         for _ in range(_TRIES):
             try:
-                snap = await ref.get()
+                if snap is None:
+                    snap = await ref.get()
                 if not snap.exists:
                     return None  # deleted (or expired by its TTL): nothing to tell
                 data = snap.to_dict() or {}
@@ -158,7 +180,8 @@ class FirestoreWriteBack:
                 if fields is None:
                     return None  # a newer try of the document: this outcome is history
                 if not await self._updates.update(path, fields, snap.update_time):
-                    continue  # changed between the read and the write (or gone): read again
+                    snap = None  # changed between the read and the write (or gone): again
+                    continue
             except (google_errors.GoogleAPIError, OSError) as exc:
                 return f"{type(exc).__name__}: {exc}"[:500]
             log.info("firestore %s: %s written back (message %s)", path,
