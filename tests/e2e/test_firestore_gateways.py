@@ -11,16 +11,14 @@ the official Firestore emulator and real aiosmtpd upstreams.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from google.cloud import firestore
@@ -49,23 +47,6 @@ def _env(emulator: Emulator, **extra: str) -> dict[str, str]:
 
 def _serve(db: str, upstream: Upstream) -> tuple[str, ...]:
     return ("serve", "--firestore", "--http", "127.0.0.1:0", "--db", db, "--relay", upstream.url)
-
-
-@pytest.fixture
-async def pg_database(postgres_url: str) -> AsyncIterator[str]:
-    """A database of its own on the session's PostgreSQL, for the gateways to share."""
-    name = f"mg_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _start_together(

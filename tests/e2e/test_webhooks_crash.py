@@ -6,11 +6,9 @@ delivery without duplicates."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -117,22 +115,6 @@ async def test_kill_9_before_any_webhook_was_attempted_still_reports_after_resta
         await second.kill()
     assert sorted(r.json()["message_id"] for r in requests) == sorted(ids)
     assert len(rx.requests) == 5
-
-
-@pytest.fixture
-async def pg_database(postgres_url: str) -> AsyncIterator[str]:
-    name = f"mg_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def _delivered(mg: AsyncMailgate) -> float:

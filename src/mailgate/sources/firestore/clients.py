@@ -5,9 +5,8 @@ library connects to it without TLS). Otherwise a service-account file (the setti
 else ``GOOGLE_APPLICATION_CREDENTIALS``), else the environment's default credentials.
 The project is the setting, else the credentials file's, else ``GOOGLE_CLOUD_PROJECT``.
 
-Two clients: the async one for reads, transactions and writes, and a synchronous one
-only for the listener (the library's ``on_snapshot`` exists only there; it runs its
-stream in a thread of its own).
+The listener gets a client (and a gRPC channel) of its own for each subscription, so a
+stream opened again after a broken one starts on a fresh connection.
 """
 
 from __future__ import annotations
@@ -26,15 +25,17 @@ from mailgate.settings import FirestoreSettings
 __all__ = ["clients"]
 
 
-def clients(s: FirestoreSettings) -> tuple[firestore.AsyncClient, Callable[[], firestore.Client]]:
-    """The async client, and a factory of listener clients (one per subscription)."""
+def clients(
+    s: FirestoreSettings,
+) -> tuple[firestore.AsyncClient, Callable[[], firestore.AsyncClient]]:
+    """The client, and a factory of listener clients (one per subscription)."""
     credentials, project = _credentials(s)
     kwargs: dict[str, Any] = {"project": project, "database": s.database}
     if credentials is not None:
         kwargs["credentials"] = credentials
 
-    def listener() -> firestore.Client:
-        return firestore.Client(**kwargs)
+    def listener() -> firestore.AsyncClient:
+        return firestore.AsyncClient(**kwargs)
 
     return firestore.AsyncClient(**kwargs), listener
 

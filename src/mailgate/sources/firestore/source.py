@@ -1,8 +1,8 @@
 """The Firestore ``mail`` collection as a source of messages: watch, claim, enqueue.
 
-Documents are found two ways at once: a listener on the whole collection (an
-``on_snapshot`` stream: new documents in milliseconds, and after every re-subscription
-a full snapshot, so nothing written while it was down is missed) and a poll every
+Documents are found two ways at once: a listener on the whole collection
+(:mod:`.listener`, a ``Listen`` stream: new documents in milliseconds, each version
+once; a stream opened again resumes where it broke) and a poll every
 ``poll_interval`` seconds of the documents in a state that needs work (in case the
 stream is down for long, and to take over leases their gateway abandoned). A new
 document may carry no ``delivery`` field at all (the extension's contract), which no
@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from mailgate.sources.firestore.contracts import (
     detect,
     needs_work,
 )
+from mailgate.sources.firestore.listener import CollectionListener, Found
 from mailgate.sources.firestore.reader import DocumentReader
 
 __all__ = ["FirestoreOptions", "FirestoreSource", "PollResult", "SourceStats"]
@@ -68,10 +68,11 @@ Submit = Callable[..., Awaitable[SubmissionReport]]
 #: ``cancel(message_id, tenant)``: withdraw a message queued for a lease then lost
 Cancel = Callable[[str, str], Awaitable[None]]
 
-_RPC_ERROR_THREAD = "Thread-OnRpcTerminated"  #: google-cloud-firestore's watch closer
 _MAX_KEY = 255  #: messages.key
 #: most documents from the listener handled together (one transaction, one commit)
 _GROUP = 500
+_GROUPS = 8  #: groups of documents from the listener handled at once
+_STEADY = 60.0  #: seconds a stream must have lasted for its re-subscription to wait 1 s again
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ class FirestoreSource:
     def __init__(
         self,
         client: firestore.AsyncClient,
-        listen_client: Callable[[], firestore.Client] | None,
+        listen_client: Callable[[], firestore.AsyncClient] | None,
         reader: DocumentReader,
         submit: Submit,
         cancel: Cancel,
@@ -155,17 +156,20 @@ class FirestoreSource:
         self._poll_now = asyncio.Event()
         self._polled = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
-        self._watch: Any = None
+        self.listener: CollectionListener | None = None
+        if options.listen and listen_client is not None:
+            self.listener = CollectionListener(
+                listen_client, options.collection, self._arrived.put_nowait, self._stream_state
+            )
 
     @property
     def running(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def start(self) -> None:
-        _quiet_watch_threads()
         loop_tasks = [self._poll_loop(), self._arrivals()]
-        if self.options.listen and self.listen_client is not None:
-            loop_tasks.append(self._listen_loop())
+        if self.listener is not None:
+            loop_tasks.append(self.listener.run())
         self._tasks = [asyncio.create_task(t) for t in loop_tasks]
 
     async def stop(self) -> None:
@@ -173,8 +177,12 @@ class FirestoreSource:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self._unsubscribe()
         self.stats.stream = "off"
+
+    def _stream_state(self, state: str) -> None:
+        if state == "broken":
+            self.stats.stream_restarts += 1
+        self.stats.stream = state
 
     def stats_view(self) -> dict[str, Any]:
         """What ``GET /api/v1/stats`` shows of the source."""
@@ -305,87 +313,33 @@ class FirestoreSource:
             c.where(filter=FieldFilter("mailgate.leaseExpireTime", "<", now)),  # abandoned
         ]
 
-    # --- listening -------------------------------------------------------------------
-
-    async def _listen_loop(self) -> None:
-        """Subscribe; when the stream breaks, say so, count it and subscribe again."""
-        assert self.listen_client is not None
-        loop = asyncio.get_running_loop()
-        delay = 1.0
-        while True:
-            self.stats.stream = "connecting"
-            try:
-                query = self.listen_client().collection(self.options.collection)
-                self._watch = await asyncio.to_thread(
-                    query.on_snapshot, self._snapshot_callback(loop)
-                )
-            except (google_errors.GoogleAPIError, OSError) as exc:
-                log.warning("firestore listener could not subscribe: %s", _reason(exc))
-            else:
-                log.info("firestore listener subscribed to %s", self.options.collection)
-                await self._watch_stream()
-                self.stats.stream = "broken"
-                log.warning("firestore listener stream closed; subscribing again")
-            self._unsubscribe()
-            self.stats.stream_restarts += 1
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-    async def _watch_stream(self) -> None:
-        """Until the stream closes for good. The library reopens a broken stream by itself
-        (and resumes where it was, or sends the whole collection again): each reopening
-        is counted and logged as a re-subscription, seen as a new call on its RPC."""
-        call = _stream_call(self._watch)
-        while _watch_alive(self._watch):
-            await asyncio.sleep(0.5)
-            now_call = _stream_call(self._watch)
-            if now_call is None:
-                self.stats.stream = "connecting"
-            elif now_call is not call:
-                if call is not None:
-                    self.stats.stream_restarts += 1
-                    log.warning("firestore listener stream broke; it subscribed again")
-                call = now_call
-
-    def _snapshot_callback(self, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
-        def on_snapshot(_docs: Any, changes: Sequence[Any], _read_time: Any) -> None:
-            # the library's thread: hand each new or changed document to the loop
-            log.debug("firestore listener: %d change(s)", len(changes))
-            for change in changes:
-                if change.type.name in ("ADDED", "MODIFIED"):
-                    snap = change.document
-                    item = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
-                    loop.call_soon_threadsafe(self._arrived.put_nowait, item)
-            loop.call_soon_threadsafe(self._live)
-
-        return on_snapshot
-
-    def _live(self) -> None:
-        self.stats.stream = "live"
-
-    def _unsubscribe(self) -> None:
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            with contextlib.suppress(Exception):  # closing a broken stream may raise anything
-                watch.unsubscribe()
+    # --- listening ---------------------------------------------------------------------
 
     async def _arrivals(self) -> None:
-        """Handle what the listener found, as many documents together as have arrived
-        (up to :data:`_GROUP`): their messages are queued in one transaction and their
-        leases written in one commit."""
+        """Handle what the listener found: up to :data:`_GROUPS` groups at once, each of
+        the documents that arrived meanwhile (up to :data:`_GROUP`), whose messages are
+        queued in one transaction and leases written in one commit. One document at a
+        time when they come one by one; hundreds together in a burst."""
+        running: set[asyncio.Task[None]] = set()
         while True:
-            group = {}
-            path, data, version = await self._arrived.get()
-            group[path] = (path, data, version)
+            first = await self._arrived.get()
+            while len(running) >= _GROUPS:  # meanwhile more arrive: the group grows
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            group: dict[str, Found] = {first[0]: first}
             while len(group) < _GROUP and not self._arrived.empty():
                 path, data, version = self._arrived.get_nowait()
                 group[path] = (path, data, version)  # the latest version of each
-            try:
-                await self._consider_many(list(group.values()))
-            except Exception:  # a bug must not end the listener's work nor lose documents
-                self._failed.update(group)
-                log.exception("firestore: %d document(s) not handled now; the next poll"
-                              " retries", len(group))  # fmt: skip
+            task = asyncio.create_task(self._consider_group(list(group.values())))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def _consider_group(self, group: list[Found]) -> None:
+        try:
+            await self._consider_many(group)
+        except Exception:  # a bug must not end the listener's work nor lose documents
+            self._failed.update(p for p, _, _ in group)
+            log.exception("firestore: %d document(s) not handled now; the next poll"
+                          " retries", len(group))  # fmt: skip
 
     # --- one document ----------------------------------------------------------------
 
@@ -590,10 +544,6 @@ class FirestoreSource:
         await self._updates.update(path, fields, version)  # False: changed since, leave it
 
 
-#: a document as read: its path, its data and its version (update time)
-Found = tuple[str, dict[str, Any], datetime]
-
-
 @dataclass(slots=True)
 class _Work:
     """A document that needs work, on its way to being queued and leased."""
@@ -634,43 +584,5 @@ def _recipient_count(item: Mapping[str, Any]) -> int:
     return count + len(item.get("cc") or []) + len(item.get("bcc") or [])
 
 
-def _stream_call(watch: Any) -> Any:
-    """The gRPC call a google-cloud-firestore ``Watch`` streams on now (its
-    ``ResumableBidiRpc`` replaces it on every reopening; None while it reconnects)."""
-    rpc = getattr(watch, "_rpc", None)
-    return getattr(rpc, "call", None)
-
-
-def _watch_alive(watch: Any) -> bool:
-    """Whether a google-cloud-firestore ``Watch`` still streams (it closes itself when
-    its RPC ends for good)."""
-    return watch is not None and not getattr(watch, "_closed", False)
-
-
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
-
-
-_quiet_lock = threading.Lock()
-_quieted = False
-
-
-def _quiet_watch_threads() -> None:
-    """google-cloud-firestore closes a broken watch stream from a thread of its own that
-    re-raises the RPC's error (an unhandled-thread-exception report for what is, here, a
-    handled event: the listener notices and subscribes again). Log those instead;
-    every other thread's exceptions go where they went before."""
-    global _quieted
-    with _quiet_lock:
-        if _quieted:
-            return
-        previous = threading.excepthook
-
-        def hook(args: threading.ExceptHookArgs) -> None:
-            if args.thread is not None and args.thread.name == _RPC_ERROR_THREAD:
-                log.info("firestore listener stream ended: %s", args.exc_value)
-                return
-            previous(args)
-
-        threading.excepthook = hook
-        _quieted = True
