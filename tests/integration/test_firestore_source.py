@@ -191,6 +191,25 @@ async def test_polling_finds_documents_without_the_listener_and_can_be_run_now(
     assert stats["documents_queued"] == 2 and stats["last_poll_at"] is not None
 
 
+async def test_a_full_page_that_queued_mail_is_followed_by_the_next_page_at_once(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    """A poll reads 100 documents a query; 150 waiting are all sent after one poll, not
+    100 now and 50 an hour later."""
+    batch = firestore_client.batch()
+    for i in range(150):
+        batch.set(firestore_client.document(f"mail/p{i:03}"),
+                  {"to": "p@example.com", "message": {"subject": f"p{i}", "text": "t"},
+                   "delivery": {"state": "PENDING"}})  # fmt: skip
+    await batch.commit()
+    hourly = {"listen": False, "poll_interval": 3600, "sweep_interval": 0}
+    async with _gateway(db_url, upstream, firestore_emulator, **hourly):
+        async with asyncio.timeout(30):
+            while len(upstream.received) < 150:  # noqa: ASYNC110 (the upstream's list)
+                await asyncio.sleep(0.1)
+    assert len({str(r.message["Subject"]) for r in upstream.received}) == 150
+
+
 async def test_the_sweep_finds_new_documents_no_query_can_select(
     db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
 ) -> None:

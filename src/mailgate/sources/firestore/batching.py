@@ -53,6 +53,20 @@ class UpdateBatcher:
             self._task = asyncio.create_task(self._drain())
         return await asyncio.shield(done)
 
+    async def commit_all(self, updates: list[tuple[str, dict[str, Any], datetime]]) -> bool:
+        """``updates`` (of distinct documents) in one commit, now: True when written, False
+        when one of them changed since its version and none was written."""
+        writes = self.client.batch()
+        for path, fields, version in updates:
+            option = self.client.write_option(last_update_time=version)
+            writes.update(self.client.document(path), fields, option=option)
+        self.commits += 1
+        try:
+            await writes.commit()
+        except _CONFLICT:
+            return False
+        return True
+
     async def close(self) -> None:
         """Wait for the updates asked for so far."""
         if self._task is not None:

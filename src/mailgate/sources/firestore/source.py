@@ -211,6 +211,8 @@ class FirestoreSource:
             async with self._polled:
                 self._polled.notify_all()
             self._poll_now.clear()
+            if result.queued and self._cursors:
+                continue  # a full page queued mail: more may wait behind it, poll again now
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._poll_now.wait()

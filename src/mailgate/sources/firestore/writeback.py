@@ -82,7 +82,7 @@ class FirestoreWriteBack:
         now: Callable[[], datetime],
     ) -> None:
         self.client = client
-        self._updates = UpdateBatcher(client)  #: one batch's outcomes, committed together
+        self._updates = UpdateBatcher(client)  #: a round's outcomes, committed together
         self.outbox = outbox
         self.options = options
         self.now = now
@@ -144,50 +144,72 @@ class FirestoreWriteBack:
 
     async def _write_all(self, events: list[OutboxEvent]) -> list[str | None]:
         """Write ``events`` onto their documents: for each None when done, else why not
-        (for later). The documents are read in one request and written in one commit;
-        one that changed between the two is read and written again on its own."""
+        (for later). In passes: the documents still to write are read in one request and
+        written in one commit. A commit refused because one of them changed since it
+        was read (its lease landed after its message was sent, say) is read and tried
+        again whole, and on the last pass each document alone, so that one document
+        that keeps changing holds up only itself."""
+        results: list[str | None] = [None] * len(events)
         paths = [(e.source or "").removeprefix(SOURCE_PREFIX) for e in events]
-        wanted = sorted({p for p, e in zip(paths, events, strict=True) if p and e.message_id})
-        snaps: dict[str, Any] = {}
-        try:
-            for start in range(0, len(wanted), 100):
-                refs = [self.client.document(p) for p in wanted[start : start + 100]]
-                async for snap in self.client.get_all(refs):
-                    snaps[snap.reference.path] = snap
-        except (google_errors.GoogleAPIError, OSError):
-            snaps = {}  # each read on its own below, with its own error
-        writes = []
-        for event, path in zip(events, paths, strict=True):
-            # a second event of one document: read again after the first one's write
-            writes.append(self._write(event, snaps.pop(path, None)))
-        return list(await asyncio.gather(*writes))
-
-    async def _write(self, event: OutboxEvent, snap: Any = None) -> str | None:
-        """Write ``event`` onto its document (``snap``: as just read, if it was): None when
-        done, else why not (for later)."""
-        path = (event.source or "").removeprefix(SOURCE_PREFIX)
-        if not path or event.message_id is None:
-            return None
-        ref = self.client.document(path)
-        for _ in range(_TRIES):
+        todo = [i for i, e in enumerate(events) if paths[i] and e.message_id is not None]
+        for attempt in range(_TRIES):
+            if not todo:
+                break
             try:
-                if snap is None:
-                    snap = await ref.get()
-                if not snap.exists:
-                    return None  # deleted (or expired by its TTL): nothing to tell
-                data = snap.to_dict() or {}
-                fields = _fields_for(data, event, self.now(), self.options)
-                if fields is None:
-                    return None  # a newer try of the document: this outcome is history
-                if not await self._updates.update(path, fields, snap.update_time):
-                    snap = None  # changed between the read and the write (or gone): again
-                    continue
+                todo = await self._pass(events, paths, todo, alone=attempt == _TRIES - 1)
             except (google_errors.GoogleAPIError, OSError) as exc:
-                return f"{type(exc).__name__}: {exc}"[:500]
-            log.info("firestore %s: %s written back (message %s)", path,
-                     event.kind, event.message_id)  # fmt: skip
-            return None
-        return "the document kept changing while its outcome was written"
+                for i in todo:
+                    results[i] = f"{type(exc).__name__}: {exc}"[:500]
+                return results
+        for i in todo:
+            results[i] = "the document kept changing while its outcome was written"
+        return results
+
+    async def _pass(
+        self, events: list[OutboxEvent], paths: list[str], todo: list[int], *, alone: bool
+    ) -> list[int]:
+        """One read and one commit (or one commit each, ``alone``): the events left."""
+        snaps = await self._read({paths[i] for i in todo})
+        left: list[int] = []
+        writes: list[tuple[int, tuple[str, dict[str, Any], datetime]]] = []
+        writing: set[str] = set()
+        for i in todo:
+            path, snap = paths[i], snaps.get(paths[i])
+            if path in writing:
+                left.append(i)  # a second event of one document: after the first's write
+                continue
+            if snap is None or not snap.exists:
+                continue  # deleted (or expired by its TTL): nothing to tell
+            fields = _fields_for(snap.to_dict() or {}, events[i], self.now(), self.options)
+            if fields is None:
+                continue  # a newer try of the document: this outcome is history
+            writing.add(path)
+            writes.append((i, (path, fields, snap.update_time)))
+        if alone:
+            written = await asyncio.gather(
+                *(self._updates.commit_all([update]) for _, update in writes)
+            )
+        elif writes:
+            written = [await self._updates.commit_all([u for _, u in writes])] * len(writes)
+        else:
+            written = []
+        for (i, (path, _, _)), ok in zip(writes, written, strict=True):
+            if ok:
+                log.info("firestore %s: %s written back (message %s)", path,
+                         events[i].kind, events[i].message_id)  # fmt: skip
+            else:
+                left.append(i)
+        return sorted(left)
+
+    async def _read(self, paths: set[str]) -> dict[str, Any]:
+        """path → snapshot (``exists`` False when there is none), 100 a request."""
+        wanted = sorted(paths)
+        snaps: dict[str, Any] = {}
+        for start in range(0, len(wanted), 100):
+            refs = [self.client.document(p) for p in wanted[start : start + 100]]
+            async for snap in self.client.get_all(refs):
+                snaps[snap.reference.path] = snap
+        return snaps
 
 
 def _fields_for(
