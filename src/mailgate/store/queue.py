@@ -374,23 +374,20 @@ def _enqueue(conn: Connection, batch: Sequence[Message], now: datetime) -> dict[
     queued under each duplicate's key, by the duplicate's id."""
     _insert_many(conn, [m for m in batch if m.key is None], now)
     keyed = [m for m in batch if m.key is not None]
-    taken = {m.id: _insert(conn, m, now) for m in keyed}
-    return {m.id: _by_key(conn, m) for m in keyed if not taken[m.id]}
+    if not keyed:
+        return {}
+    # one statement for them all (SQLAlchemy's "insertmanyvalues"): the ids returned are
+    # those inserted; a key already taken, before or earlier in the batch, returns none
+    rows = [message_row(m, now) for m in keyed]
+    inserted = set(conn.execute(_insert_unless_key_taken(conn), rows).scalars().all())
+    _insert_children(conn, [m for m in keyed if m.id in inserted], now)
+    return {m.id: _by_key(conn, m) for m in keyed if m.id not in inserted}
 
 
 def _by_key(conn: Connection, message: Message) -> str:
     c = messages.c
     query = select(c.id).where(c.tenant == message.tenant, c.key == message.key)
     return str(conn.execute(query).scalar_one())
-
-
-def _insert(conn: Connection, m: Message, now: datetime) -> bool:
-    """Insert ``m`` with its attachments and event; False if its key is taken."""
-    inserted = conn.execute(_insert_unless_key_taken(conn).values(**message_row(m, now)))
-    if inserted.first() is None:
-        return False
-    _insert_children(conn, [m], now)
-    return True
 
 
 def _insert_many(conn: Connection, batch: Sequence[Message], now: datetime) -> None:
