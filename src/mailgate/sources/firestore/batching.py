@@ -91,20 +91,44 @@ class UpdateBatcher:
                         item.done.set_exception(exc)
 
     async def _commit(self, batch: list[_Update]) -> None:
+        """One commit; when it is refused, the documents are read to find those that
+        changed (False for them), and the rest committed again: then each alone."""
         if len(batch) > 1:
-            writes = self.client.batch()
-            for item in batch:
-                writes.update(self.client.document(item.path), item.fields, option=self._when(item))
-            self.commits += 1
-            try:
-                await writes.commit()
-            except _CONFLICT:
-                pass  # one of them changed: each alone, below
-            else:
-                for item in batch:
-                    _settle(item, True)
+            if await self._together(batch):
+                return
+            batch = await self._unchanged(batch)
+            if len(batch) > 1 and await self._together(batch):
                 return
         await asyncio.gather(*(self._alone(item) for item in batch))
+
+    async def _together(self, batch: list[_Update]) -> bool:
+        writes = self.client.batch()
+        for item in batch:
+            writes.update(self.client.document(item.path), item.fields, option=self._when(item))
+        self.commits += 1
+        try:
+            await writes.commit()
+        except _CONFLICT:
+            return False  # one of them changed
+        for item in batch:
+            _settle(item, True)
+        return True
+
+    async def _unchanged(self, batch: list[_Update]) -> list[_Update]:
+        """The updates whose document is still the version they were asked for; the
+        others are answered False."""
+        versions: dict[str, Any] = {}
+        refs = [self.client.document(item.path) for item in batch]
+        for start in range(0, len(refs), 100):
+            async for snap in self.client.get_all(refs[start : start + 100]):
+                versions[snap.reference.path] = snap.update_time if snap.exists else None
+        unchanged = []
+        for item in batch:
+            if versions.get(item.path) == item.version:
+                unchanged.append(item)
+            else:
+                _settle(item, False)
+        return unchanged
 
     async def _alone(self, item: _Update) -> None:
         self.commits += 1

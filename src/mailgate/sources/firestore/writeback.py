@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ KINDS = (
 )
 SIMPLE_RETRIES = RETRY_COUNT_FIELD  #: the simple contract's tries, counted on the document
 _TRIES = 3  #: reads and writes of one document before the event is failed for later
+_LEASE_WAIT = 3.0  #: seconds a round waits for the leases of the documents it writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,23 +154,42 @@ class FirestoreWriteBack:
         results: list[str | None] = [None] * len(events)
         paths = [(e.source or "").removeprefix(SOURCE_PREFIX) for e in events]
         todo = [i for i, e in enumerate(events) if paths[i] and e.message_id is not None]
-        for attempt in range(_TRIES):
-            if not todo:
-                break
+        refusals = 0
+        wait_until = time.monotonic() + _LEASE_WAIT
+        while todo:
+            waiting = time.monotonic() < wait_until
             try:
-                todo = await self._pass(events, paths, todo, alone=attempt == _TRIES - 1)
+                todo, refused = await self._pass(
+                    events, paths, todo, alone=refusals == _TRIES - 1, wait_for_lease=waiting
+                )
             except (google_errors.GoogleAPIError, OSError) as exc:
                 for i in todo:
                     results[i] = f"{type(exc).__name__}: {exc}"[:500]
                 return results
+            if refused:
+                refusals += 1
+                if refusals == _TRIES:
+                    break
+            elif todo:  # only documents whose lease has not landed yet
+                await asyncio.sleep(0.1)
         for i in todo:
             results[i] = "the document kept changing while its outcome was written"
         return results
 
     async def _pass(
-        self, events: list[OutboxEvent], paths: list[str], todo: list[int], *, alone: bool
-    ) -> list[int]:
-        """One read and one commit (or one commit each, ``alone``): the events left."""
+        self,
+        events: list[OutboxEvent],
+        paths: list[str],
+        todo: list[int],
+        *,
+        alone: bool,
+        wait_for_lease: bool,
+    ) -> tuple[list[int], bool]:
+        """One read and one commit (or one commit each, ``alone``): the events left, and
+        whether a commit was refused. With ``wait_for_lease``, a document not leased yet
+        is left for the next pass: its message was sent before its lease was written
+        (the source queues first, then leases), and writing now would make the lease's
+        commit be refused, and every other lease of its commit with it."""
         snaps = await self._read({paths[i] for i in todo})
         left: list[int] = []
         writes: list[tuple[int, tuple[str, dict[str, Any], datetime]]] = []
@@ -180,7 +201,11 @@ class FirestoreWriteBack:
                 continue
             if snap is None or not snap.exists:
                 continue  # deleted (or expired by its TTL): nothing to tell
-            fields = _fields_for(snap.to_dict() or {}, events[i], self.now(), self.options)
+            data = snap.to_dict() or {}
+            if wait_for_lease and events[i].attempts == 0 and not _leased(data):
+                left.append(i)
+                continue
+            fields = _fields_for(data, events[i], self.now(), self.options)
             if fields is None:
                 continue  # a newer try of the document: this outcome is history
             writing.add(path)
@@ -199,7 +224,7 @@ class FirestoreWriteBack:
                          events[i].kind, events[i].message_id)  # fmt: skip
             else:
                 left.append(i)
-        return sorted(left)
+        return sorted(left), not all(written)
 
     async def _read(self, paths: set[str]) -> dict[str, Any]:
         """path → snapshot (``exists`` False when there is none), 100 a request."""
@@ -210,6 +235,11 @@ class FirestoreWriteBack:
             async for snap in self.client.get_all(refs):
                 snaps[snap.reference.path] = snap
         return snaps
+
+
+def _leased(data: dict[str, Any]) -> bool:
+    ours = data.get("mailgate")
+    return isinstance(ours, dict) and ours.get("messageId") is not None
 
 
 def _fields_for(
