@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -560,3 +561,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+async def start_upstream(handler: Any) -> asyncio.Server:
+    """An aiosmtpd server on a free loopback port answering with ``handler``."""
+    from aiosmtpd.smtp import SMTP
+
+    loop = asyncio.get_running_loop()
+
+    def session() -> Any:
+        return SMTP(handler, hostname="upstream.bench", enable_SMTPUTF8=True, loop=loop)
+
+    return await loop.create_server(session, "127.0.0.1", 0, backlog=256)
+
+
+class LoopLag:
+    """How late this process's event loop runs a 5 ms sleep: the measuring error."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.005)
+            self.lags.append(time.monotonic() - started - 0.005)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0–100)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def ms(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value * 1000:,.0f}"

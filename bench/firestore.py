@@ -72,12 +72,16 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
+    LoopLag,
     Server,
     free_port,
     machine_summary,
     mailgate_argv,
     mailgate_origin,
+    ms,
+    pct,
     run_benchmark,
+    start_upstream,
     table,
     wait_http,
 )
@@ -156,17 +160,6 @@ class Upstream:
         else:
             self.replied[key] = time.monotonic()
         return "250 2.0.0 OK"
-
-
-async def start_upstream(handler: Upstream) -> asyncio.Server:
-    from aiosmtpd.smtp import SMTP
-
-    loop = asyncio.get_running_loop()
-
-    def session() -> Any:
-        return SMTP(handler, hostname="upstream.bench", enable_SMTPUTF8=True, loop=loop)
-
-    return await loop.create_server(session, "127.0.0.1", 0, backlog=256)
 
 
 # --------------------------------------------------------------------------- the read-back
@@ -310,28 +303,6 @@ class Phase:
     read_seconds: list[float] = field(default_factory=list)  #: the read-back's queries
     swept: set[str] = field(default_factory=set)  #: the query missed them: noted late
     read_errors: list[str] = field(default_factory=list)
-
-
-class LoopLag:
-    """How late this process's event loop runs a 5 ms sleep: the measuring error."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(0.005)
-            self.lags.append(time.monotonic() - started - 0.005)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 def document(args: argparse.Namespace, key: str) -> dict[str, Any]:
@@ -547,18 +518,6 @@ async def firestore_stats(base: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0–100)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value * 1000:,.0f}"
 
 
 def secs(value: float) -> str:

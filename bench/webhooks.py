@@ -68,12 +68,16 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
+    LoopLag,
     Server,
     free_port,
     machine_summary,
     mailgate_argv,
     mailgate_origin,
+    ms,
+    pct,
     run_benchmark,
+    start_upstream,
     table,
     wait_http,
 )
@@ -110,17 +114,6 @@ class Upstream:
         else:
             self.replied[key] = (time.monotonic(), time.time())
         return "250 2.0.0 OK"
-
-
-async def start_upstream(handler: Upstream) -> asyncio.Server:
-    from aiosmtpd.smtp import SMTP
-
-    loop = asyncio.get_running_loop()
-
-    def session() -> Any:
-        return SMTP(handler, hostname="upstream.bench", enable_SMTPUTF8=True, loop=loop)
-
-    return await loop.create_server(session, "127.0.0.1", 0, backlog=256)
 
 
 # --------------------------------------------------------------------------- the receiver
@@ -214,28 +207,6 @@ class Phase:
     lags: list[float] = field(default_factory=list)
     connections: int = 0  #: TCP connections the receiver accepted, warm-up included
     all_posts: int = 0  #: POSTs it received, warm-up included
-
-
-class LoopLag:
-    """How late this process's event loop runs a 5 ms sleep: the measuring error."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(0.005)
-            self.lags.append(time.monotonic() - started - 0.005)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 async def run_phase(args: argparse.Namespace, mode: str, kinds: str) -> Report:
@@ -455,18 +426,6 @@ class Report:
             bad,
             max(sent_at) - max(replies) if sent_at and replies else math.nan,
         )
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0–100)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value * 1000:,.0f}"
 
 
 def print_reports(args: argparse.Namespace, reports: list[Report]) -> None:

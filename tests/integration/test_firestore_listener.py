@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
@@ -71,3 +72,38 @@ async def test_each_version_is_handed_on_once(
     first = next(data for path, data, _ in found if path == "mail/d00")
     assert first == {"n": 0, "nested": {"to": ["a@example.com"]}}
     assert states[:2] == ["connecting", "live"] and "broken" not in states
+
+
+async def test_a_stream_that_never_becomes_current_is_opened_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that accepts the connection and never answers (as the emulator has done
+    under load): after ``open_timeout`` the stream counts as broken and is opened again."""
+    accepted = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read()  # read whatever comes, answer nothing, until closed
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
+    states: list[str] = []
+
+    def client() -> firestore.AsyncClient:
+        return firestore.AsyncClient(project="demo-silent", credentials=AnonymousCredentials())
+
+    listener = CollectionListener(client, "mail", lambda _: None, states.append, open_timeout=0.5)
+    task = asyncio.create_task(listener.run())
+    try:
+        async with asyncio.timeout(20):
+            while states.count("connecting") < 2:  # noqa: ASYNC110 (the listener's list)
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+    assert states[:3] == ["connecting", "broken", "connecting"] and accepted >= 1

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 TARGET_ID = 0x6D67  #: "mg", our one target on each stream
 _STEADY = 60.0  #: seconds a stream must have lasted for the next subscription to wait 1 s
 _MAX_DELAY = 30.0  #: the longest wait before subscribing again
+_OPEN_TIMEOUT = 60.0  #: seconds a new stream has to become current (its whole first result)
 _NO_CHANGE = int(TargetChange.TargetChangeType.NO_CHANGE)
 _CURRENT = int(TargetChange.TargetChangeType.CURRENT)
 _REMOVE = int(TargetChange.TargetChangeType.REMOVE)
@@ -64,6 +65,7 @@ class CollectionListener:
         collection: str,
         found: Callable[[Found], None],
         state: Callable[[str], None] = lambda _: None,
+        open_timeout: float = _OPEN_TIMEOUT,
     ) -> None:
         """``found``: called with each new version of a document; ``state``: with
         ``connecting``, ``live`` (the stream is current) or ``broken`` (it will be opened
@@ -72,7 +74,9 @@ class CollectionListener:
         self.collection = collection
         self.found = found
         self.state = state
+        self.open_timeout = open_timeout
         self._live = False
+        self._opening: asyncio.Timeout | None = None  #: the deadline to become current
         self._versions: dict[str, tuple[int, int]] = {}  #: document name → update time
         self._token: bytes | None = None  #: where a new stream resumes
 
@@ -85,6 +89,8 @@ class CollectionListener:
             try:
                 await self._stream()
                 reason = "the server ended it"
+            except TimeoutError:
+                reason = f"not current within {self.open_timeout:g} s"
             except (google_errors.GoogleAPIError, OSError, _Removed) as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:300]
             self.state("broken")
@@ -96,13 +102,16 @@ class CollectionListener:
             delay = min(delay * 2, _MAX_DELAY)
 
     async def _stream(self) -> None:
+        """One stream, until it breaks; TimeoutError if it is not current in time (the
+        emulator has been seen to accept a stream and never answer it)."""
         client = self.client()
         try:
-            stream = await client._firestore_api.listen(
-                requests=self._requests(client), metadata=client._rpc_metadata
-            )
-            async for response in stream:
-                self._handle(ListenResponse.pb(response), client)
+            async with asyncio.timeout(self.open_timeout) as self._opening:
+                stream = await client._firestore_api.listen(
+                    requests=self._requests(client), metadata=client._rpc_metadata
+                )
+                async for response in stream:
+                    self._handle(ListenResponse.pb(response), client)
         finally:
             await client._firestore_api.transport.close()  # the grpc.aio channel
 
@@ -154,6 +163,8 @@ class CollectionListener:
             raise _Removed(change.cause.message or f"code {change.cause.code}")
         if kind in (_CURRENT, _NO_CHANGE) and not self._live:
             self._live = True
+            if self._opening is not None:
+                self._opening.reschedule(None)  # current: it may now stay quiet for long
             self.state("live")
         if kind == _NO_CHANGE and not change.target_ids and change.resume_token:
             self._token = bytes(change.resume_token)
