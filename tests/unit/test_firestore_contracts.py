@@ -737,7 +737,8 @@ def test_names_reach_data_never_python_attributes(source: str) -> None:
 def test_generated_code_outside_the_allowlist_is_refused(code: str) -> None:
     """The second line of defence, behind the parse tree check: code pybars would not
     generate is refused before it runs."""
-    from mailgate.sources.firestore.contracts import _checked_code, _TemplateError
+    from mailgate.sources.firestore.templates import TemplateError as _TemplateError
+    from mailgate.sources.firestore.templates import _checked_code
 
     with pytest.raises(_TemplateError, match="could not be compiled safely"):
         _checked_code(ast.parse(code))
@@ -774,7 +775,7 @@ def test_work_and_output_are_bounded(source: str, partials: dict[str, str], reas
 
 
 def test_a_broken_template_is_parsed_once_however_many_documents_name_it() -> None:
-    from mailgate.sources.firestore.contracts import _compile
+    from mailgate.sources.firestore.templates import _compile
 
     source = f"{{{{#if a}}}}never closed {time.monotonic_ns()}"
     before = _compile.cache_info()
