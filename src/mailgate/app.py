@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import socket
+import ssl
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
@@ -32,6 +33,7 @@ from mailgate.deliver.pool import PoolBoard
 from mailgate.deliver.router import Router
 from mailgate.deliver.ssrf import NetGuard
 from mailgate.deliver.transports import transport_for
+from mailgate.errors import ConfigError
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
@@ -83,6 +85,7 @@ class Gateway:
         self.http_address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None  #: the --metrics listener
         self.smtp_address: tuple[str, int] | None = None
+        self.smtps_address: tuple[str, int] | None = None  #: the implicit-TLS listener
         self.db_url = database_url(settings, mode)
         self.inbox: Inbox
         self.pools = PoolBoard()  #: this gateway's SMTP pools, for GET /api/v1/stats
@@ -387,10 +390,31 @@ class Gateway:
             max_message_size=s.limits.max_message_size,
             timeout=s.smtp.timeout,
             metrics=self.metrics,
+            tls_context=self._smtp_tls(),
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
+        if s.smtp.tls_port is not None and server.tls_context is not None:
+            self.smtps_address = await server.start_tls(s.smtp.host, s.smtp.tls_port)
+            log.info("SMTP with implicit TLS on %s", format_hostport(*self.smtps_address))
+
+    def _smtp_tls(self) -> ssl.SSLContext | None:
+        """The SMTP server's TLS context: the configured certificate; under ``dev`` without
+        one, a self-signed certificate kept in the data directory; else none."""
+        from mailgate.ingest.tls import self_signed, server_context
+
+        s = self.settings.smtp
+        if s.tls_cert is not None and s.tls_key is not None:
+            cert, key = s.tls_cert, s.tls_key
+        elif self.mode is Mode.DEV:
+            cert, key = self_signed(data_dir() / "tls", s.hostname)
+        else:
+            if s.tls_port is not None:
+                raise ConfigError("smtp.tls_port needs smtp.tls_cert and smtp.tls_key")
+            return None
+        log.info("SMTP offers STARTTLS with the certificate %s", cert)
+        return server_context(cert, key)
 
     async def _purge_every(self, db: Database) -> None:
         """Retention (``store.retention``): at start, then every ``retention.interval``."""

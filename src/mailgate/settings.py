@@ -86,6 +86,24 @@ class SmtpSettings(BaseModel):
     shutdown_grace: float = Field(
         10.0, description="Seconds open sessions get to finish on shutdown before a 421."
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) for STARTTLS and the implicit-TLS listener;"
+        " unset: `mailgate dev` makes a self-signed one in its data directory, `serve`"
+        " offers no TLS.",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_port: int | None = Field(
+        None,
+        description="Also listen with implicit TLS (RFC 8314, as on port 465) on this port"
+        " of `host`; 0 picks a free one; unset: no such listener.",
+    )
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> SmtpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("smtp.tls_cert and smtp.tls_key go together: set both or neither")
+        return self
 
 
 class LimitSettings(BaseModel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import weakref
 from enum import StrEnum
 from typing import Any, AnyStr, Protocol
@@ -230,16 +231,21 @@ class SmtpServer:
         max_message_size: int,
         timeout: float,
         metrics: SmtpRecorder | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
+        implicit-TLS listener."""
         self.handler = handler
+        self.tls_context = tls_context
         self.recorder: SmtpRecorder = metrics or _Unrecorded()
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.timeout = timeout
         self.sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
 
-    def _session(self) -> _Session:
+    def _session(self, *, implicit_tls: bool = False) -> _Session:
         return _Session(
             self.sessions,
             self.recorder,
@@ -252,6 +258,8 @@ class SmtpServer:
             authenticator=self.handler.authenticate,
             timeout=self.timeout,
             loop=asyncio.get_running_loop(),
+            # on the implicit-TLS listener the connection is TLS already: no STARTTLS
+            tls_context=None if implicit_tls else self.tls_context,
         )
 
     @property
@@ -271,11 +279,33 @@ class SmtpServer:
         address = self._server.sockets[0].getsockname()
         return address[0], address[1]
 
+    async def start_tls(self, host: str, port: int) -> tuple[str, int]:
+        """A second listener that speaks TLS from the first byte (RFC 8314 §3.3)."""
+        if self.tls_context is None:
+            raise ValueError("an implicit-TLS listener needs a certificate")
+        loop = asyncio.get_running_loop()
+        try:
+            self._tls_server = await loop.create_server(
+                lambda: self._session(implicit_tls=True),
+                host,
+                port,
+                ssl=self.tls_context,
+                ssl_handshake_timeout=min(self.timeout, 30.0),
+                backlog=1024,
+            )
+        except OSError as exc:
+            message = f"SMTP TLS listener cannot listen on {host}:{port}: {exc.strerror}"
+            raise OSError(exc.errno, message) from exc
+        address = self._tls_server.sockets[0].getsockname()
+        return address[0], address[1]
+
     async def stop(self, grace: float) -> None:
         """Stop accepting; give open transactions ``grace`` seconds, then 421 everyone."""
         if self._server is None:
             return
         self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         for session in [s for s in self.sessions if not s.in_transaction]:
             session.say_goodbye()
         loop = asyncio.get_running_loop()
@@ -287,3 +317,6 @@ class SmtpServer:
             session.say_goodbye()
         await self._server.wait_closed()
         self._server = None
+        if self._tls_server is not None:
+            await self._tls_server.wait_closed()
+            self._tls_server = None

@@ -1,0 +1,104 @@
+"""TLS for the SMTP server: STARTTLS (RFC 3207) and implicit TLS (RFC 8314).
+
+The certificate and key come from the settings (``smtp.tls_cert``, ``smtp.tls_key``, PEM
+files). ``mailgate dev`` with none configured makes a self-signed certificate once and
+keeps it in its data directory (``tls/cert.pem``, ``tls/key.pem``, the key readable only
+by its owner), valid for ``localhost``, 127.0.0.1, ::1 and the SMTP hostname, so an
+application that insists on TLS can talk to the capture server: point it at the
+certificate, or turn its verification off for development.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailgate.errors import ConfigError
+
+__all__ = ["CERT_FILE", "KEY_FILE", "self_signed", "server_context"]
+
+CERT_FILE = "cert.pem"
+KEY_FILE = "key.pem"
+_VALID_DAYS = 825  #: the longest validity clients accept for a server certificate
+_RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context of TLS 1.2 or newer with ``cert`` and ``key``, or ConfigError
+    naming the file that would not load."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"smtp TLS certificate {cert} with key {key}: {exc}") from None
+    return context
+
+
+def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """``(cert, key)`` in ``directory``: the ones there, or new ones when there are none,
+    they will expire within a month, or they do not name ``hostname``."""
+    cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
+    if _usable(cert_path, key_path, hostname):
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    if hostname != "localhost":
+        names.append(x509.DNSName("localhost"))
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(key_path, key_pem, 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert_path, key_path
+
+
+def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key_path.stat()
+    except (OSError, ValueError):
+        return False
+    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < _RENEW_BEFORE:
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return hostname in names.get_values_for_type(x509.DNSName)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Written whole under a temporary name, then renamed: never half a key."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(temporary, mode)
+    temporary.replace(path)
