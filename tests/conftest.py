@@ -12,6 +12,15 @@ from tests.peers import Upstream
 from tests.postgres import postgres_cluster
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """mailgate's data directory (the dev key, the dev TLS certificate) is the session's
+    own, never the developer's ``~/.local/share/mailgate``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     async with Upstream() as up:

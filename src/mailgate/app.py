@@ -383,7 +383,10 @@ class Gateway:
 
     async def _start_smtp(self) -> None:
         s = self.settings
-        handler = CaptureHandler(self.inbox, max_recipients=s.limits.max_recipients)
+        users = None
+        if s.smtp.auth == "verify":
+            users = {name: secret.get_secret_value() for name, secret in s.smtp.users.items()}
+        handler = CaptureHandler(self.inbox, max_recipients=s.limits.max_recipients, users=users)
         server = SmtpServer(
             handler,
             hostname=s.smtp.hostname,
@@ -391,6 +394,7 @@ class Gateway:
             timeout=s.smtp.timeout,
             metrics=self.metrics,
             tls_context=self._smtp_tls(),
+            max_connections=s.smtp.max_connections,
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server

@@ -86,6 +86,19 @@ class SmtpSettings(BaseModel):
     shutdown_grace: float = Field(
         10.0, description="Seconds open sessions get to finish on shutdown before a 421."
     )
+    max_connections: int = Field(
+        500, ge=1, description="Open SMTP sessions at most; one more hears 421 at the greeting."
+    )
+    auth: Literal["accept", "verify"] = Field(
+        "accept",
+        description="Capture: `accept` takes any credentials (and records them); `verify`"
+        " takes only those in `users` (others get 535), to test an application's errors.",
+    )
+    users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="username → password for `auth = verify`"
+        ' (MAILGATE_SMTP__USERS=\'{"app": "secret"}\').',
+    )
     tls_cert: Path | None = Field(
         None,
         description="PEM certificate (chain) for STARTTLS and the implicit-TLS listener;"
@@ -103,6 +116,8 @@ class SmtpSettings(BaseModel):
     def _cert_with_key(self) -> SmtpSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("smtp.tls_cert and smtp.tls_key go together: set both or neither")
+        if self.auth == "verify" and not self.users:
+            raise ValueError("smtp.auth = verify needs smtp.users (username → password)")
         return self
 
 

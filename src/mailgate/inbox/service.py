@@ -36,6 +36,8 @@ class CaptureMeta:
     helo: str | None = None
     auth: dict[str, Any] | None = None  #: {"mechanism", "username", "password"}
     tenant: str = "default"
+    #: what the SMTP session saw wrong in the transfer itself (bare line endings in DATA)
+    problems: tuple[str, ...] = ()
 
 
 class Inbox:
@@ -63,7 +65,7 @@ class Inbox:
             subject=parsed.subject,
             from_header=parsed.sender,
             to_header=parsed.to,
-            headers=_headers(parsed),
+            headers=_headers(parsed, meta.problems),
             text=parsed.text,
             html=parsed.html,
             attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
@@ -104,10 +106,11 @@ class Inbox:
         return parsed.attachments[index]
 
 
-def _headers(parsed: ParsedMessage) -> dict[str, Any]:
-    if not parsed.problems:
+def _headers(parsed: ParsedMessage, transfer: tuple[str, ...] = ()) -> dict[str, Any]:
+    problems = [*transfer, *parsed.problems]
+    if not problems:
         return dict(parsed.headers)
-    return {**parsed.headers, PROBLEMS_KEY: list(parsed.problems)}
+    return {**parsed.headers, PROBLEMS_KEY: problems}
 
 
 def _describe(index: int, att: ParsedAttachment) -> dict[str, Any]:

@@ -15,9 +15,11 @@ malformed address, long line) by their reply, as the session sends it.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import ssl
 import weakref
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, AnyStr, Protocol
 
@@ -38,6 +40,7 @@ class Refusal(StrEnum):
     BAD_ADDRESS = "bad_address"  #: a malformed MAIL FROM or RCPT TO address (553)
     LINE_TOO_LONG = "line_too_long"  #: a DATA line past the limit (RFC 5321 §4.5.3.1.6)
     STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
+    TOO_MANY_CONNECTIONS = "too_many_connections"  #: over smtp.max_connections (421)
 
 
 class SmtpRecorder(Protocol):
@@ -72,9 +75,14 @@ class _Unrecorded:
 class CaptureHandler:
     """aiosmtpd hooks: one SMTP verb, one small method."""
 
-    def __init__(self, inbox: Inbox, *, max_recipients: int) -> None:
+    def __init__(
+        self, inbox: Inbox, *, max_recipients: int, users: Mapping[str, str] | None = None
+    ) -> None:
+        """``users``: username → password, the only credentials taken (``smtp.auth =
+        verify``); None takes any."""
         self.inbox = inbox
         self.max_recipients = max_recipients
+        self.users = users
         self._auth: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     async def handle_EHLO(
@@ -107,6 +115,7 @@ class CaptureHandler:
             remote_addr=_peer(session.peer),
             helo=session.host_name,
             auth=self._auth.get(session),
+            problems=bare_line_endings(raw),
         )
         try:
             record = await self.inbox.capture(raw, meta)
@@ -120,14 +129,39 @@ class CaptureHandler:
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
-        """Accept any credentials and remember them for the capture event."""
-        if isinstance(data, LoginPassword):
-            self._auth[session] = {
-                "mechanism": mechanism,
-                "username": _text(data.login),
-                "password": _text(data.password),
-            }
+        """Accept any credentials (or, with ``users``, only theirs) and remember them for
+        the capture event. A refusal is aiosmtpd's ``535 5.7.8``."""
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=self.users is None)
+        username, password = _text(data.login) or "", _text(data.password) or ""
+        if self.users is not None and not _known(self.users, username, password):
+            return AuthResult(success=False, handled=False)
+        self._auth[session] = {"mechanism": mechanism, "username": username, "password": password}
         return AuthResult(success=True)
+
+
+def _known(users: Mapping[str, str], username: str, password: str) -> bool:
+    expected = users.get(username)
+    # compared in constant time, and as long for an unknown user as for a known one
+    ok = hmac.compare_digest(password.encode(), (expected or "\0" + password).encode())
+    return ok and expected is not None
+
+
+def bare_line_endings(raw: bytes) -> tuple[str, ...]:
+    """Line endings other than CRLF in DATA (RFC 5321 §2.3.8). Only ``CRLF.CRLF`` ends
+    DATA here, so ``LF.LF`` followed by a second MAIL FROM stays inside this message;
+    a server that also ended DATA on it would take that as a second message ("SMTP
+    smuggling"). Capture keeps the message and says so."""
+    crlf = raw.count(b"\r\n")
+    problems = []
+    if lf := raw.count(b"\n") - crlf:
+        problems.append(
+            f"DATA has {lf} bare LF line ending(s): SMTP lines end in CRLF; a relay that"
+            " accepts them can be made to split one message in two"
+        )
+    if cr := raw.count(b"\r") - crlf:
+        problems.append(f"DATA has {cr} bare CR(s) outside CRLF line endings")
+    return tuple(problems)
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -160,19 +194,40 @@ class _Session(SMTP):
     to the server's recorder."""
 
     def __init__(
-        self, registry: set[_Session], recorder: SmtpRecorder, *args: Any, **kwargs: Any
+        self,
+        registry: set[_Session],
+        recorder: SmtpRecorder,
+        max_connections: int,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._registry = registry
         self.recorder = recorder
+        self.max_connections = max_connections
+        self._turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self not in self._registry:  # not again after a STARTTLS handshake
+            if len(self._registry) >= self.max_connections:
+                self._turn_away(transport)
+                return
             self._registry.add(self)
             self.recorder.smtp_connected()
         super().connection_made(transport)
 
+    def _turn_away(self, transport: asyncio.BaseTransport) -> None:
+        """RFC 5321 §3.1: a server that will not serve says 421 instead of 220."""
+        self._turned_away = True
+        self.recorder.smtp_refused(Refusal.TOO_MANY_CONNECTIONS)
+        if isinstance(transport, asyncio.WriteTransport):
+            host = self.hostname.encode("ascii", "replace")
+            transport.write(b"421 4.7.0 " + host + b" Too many connections, try again later\r\n")
+        transport.close()
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return  # never a session: nothing of aiosmtpd's to end
         if self in self._registry:
             self._registry.discard(self)
             self.recorder.smtp_disconnected()
@@ -232,11 +287,13 @@ class SmtpServer:
         timeout: float,
         metrics: SmtpRecorder | None = None,
         tls_context: ssl.SSLContext | None = None,
+        max_connections: int = 500,
     ) -> None:
         """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
         implicit-TLS listener."""
         self.handler = handler
         self.tls_context = tls_context
+        self.max_connections = max_connections
         self.recorder: SmtpRecorder = metrics or _Unrecorded()
         self.hostname = hostname
         self.max_message_size = max_message_size
@@ -249,6 +306,7 @@ class SmtpServer:
         return _Session(
             self.sessions,
             self.recorder,
+            self.max_connections,
             self.handler,
             hostname=self.hostname,
             ident="mailgate ESMTP",

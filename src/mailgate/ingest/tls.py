@@ -11,6 +11,7 @@ certificate, or turn its verification off for development.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import ssl
@@ -50,6 +51,15 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     if _usable(cert_path, key_path, hostname):
         return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True)
+    # two processes starting at once must not leave one's key beside the other's cert
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _usable(cert_path, key_path, hostname):
+            _make(cert_path, key_path, hostname)
+    return cert_path, key_path
+
+
+def _make(cert_path: Path, key_path: Path, hostname: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
@@ -76,7 +86,6 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     )
     _write(key_path, key_pem, 0o600)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return cert_path, key_path
 
 
 def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
@@ -96,7 +105,7 @@ def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Written whole under a temporary name, then renamed: never half a key."""
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
