@@ -21,6 +21,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import uvicorn
 
 from mailgate.clock import Clock, SystemClock
@@ -37,6 +38,7 @@ from mailgate.errors import ConfigError
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
+from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
@@ -386,7 +388,12 @@ class Gateway:
         users = None
         if s.smtp.auth == "verify":
             users = {name: secret.get_secret_value() for name, secret in s.smtp.users.items()}
-        handler = CaptureHandler(self.inbox, max_recipients=s.limits.max_recipients, users=users)
+        handler = CaptureHandler(
+            self.inbox,
+            max_recipients=s.limits.max_recipients,
+            users=users,
+            handlers=await self._capture_handlers(),
+        )
         server = SmtpServer(
             handler,
             hostname=s.smtp.hostname,
@@ -402,6 +409,20 @@ class Gateway:
         if s.smtp.tls_port is not None and server.tls_context is not None:
             self.smtps_address = await server.start_tls(s.smtp.host, s.smtp.tls_port)
             log.info("SMTP with implicit TLS on %s", format_hostport(*self.smtps_address))
+
+    async def _capture_handlers(self) -> HandlerPool | None:
+        """What each captured message is handed to (``smtp.handlers``), if anything."""
+        s = self.settings.smtp
+        if not s.handlers:
+            return None
+        client = httpx.AsyncClient(timeout=s.pool.timeout)
+        self._stack.push_async_callback(client.aclose)
+        return HandlerPool(
+            load_handlers(s.handlers, client),
+            workers=s.pool.num_workers,
+            timeout=s.pool.timeout,
+            recorder=self.metrics,
+        )
 
     def _smtp_tls(self) -> ssl.SSLContext | None:
         """The SMTP server's TLS context: the configured certificate; under ``dev`` without

@@ -126,6 +126,20 @@ class Metrics:
             ["mechanism", "outcome"],
             registry=self.registry,
         )
+        self.smtp_handler_calls = Counter(
+            "mailgate_smtp_handler_calls",
+            "Capture handler calls by kind (webhook, python) and outcome (continue, close,"
+            " error, timeout).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.smtp_handler_duration = Histogram(
+            "mailgate_smtp_handler_duration_seconds",
+            "How long one capture handler call took.",
+            ["kind"],
+            buckets=_ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
 
     def _webhook_metrics(self) -> None:
         self.webhook_deliveries = Counter(
@@ -190,6 +204,12 @@ class Metrics:
 
     def smtp_auth(self, mechanism: str, *, success: bool) -> None:
         self.smtp_auth_attempts.labels(mechanism, "success" if success else "failure").inc()
+
+    def smtp_handler(self, kind: str, outcome: str, seconds: float) -> None:
+        """One capture handler call: ``webhook`` or ``python``; ``continue``, ``close``,
+        ``error`` or ``timeout``; how long it took."""
+        self.smtp_handler_calls.labels(kind, outcome).inc()
+        self.smtp_handler_duration.labels(kind).observe(seconds)
 
     def webhook_delivery(self, outcome: str, seconds: float) -> None:
         """One webhook POST: its outcome (one of :data:`WEBHOOK_OUTCOMES`) and duration."""

@@ -77,6 +77,15 @@ class HttpSettings(BaseModel):
     )
 
 
+class HandlerPoolSettings(BaseModel):
+    num_workers: int = Field(
+        4, ge=1, description="Captured messages handed to the handlers at once; more wait."
+    )
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds a handler may take before the client hears 451."
+    )
+
+
 class SmtpSettings(BaseModel):
     enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
@@ -99,6 +108,13 @@ class SmtpSettings(BaseModel):
         description="username → password for `auth = verify`"
         ' (MAILGATE_SMTP__USERS=\'{"app": "secret"}\').',
     )
+    handlers: list[str] = Field(
+        default_factory=list,
+        description="Capture: each message's capture event is handed to these, in order:"
+        " an http(s) URL (POSTed as JSON) or module:function; the answer CLOSE ends the"
+        " session after the 250 (221), CONTINUE keeps it; a failure answers 451.",
+    )
+    pool: HandlerPoolSettings = Field(default_factory=HandlerPoolSettings)
     tls_cert: Path | None = Field(
         None,
         description="PEM certificate (chain) for STARTTLS and the implicit-TLS listener;"

@@ -15,6 +15,7 @@ malformed address, long line) by their reply, as the session sends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import ssl
@@ -25,7 +26,8 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailgate.inbox import CaptureMeta, Inbox
+from mailgate.inbox import CaptureMeta, Inbox, capture_event
+from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 
 __all__ = ["CaptureHandler", "Refusal", "SmtpRecorder", "SmtpServer"]
 
@@ -76,13 +78,19 @@ class CaptureHandler:
     """aiosmtpd hooks: one SMTP verb, one small method."""
 
     def __init__(
-        self, inbox: Inbox, *, max_recipients: int, users: Mapping[str, str] | None = None
+        self,
+        inbox: Inbox,
+        *,
+        max_recipients: int,
+        users: Mapping[str, str] | None = None,
+        handlers: HandlerPool | None = None,
     ) -> None:
         """``users``: username → password, the only credentials taken (``smtp.auth =
-        verify``); None takes any."""
+        verify``); None takes any. ``handlers``: what each captured message is handed to."""
         self.inbox = inbox
         self.max_recipients = max_recipients
         self.users = users
+        self.handlers = handlers
         self._auth: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     async def handle_EHLO(
@@ -123,6 +131,16 @@ class CaptureHandler:
             log.exception("could not store a captured message from %s", meta.remote_addr)
             _recorder(server).smtp_refused(Refusal.STORE_UNAVAILABLE)
             return "451 4.3.0 Could not store the message, try again later"
+        if self.handlers is not None:
+            try:
+                verdict = await self.handlers.run(capture_event(record))
+            except HandlerFailed as exc:
+                # not accepted, so not kept: the client's retry must not be a duplicate
+                with contextlib.suppress(Exception):
+                    await self.inbox.delete(record.id, record.tenant)
+                return f"451 4.3.0 {exc}, try again later"
+            if verdict is Verdict.CLOSE and isinstance(server, _Session):
+                server.close_after_reply = True
         _recorder(server).smtp_accepted(len(raw))
         return f"250 2.0.0 OK: queued as {record.id}"
 
@@ -205,6 +223,7 @@ class _Session(SMTP):
         self._registry = registry
         self.recorder = recorder
         self.max_connections = max_connections
+        self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
         self._turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -239,6 +258,9 @@ class _Session(SMTP):
             if reply.startswith(start):
                 self.recorder.smtp_refused(reason)
         await super().push(status)
+        if self.close_after_reply and reply.startswith("250"):
+            self.close_after_reply = False
+            self.say_goodbye(b"221 2.0.0 Bye")  # a capture handler said CLOSE
 
     # aiosmtpd runs a mechanism's auth_* method only for an AUTH it accepted to start
     # (after EHLO, not yet authenticated, a mechanism it offers), so each run is an attempt.

@@ -1,0 +1,157 @@
+"""Capture handlers: each captured message, as its capture event JSON, handed to code the
+developer chose, which answers ``CONTINUE`` (keep the SMTP session for the next
+message) or ``CLOSE`` (``221`` after the ``250``, and the session ends).
+
+A handler is either an ``http://``/``https://`` URL (the event POSTed as JSON; the
+response body is the answer) or ``module:function`` (called with the event as a dict,
+sync in a worker thread or async on the loop, returning the answer). A bounded pool
+(``smtp.pool.num_workers``) runs them: when every worker is busy, the SMTP session
+waiting to hand its message over waits too (backpressure, no unbounded queue), while
+every other session goes on being served. A handler that fails, answers something
+else than a 2xx or takes longer than ``smtp.pool.timeout`` makes the client hear
+``451 4.3.0`` and the message is not kept, so the client's retry is not a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
+from typing import Any, Protocol
+
+import httpx
+
+from mailgate.errors import ConfigError
+
+__all__ = ["HandlerFailed", "HandlerPool", "Verdict", "load_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(StrEnum):
+    CONTINUE = "CONTINUE"
+    CLOSE = "CLOSE"
+
+
+class HandlerFailed(Exception):
+    """A handler crashed, timed out or answered nonsense (the reason)."""
+
+
+class HandlerRecorder(Protocol):
+    def smtp_handler(self, kind: str, outcome: str, seconds: float) -> None: ...
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[Verdict]]
+
+
+class HandlerPool:
+    """``await run(event)``: every handler in order, at most ``workers`` events at once;
+    CLOSE if any handler said so, else CONTINUE; :class:`HandlerFailed` if one failed."""
+
+    def __init__(
+        self,
+        handlers: Sequence[tuple[str, Handler]],
+        *,
+        workers: int,
+        timeout: float,
+        recorder: HandlerRecorder | None = None,
+    ) -> None:
+        self.handlers = list(handlers)  #: (kind, call): kind is webhook or python
+        self.timeout = timeout
+        self.recorder = recorder
+        self._slots = asyncio.Semaphore(workers)
+
+    async def run(self, event: dict[str, Any]) -> Verdict:
+        async with self._slots:
+            verdict = Verdict.CONTINUE
+            for kind, handler in self.handlers:
+                if await self._one(kind, handler, event) is Verdict.CLOSE:
+                    verdict = Verdict.CLOSE
+            return verdict
+
+    async def _one(self, kind: str, handler: Handler, event: dict[str, Any]) -> Verdict:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                verdict = await handler(event)
+        except TimeoutError:
+            self._record(kind, "timeout", started)
+            raise HandlerFailed(f"a {kind} handler took over {self.timeout:g} s") from None
+        except Exception as exc:
+            self._record(kind, "error", started)
+            log.warning("capture handler (%s) failed on message %s: %s", kind, event.get("id"),
+                        f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
+            raise HandlerFailed(f"a {kind} handler failed") from exc
+        self._record(kind, verdict.value.lower(), started)
+        return verdict
+
+    def _record(self, kind: str, outcome: str, started: float) -> None:
+        if self.recorder is not None:
+            self.recorder.smtp_handler(kind, outcome, time.monotonic() - started)
+
+
+def load_handlers(specs: Sequence[str], client: httpx.AsyncClient) -> list[tuple[str, Handler]]:
+    """The handlers named by ``specs``; ConfigError for one that cannot be used (an
+    unimportable module, a name that is not callable), at start, not at the first mail."""
+    return [_load(spec, client) for spec in specs]
+
+
+def _load(spec: str, client: httpx.AsyncClient) -> tuple[str, Handler]:
+    if spec.startswith(("http://", "https://")):
+        return "webhook", _webhook(spec, client)
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(
+            f"smtp.handlers: {spec!r} is neither an http(s) URL nor module:function"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"smtp.handlers: cannot import {module_name!r}: {exc}") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"smtp.handlers: {spec!r} is not a function")
+    return "python", _python(function)
+
+
+def _webhook(url: str, client: httpx.AsyncClient) -> Handler:
+    async def post(event: dict[str, Any]) -> Verdict:
+        response = await client.post(url, json=event)
+        if not response.is_success:
+            raise HandlerFailed(f"{url} answered {response.status_code}")
+        return _verdict(response.text)
+
+    return post
+
+
+def _python(function: Callable[..., Any]) -> Handler:
+    if inspect.iscoroutinefunction(function):
+
+        async def call_async(event: dict[str, Any]) -> Verdict:
+            return _verdict(await function(event))
+
+        return call_async
+
+    async def call(event: dict[str, Any]) -> Verdict:
+        result = await asyncio.to_thread(function, event)
+        if inspect.isawaitable(result):
+            result = await result
+        return _verdict(result)
+
+    return call
+
+
+def _verdict(answer: object) -> Verdict:
+    """``CLOSE`` (any case; surrounding space and JSON quotes ignored) closes;
+    ``CONTINUE``, nothing (None, an empty body) or anything else keeps the session."""
+    if isinstance(answer, Verdict):
+        return answer
+    if isinstance(answer, bytes):
+        answer = answer.decode("utf-8", "replace")
+    if isinstance(answer, str) and answer.strip().strip('"').upper() == Verdict.CLOSE:
+        return Verdict.CLOSE
+    return Verdict.CONTINUE

@@ -1,0 +1,34 @@
+"""Python capture handlers the handler tests name as ``module:function``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+SEEN: list[dict[str, Any]] = []  #: every event a handler here was given
+GATE: dict[str, asyncio.Event] = {}  #: "open": set it to let ``gated`` return
+
+
+def keep(event: dict[str, Any]) -> str:
+    """Sync, in a worker thread."""
+    SEEN.append(event)
+    return "CONTINUE"
+
+
+async def close(event: dict[str, Any]) -> str:
+    SEEN.append(event)
+    return "close\n"
+
+
+def crash(event: dict[str, Any]) -> str:
+    raise RuntimeError("the handler broke")
+
+
+async def slow(event: dict[str, Any]) -> None:
+    await asyncio.sleep(30)
+
+
+async def gated(event: dict[str, Any]) -> str:
+    SEEN.append(event)
+    await GATE.setdefault("open", asyncio.Event()).wait()
+    return "CONTINUE"

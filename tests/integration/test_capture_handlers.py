@@ -1,0 +1,144 @@
+"""Capture handlers (issue 9): each captured message handed, as its capture event, to a
+webhook and to Python functions; CONTINUE keeps the session, CLOSE ends it after the
+250, a crash or a time-out answers 451 and keeps nothing, and with every worker busy a
+session waits while the others are served."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mailgate.app import Mode
+from mailgate.errors import ConfigError
+from tests.http_peer import Receiver, always
+from tests.integration import capture_handlers
+from tests.integration.conftest import GatewayFactory, api
+from tests.integration.test_metrics_health import scrape, value
+
+MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: %d\r\n\r\nbody\r\n"
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    capture_handlers.SEEN.clear()
+    capture_handlers.GATE.clear()
+    yield
+    capture_handlers.GATE.clear()
+
+
+def _send_twice(address: tuple[str, int]) -> list[Any]:
+    """Two messages on one session: what the second got (or how the session ended)."""
+    outcomes: list[Any] = []
+    with smtplib.SMTP(*address, timeout=20) as smtp:
+        for n in (1, 2):
+            try:
+                outcomes.append(smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE % n))
+            except smtplib.SMTPServerDisconnected:
+                outcomes.append("disconnected")
+                break
+            except smtplib.SMTPSenderRefused as exc:  # the 221 read as MAIL FROM's reply
+                outcomes.append(exc.smtp_code)
+                break
+            except smtplib.SMTPDataError as exc:
+                outcomes.append(exc.smtp_code)
+    return outcomes
+
+
+async def test_continue_keeps_the_session_and_every_handler_gets_the_event(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with Receiver(always(200), body=lambda n, r: "CONTINUE") as hook:
+        handlers = [hook.url + "/capture", "tests.integration.capture_handlers:keep"]
+        async with start_gateway(Mode.DEV, smtp={"handlers": handlers}) as gw:
+            assert gw.smtp_address is not None
+            outcomes = await asyncio.to_thread(_send_twice, gw.smtp_address)
+            posted = await hook.wait_for(2)
+            metrics = await scrape(gw)
+    assert outcomes == [{}, {}]
+    assert [r.json()["message"]["subject"] for r in posted] == ["1", "2"]
+    assert [e["message"]["subject"] for e in capture_handlers.SEEN] == ["1", "2"]
+    envelope = posted[0].json()["envelope"]
+    assert (envelope["from"], envelope["to"]) == ("a@example.com", ["b@example.com"])
+    calls = "mailgate_smtp_handler_calls_total"
+    assert value(metrics, calls, kind="webhook", outcome="continue") == 2
+    assert value(metrics, calls, kind="python", outcome="continue") == 2
+
+
+@pytest.mark.parametrize("handler", ["webhook", "tests.integration.capture_handlers:close"])
+async def test_close_ends_the_session_after_the_250(
+    start_gateway: GatewayFactory, handler: str
+) -> None:
+    async with Receiver(always(200), body=lambda n, r: "CLOSE") as hook:
+        spec = hook.url + "/capture" if handler == "webhook" else handler
+        async with start_gateway(Mode.DEV, smtp={"handlers": [spec]}) as gw, api(gw) as client:
+            assert gw.smtp_address is not None
+            outcomes = await asyncio.to_thread(_send_twice, gw.smtp_address)
+            kept = (await client.get("/inbox")).json()["items"]
+    assert outcomes == [{}, 221]  # the first was accepted, then 221 and the line closed
+    assert [m["subject"] for m in kept] == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "settings"),
+    [
+        ("tests.integration.capture_handlers:crash", {}),
+        ("tests.integration.capture_handlers:slow", {"pool": {"timeout": 0.3}}),
+        ("webhook-500", {}),
+    ],
+)
+async def test_a_failing_handler_answers_451_and_keeps_nothing(
+    start_gateway: GatewayFactory, handler: str, settings: dict[str, Any]
+) -> None:
+    async with Receiver(always(500)) as hook:
+        spec = hook.url + "/capture" if handler == "webhook-500" else handler
+        smtp = {"handlers": [spec], **settings}
+        async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
+            assert gw.smtp_address is not None
+            outcomes = await asyncio.to_thread(_send_twice, gw.smtp_address)
+            kept = (await client.get("/inbox")).json()["items"]
+    assert outcomes == [451, 451]  # and the session goes on
+    assert kept == []
+
+
+async def test_with_every_worker_busy_a_session_waits_and_the_others_are_served(
+    start_gateway: GatewayFactory,
+) -> None:
+    smtp = {"handlers": ["tests.integration.capture_handlers:gated"], "pool": {"num_workers": 1}}
+    async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        address = gw.smtp_address
+
+        def send(n: int) -> object:
+            with smtplib.SMTP(*address, timeout=20) as smtp:
+                return smtp.sendmail("a@example.com", ["b@example.com"], MESSAGE % n)
+
+        first = asyncio.create_task(asyncio.to_thread(send, 1))
+        async with asyncio.timeout(10):
+            while not capture_handlers.SEEN:  # noqa: ASYNC110 (the handler's list)
+                await asyncio.sleep(0.02)
+        second = asyncio.create_task(asyncio.to_thread(send, 2))
+
+        def noop() -> int:
+            with smtplib.SMTP(*address, timeout=5) as smtp:
+                return smtp.noop()[0]
+
+        assert await asyncio.to_thread(noop) == 250  # a third session is served meanwhile
+        await asyncio.sleep(0.3)
+        assert len(capture_handlers.SEEN) == 1 and not second.done()  # waiting for a worker
+        capture_handlers.GATE["open"].set()
+        assert await first == {} and await second == {}
+        kept = (await client.get("/inbox")).json()["items"]
+    assert len(capture_handlers.SEEN) == 2 and len(kept) == 2
+
+
+async def test_a_handler_that_cannot_be_loaded_stops_the_start(
+    start_gateway: GatewayFactory,
+) -> None:
+    for spec in ("no.such.module:f", "tests.integration.capture_handlers:nothing", "ftp://x"):
+        with pytest.raises(ConfigError, match=r"smtp\.handlers"):
+            async with start_gateway(Mode.DEV, smtp={"handlers": [spec]}):
+                pass
