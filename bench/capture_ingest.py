@@ -171,6 +171,8 @@ def start_servers(
         ),
         log=tmp / "mailgate.log",
         cwd=tmp,
+        # every message must stay countable: no inbox bound during the run
+        env={"MAILGATE_INBOX__MAX_MESSAGES": "0"},
     )
     servers.append(mg.start())
     targets = [Target("mailgate dev", mg, smtp_port, "mailgate")]

@@ -129,7 +129,7 @@ class Gateway:
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
         queue = self._queue = QueueStore(db)
-        self.inbox = Inbox(InboxStore(db), self.clock)
+        self.inbox = Inbox(InboxStore(db, max_messages=s.inbox.max_messages), self.clock)
         if self.fresh_inbox:
             await self.inbox.clear(None)
         box = secret_box(s, self.mode)
@@ -450,6 +450,11 @@ class Gateway:
                 if purged.messages or purged.events:
                     log.info("retention: deleted %d messages and %d events older than %s",
                              purged.messages, purged.events, keep)  # fmt: skip
+                if days := self.settings.inbox.max_age_days:
+                    cutoff = self.clock.now() - timedelta(days=days)
+                    if gone := await self.inbox.store.prune_older(cutoff):
+                        log.info("inbox: deleted %d captured messages older than %g days",
+                                 gone, days)  # fmt: skip
             except Exception:
                 log.exception("retention purge failed; trying again at the next interval")
             await asyncio.sleep(self.settings.retention.interval)

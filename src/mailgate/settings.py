@@ -393,6 +393,23 @@ class ReportSettings(BaseModel):
         return self
 
 
+class InboxSettings(BaseModel):
+    """How much captured mail is kept, oldest deleted first."""
+
+    max_messages: int = Field(
+        1000,
+        ge=0,
+        description="Captured messages kept per tenant; past it the oldest go as new ones"
+        " arrive. 0: no limit.",
+    )
+    max_age_days: float = Field(
+        7.0,
+        ge=0,
+        description="Captured messages older than this many days are deleted (checked every"
+        " retention.interval). 0: kept however old.",
+    )
+
+
 class RetentionSettings(BaseModel):
     """How long finished mail and delivered events are kept."""
 
@@ -482,6 +499,7 @@ class Settings(BaseSettings):
     postmark: PostmarkSettings = Field(default_factory=PostmarkSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     firestore: FirestoreSettings = Field(default_factory=FirestoreSettings)

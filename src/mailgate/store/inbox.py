@@ -61,19 +61,32 @@ def _received(r: CapturedRecord) -> dict[str, Any]:
 
 
 class InboxStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_messages: int = 0) -> None:
+        """``max_messages``: kept per tenant; each commit of new ones deletes the oldest
+        past it, in the same transaction (0: no limit)."""
         self.db = db
+        self.max_messages = max_messages
         self._writer = GroupCommit(db, self._insert_many)
 
     async def add(self, record: CapturedRecord, raw: bytes) -> None:
         """Commit one captured message; concurrent adds share a transaction."""
         await self._writer.submit((record, raw))
 
-    @staticmethod
-    def _insert_many(conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]) -> list[None]:
+    def _insert_many(
+        self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]
+    ) -> list[None]:
         conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
         write_events(conn, [_received(record) for record, _ in items])
+        if self.max_messages:
+            for tenant in {record.tenant for record, _ in items}:
+                _keep_newest(conn, tenant, self.max_messages)
         return [None] * len(items)
+
+    async def prune_older(self, cutoff: datetime) -> int:
+        """Delete what was captured before ``cutoff``; how many."""
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(inbox).where(inbox.c.received_at < cutoff))
+        return int(result.rowcount)
 
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
@@ -144,6 +157,20 @@ class InboxStore:
         """Captured messages kept, all tenants together (for the start-up line)."""
         async with self.db.read() as conn:
             return int((await conn.execute(select(func.count()).select_from(inbox))).scalar_one())
+
+
+def _keep_newest(conn: Connection, tenant: str, keep: int) -> None:
+    """Delete the tenant's captured mail past its ``keep`` newest (ids are UUIDv7: in
+    the order of capture), through the (tenant, id) index."""
+    oldest_kept = (
+        select(inbox.c.id)
+        .where(inbox.c.tenant == tenant)
+        .order_by(inbox.c.id.desc())
+        .offset(keep - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    conn.execute(delete(inbox).where(inbox.c.tenant == tenant, inbox.c.id < oldest_kept))
 
 
 def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
