@@ -182,6 +182,16 @@ def bare_line_endings(raw: bytes) -> tuple[str, ...]:
     return tuple(problems)
 
 
+def _unbalanced_path(arg: str | None, keyword: str) -> bool:
+    """A path opened with ``<`` and not closed, or closed and not opened (aiosmtpd takes
+    ``<a@example.com`` as an address). A bare address without brackets is let through,
+    as most servers do; aiosmtpd answers the other syntax errors itself."""
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return False
+    path = arg[len(keyword) :].lstrip().split(" ", 1)[0]
+    return path.startswith("<") != path.endswith(">")
+
+
 def _text(value: bytes | str | None) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -261,6 +271,18 @@ class _Session(SMTP):
         if self.close_after_reply and reply.startswith("250"):
             self.close_after_reply = False
             self.say_goodbye(b"221 2.0.0 Bye")  # a capture handler said CLOSE
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if _unbalanced_path(arg, "FROM:"):
+            await self.push("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if _unbalanced_path(arg, "TO:"):
+            await self.push("501 5.5.4 Syntax: RCPT TO:<address>")
+            return
+        await super().smtp_RCPT(arg)
 
     # aiosmtpd runs a mechanism's auth_* method only for an AUTH it accepted to start
     # (after EHLO, not yet authenticated, a mechanism it offers), so each run is an attempt.

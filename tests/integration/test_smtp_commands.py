@@ -1,0 +1,59 @@
+"""The capture server's answers to every command a client may send (issue 9): unknown
+and malformed commands get 500/501 and the session goes on, VRFY says 252, HELP, RSET,
+NOOP and QUIT, pipelined commands in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from mailgate.app import Mode
+from tests.integration.conftest import GatewayFactory, api
+
+
+def _converse(address: tuple[str, int], chunks: list[bytes]) -> list[str]:
+    """Write each chunk raw and read as many replies as it has lines: the replies' codes
+    and texts, the greeting first."""
+    with socket.create_connection(address, timeout=10) as sock:
+        reader = sock.makefile("rb")
+
+        def reply() -> str:
+            lines = [reader.readline().decode()]
+            while lines[-1][3:4] == "-":
+                lines.append(reader.readline().decode())
+            return lines[-1].rstrip("\r\n")
+
+        replies = [reply()]
+        for chunk in chunks:
+            sock.sendall(chunk)
+            expected = 1 if chunk.startswith(b"Subject") else chunk.count(b"\r\n")
+            replies += [reply() for _ in range(expected)]
+        return replies
+
+
+async def test_every_command_gets_its_answer_and_the_session_goes_on(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            b"FROBNICATE\r\n",  # unknown
+            b"MAIL FROM:<a@example.com\r\n",  # malformed: unclosed
+            b"MAIL\r\n",  # malformed: no argument
+            b"RCPT TO:<you@example.com>\r\n",  # out of order: no MAIL yet
+            b"RCPT TO:you@example.com>\r\n",  # malformed, and still out of order
+            b"VRFY postmaster\r\n",
+            b"HELP\r\n",
+            b"NOOP\r\n",
+            b"MAIL FROM:<a@example.com>\r\nRSET\r\n",  # pipelined, then reset
+            # pipelined transaction (RFC 2920): one write, three replies
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<you@example.com>\r\nDATA\r\n",
+            b"Subject: pipelined\r\n\r\nbody\r\n.\r\n",
+            b"QUIT\r\n",
+        ])  # fmt: skip
+        items = (await client.get("/inbox")).json()["items"]
+    codes = [r[:3] for r in replies]
+    assert codes == ["220", "250", "500", "501", "501", "503", "501", "252", "250", "250", "250",
+                     "250", "250", "250", "354", "250", "221"], replies  # fmt: skip
+    assert [m["subject"] for m in items] == ["pipelined"]
