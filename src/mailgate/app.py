@@ -393,6 +393,7 @@ class Gateway:
             max_recipients=s.limits.max_recipients,
             users=users,
             handlers=await self._capture_handlers(),
+            include_raw=s.smtp.include_raw,
         )
         server = SmtpServer(
             handler,

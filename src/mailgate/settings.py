@@ -115,6 +115,9 @@ class SmtpSettings(BaseModel):
         " session after the 250 (221), CONTINUE keeps it; a failure answers 451.",
     )
     pool: HandlerPoolSettings = Field(default_factory=HandlerPoolSettings)
+    include_raw: bool = Field(
+        False, description="Handlers also get the message as it arrived (`message.raw`)."
+    )
     tls_cert: Path | None = Field(
         None,
         description="PEM certificate (chain) for STARTTLS and the implicit-TLS listener;"

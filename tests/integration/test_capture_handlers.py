@@ -6,8 +6,11 @@ session waits while the others are served."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import smtplib
 from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -142,3 +145,31 @@ async def test_a_handler_that_cannot_be_loaded_stops_the_start(
         with pytest.raises(ConfigError, match=r"smtp\.handlers"):
             async with start_gateway(Mode.DEV, smtp={"handlers": [spec]}):
                 pass
+
+
+@pytest.mark.parametrize("include_raw", [False, True])
+async def test_handlers_get_attachment_content_and_raw_only_when_asked(
+    start_gateway: GatewayFactory, include_raw: bool
+) -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "att"
+    message.set_content("see attached")
+    payload = bytes(range(256)) * 4
+    message.add_attachment(payload, maintype="application", subtype="octet-stream",
+                           filename="data.bin")  # fmt: skip
+    raw = message.as_bytes(policy=policy.SMTP)
+    smtp = {"handlers": ["tests.integration.capture_handlers:keep"], "include_raw": include_raw}
+    async with start_gateway(Mode.DEV, smtp=smtp) as gw:
+        assert gw.smtp_address is not None
+        address = gw.smtp_address
+
+        def send() -> object:
+            with smtplib.SMTP(*address, timeout=20) as client:
+                return client.sendmail("a@example.com", ["b@example.com"], raw)
+
+        assert await asyncio.to_thread(send) == {}
+    [event] = capture_handlers.SEEN
+    [attachment] = event["attachments"]
+    assert attachment["filename"] == "data.bin" and attachment["size"] == len(payload)
+    assert base64.b64decode(attachment["content"]) == payload
+    assert event["message"]["raw"] == (raw.decode() if include_raw else None)

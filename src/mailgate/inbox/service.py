@@ -51,6 +51,14 @@ class Inbox:
         Parsing runs in a worker thread: a hostile message (40,000 headers, deep
         nesting) then costs its own session time, never the event loop's.
         """
+        record, _ = await self.capture_parsed(raw, meta)
+        return record
+
+    async def capture_parsed(
+        self, raw: bytes, meta: CaptureMeta
+    ) -> tuple[CapturedRecord, ParsedMessage]:
+        """:meth:`capture`, and the message as parsed (its attachments' bytes, for the
+        capture handlers)."""
         parsed = await asyncio.to_thread(parse_message, raw)
         record = CapturedRecord(
             id=new_id(),
@@ -72,7 +80,7 @@ class Inbox:
             size=len(raw),
         )
         await self.store.add(record, raw)
-        return record
+        return record, parsed
 
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None

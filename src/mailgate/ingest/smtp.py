@@ -84,13 +84,17 @@ class CaptureHandler:
         max_recipients: int,
         users: Mapping[str, str] | None = None,
         handlers: HandlerPool | None = None,
+        include_raw: bool = False,
     ) -> None:
         """``users``: username → password, the only credentials taken (``smtp.auth =
-        verify``); None takes any. ``handlers``: what each captured message is handed to."""
+        verify``); None takes any. ``handlers``: what each captured message is handed to,
+        as its capture event with each attachment's content (base64) and, with
+        ``include_raw``, the whole message as it arrived."""
         self.inbox = inbox
         self.max_recipients = max_recipients
         self.users = users
         self.handlers = handlers
+        self.include_raw = include_raw
         self._auth: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     async def handle_EHLO(
@@ -126,14 +130,19 @@ class CaptureHandler:
             problems=bare_line_endings(raw),
         )
         try:
-            record = await self.inbox.capture(raw, meta)
+            record, parsed = await self.inbox.capture_parsed(raw, meta)
         except Exception:  # storage trouble must not lose mail silently: ask for a retry
             log.exception("could not store a captured message from %s", meta.remote_addr)
             _recorder(server).smtp_refused(Refusal.STORE_UNAVAILABLE)
             return "451 4.3.0 Could not store the message, try again later"
         if self.handlers is not None:
             try:
-                verdict = await self.handlers.run(capture_event(record))
+                event = capture_event(
+                    record,
+                    raw=raw if self.include_raw else None,
+                    contents=[a.content for a in parsed.attachments],
+                )
+                verdict = await self.handlers.run(event)
             except HandlerFailed as exc:
                 # not accepted, so not kept: the client's retry must not be a duplicate
                 with contextlib.suppress(Exception):
