@@ -53,7 +53,12 @@ async def test_every_command_gets_its_answer_and_the_session_goes_on(
             b"QUIT\r\n",
         ])  # fmt: skip
         items = (await client.get("/inbox")).json()["items"]
+        event = (await client.get(f"/inbox/{items[0]['id']}")).json()
     codes = [r[:3] for r in replies]
     assert codes == ["220", "250", "500", "501", "501", "503", "501", "252", "250", "250", "250",
                      "250", "250", "250", "354", "250", "221"], replies  # fmt: skip
     assert [m["subject"] for m in items] == ["pipelined"]
+    # capture mode records the protocol trouble on the message that followed it
+    [problem] = event["message"]["problems"]
+    assert problem.startswith("the session had 5 command(s) refused before this message")
+    assert 'command "FROBNICATE" not recognized' in problem and "RCPT TO:<address>" in problem

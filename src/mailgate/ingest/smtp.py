@@ -127,7 +127,7 @@ class CaptureHandler:
             remote_addr=_peer(session.peer),
             helo=session.host_name,
             auth=self._auth.get(session),
-            problems=bare_line_endings(raw),
+            problems=(*_violations(server), *bare_line_endings(raw)),
         )
         try:
             record, parsed = await self.inbox.capture_parsed(raw, meta)
@@ -201,6 +201,19 @@ def _unbalanced_path(arg: str | None, keyword: str) -> bool:
     return path.startswith("<") != path.endswith(">")
 
 
+_MAX_VIOLATIONS = 20  #: refused commands remembered per session (a flood must not grow it)
+
+
+def _violations(server: SMTP) -> tuple[str, ...]:
+    """The session's refused commands so far, told on the message it captures now; the
+    next message starts a new list."""
+    if not isinstance(server, _Session) or not server.violations:
+        return ()
+    refused, server.violations = server.violations, []
+    return (f"the session had {len(refused)} command(s) refused before this message: "
+            + "; ".join(refused),)  # fmt: skip
+
+
 def _text(value: bytes | str | None) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -243,6 +256,8 @@ class _Session(SMTP):
         self.recorder = recorder
         self.max_connections = max_connections
         self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
+        #: commands refused (5xx) since the session began or its last captured message
+        self.violations: list[str] = []
         self._turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -276,6 +291,9 @@ class _Session(SMTP):
         for start, reason in _AIOSMTPD_REFUSALS:
             if reply.startswith(start):
                 self.recorder.smtp_refused(reason)
+        if reply[:1] == "5" and len(self.violations) < _MAX_VIOLATIONS:
+            self.violations.append(reply[:200])
+            log.info("SMTP %s: %s", _peer(self.session.peer) if self.session else "?", reply)
         await super().push(status)
         if self.close_after_reply and reply.startswith("250"):
             self.close_after_reply = False
