@@ -164,10 +164,12 @@ def test_smtputf8_envelope_and_size_limit(mailgate: StartSync, workspace: Worksp
         with pytest.raises(smtplib.SMTPSenderRefused) as declared:
             smtp.sendmail("app@example.com", ["you@example.com"], b"x" * 20001)
         assert declared.value.smtp_code == 552
+        assert declared.value.smtp_error.startswith(b"5.3.4 ")  # RFC 3463: too big for system
         # Undeclared but too big: refused after DATA.
         assert smtp.mail("app@example.com")[0] == 250
         assert smtp.rcpt("you@example.com")[0] == 250
-        assert smtp.data(b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 400)[0] == 552
+        code, text = smtp.data(b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 400)
+        assert (code, text[:6]) == (552, b"5.3.4 "), text
 
     with httpx.Client(base_url=mg.web, timeout=10) as http:
         [capture_id] = _inbox_ids(http)  # only the first message was kept

@@ -231,6 +231,10 @@ def _recorder(server: SMTP) -> SmtpRecorder:
     return server.recorder if isinstance(server, _Session) else _Unrecorded()
 
 
+#: aiosmtpd's size refusals: at MAIL (SIZE=) and after DATA; sent with RFC 3463's code
+#: for a message too big for the system (5.3.4) instead
+_TOO_BIG = "552 Error: "
+
 #: The refusals aiosmtpd (1.4) decides and answers itself, by the start of the reply.
 _AIOSMTPD_REFUSALS = (
     ("552 ", Refusal.TOO_BIG),  # at MAIL (SIZE=) or after DATA
@@ -291,6 +295,9 @@ class _Session(SMTP):
         for start, reason in _AIOSMTPD_REFUSALS:
             if reply.startswith(start):
                 self.recorder.smtp_refused(reason)
+        if reply.startswith(_TOO_BIG):  # aiosmtpd's, without the enhanced code
+            reply = "552 5.3.4 " + reply.removeprefix(_TOO_BIG).capitalize()
+            status = reply  # type: ignore[assignment]
         if reply[:1] == "5" and len(self.violations) < _MAX_VIOLATIONS:
             self.violations.append(reply[:200])
             log.info("SMTP %s: %s", _peer(self.session.peer) if self.session else "?", reply)
