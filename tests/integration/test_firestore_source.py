@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 from google.cloud import firestore
 
 from mailgate.app import Gateway, Mode
@@ -301,3 +303,22 @@ async def test_an_outcome_not_yet_written_back_is_written_after_a_restart_once(
         await asyncio.sleep(1.0)
     assert (await ref.get()).update_time == version  # written once: nothing more to do
     assert done["delivery"]["attempts"] == 1 and len(upstream.received) == 1
+
+
+async def test_log_lines_name_the_document_and_recipients_never_the_content(
+    db_url: str,
+    upstream: Upstream,
+    firestore_emulator: Emulator,
+    firestore_client: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    doc = {"to": ["p@example.com", "q@example.com"], "subject": "Secret subject",
+           "message": {"html": "<p>private words</p>"}, "delivery": None}  # fmt: skip
+    async with _gateway(db_url, upstream, firestore_emulator, contract="simple"):
+        await firestore_client.document("mail/logged").set(doc)
+        await _doc_until(firestore_client, "mail/logged", lambda d: d.get("state") == "SENT")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("mailgate")]
+    [queued] = [line for line in lines if "queued as message" in line]
+    assert "mail/logged" in queued and "p@example.com, q@example.com" in queued
+    assert not [line for line in lines if "Secret subject" in line or "private words" in line]

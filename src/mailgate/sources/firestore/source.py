@@ -454,8 +454,8 @@ class FirestoreSource:
             return
         outcomes[w.index] = "queued"
         self.stats.documents_queued += 1
-        log.info("firestore %s: queued as message %s (%s, %d recipient(s))", w.path,
-                 w.message_id, w.contract.value, _recipient_count(w.item))  # fmt: skip
+        log.info("firestore %s: queued as message %s (%s) to %s", w.path,
+                 w.message_id, w.contract.value, _recipients(w.item))  # fmt: skip
 
     async def _error(
         self, doc: Found, contract: Contract | None, reason: str, outcomes: list[str], index: int
@@ -580,10 +580,14 @@ def _looks_final(data: Mapping[str, Any]) -> bool:
     )
 
 
-def _recipient_count(item: Mapping[str, Any]) -> int:
-    to = item.get("to")
-    count = 1 if isinstance(to, str) else len(to or [])
-    return count + len(item.get("cc") or []) + len(item.get("bcc") or [])
+def _recipients(item: Mapping[str, Any], shown: int = 5) -> str:
+    """The message's recipients for a log line (never its content): the first few."""
+    everyone: list[str] = []
+    for key in ("to", "cc", "bcc"):
+        value = item.get(key)
+        everyone += [value] if isinstance(value, str) else [str(v) for v in value or []]
+    more = f" and {len(everyone) - shown} more" if len(everyone) > shown else ""
+    return ", ".join(everyone[:shown]) + more
 
 
 def _reason(exc: BaseException) -> str:
