@@ -30,10 +30,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from google.api_core import exceptions as google_errors
+from google.api_core.retry import if_exception_type
+from google.api_core.retry_async import AsyncRetry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore as firestore_module
 
-__all__ = ["JAR", "PROJECT", "Emulator", "firestore", "firestore_client", "firestore_emulator"]
+__all__ = [
+    "JAR",
+    "PROJECT",
+    "WRITE_RETRY",
+    "Emulator",
+    "firestore",
+    "firestore_client",
+    "firestore_emulator",
+]
 
 JAR = Path(
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
@@ -41,6 +52,16 @@ JAR = Path(
 MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 PROJECT = "demo-test"
 START_TIMEOUT = 60.0  #: seconds; it is ready in 2–5 s on an idle machine
+
+#: for the tests' own batch writes (``batch.commit(retry=WRITE_RETRY)``): the emulator now
+#: and then fails a commit with CANCELLED ("call already cancelled", a Java server error)
+#: when a listener's stream ends while the commit notifies it; a set is safe to repeat
+WRITE_RETRY = AsyncRetry(
+    predicate=if_exception_type(google_errors.Cancelled, google_errors.ServiceUnavailable),
+    initial=0.1,
+    maximum=1.0,
+    timeout=30.0,
+)
 
 
 class Emulator:

@@ -25,7 +25,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.e2e.conftest import AsyncMailgate, StartAsync, Workspace
-from tests.firestore_peer import Emulator
+from tests.firestore_peer import WRITE_RETRY, Emulator
 from tests.peers import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +93,7 @@ async def _write(
         batch = client.batch()
         for doc_id, doc in items[start : start + size]:
             batch.set(client.collection(collection).document(doc_id), doc)
-        await batch.commit()
+        await batch.commit(retry=WRITE_RETRY)
         await asyncio.sleep(pause)
 
 

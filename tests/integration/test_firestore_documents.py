@@ -24,7 +24,7 @@ from mailgate.crypto import generate_key
 from mailgate.errors import StoreUnavailable
 from tests.accounts_peers import PASSWORD, smtp_account
 from tests.content_peers import FileServer, body
-from tests.firestore_peer import Emulator
+from tests.firestore_peer import WRITE_RETRY, Emulator
 from tests.integration.conftest import api, fast_settings
 from tests.peers import Received, Upstream
 
@@ -79,7 +79,7 @@ async def _put(client: Client, docs: dict[str, Doc]) -> None:
     batch = client.batch()
     for path, data in docs.items():
         batch.set(client.document(path), data)
-    await batch.commit()
+    await batch.commit(retry=WRITE_RETRY)
 
 
 # --- templates ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from mailgate.sources.firestore.listener import CollectionListener, Found
-from tests.firestore_peer import Emulator
+from tests.firestore_peer import WRITE_RETRY, Emulator
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +55,7 @@ async def test_each_version_is_handed_on_once(
         batch = firestore_client.batch()
         for i in range(30):
             batch.set(mail.document(f"d{i:02}"), {"n": i, "nested": {"to": ["a@example.com"]}})
-        await batch.commit()
+        await batch.commit(retry=WRITE_RETRY)
         await _until(found, 31)
         for n in range(1, 4):  # each commit: the emulator sends all 31 documents again
             await mail.document("d07").update({"n": 100 + n})

@@ -12,7 +12,7 @@ from mailgate.errors import ConfigError
 from mailgate.sources.firestore.contracts import Contract, ContractOptions, InvalidDocument
 from mailgate.sources.firestore.reader import DocumentReader, FirestoreUnavailable
 from tests.builders import parse_submitted
-from tests.firestore_peer import Emulator, firestore, firestore_emulator
+from tests.firestore_peer import WRITE_RETRY, Emulator, firestore, firestore_emulator
 
 #: pytest finds fixtures by name in the test's module (until tests/conftest.py imports them)
 FIXTURES = (firestore, firestore_emulator)
@@ -33,7 +33,7 @@ async def _put(client: Client, docs: dict[str, dict[str, Any]]) -> None:
     batch = client.batch()
     for path, data in docs.items():
         batch.set(client.document(path), data)
-    await batch.commit()
+    await batch.commit(retry=WRITE_RETRY)
 
 
 async def test_users_are_read_by_uid_with_only_their_email(firestore: Client) -> None:

@@ -15,7 +15,7 @@ import pytest
 from google.cloud import firestore
 
 from mailgate.app import Gateway, Mode
-from tests.firestore_peer import Emulator
+from tests.firestore_peer import WRITE_RETRY, Emulator
 from tests.integration.conftest import api, fast_settings
 from tests.peers import Upstream
 
@@ -203,7 +203,7 @@ async def test_a_full_page_that_queued_mail_is_followed_by_the_next_page_at_once
         batch.set(firestore_client.document(f"mail/p{i:03}"),
                   {"to": "p@example.com", "message": {"subject": f"p{i}", "text": "t"},
                    "delivery": {"state": "PENDING"}})  # fmt: skip
-    await batch.commit()
+    await batch.commit(retry=WRITE_RETRY)
     hourly = {"listen": False, "poll_interval": 3600, "sweep_interval": 0}
     async with _gateway(db_url, upstream, firestore_emulator, **hourly):
         async with asyncio.timeout(30):
@@ -225,7 +225,7 @@ async def test_the_sweep_finds_new_documents_no_query_can_select(
         batch.set(firestore_client.document(f"mail/d{i:03}"), done)
     for name in ("a0", "d099x", "d150x", "zz"):  # first page, second, third, last
         batch.set(firestore_client.document(f"mail/{name}"), {**new, "id": name})
-    await batch.commit()
+    await batch.commit(retry=WRITE_RETRY)
     sweeping = {"listen": False, "poll_interval": 0.1, "sweep_interval": 0.5}
     async with _gateway(db_url, upstream, firestore_emulator, **sweeping) as gw, api(gw) as c:
         for name in ("a0", "d099x", "d150x", "zz"):
