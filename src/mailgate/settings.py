@@ -19,7 +19,14 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -91,7 +98,18 @@ class SmtpSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
     port: int = Field(1025, description="SMTP port; 0 picks a free one.")
     hostname: str = Field("mailgate.local", description="Name in the SMTP greeting and EHLO.")
-    timeout: float = Field(300.0, description="Idle seconds before a client is dropped.")
+    read_timeout: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=AliasChoices("read_timeout", "timeout"),
+        description="Seconds a client may take to send its next command or line of data;"
+        " then it hears 421 4.4.2 and is dropped (`timeout` is the old name).",
+    )
+    write_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may leave a reply unread before it is dropped.",
+    )
     shutdown_grace: float = Field(
         10.0, description="Seconds open sessions get to finish on shutdown before a 421."
     )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import socket
 import sqlite3
 import threading
+import time
 
 import aiosmtplib
 import pytest
@@ -30,7 +33,7 @@ def _sendmail(address: tuple[str, int], raw: bytes) -> dict[str, tuple[int, byte
 
 async def test_idle_client_hears_421_before_the_close(start_gateway: GatewayFactory) -> None:
     """RFC 5321 §4.5.3.2: a server that times a client out says so (421) before closing."""
-    async with start_gateway(Mode.DEV, smtp={"timeout": 0.5}) as gw:
+    async with start_gateway(Mode.DEV, smtp={"read_timeout": 0.5}) as gw:
         reader, writer = await asyncio.open_connection(*_address(gw))
         assert (await reader.readline()).startswith(b"220 ")
         writer.write(b"EHLO client.test\r\n")
@@ -147,3 +150,33 @@ async def test_a_message_being_parsed_does_not_hold_up_other_sessions(
         got = await client.get(f"/inbox/{items[0]['id']}/attachments/0")  # re-parsed
         assert got.content == b"a;b\r\n"
     assert len(on_loop_thread) == 3 and not any(on_loop_thread)
+
+
+def _flood(address: tuple[str, int], commands: int) -> tuple[int, float]:
+    """Send ``commands`` EHLOs without reading a reply, through a small receive window;
+    then read what came: (bytes read, seconds until the server ended the connection)."""
+    started = time.monotonic()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(address)
+        with contextlib.suppress(ConnectionError):
+            sock.sendall(b"EHLO client.test\r\n" * commands)
+        time.sleep(3)  # and read nothing meanwhile
+        sock.settimeout(10)  # a server still waiting to write would time this out
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    return received, time.monotonic() - started
+
+
+async def test_a_client_that_never_reads_its_replies_is_dropped(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Replies never read fill the socket buffers; after ``write_timeout`` the server
+    drops the client instead of waiting on it for ever (a socket timeout would fail)."""
+    commands = 60_000  # about 10 MB of EHLO replies: more than the buffers hold
+    async with start_gateway(Mode.DEV, smtp={"write_timeout": 0.5}) as gw:
+        received, seconds = await asyncio.to_thread(_flood, _address(gw), commands)
+    assert received < commands * 100 and seconds < 20

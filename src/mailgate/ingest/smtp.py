@@ -252,6 +252,7 @@ class _Session(SMTP):
         registry: set[_Session],
         recorder: SmtpRecorder,
         max_connections: int,
+        write_timeout: float,
         *args: Any,
         **kwargs: Any,
     ) -> None:
@@ -259,6 +260,7 @@ class _Session(SMTP):
         self._registry = registry
         self.recorder = recorder
         self.max_connections = max_connections
+        self.write_timeout = write_timeout
         self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
         #: commands refused (5xx) since the session began or its last captured message
         self.violations: list[str] = []
@@ -301,7 +303,16 @@ class _Session(SMTP):
         if reply[:1] == "5" and len(self.violations) < _MAX_VIOLATIONS:
             self.violations.append(reply[:200])
             log.info("SMTP %s: %s", _peer(self.session.peer) if self.session else "?", reply)
-        await super().push(status)
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await super().push(status)
+        except TimeoutError:
+            # a client that does not read its replies would hold them in memory for ever
+            peer = _peer(self.session.peer) if self.session else None
+            log.info("SMTP %s: replies unread for %g s; dropped", peer, self.write_timeout)
+            if isinstance(self.transport, asyncio.WriteTransport):
+                self.transport.abort()
+            return
         if self.close_after_reply and reply.startswith("250"):
             self.close_after_reply = False
             self.say_goodbye(b"221 2.0.0 Bye")  # a capture handler said CLOSE
@@ -366,12 +377,14 @@ class SmtpServer:
         metrics: SmtpRecorder | None = None,
         tls_context: ssl.SSLContext | None = None,
         max_connections: int = 500,
+        write_timeout: float = 10.0,
     ) -> None:
         """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
         implicit-TLS listener."""
         self.handler = handler
         self.tls_context = tls_context
         self.max_connections = max_connections
+        self.write_timeout = write_timeout
         self.recorder: SmtpRecorder = metrics or _Unrecorded()
         self.hostname = hostname
         self.max_message_size = max_message_size
@@ -385,6 +398,7 @@ class SmtpServer:
             self.sessions,
             self.recorder,
             self.max_connections,
+            self.write_timeout,
             self.handler,
             hostname=self.hostname,
             ident="mailgate ESMTP",
