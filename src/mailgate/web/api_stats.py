@@ -75,6 +75,10 @@ class FirestoreOut(BaseModel):
     stream_restarts: int = Field(description="times the listener subscribed again")
     documents_queued: int = Field(description="documents queued since the gateway started")
     documents_invalid: int = Field(description="documents written back as ERROR, invalid")
+    leases_lost: int = Field(
+        description="documents found and queued whose lease another gateway (or a change"
+        " to the document) took first"
+    )
     poll_interval: float
 
 

@@ -104,6 +104,7 @@ class SourceStats:
     stream_restarts: int = 0
     documents_queued: int = 0
     documents_invalid: int = 0
+    leases_lost: int = 0  #: queued, but another gateway's lease (or a change) came first
 
     def view(self) -> dict[str, Any]:
         return {
@@ -116,6 +117,7 @@ class SourceStats:
             "stream_restarts": self.stream_restarts,
             "documents_queued": self.documents_queued,
             "documents_invalid": self.documents_invalid,
+            "leases_lost": self.leases_lost,
         }
 
 
@@ -448,6 +450,7 @@ class FirestoreSource:
             self._not_now(w.path, exc, outcomes, w.index)  # queued: found again, not re-sent
             return
         if not leased:
+            self.stats.leases_lost += 1
             if not w.duplicate:  # queued for a document someone else leased: withdraw it
                 with contextlib.suppress(MailgateError):
                     await self.cancel(w.message_id, self.options.tenant)
