@@ -14,7 +14,7 @@ one by one so each gets its own answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,9 +22,10 @@ from typing import Any
 from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 
-__all__ = ["UpdateBatcher"]
+__all__ = ["UpdateBatcher", "read_documents"]
 
 MAX_WRITES = 500  #: Firestore's most writes in one commit
+_READS = 100  #: documents read in one request
 _CONFLICT = (google_errors.FailedPrecondition, google_errors.NotFound)
 
 
@@ -67,12 +68,6 @@ class UpdateBatcher:
             return False
         return True
 
-    async def close(self) -> None:
-        """Wait for the updates asked for so far."""
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-
     async def _drain(self) -> None:
         while self._pending:
             await asyncio.sleep(0)  # let the callers of this turn of the loop join
@@ -102,13 +97,7 @@ class UpdateBatcher:
         await asyncio.gather(*(self._alone(item) for item in batch))
 
     async def _together(self, batch: list[_Update]) -> bool:
-        writes = self.client.batch()
-        for item in batch:
-            writes.update(self.client.document(item.path), item.fields, option=self._when(item))
-        self.commits += 1
-        try:
-            await writes.commit()
-        except _CONFLICT:
+        if not await self.commit_all([_request(item) for item in batch]):
             return False  # one of them changed
         for item in batch:
             _settle(item, True)
@@ -117,33 +106,39 @@ class UpdateBatcher:
     async def _unchanged(self, batch: list[_Update]) -> list[_Update]:
         """The updates whose document is still the version they were asked for; the
         others are answered False."""
-        versions: dict[str, Any] = {}
-        refs = [self.client.document(item.path) for item in batch]
-        for start in range(0, len(refs), 100):
-            async for snap in self.client.get_all(refs[start : start + 100]):
-                versions[snap.reference.path] = snap.update_time if snap.exists else None
+        snaps = await read_documents(self.client, [item.path for item in batch])
         unchanged = []
         for item in batch:
-            if versions.get(item.path) == item.version:
+            snap = snaps.get(item.path)
+            if snap is not None and snap.exists and snap.update_time == item.version:
                 unchanged.append(item)
             else:
                 _settle(item, False)
         return unchanged
 
     async def _alone(self, item: _Update) -> None:
-        self.commits += 1
         try:
-            await self.client.document(item.path).update(item.fields, option=self._when(item))
-        except _CONFLICT:
-            _settle(item, False)
+            written = await self.commit_all([_request(item)])
         except Exception as exc:  # this caller's error, not the others'
             if not item.done.done():
                 item.done.set_exception(exc)
         else:
-            _settle(item, True)
+            _settle(item, written)
 
-    def _when(self, item: _Update) -> Any:
-        return self.client.write_option(last_update_time=item.version)
+
+async def read_documents(client: firestore.AsyncClient, paths: Sequence[str]) -> dict[str, Any]:
+    """path → snapshot (``exists`` False where there is no document), 100 a request."""
+    wanted = sorted(set(paths))
+    snaps: dict[str, Any] = {}
+    for start in range(0, len(wanted), _READS):
+        refs = [client.document(p) for p in wanted[start : start + _READS]]
+        async for snap in client.get_all(refs):
+            snaps[snap.reference.path] = snap
+    return snaps
+
+
+def _request(item: _Update) -> tuple[str, dict[str, Any], datetime]:
+    return item.path, item.fields, item.version
 
 
 def _one_batch(pending: list[_Update]) -> tuple[list[_Update], list[_Update]]:

@@ -48,7 +48,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from mailgate.errors import MailgateError
 from mailgate.ingest.submission import SubmissionReport
-from mailgate.sources.firestore.batching import UpdateBatcher
+from mailgate.sources.firestore.batching import UpdateBatcher, read_documents
 from mailgate.sources.firestore.contracts import (
     RETRY_COUNT_FIELD,
     Contract,
@@ -138,7 +138,6 @@ class FirestoreSource:
     ) -> None:
         self.client = client
         self._updates = UpdateBatcher(client)  #: leases and ERRORs, committed together
-        self.listen_client = listen_client
         self.reader = reader
         self.submit = submit
         self.cancel = cancel
@@ -294,13 +293,13 @@ class FirestoreSource:
         for start in range(0, len(paths), 100):
             chunk = paths[start : start + 100]
             try:
-                async for snap in self.client.get_all([self.client.document(p) for p in chunk]):
-                    if snap.exists:
-                        found.append(_found(snap))
+                snaps = await read_documents(self.client, chunk)
             except (google_errors.GoogleAPIError, OSError) as exc:
                 self._failed.update(chunk)
                 log.warning("firestore: %d document(s) not read now (%s); the next poll"
                             " retries", len(chunk), _reason(exc))  # fmt: skip
+            else:
+                found += [_found(snap) for snap in snaps.values() if snap.exists]
         return found
 
     @staticmethod

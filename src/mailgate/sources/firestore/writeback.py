@@ -39,7 +39,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 
 from mailgate.errors import MailgateError
-from mailgate.sources.firestore.batching import UpdateBatcher
+from mailgate.sources.firestore.batching import UpdateBatcher, read_documents
 from mailgate.sources.firestore.contracts import RETRY_COUNT_FIELD, Contract, detect
 from mailgate.store.outbox import EventKind, OutboxEvent, OutboxStore
 
@@ -190,7 +190,7 @@ class FirestoreWriteBack:
         is left for the next pass: its message was sent before its lease was written
         (the source queues first, then leases), and writing now would make the lease's
         commit be refused, and every other lease of its commit with it."""
-        snaps = await self._read({paths[i] for i in todo})
+        snaps = await read_documents(self.client, [paths[i] for i in todo])
         left: list[int] = []
         writes: list[tuple[int, tuple[str, dict[str, Any], datetime]]] = []
         writing: set[str] = set()
@@ -225,16 +225,6 @@ class FirestoreWriteBack:
             else:
                 left.append(i)
         return sorted(left), not all(written)
-
-    async def _read(self, paths: set[str]) -> dict[str, Any]:
-        """path → snapshot (``exists`` False when there is none), 100 a request."""
-        wanted = sorted(paths)
-        snaps: dict[str, Any] = {}
-        for start in range(0, len(wanted), 100):
-            refs = [self.client.document(p) for p in wanted[start : start + 100]]
-            async for snap in self.client.get_all(refs):
-                snaps[snap.reference.path] = snap
-        return snaps
 
 
 def _leased(data: dict[str, Any]) -> bool:
