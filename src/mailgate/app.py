@@ -34,7 +34,6 @@ from mailgate.deliver.pool import PoolBoard
 from mailgate.deliver.router import Router
 from mailgate.deliver.ssrf import NetGuard
 from mailgate.deliver.transports import transport_for
-from mailgate.errors import ConfigError
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.ingest import Submissions
@@ -408,7 +407,7 @@ class Gateway:
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server
         self._stack.push_async_callback(server.stop, s.smtp.shutdown_grace)
-        if s.smtp.tls_port is not None and server.tls_context is not None:
+        if s.smtp.tls_port is not None:
             self.smtps_address = await server.start_tls(s.smtp.host, s.smtp.tls_port)
             log.info("SMTP with implicit TLS on %s", format_hostport(*self.smtps_address))
 
@@ -426,20 +425,16 @@ class Gateway:
             recorder=self.metrics,
         )
 
-    def _smtp_tls(self) -> ssl.SSLContext | None:
-        """The SMTP server's TLS context: the configured certificate; under ``dev`` without
-        one, a self-signed certificate kept in the data directory; else none."""
+    def _smtp_tls(self) -> ssl.SSLContext:
+        """The SMTP server's TLS context (the server runs under ``dev`` only, so far): the
+        configured certificate, else a self-signed one kept in the data directory."""
         from mailgate.ingest.tls import self_signed, server_context
 
         s = self.settings.smtp
         if s.tls_cert is not None and s.tls_key is not None:
             cert, key = s.tls_cert, s.tls_key
-        elif self.mode is Mode.DEV:
-            cert, key = self_signed(data_dir() / "tls", s.hostname)
         else:
-            if s.tls_port is not None:
-                raise ConfigError("smtp.tls_port needs smtp.tls_cert and smtp.tls_key")
-            return None
+            cert, key = self_signed(data_dir() / "tls", s.hostname)
         log.info("SMTP offers STARTTLS with the certificate %s", cert)
         return server_context(cert, key)
 
