@@ -84,12 +84,18 @@ async def test_over_max_connections_the_next_client_hears_421(
 
 @pytest.mark.parametrize(
     ("user", "password", "accepted"),
-    [("app", "right horse", True), ("app", "wrong", False), ("nobody", "right horse", False)],
+    [
+        ("app", "right horse", True),
+        ("app", "wrong", False),
+        ("nobody", "right horse", False),
+        ("blank", "", True),  # a user configured with an empty password
+        ("blank", "x", False),
+    ],
 )
 async def test_verify_takes_only_the_configured_users(
     start_gateway: GatewayFactory, user: str, password: str, accepted: bool
 ) -> None:
-    settings: dict[str, Any] = {"auth": "verify", "users": {"app": "right horse"}}
+    settings: dict[str, Any] = {"auth": "verify", "users": {"app": "right horse", "blank": ""}}
     async with start_gateway(Mode.DEV, smtp=settings) as gw, api(gw) as client:
         assert gw.smtp_address is not None
 

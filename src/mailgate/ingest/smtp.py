@@ -170,8 +170,8 @@ class CaptureHandler:
 def _known(users: Mapping[str, str], username: str, password: str) -> bool:
     expected = users.get(username)
     # compared in constant time, and as long for an unknown user as for a known one
-    ok = hmac.compare_digest(password.encode(), (expected or "\0" + password).encode())
-    return ok and expected is not None
+    against = expected if expected is not None else "\0" + password
+    return hmac.compare_digest(password.encode(), against.encode()) and expected is not None
 
 
 def bare_line_endings(raw: bytes) -> tuple[str, ...]:
