@@ -5,12 +5,16 @@ replay, dead letters and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+import mailgate.app
 from mailgate.crypto import generate_key
 from tests.http_peer import Receiver, Request, fail_first
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
@@ -218,6 +222,52 @@ async def test_private_and_metadata_addresses_are_refused_unless_allowed(
     settings = _settings(allow_private_networks=False, allowed_hosts=["127.0.0.1"])
     async with start_gateway(**settings) as gw, api(gw) as client:
         await _hook(client, "http://127.0.0.1:9/hook")  # named as allowed
+
+
+async def test_the_address_is_checked_again_at_post_time(
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: ``hooks.test`` resolves to a public address when the endpoint is
+    created, then to loopback, where a receiver listens. The POST is refused before it
+    connects (the guard resolves again for every new connection) and is recorded as a
+    failed attempt; the receiver gets nothing."""
+    dns = {"hooks.test": "93.184.215.14"}  # a public address: the endpoint is accepted
+
+    async def resolver(host: str, port: int) -> Sequence[str]:
+        return [dns[host]]
+
+    real_guard = mailgate.app.webhook_guard
+    monkeypatch.setattr(
+        mailgate.app,
+        "webhook_guard",
+        lambda s, mode: dataclasses.replace(real_guard(s, mode), resolver=resolver),
+    )
+    settings = _settings(allow_private_networks=False)
+    async with Receiver() as rx, start_gateway(**settings) as gw, api(gw) as client:
+        hook = await _hook(client, f"http://hooks.test:{rx.port}/hook", kinds=["message.queued"])
+        dns["hooks.test"] = "127.0.0.1"  # rebound to where the receiver listens
+        await _send(client)
+        attempts = await _first_attempts(client, hook["id"])
+        samples = await scrape(gw)
+    assert rx.requests == []  # never sent
+    attempt = attempts[-1]  # the first (newest first)
+    assert (attempt["outcome"], attempt["status"]) == ("failed", None)
+    assert attempt["error"] == (
+        "hooks.test resolves to 127.0.0.1, a loopback address: refused to connect to it"
+    )
+    assert value(samples, "mailgate_webhook_deliveries_total", outcome="failed") >= 1
+    assert value(samples, "mailgate_webhook_deliveries_total", outcome="delivered") == 0
+
+
+async def _first_attempts(client: httpx.AsyncClient, hook_id: str) -> list[dict[str, Any]]:
+    """The endpoint's attempts (newest first) once there is one."""
+    async with asyncio.timeout(10):
+        while True:
+            deliveries = (await client.get(f"/webhooks/{hook_id}/deliveries")).json()
+            attempts: list[dict[str, Any]] = deliveries["attempts"]
+            if attempts:
+                return attempts
+            await asyncio.sleep(0.05)
 
 
 async def test_replay_sends_a_delivered_event_again_and_dead_letters_stop_retries(
