@@ -14,7 +14,9 @@ across processes sharing one queue.
 * ``mailgate_queue_latency_seconds``: from enqueue to the final state (sent or failed);
 * ``mailgate_queue_depth{state}``: messages by state, all tenants;
 * ``mailgate_outbox_backlog{consumer}``: events not yet delivered to each outbox consumer;
-* ``mailgate_pool_connections{pool,state}`` (``in_use``, ``idle``) and
+* ``mailgate_pool_connections{pool,state}`` (``in_use``, ``idle``),
+  ``mailgate_pool_connections_open{pool}`` (the two together: a gauge of its own rather
+  than a third state, so ``sum by (pool)`` of the first stays the open count) and
   ``mailgate_pool_connections_{created,reused,closed}_total{pool}``;
 * ``mailgate_smtp_connections_open`` and ``mailgate_smtp_connections_total``: clients of
   the SMTP server;
@@ -250,10 +252,15 @@ class _Pools(Collector):
         self.pools = pools
 
     def collect(self) -> Iterator[Metric]:
-        open_ = GaugeMetricFamily(
+        by_state = GaugeMetricFamily(
             "mailgate_pool_connections",
             "Open SMTP connections per pool (tenant/account), in use or idle.",
             labels=["pool", "state"],
+        )
+        open_ = GaugeMetricFamily(
+            "mailgate_pool_connections_open",
+            "Open SMTP connections per pool (tenant/account): in use and idle together.",
+            labels=["pool"],
         )
         totals = {
             name: CounterMetricFamily(
@@ -269,9 +276,11 @@ class _Pools(Collector):
         }
         for pool, figures in self.pools().items():
             for state in ("in_use", "idle"):
-                open_.add_metric([pool, state], figures.get(state, 0))
+                by_state.add_metric([pool, state], figures.get(state, 0))
+            open_.add_metric([pool], figures.get("in_use", 0) + figures.get("idle", 0))
             for name, family in totals.items():
                 family.add_metric([pool], figures.get(name, 0))
+        yield by_state
         yield open_
         yield from totals.values()
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import parseaddr
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from mailgate.app import Gateway
 from mailgate.deliver.relay import parse_relay_url
 from mailgate.deliver.smtp import SmtpTransport
 from mailgate.deliver.transport import Envelope, Outgoing
@@ -32,6 +33,7 @@ from mailgate.model import (
 from mailgate.settings import DeliverySettings
 from tests.builders import make_message
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.test_metrics_health import scrape, value
 from tests.peers import Upstream
 
 
@@ -243,6 +245,52 @@ async def test_stats_show_each_pool_and_the_queue(
     assert body["last_day"] == body["last_hour"]
     assert len(body["sent_per_minute"]) == 60 and body["sent_per_minute"][-1] == 3
     assert body["last_errors"] == {}
+
+
+async def test_metrics_show_the_pools_connections_open_in_use_idle_and_closed(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Two sends held in DATA: two open, both in use; sent: both idle; past the idle
+    timeout: both closed, none open. /metrics is parsed with prometheus-client's parser."""
+    settings = {"delivery": {"pool_idle_timeout": 1.0}}
+    async with (
+        watching() as up,
+        start_gateway(relay_url=up.url, **settings) as gw,
+        api(gw) as client,
+    ):
+        up.data_delay = 1.0
+        ids = (await client.post("/messages", json=[_message(1), _message(2)])).json()["ids"]
+        await _until(lambda: up.inflight == 2)
+        sending = await _pool_figures(gw, "default/default")
+        for mid in ids:
+            await wait_for_state(client, mid, "sent")
+        sent = await _pool_figures(gw, "default/default")
+        await _until(lambda: up.quits == 2)  # the reaper quits both after the idle timeout
+        closed = await _pool_figures(gw, "default/default")
+    assert up.connections == 2
+    assert sending == {"in_use": 2, "idle": 0, "open": 2, "closed_total": 0}
+    assert sent == {"in_use": 0, "idle": 2, "open": 2, "closed_total": 0}
+    assert closed == {"in_use": 0, "idle": 0, "open": 0, "closed_total": 2}
+
+
+async def _pool_figures(gw: Gateway, pool: str) -> dict[str, float]:
+    samples = await scrape(gw)
+    for name in ("mailgate_pool_connections_open", "mailgate_pool_connections_closed_total"):
+        assert (name, (("pool", pool),)) in samples, name  # shown, not a missing zero
+    return {
+        "in_use": value(samples, "mailgate_pool_connections", pool=pool, state="in_use"),
+        "idle": value(samples, "mailgate_pool_connections", pool=pool, state="idle"),
+        "open": value(samples, "mailgate_pool_connections_open", pool=pool),
+        "closed_total": value(samples, "mailgate_pool_connections_closed_total", pool=pool),
+    }
+
+
+async def _until(check: Callable[[], bool], limit: float = 5.0) -> None:
+    async with asyncio.timeout(limit):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.01)
 
 
 def _message(n: int) -> dict[str, Any]:
