@@ -3,7 +3,10 @@ prometheus-client's own parser, and readiness that names the part that is not re
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -129,7 +132,17 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
 async def test_readyz_in_dev_checks_the_smtp_server(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
         checks = (await client.get("/readyz")).json()["checks"]
+        assert gw._smtp_server is not None and gw.smtp_address is not None
+        await gw._smtp_server.stop(0)  # no longer listening; the rest still runs
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*gw.smtp_address)
+        stopped = await client.get("/readyz")
     assert checks == {"store": "ok", "dispatcher": "ok", "webhooks": "ok", "smtp": "ok"}
+    assert stopped.status_code == 503
+    assert stopped.json() == {
+        "status": "not ready",
+        "checks": {"store": "ok", "dispatcher": "ok", "webhooks": "ok", "smtp": "not listening"},
+    }
 
 
 async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_else(
