@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
+from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
 
@@ -41,9 +44,14 @@ class CaptureMeta:
 
 
 class Inbox:
-    def __init__(self, store: InboxStore, clock: Clock) -> None:
+    def __init__(
+        self, store: InboxStore, clock: Clock, *, files: AttachmentFiles | None = None
+    ) -> None:
+        """``files``: where the capture server writes attachments for its handlers
+        (``smtp.attachment_storage.mode = tempfile``); a deleted message's go with it."""
         self.store = store
         self.clock = clock
+        self.files = files
 
     async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
         """Parse and commit; when this returns the message is durable.
@@ -82,6 +90,28 @@ class Inbox:
         await self.store.add(record, raw)
         return record, parsed
 
+    async def attachment_paths(
+        self, record: CapturedRecord, attachments: Sequence[ParsedAttachment]
+    ) -> list[str] | None:
+        """With ``files``, write a captured message's attachments to files and return
+        their paths; else None (memory mode). A message whose files cannot be written is
+        deleted before the error is raised: the client hears 451, and its retry must not
+        be a duplicate."""
+        if self.files is None:
+            return None
+        try:
+            return await self.files.write(record.id, attachments)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.store.delete(record.id, record.tenant)
+            raise
+
+    async def sweep_files(self) -> None:
+        """Remove attachment files past ``cleanup_after`` or of messages no longer kept
+        (pruned by ``inbox.max_messages`` or ``max_age_days``), for as long as it runs."""
+        if self.files is not None:
+            await self.files.sweep_every(self.store.existing)
+
     async def list(
         self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[CapturedRecord], str | None]:
@@ -96,11 +126,18 @@ class Inbox:
         return await self.store.raw(capture_id, tenant)
 
     async def delete(self, capture_id: str, tenant: str) -> None:
+        """Delete a captured message, and its attachment files."""
         await self.store.delete(capture_id, tenant)
+        if self.files is not None:
+            await self.files.remove(capture_id)
 
     async def clear(self, tenant: str | None) -> int:
-        """Delete a tenant's captured mail (everyone's with ``None``); returns how many."""
-        return await self.store.clear(tenant)
+        """Delete a tenant's captured mail (everyone's with ``None``), and its attachment
+        files; returns how many."""
+        cleared = await self.store.clear(tenant)
+        if self.files is not None:  # what was cleared is no longer in the inbox
+            await self.files.sweep(self.store.existing)
+        return cleared
 
     async def count(self) -> int:
         return await self.store.count()
@@ -133,11 +170,16 @@ def _describe(index: int, att: ParsedAttachment) -> dict[str, Any]:
 
 
 def capture_event(
-    record: CapturedRecord, *, raw: bytes | None = None, contents: list[bytes] | None = None
+    record: CapturedRecord,
+    *,
+    raw: bytes | None = None,
+    contents: list[bytes] | None = None,
+    paths: list[str] | None = None,
 ) -> dict[str, Any]:
     """The capture event of DESIGN §3, as handlers and ``GET /inbox/{id}`` see it.
 
-    Attachment content is included only when ``contents`` is given (memory mode).
+    Attachment content is included only when ``contents`` is given (memory mode), each
+    attachment's file only when ``paths`` is (tempfile mode).
     ``message.problems`` lists what the parser could not read fully (empty when it
     read everything); the raw source always has the whole message.
     """
@@ -149,6 +191,8 @@ def capture_event(
         item["index"] = i
         if contents is not None:
             item["content"] = base64.b64encode(contents[i]).decode()
+        if paths is not None:
+            item["path"] = paths[i]
         attachments.append(item)
     return {
         "event": "EMAIL_RECEIVED",

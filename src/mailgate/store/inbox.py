@@ -158,6 +158,20 @@ class InboxStore:
         async with self.db.read() as conn:
             return int((await conn.execute(select(func.count()).select_from(inbox))).scalar_one())
 
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are still kept, any tenant's (the attachment file sweep asks:
+        a message may have gone by delete, clear, max_messages or max_age)."""
+        found: set[str] = set()
+        async with self.db.read() as conn:
+            for start in range(0, len(ids), _IN_BATCH):
+                batch = ids[start : start + _IN_BATCH]
+                stmt = select(inbox.c.id).where(inbox.c.id.in_(batch))
+                found.update((await conn.execute(stmt)).scalars())
+        return found
+
+
+_IN_BATCH = 500  #: ids in one IN (...): under SQLite's old limit of 999 bound parameters
+
 
 def _keep_newest(conn: Connection, tenant: str, keep: int) -> None:
     """Delete the tenant's captured mail past its ``keep`` newest (ids are UUIDv7: in

@@ -1,0 +1,153 @@
+"""Captured attachments as files (``smtp.attachment_storage.mode = tempfile``).
+
+The capture handlers then get each attachment's ``path`` instead of its content in
+base64. Layout: ``<temp_dir>/mailgate-<store>/<capture id>/<n>-<name>``.
+
+* ``<store>`` is a hash of the database URL: gateways on different databases may share
+  a ``temp_dir`` (by default the data directory's ``attachments``) without one sweeping
+  away the other's files, since each can only ask its own inbox what is still kept.
+* ``<n>-<name>``: the attachment's index, then its filename cut down to
+  ``[A-Za-z0-9._-]``. A filename is other people's input, never a path: ``../../x``,
+  ``/etc/passwd`` or an empty name all become plain names inside the message's
+  directory, and two attachments never share a file.
+* Directories are 0700 and files 0600, created with ``O_EXCL | O_NOFOLLOW``: they hold
+  other people's mail.
+
+A message's directory goes when the message is deleted (:meth:`AttachmentFiles.remove`)
+and, through :meth:`AttachmentFiles.sweep`, when the inbox no longer has the message
+(pruned by ``inbox.max_messages`` or ``inbox.max_age_days``) or it is older than
+``cleanup_after``. The sweep touches only names this module makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from mailgate.mime import ParsedAttachment
+
+__all__ = ["AttachmentFiles", "Existing", "file_name"]
+
+log = logging.getLogger(__name__)
+
+#: which of these capture ids the inbox still keeps (:meth:`InboxStore.existing`)
+Existing = Callable[[Sequence[str]], Awaitable[set[str]]]
+
+_CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_STORE_DIR = re.compile(r"mailgate-[0-9a-f]{16}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 100  #: characters of the filename kept (its end: the extension survives)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+
+def file_name(index: int, filename: str | None) -> str:
+    """The file attachment ``index`` is written to: never a path, never a dot file."""
+    name = _UNSAFE.sub("_", filename or "").strip("._")[-_MAX_NAME:]
+    return f"{index}-{name or 'attachment'}"
+
+
+class AttachmentFiles:
+    """The attachment files of one inbox."""
+
+    def __init__(self, temp_dir: Path, *, store_url: str, cleanup_after: float) -> None:
+        self.root = temp_dir.absolute()  #: paths in the capture event are absolute
+        digest = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+        self.dir = self.root / f"mailgate-{digest}"  #: this inbox's message directories
+        self.cleanup_after = cleanup_after
+
+    async def write(self, capture_id: str, attachments: Sequence[ParsedAttachment]) -> list[str]:
+        """Write each attachment to its file (in a worker thread: never on the event
+        loop); their paths, in order. Nothing is left behind when one cannot be written."""
+        return await asyncio.to_thread(self._write, capture_id, attachments)
+
+    async def remove(self, capture_id: str) -> None:
+        """Remove the files of a deleted message (none written: nothing to do)."""
+        if _CAPTURE_ID.fullmatch(capture_id):
+            await asyncio.to_thread(shutil.rmtree, self.dir / capture_id, ignore_errors=True)
+
+    async def sweep(self, existing: Existing, now: float | None = None) -> int:
+        """Remove the directories of messages the inbox no longer has or older than
+        ``cleanup_after`` (in another store's directory: only the latter); how many.
+
+        A directory is made only after its message is committed, so a message being
+        captured now is never taken for a deleted one.
+        """
+        now = time.time() if now is None else now
+        ours, theirs = await asyncio.to_thread(self._listing)
+        kept = await existing(list(ours)) if ours else set()
+        old = now - self.cleanup_after
+        doomed = [self.dir / i for i, made in ours.items() if i not in kept or made < old]
+        doomed += [path for path, made in theirs if made < old]
+        await asyncio.to_thread(_remove_all, doomed)
+        return len(doomed)
+
+    async def sweep_every(self, existing: Existing) -> None:
+        """:meth:`sweep` at start, then every half ``cleanup_after`` (a minute at most)."""
+        interval = min(max(self.cleanup_after / 2, 0.05), 60.0)
+        while True:
+            try:
+                if gone := await self.sweep(existing):
+                    log.debug("removed the attachment files of %d captured messages", gone)
+            except Exception:
+                log.exception("attachment file sweep failed; trying again in %g s", interval)
+            await asyncio.sleep(interval)
+
+    def _write(self, capture_id: str, attachments: Sequence[ParsedAttachment]) -> list[str]:
+        if not _CAPTURE_ID.fullmatch(capture_id):
+            raise ValueError(f"not a capture id: {capture_id!r}")
+        if not attachments:
+            return []
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        folder = self.dir / capture_id
+        folder.mkdir(mode=0o700)
+        try:
+            return [_write_file(folder / file_name(i, a.filename), a.content)
+                    for i, a in enumerate(attachments)]  # fmt: skip
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _listing(self) -> tuple[dict[str, float], list[tuple[Path, float]]]:
+        """This inbox's message directories (id → modified time), and other stores'."""
+        ours: dict[str, float] = {}
+        theirs: list[tuple[Path, float]] = []
+        for store in _entries(self.root, _STORE_DIR):
+            for entry in _entries(Path(store.path), _CAPTURE_ID):
+                try:
+                    made = entry.stat(follow_symlinks=False).st_mtime
+                except FileNotFoundError:  # removed meanwhile (its message was deleted)
+                    continue
+                if store.path == str(self.dir):
+                    ours[entry.name] = made
+                else:
+                    theirs.append((Path(entry.path), made))
+        return ours, theirs
+
+
+def _entries(folder: Path, name: re.Pattern[str]) -> list[os.DirEntry[str]]:
+    """The directories (not symlinks) in ``folder`` with a name this module makes."""
+    try:
+        with os.scandir(folder) as scan:
+            return [e for e in scan
+                    if name.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]  # fmt: skip
+    except FileNotFoundError:
+        return []
+
+
+def _write_file(path: Path, content: bytes) -> str:
+    with os.fdopen(os.open(path, _CREATE, 0o600), "wb") as f:
+        f.write(content)
+    return str(path)
+
+
+def _remove_all(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
