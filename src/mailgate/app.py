@@ -36,21 +36,25 @@ from mailgate.deliver.ssrf import NetGuard
 from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
+from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.ingest import Submissions
 from mailgate.ingest.handlers import HandlerPool, load_handlers
-from mailgate.ingest.smtp import CaptureHandler, SmtpServer
+from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
+from mailgate.ingest.smtp_submission import SubmissionHandler
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
 from mailgate.reports.sync import ReportSync, pause
 from mailgate.reports.webhooks import WebhookSender
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
+from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
+from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.web import Services, create_app, create_metrics_app
 
@@ -128,7 +132,8 @@ class Gateway:
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
         queue = self._queue = QueueStore(db)
-        self.inbox = Inbox(InboxStore(db, max_messages=s.inbox.max_messages), self.clock)
+        inbox_store = InboxStore(db, max_messages=s.inbox.max_messages)
+        self.inbox = Inbox(inbox_store, self.clock, files=self._attachment_files())
         if self.fresh_inbox:
             await self.inbox.clear(None)
         box = secret_box(s, self.mode)
@@ -148,6 +153,7 @@ class Gateway:
             owner=owner,
             pacer=pacer,
             metrics=self.metrics,
+            on_recorded=self._events_written,
             # url/path attachments and DKIM, resolved when each message is sent
             prepare=await self._stack.enter_async_context(
                 SendTimeContent(s.attachments, accounts=sending_account(router))
@@ -159,18 +165,22 @@ class Gateway:
         if s.retention.enabled:
             purging = asyncio.create_task(self._purge_every(db), name="mailgate-retention")
             self._stack.push_async_callback(_cancel, purging)
+        if self.inbox.files is not None:  # smtp.attachment_storage.mode = tempfile
+            sweeping = asyncio.create_task(self.inbox.sweep_files(), name="mailgate-attachments")
+            self._stack.push_async_callback(_cancel, sweeping)
         submissions = Submissions(
             queue,
             self.clock,
             default_from=default_from,
             limits=s.limits,
-            on_queued=self.dispatcher.wake,
+            on_queued=self._queued,
             admission=RateAdmission(router, pacer),
             max_attachment=s.attachments.max_attachment_size,
         )
         webhooks = await self._webhooks(db, box)
         await self._report_sync(db, queue)
         self.firestore = await self._firestore(db, queue, submissions)
+        smtp_users = SmtpUsersService(SmtpUserStore(db), self.clock)
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -180,10 +190,13 @@ class Gateway:
             tokens=TokenStore(db, self.clock),
             webhooks=webhooks,
             firestore=self.firestore,
+            smtp_users=smtp_users,
         )
         await self._start_web(services)
-        if self.mode is Mode.DEV and s.smtp.enabled:
-            await self._start_smtp()
+        if self.smtp_mode == "capture":
+            await self._start_smtp(await self._capture_handler())
+        elif self.smtp_mode == "submission":
+            await self._start_smtp(self._submission_handler(smtp_users, submissions))
 
     async def _webhooks(self, db: Database, box: SecretBox | None) -> WebhooksService:
         """The endpoints' service, and their sender when this process delivers them."""
@@ -199,6 +212,17 @@ class Gateway:
         return WebhooksService(
             store, outbox, self.clock, guard=guard, on_change=self.webhooks.changed
         )
+
+    def _events_written(self) -> None:
+        """Outbox events were written in this process (an outcome, a queued message): the
+        webhook sender looks for them now instead of at its next poll."""
+        if hasattr(self, "webhooks"):  # built just after the dispatcher started
+            self.webhooks.wake()
+
+    def _queued(self) -> None:
+        """Messages and their ``message.queued`` events were written: send and report."""
+        self.dispatcher.wake()
+        self._events_written()
 
     async def _firestore(
         self, db: Database, queue: QueueStore, submissions: Submissions
@@ -382,22 +406,49 @@ class Gateway:
         address: tuple[str, int] = sock.getsockname()[:2]
         return address
 
-    async def _start_smtp(self) -> None:
+    @property
+    def smtp_mode(self) -> str | None:
+        """What the SMTP server does here: capture, submission, or None (no server)."""
+        s = self.settings.smtp
+        if not s.enabled:
+            return None
+        return s.mode or ("capture" if self.mode is Mode.DEV else None)
+
+    def _submission_handler(
+        self, users: SmtpUsersService, submissions: Submissions
+    ) -> SubmissionHandler:
+        return SubmissionHandler(
+            users,
+            submissions,
+            self.clock,
+            hostname=self.settings.smtp.hostname,
+            max_recipients=self.settings.smtp.max_recipients,
+        )
+
+    async def _capture_handler(self) -> CaptureHandler:
         s = self.settings
         users = None
         if s.smtp.auth == "verify":
             users = {name: secret.get_secret_value() for name, secret in s.smtp.users.items()}
-        handler = CaptureHandler(
+        return CaptureHandler(
             self.inbox,
-            max_recipients=s.limits.max_recipients,
+            max_recipients=s.smtp.max_recipients,
             users=users,
             handlers=await self._capture_handlers(),
             include_raw=s.smtp.include_raw,
         )
+
+    async def _start_smtp(self, handler: CaptureHandler | SubmissionHandler) -> None:
+        s = self.settings
+        submission = isinstance(handler, SubmissionHandler)
+        throttle = AuthThrottle(s.smtp.auth_max_failures, s.smtp.auth_failure_window)
         server = SmtpServer(
             handler,
+            submission=submission,
+            throttle=throttle if submission else None,
+            cleartext_auth_from=tuple(s.smtp.cleartext_auth_from),
             hostname=s.smtp.hostname,
-            max_message_size=s.limits.max_message_size,
+            max_message_size=s.smtp.max_message_size,
             timeout=s.smtp.read_timeout,
             write_timeout=s.smtp.write_timeout,
             metrics=self.metrics,
@@ -425,18 +476,32 @@ class Gateway:
             recorder=self.metrics,
         )
 
-    def _smtp_tls(self) -> ssl.SSLContext:
-        """The SMTP server's TLS context (the server runs under ``dev`` only, so far): the
-        configured certificate, else a self-signed one kept in the data directory."""
+    def _smtp_tls(self) -> ssl.SSLContext | None:
+        """The SMTP server's TLS context: the configured certificate, else under ``dev`` a
+        self-signed one kept in the data directory; None: ``serve`` without one."""
         from mailgate.ingest.tls import self_signed, server_context
 
         s = self.settings.smtp
         if s.tls_cert is not None and s.tls_key is not None:
             cert, key = s.tls_cert, s.tls_key
-        else:
+        elif self.mode is Mode.DEV:
             cert, key = self_signed(data_dir() / "tls", s.hostname)
+        else:
+            log.warning(
+                "SMTP offers no TLS (set smtp.tls_cert and smtp.tls_key): AUTH is refused"
+                " to clients not on loopback"
+            )
+            return None
         log.info("SMTP offers STARTTLS with the certificate %s", cert)
         return server_context(cert, key)
+
+    def _attachment_files(self) -> AttachmentFiles | None:
+        """Where captured attachments go for the handlers in tempfile mode."""
+        s = self.settings.smtp.attachment_storage
+        if s.mode != "tempfile":
+            return None
+        directory = s.temp_dir or data_dir() / "attachments"
+        return AttachmentFiles(directory, store_url=self.db_url, cleanup_after=s.cleanup_after)
 
     async def _purge_every(self, db: Database) -> None:
         """Retention (``store.retention``): at start, then every ``retention.interval``."""
@@ -471,7 +536,7 @@ class Gateway:
             checks["firestore"] = "ok" if running else "not running"
         if self.report_sync is not None:
             checks["report_sync"] = "ok" if self.report_sync.running else "not running"
-        if self.mode is Mode.DEV and s.smtp.enabled:
+        if self.smtp_mode is not None:
             server = self._smtp_server
             checks["smtp"] = "ok" if server is not None and server.listening else "not listening"
         return checks

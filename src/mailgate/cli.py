@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from mailgate import __version__, cli_accounts, cli_queue, cli_webhooks
+from mailgate import __version__, cli_accounts, cli_queue, cli_smtp_users, cli_webhooks
 from mailgate.app import Gateway, Mode, database_url, format_hostport
 from mailgate.errors import ConfigError
 from mailgate.logs import FORMATS, setup_logging
@@ -184,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_accounts.add_commands(sub, _settings)  # accounts, secrets, tokens
     cli_queue.add_commands(sub, _settings)
     cli_webhooks.add_commands(sub, _settings)
+    cli_smtp_users.add_commands(sub, _settings)
     return parser
 
 

@@ -118,6 +118,11 @@ class Message:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     #: where it came from, for its reports: "rest", "smtp" or "firestore:<document path>"
     source: str = "rest"
+    #: SMTP submission: the message as the client sent it, sent as it is (the fields
+    #: above describe it, they do not build it); None: built from the fields
+    raw: bytes | None = None
+    #: the envelope sender (MAIL FROM) when it is not the From address
+    return_path: str | None = None
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     field_validator,
     model_validator,
@@ -93,6 +94,34 @@ class HandlerPoolSettings(BaseModel):
     )
 
 
+class AttachmentStorageSettings(BaseModel):
+    """How the capture handlers get a captured message's attachments."""
+
+    mode: Literal["memory", "tempfile"] = Field(
+        "memory",
+        description="memory: each attachment's content (base64) is in the capture event;"
+        " tempfile: each is written to a file (0600, in a 0700 directory per message) and"
+        " the event has its `path` instead.",
+    )
+    temp_dir: Path | None = Field(
+        None,
+        description="tempfile: where the files go (in a `mailgate-<store>` directory of"
+        " it); unset: `attachments` in the data directory.",
+    )
+    cleanup_after: float = Field(
+        3600.0,
+        gt=0,
+        description="tempfile: seconds a message's files are kept; they go sooner when"
+        " the message is deleted or pruned from the inbox.",
+    )
+
+
+_LOOPBACK: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+
+
 class SmtpSettings(BaseModel):
     enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
@@ -116,6 +145,33 @@ class SmtpSettings(BaseModel):
     max_connections: int = Field(
         500, ge=1, description="Open SMTP sessions at most; one more hears 421 at the greeting."
     )
+    mode: Literal["capture", "submission"] | None = Field(
+        None,
+        description="`capture`: keep every message in the inbox (what `mailgate dev` does);"
+        " `submission`: authenticated clients (SMTP users) hand mail to the queue for"
+        " delivery. Unset: capture under `dev`, no SMTP server under `serve`.",
+    )
+    max_message_size: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        description="Largest message in bytes, announced in EHLO SIZE (552 5.3.4 past it);"
+        " 0: no limit.",
+    )
+    max_recipients: int = Field(100, ge=1, description="RCPT TO per message; past it 452 4.5.3.")
+    auth_max_failures: int = Field(
+        5,
+        ge=1,
+        description="Submission: failed AUTH attempts a client address may make within"
+        " auth_failure_window; then it hears 421 until the window passes.",
+    )
+    auth_failure_window: float = Field(
+        300.0, gt=0, description="Seconds over which failed AUTH attempts are counted."
+    )
+    cleartext_auth_from: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(_LOOPBACK),
+        description="Submission: networks whose clients may AUTH without TLS (loopback);"
+        " others must use STARTTLS or the implicit-TLS port first.",
+    )
     auth: Literal["accept", "verify"] = Field(
         "accept",
         description="Capture: `accept` takes any credentials (and records them); `verify`"
@@ -133,6 +189,7 @@ class SmtpSettings(BaseModel):
         " session after the 250 (221), CONTINUE keeps it; a failure answers 451.",
     )
     pool: HandlerPoolSettings = Field(default_factory=HandlerPoolSettings)
+    attachment_storage: AttachmentStorageSettings = Field(default_factory=AttachmentStorageSettings)
     include_raw: bool = Field(
         False, description="Handlers also get the message as it arrived (`message.raw`)."
     )

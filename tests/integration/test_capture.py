@@ -50,7 +50,7 @@ async def test_capture_round_trip_with_auth_utf8_subject_and_binary_attachment(
         ehlo, refused = await asyncio.to_thread(_send_with_smtplib, host, port, _capture_message())
         assert refused == {}
         features = ehlo[1].decode().upper().split("\n")
-        for feature in ("SIZE 26214400", "8BITMIME", "SMTPUTF8", "PIPELINING"):
+        for feature in ("SIZE 10485760", "8BITMIME", "SMTPUTF8", "PIPELINING"):
             assert feature in features
         assert "PLAIN" in next(f for f in features if f.startswith("AUTH")).split()
         assert "LOGIN" in next(f for f in features if f.startswith("AUTH")).split()
@@ -118,7 +118,7 @@ async def test_auth_login_with_aiosmtplib_and_several_transactions(
 
 async def test_oversize_and_too_many_recipients_are_refused(start_gateway: GatewayFactory) -> None:
     async with (
-        start_gateway(Mode.DEV, limits={"max_message_size": 2000, "max_recipients": 2}) as gw,
+        start_gateway(Mode.DEV, smtp={"max_message_size": 2000, "max_recipients": 2}) as gw,
         api(gw) as client,
     ):
         host, port = _smtp_address(gw)

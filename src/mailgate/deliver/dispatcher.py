@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -93,6 +93,7 @@ class Dispatcher:
         prepare: Prepare | None = None,
         pacer: Pacing | None = None,
         metrics: Metrics | None = None,
+        on_recorded: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.router = router
@@ -103,6 +104,9 @@ class Dispatcher:
         self.prepare = prepare  #: resolves url/path attachments and DKIM at send time
         self.pacer: Pacing = pacer or _Unpaced()
         self.metrics = metrics  #: Prometheus counters of attempts (``mailgate.metrics``)
+        #: an outcome and the outbox events reporting it were written: the composition
+        #: root wakes this process's webhook sender with it, instead of its next poll
+        self.on_recorded = on_recorded
         self._pacing: set[tuple[str, str]] = set()  #: accounts with a send waiting in place
         self._held: Counter[tuple[str, str]] = Counter()  #: leased jobs per account named
         self._wake = asyncio.Event()
@@ -287,6 +291,7 @@ class Dispatcher:
                     "message_id": job.message.id,
                     "account": attempt.account,
                     "recipients": len(job.pending),
+                    "addresses": job.pending,  # the text format names them; JSON does not
                 },
             )
             self._observe(job, attempt, decision, time.monotonic() - started)
@@ -400,7 +405,9 @@ class Dispatcher:
 
     def _outgoing(self, job: Job) -> Outgoing:
         envelope = Envelope(
-            sender=mailbox(job.message.sender)[1],
+            sender=job.message.return_path
+            if job.message.return_path is not None
+            else mailbox(job.message.sender)[1],
             recipients=job.pending,
             message_id=job.message.id,
             tenant=job.message.tenant,
@@ -508,16 +515,21 @@ class Dispatcher:
             log.exception("could not record the health of account %s", route.account_id)
 
     async def _record(self, job: Job, attempt: Attempt, decision: Decision) -> bool:
-        """Settle the job; False if that did not happen (its lease will expire)."""
+        """Settle the job (its state and the outbox events reporting it, in one
+        transaction), then tell ``on_recorded``; False if that did not happen (its lease
+        will expire)."""
         try:
-            if await self.queue.record(job, self.owner, attempt, decision):
-                return True
-            log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
+            recorded = await self.queue.record(job, self.owner, attempt, decision)
         except Exception:
             log.exception(
                 "could not record the outcome of %s; its lease will expire", job.message.id
             )
-        return False
+            return False
+        if not recorded:
+            log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
+        elif self.on_recorded is not None:
+            self.on_recorded()
+        return recorded
 
 
 def _min_lease(capacity: int) -> int:

@@ -12,9 +12,11 @@ must not reach again those who already have the message.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from email.utils import parseaddr
 from typing import Any
 
+from mailgate.mime import parse_message
 from mailgate.model import Attachment, Message
 
 __all__ = ["DEFAULT_STREAM", "email_fields"]
@@ -24,6 +26,8 @@ DEFAULT_STREAM = "outbound"
 
 
 def email_fields(message: Message, pending: tuple[str, ...]) -> dict[str, Any]:
+    if message.raw is not None:
+        message = _from_raw(message)
     wanted = {address.lower() for address in pending}
     body: dict[str, Any] = {
         "From": message.sender,
@@ -43,6 +47,17 @@ def email_fields(message: Message, pending: tuple[str, ...]) -> dict[str, Any]:
     if message.attachments:
         body["Attachments"] = [_attachment(a) for a in message.attachments]
     return body
+
+
+def _from_raw(message: Message) -> Message:
+    """A message submitted over SMTP, in the fields Postmark takes (it takes no MIME):
+    its bodies and attachments as parsed; the recipients are the envelope's."""
+    parsed = parse_message(message.raw or b"")
+    attachments = tuple(
+        Attachment(a.filename or "attachment", a.content_type, a.content, a.cid)
+        for a in parsed.attachments
+    )
+    return replace(message, text=parsed.text, html=parsed.html, attachments=attachments)
 
 
 def _join(addresses: tuple[str, ...], wanted: set[str]) -> str:

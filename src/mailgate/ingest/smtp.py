@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import ssl
+import time
 import weakref
 from collections.abc import Mapping
 from enum import StrEnum
@@ -29,7 +31,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 
-__all__ = ["CaptureHandler", "Refusal", "SmtpRecorder", "SmtpServer"]
+__all__ = ["AuthThrottle", "CaptureHandler", "Networks", "Refusal", "SmtpRecorder", "SmtpServer"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Refusal(StrEnum):
     LINE_TOO_LONG = "line_too_long"  #: a DATA line past the limit (RFC 5321 §4.5.3.1.6)
     STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
     TOO_MANY_CONNECTIONS = "too_many_connections"  #: over smtp.max_connections (421)
+    AUTH_THROTTLED = "auth_throttled"  #: too many failed AUTH from the address (421)
 
 
 class SmtpRecorder(Protocol):
@@ -53,6 +56,14 @@ class SmtpRecorder(Protocol):
     def smtp_accepted(self, size: int) -> None: ...
     def smtp_refused(self, reason: str) -> None: ...
     def smtp_auth(self, mechanism: str, *, success: bool) -> None: ...
+
+
+class SessionHandler(Protocol):
+    """What the server needs of its aiosmtpd handler (capture or submission)."""
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult: ...
 
 
 class _Unrecorded:
@@ -88,7 +99,8 @@ class CaptureHandler:
     ) -> None:
         """``users``: username → password, the only credentials taken (``smtp.auth =
         verify``); None takes any. ``handlers``: what each captured message is handed to,
-        as its capture event with each attachment's content (base64) and, with
+        as its capture event with each attachment's content (base64) or, when the inbox
+        keeps attachment files (tempfile mode), its file's path, and, with
         ``include_raw``, the whole message as it arrived."""
         self.inbox = inbox
         self.max_recipients = max_recipients
@@ -131,16 +143,17 @@ class CaptureHandler:
         )
         try:
             record, parsed = await self.inbox.capture_parsed(raw, meta)
+            paths = await self.inbox.attachment_paths(record, parsed.attachments)
         except Exception:  # storage trouble must not lose mail silently: ask for a retry
             log.exception("could not store a captured message from %s", meta.remote_addr)
             _recorder(server).smtp_refused(Refusal.STORE_UNAVAILABLE)
             return "451 4.3.0 Could not store the message, try again later"
+        contents = None if paths is not None else [a.content for a in parsed.attachments]
+        del parsed  # with files, the decoded attachments are not held while handlers run
         if self.handlers is not None:
             try:
                 event = capture_event(
-                    record,
-                    raw=raw if self.include_raw else None,
-                    contents=[a.content for a in parsed.attachments],
+                    record, raw=raw if self.include_raw else None, contents=contents, paths=paths
                 )
                 verdict = await self.handlers.run(event)
             except HandlerFailed as exc:
@@ -220,6 +233,55 @@ def _text(value: bytes | str | None) -> str | None:
     return value
 
 
+class AuthThrottle:
+    """Failed AUTH attempts per client address (as Postfix's anvil counts them): past
+    ``max_failures`` within ``window`` seconds the address is turned away (421) until
+    its oldest failure in the window is older than that. Kept per process."""
+
+    def __init__(self, max_failures: int, window: float) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        since = time.monotonic() - self.window
+        recent = [t for t in self._failures.get(client, ()) if t > since]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return recent
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client)) >= self.max_failures
+
+    def failed(self, client: str) -> None:
+        recent = self._recent(client)
+        now = time.monotonic()
+        if len(self._failures) >= _MAX_THROTTLED:
+            since = now - self.window
+            self._failures = {k: v for k, v in self._failures.items() if v[-1] > since}
+        self._failures[client] = [*recent, now][-self.max_failures :]
+
+
+_MAX_THROTTLED = 100_000  #: client addresses remembered at most (a flood must not grow it)
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _within(peer: Any, networks: Networks) -> bool:
+    """Whether the client's address is in one of ``networks``."""
+    host = peer[0] if isinstance(peer, tuple) and peer else None
+    try:
+        address = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 def _peer(peer: Any) -> str | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
@@ -254,6 +316,8 @@ class _Session(SMTP):
         max_connections: int,
         write_timeout: float,
         *args: Any,
+        throttle: AuthThrottle | None = None,
+        cleartext_auth_from: Networks | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -261,6 +325,9 @@ class _Session(SMTP):
         self.recorder = recorder
         self.max_connections = max_connections
         self.write_timeout = write_timeout
+        self.throttle = throttle  #: failed AUTH attempts per client address
+        #: AUTH only over TLS but from these networks (submission); None: no such rule
+        self.cleartext_auth_from = cleartext_auth_from
         self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
         #: commands refused (5xx) since the session began or its last captured message
         self.violations: list[str] = []
@@ -273,6 +340,10 @@ class _Session(SMTP):
                 return
             self._registry.add(self)
             self.recorder.smtp_connected()
+        if self.cleartext_auth_from is not None:
+            secure = transport.get_extra_info("sslcontext") is not None
+            peer = transport.get_extra_info("peername")
+            self._auth_require_tls = not secure and not _within(peer, self.cleartext_auth_from)
         super().connection_made(transport)
 
     def _turn_away(self, transport: asyncio.BaseTransport) -> None:
@@ -332,16 +403,39 @@ class _Session(SMTP):
     # aiosmtpd runs a mechanism's auth_* method only for an AUTH it accepted to start
     # (after EHLO, not yet authenticated, a mechanism it offers), so each run is an attempt.
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        return self._attempt("PLAIN", await super().auth_PLAIN(_, args))
+        return await self._attempt("PLAIN", await super().auth_PLAIN(_, args))
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        return self._attempt("LOGIN", await super().auth_LOGIN(_, args))
+        return await self._attempt("LOGIN", await super().auth_LOGIN(_, args))
 
-    def _attempt(self, mechanism: str, result: AuthResult) -> AuthResult:
-        """Count the attempt: anything short of success (RFC 4954 §4: 235) is a failure,
-        a response that is not base64 or a ``*`` abort included."""
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.throttle is not None and self.throttle.blocked(self._client()):
+            self.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
+            self.say_goodbye(b"421 4.7.0 Too many failed authentication attempts, try later")
+            return
+        await super().smtp_AUTH(arg)
+
+    async def _attempt(self, mechanism: str, result: AuthResult) -> AuthResult:
+        """Check the credentials when the handler does it off the event loop (``verify``:
+        submission's password hashes), then count the attempt: anything short of success
+        (RFC 4954 §4: 235) is a failure, a response that is not base64 or a ``*`` abort
+        included."""
+        verify = getattr(self.event_handler, "verify", None)
+        if result.success and verify is not None:
+            identity = await verify(result.auth_data)
+            result = (
+                AuthResult(success=False, handled=False)
+                if identity is None
+                else AuthResult(success=True, auth_data=identity)
+            )
         self.recorder.smtp_auth(mechanism, success=bool(result.success))
+        if not result.success and self.throttle is not None:
+            self.throttle.failed(self._client())
         return result
+
+    def _client(self) -> str:
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
     @property
     def in_transaction(self) -> bool:
@@ -369,7 +463,7 @@ class SmtpServer:
 
     def __init__(
         self,
-        handler: CaptureHandler,
+        handler: SessionHandler,
         *,
         hostname: str,
         max_message_size: int,
@@ -378,10 +472,18 @@ class SmtpServer:
         tls_context: ssl.SSLContext | None = None,
         max_connections: int = 500,
         write_timeout: float = 10.0,
+        submission: bool = False,
+        throttle: AuthThrottle | None = None,
+        cleartext_auth_from: Networks = (),
     ) -> None:
         """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
-        implicit-TLS listener."""
+        implicit-TLS listener. ``submission``: AUTH before MAIL, and only over TLS unless
+        the client is in ``cleartext_auth_from``; ``throttle`` turns away addresses
+        failing AUTH."""
         self.handler = handler
+        self.cleartext_auth_from = cleartext_auth_from
+        self.submission = submission
+        self.throttle = throttle
         self.tls_context = tls_context
         self.max_connections = max_connections
         self.write_timeout = write_timeout
@@ -400,11 +502,14 @@ class SmtpServer:
             self.max_connections,
             self.write_timeout,
             self.handler,
+            throttle=self.throttle,
+            cleartext_auth_from=self.cleartext_auth_from if self.submission else None,
+            auth_required=self.submission,
             hostname=self.hostname,
             ident="mailgate ESMTP",
             data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True,
-            auth_require_tls=False,
+            auth_require_tls=self.submission,
             authenticator=self.handler.authenticate,
             timeout=self.timeout,
             loop=asyncio.get_running_loop(),

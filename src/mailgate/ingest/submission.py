@@ -341,6 +341,18 @@ class Submissions:
             self.on_queued()
         return report
 
+    async def queue_one(self, message: Message) -> str | None:
+        """Admit and commit a message built elsewhere (SMTP submission): None once it is
+        queued, or why it was not (over its account's rate limit: try later)."""
+        now = self.clock.now()
+        if self.admission is not None:
+            reason = await self.admission.refusal(message, now)
+            if reason is not None:
+                return reason
+        await self.queue.enqueue([message], now)
+        self.on_queued()
+        return None
+
     async def _admit(
         self, good: list[tuple[int, Message]], report: SubmissionReport, now: datetime
     ) -> list[tuple[int, Message]]:

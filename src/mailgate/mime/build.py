@@ -58,7 +58,10 @@ def build_message(message: Message) -> bytes:
     related to the html part, the rest make the whole multipart/mixed. Bcc is
     never written: it lives only in the envelope. The Message-ID and Date are
     fixed when the message is queued, so every retry sends identical headers.
+    A message submitted over SMTP (``raw``) goes as the client sent it.
     """
+    if message.raw is not None:
+        return message.raw
     entity = _entity(message)
     return header_block([*_fields(message), "MIME-Version: 1.0"]) + entity.render()
 

@@ -98,6 +98,8 @@ def message_row(m: Message, now: datetime) -> dict[str, Any]:
         "send_at": m.send_at,
         "next_attempt_at": max(m.send_at, now) if m.send_at else now,
         "source": m.source,
+        "raw": m.raw,
+        "return_path": m.return_path,
     }
 
 
@@ -123,6 +125,8 @@ def job_from_row(row: RowMapping, files: tuple[Attachment, ...]) -> Job:
         message_id=row["message_id"],
         created_at=row["created_at"],
         source=row["source"],
+        raw=row["raw"],
+        return_path=row["return_path"],
     )
     return Job(message, tuple(row["pending"]), row["delivered"], row["attempt_count"])
 

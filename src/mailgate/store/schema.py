@@ -64,6 +64,7 @@ __all__ = [
     "rate_buckets",
     "sanitize_json",
     "sanitize_text",
+    "smtp_users",
     "webhook_attempts",
     "webhooks",
 ]
@@ -188,6 +189,9 @@ messages = Table(
     Column("last_error", SafeText),
     Column("wait_reason", SafeText),  # why a due message is held (account disabled, paced…)
     Column("source", SafeText, nullable=False, server_default="rest"),  # rest, smtp, firestore:…
+    # SMTP submission: the message as the client sent it (sent as it is), and MAIL FROM
+    Column("raw", LargeBinary),
+    Column("return_path", SafeText),
     UniqueConstraint("tenant", "key", name="uq_messages_tenant_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
     # an account's next messages in send order, for fair leasing (store/leasing.py): only
@@ -405,6 +409,23 @@ api_tokens = Table(
     Column("token_hash", SafeString(64), nullable=False, unique=True),  # SHA-256 hex
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
+)
+
+# SMTP submission users (issue 9): who may hand mail to the gateway over SMTP, as whom.
+# A username is global (AUTH comes before anything says the tenant); the password is
+# kept only as a scrypt hash (services/smtp_users.py).
+smtp_users = Table(
+    "smtp_users",
+    metadata,
+    Column("id", SafeString(36), primary_key=True),
+    Column("tenant", SafeString(64), nullable=False),
+    Column("username", SafeString(255), nullable=False, unique=True),
+    Column("password_hash", SafeText, nullable=False),
+    Column("senders", SafeJSON, nullable=False),  # addresses or @domains; [] = any
+    Column("account", SafeString(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_smtp_users_tenant", "tenant", "username"),
 )
 
 # Token buckets shared by every process: one row per (tenant, account, window).

@@ -24,6 +24,7 @@ from mailgate.web import (
     api_accounts,
     api_inbox,
     api_messages,
+    api_smtp_users,
     api_sources,
     api_stats,
     api_webhooks,
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(api_stats.router, prefix="/api/v1")
     app.include_router(api_accounts.router, prefix="/api/v1")
     app.include_router(api_webhooks.router, prefix="/api/v1")
+    app.include_router(api_smtp_users.router, prefix="/api/v1")
     app.include_router(api_sources.router, prefix="/api/v1")
     mount_docs(app)
 

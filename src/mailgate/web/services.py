@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from mailgate.inbox import Inbox
 from mailgate.services import AccountsService
 from mailgate.services.messages import MessagesService
+from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.store import TokenStore
 
@@ -39,3 +40,4 @@ class Services:
     tokens: TokenStore | None = None  #: per-tenant API tokens; None: only the admin token
     webhooks: WebhooksService | None = None  #: None: /webhooks is 404
     firestore: PolledSource | None = None  #: the Firestore collection, when watched
+    smtp_users: SmtpUsersService | None = None  #: SMTP submission users; None: 404

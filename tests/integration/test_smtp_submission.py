@@ -1,0 +1,287 @@
+"""SMTP submission (issue 9): ``serve`` with ``smtp.mode = submission`` takes mail from
+authenticated SMTP users into the queue and delivers it like REST mail. Real peers: a
+gateway with its SMTP server, smtplib clients, and an aiosmtpd upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import smtplib
+import ssl
+from collections.abc import AsyncIterator
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mailgate.app import Gateway
+from mailgate.ingest.tls import self_signed
+from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.peers import Upstream
+
+PASSWORD = "app-password-1"
+
+BODY = b"line one\r\n..a line starting with a dot\r\n\xc3\xa9t\xc3\xa9 in 8 bits\r\n"
+
+
+def _message(
+    sender: str = "App <app@example.com>", *, extra: bytes = b"", body: bytes = BODY
+) -> bytes:
+    return (
+        b"From: " + sender.encode() + b"\r\nTo: Someone <to@example.org>\r\n"
+        b"Subject: submitted\r\nMessage-ID: <m1@example.com>\r\n" + extra + b"\r\n" + body
+    )
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory, upstream: Upstream) -> AsyncIterator[Gateway]:
+    async with start_gateway(relay_url=upstream.url, smtp={"mode": "submission"}) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app", senders=["@example.com"])
+        yield gw
+
+
+async def _add_user(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:
+    reply = await client.post("/smtp-users", json={"username": name, "password": PASSWORD, **fields})
+    assert reply.status_code == 201, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _plain(username: str, password: str) -> str:
+    """AUTH PLAIN's argument (RFC 4616)."""
+    return "PLAIN " + base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+
+
+def _address(gw: Gateway) -> tuple[str, int]:
+    assert gw.smtp_address is not None
+    return gw.smtp_address
+
+
+def _send(
+    address: tuple[str, int],
+    raw: bytes,
+    *,
+    login: tuple[str, str] | None = ("app", PASSWORD),
+    mail_from: str = "app@example.com",
+    to: tuple[str, ...] = ("to@example.org", "hidden@example.net"),
+) -> tuple[int, bytes]:
+    """Log in and send; the reply to DATA (code, text)."""
+    with smtplib.SMTP(*address, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        if login is not None:
+            smtp.login(*login)
+        code, text = smtp.mail(mail_from)
+        if code != 250:
+            return code, text
+        for rcpt in to:
+            smtp.rcpt(rcpt)
+        return smtp.data(raw)
+
+
+async def test_a_submitted_message_is_queued_before_250_and_delivered_as_sent(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    raw = _message(extra=b"Bcc: hidden@example.net\r\n")
+    address = _address(gateway)
+    code, text = await asyncio.to_thread(_send, address, raw, mail_from="bounce@example.com")
+    assert code == 250, text
+    message_id = text.decode().rsplit(" ", 1)[1]
+    async with api(gateway) as client:
+        queued = await client.get(f"/messages/{message_id}")  # committed before the 250
+        assert queued.status_code == 200
+        sent = await wait_for_state(client, message_id, "sent")
+        listed = (await client.get("/messages")).json()["items"]
+    assert [m["id"] for m in listed] == [message_id]
+    assert sent["to"] == ["to@example.org", "hidden@example.net"]
+    assert sent["subject"] == "submitted"
+    [attempt] = sent["attempts"]
+    assert set(attempt["recipients"]) == {"to@example.org", "hidden@example.net"}
+    [got] = upstream.received
+    assert got.mail_from == "bounce@example.com"  # the envelope sender as given
+    assert sorted(got.rcpt_tos) == ["hidden@example.net", "to@example.org"]
+    head, _, body = got.raw.partition(b"\r\n\r\n")
+    assert body == BODY  # the content byte for byte, dots and 8-bit included
+    assert head.startswith(b"Received: from client.test ([127.0.0.1])")
+    parsed = BytesParser(policy=default_policy).parsebytes(got.raw)
+    assert parsed["Bcc"] is None  # its recipients are in the envelope only
+    assert parsed["Message-ID"] == "<m1@example.com>"  # kept
+    assert parsed["Date"] is not None  # added where missing
+    assert f"id {message_id}" in parsed["Received"]
+
+
+async def test_a_message_id_is_added_when_missing_and_the_api_shows_it(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    raw = _message().replace(b"Message-ID: <m1@example.com>\r\n", b"")
+    code, text = await asyncio.to_thread(_send, _address(gateway), raw)
+    assert code == 250, text
+    async with asyncio.timeout(10):
+        while not upstream.received:
+            await asyncio.sleep(0.05)
+    parsed = BytesParser(policy=default_policy).parsebytes(upstream.received[0].raw)
+    assert parsed["Message-ID"].endswith("@mailgate.local>")
+
+
+async def test_mail_before_auth_is_530_and_a_wrong_password_535(gateway: Gateway) -> None:
+    def attempt() -> tuple[tuple[int, bytes], int]:
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            assert smtp.has_extn("auth")  # offered without TLS: the client is on loopback
+            before = smtp.mail("app@example.com")
+            smtp.rset()
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                smtp.login("app", "not-the-password")
+            return before, refused.value.smtp_code
+
+    (code, text), refused = await asyncio.to_thread(attempt)
+    assert (code, text[:5]) == (530, b"5.7.0")
+    assert refused == 535
+
+
+async def test_an_unknown_user_is_refused_like_a_wrong_password(gateway: Gateway) -> None:
+    with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+        await asyncio.to_thread(_send, _address(gateway), _message(), login=("nobody", PASSWORD))
+    assert refused.value.smtp_code == 535
+
+
+async def test_senders_bound_mail_from_and_the_from_header(gateway: Gateway) -> None:
+    address = _address(gateway)
+    code, text = await asyncio.to_thread(_send, address, _message(), mail_from="app@evil.test")
+    assert (code, text[:5]) == (553, b"5.7.1")
+    code, text = await asyncio.to_thread(_send, address, _message("Boss <boss@evil.test>"))
+    assert (code, text[:5]) == (550, b"5.7.1")
+    assert b"boss@evil.test" in text
+    async with api(gateway) as client:
+        assert (await client.get("/messages")).json()["items"] == []
+
+
+async def test_a_smuggled_second_message_is_refused_with_the_first(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    smuggled = (
+        b"hello\n.\nMAIL FROM:<app@example.com>\nRCPT TO:<victim@example.org>\nDATA\n"
+        b"From: app@example.com\nSubject: smuggled\n\nspoofed\n"
+    )
+    code, text = await asyncio.to_thread(_send, _address(gateway), _message(body=smuggled))
+    assert (code, text[:5]) == (550, b"5.5.2")
+    await asyncio.sleep(0.3)
+    async with api(gateway) as client:
+        assert (await client.get("/messages")).json()["items"] == []
+    assert upstream.received == []
+
+
+async def test_failed_auth_is_rate_limited_per_client(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+
+        def hammer() -> list[int]:
+            with smtplib.SMTP(*_address(gw), timeout=20) as smtp:
+                smtp.ehlo("client.test")
+                codes = [smtp.docmd("AUTH", _plain("app", "wrong-password"))[0] for _ in range(3)]
+                codes.append(smtp.docmd("AUTH", _plain("app", PASSWORD))[0])
+            return codes
+
+        assert await asyncio.to_thread(hammer) == [535, 535, 535, 421]
+        # a new connection from the same address, with the right password, waits too
+        with pytest.raises(smtplib.SMTPException) as refused:
+            await asyncio.to_thread(_send, _address(gw), _message(), login=("app", PASSWORD))
+        assert "421" in str(refused.value) or isinstance(
+            refused.value, smtplib.SMTPServerDisconnected
+        )
+
+
+async def test_auth_needs_tls_from_other_networks(
+    start_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path / "tls", "localhost")
+    smtp_settings = {
+        "mode": "submission",
+        "cleartext_auth_from": [],  # loopback counts as any other network here
+        "tls_cert": cert,
+        "tls_key": key,
+        "tls_port": 0,
+    }
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+
+        def clear_then_tls() -> tuple[bool, int, int, int]:
+            context = ssl.create_default_context(cafile=str(cert))
+            with smtplib.SMTP(*_address(gw), timeout=20) as smtp:
+                smtp.ehlo("client.test")
+                offered = smtp.has_extn("auth")
+                refused, _ = smtp.docmd("AUTH", _plain("app", PASSWORD))
+                smtp.starttls(context=context)
+                smtp.ehlo("client.test")
+                code, _ = smtp.login("app", PASSWORD)
+            assert gw.smtps_address is not None
+            with smtplib.SMTP_SSL(*gw.smtps_address, timeout=20, context=context) as smtps:
+                smtps.ehlo("client.test")
+                implicit, _ = smtps.login("app", PASSWORD)
+            return offered, refused, code, implicit
+
+        assert await asyncio.to_thread(clear_then_tls) == (False, 538, 235, 235)
+
+
+async def test_a_user_sends_through_its_account_and_tenant(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    async with start_gateway(
+        relay_url=upstream.url, smtp={"mode": "submission"}, api_token="admin-token-1"
+    ) as gw:
+        async with api(gw, "admin-token-1") as client:
+            await _add_user(client, "app")  # the admin token's tenant: default
+            user = (await client.get("/smtp-users/app")).json()
+        assert user == {
+            "username": "app",
+            "senders": [],
+            "account": "default",
+            "created_at": user["created_at"],
+            "updated_at": user["updated_at"],
+        }
+        code, text = await asyncio.to_thread(_send, _address(gw), _message("any@where.test"))
+        assert code == 250, text
+        async with api(gw, "admin-token-1") as client:
+            [item] = (await client.get("/messages")).json()["items"]
+            assert item["account"] == "default"
+            assert item["metadata"] == {"smtp_user": "app"}
+
+
+async def test_the_api_keeps_passwords_write_only_and_names_problems(
+    gateway: Gateway,
+) -> None:
+    async with api(gateway) as client:
+        listed = (await client.get("/smtp-users")).json()["smtp_users"]
+        assert [u["username"] for u in listed] == ["app"]
+        assert "password" not in listed[0] and "password_hash" not in listed[0]
+        taken = await client.post("/smtp-users", json={"username": "app", "password": PASSWORD})
+        assert taken.status_code == 409
+        short = await client.post("/smtp-users", json={"username": "b", "password": "s3cr"})
+        assert short.status_code == 422 and "s3cr" not in short.text
+        bad = await client.post(
+            "/smtp-users", json={"username": "c", "password": PASSWORD, "senders": ["not a domain"]}
+        )
+        assert bad.status_code == 422
+        changed = await client.patch("/smtp-users/app", json={"password": "a-new-password"})
+        assert changed.status_code == 200
+    with pytest.raises(smtplib.SMTPAuthenticationError):  # the old one no longer works
+        await asyncio.to_thread(_send, _address(gateway), _message())
+    code, _ = await asyncio.to_thread(
+        _send, _address(gateway), _message(), login=("app", "a-new-password")
+    )
+    assert code == 250
+    async with api(gateway) as client:
+        assert (await client.delete("/smtp-users/app")).status_code == 204
+        assert (await client.get("/smtp-users/app")).status_code == 404
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await asyncio.to_thread(
+            _send, _address(gateway), _message(), login=("app", "a-new-password")
+        )
