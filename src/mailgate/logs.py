@@ -5,6 +5,10 @@ whole object, so a message with newlines in it or a traceback never splits a rec
 It carries only what the log call itself passes — the formatted message and the
 ``message_id``, ``account`` and ``recipients`` (a count) given with ``extra=`` — so no
 body, header or secret can reach it that the message text does not already hold.
+
+The human text format is for a person reading one line: a delivery line there also
+names its recipients (``extra={"addresses": …}``, the first five then "+N more"),
+which the JSON shape leaves out — it keeps the count.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from mailgate.errors import ConfigError
 
-__all__ = ["FORMATS", "JsonFormatter", "setup_logging"]
+__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "setup_logging"]
 
 #: The ``--log-format`` choices
 FORMATS = ("text", "json")
@@ -27,6 +31,26 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Record attributes that delivery log calls set with ``extra=`` and JSON lines carry
 CONTEXT_FIELDS = ("message_id", "account", "recipients")
+
+#: Recipients' addresses a text line names before "+N more"
+SHOWN_ADDRESSES = 5
+
+
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT`, with the ``addresses`` a record carries (``extra=``) after
+    its message: ``… [to a@example.com, b@example.com +3 more]``."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        addresses = getattr(record, "addresses", None)
+        if not addresses:
+            return text
+        shown = ", ".join(addresses[:SHOWN_ADDRESSES])
+        more = len(addresses) - SHOWN_ADDRESSES
+        return f"{text} [to {shown} +{more} more]" if more > 0 else f"{text} [to {shown}]"
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,7 +109,7 @@ def _handler(fmt: str, file: str | None) -> logging.Handler:
             handler = logging.FileHandler(file, mode="a", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot open log file {file}: {exc.strerror or exc}") from exc
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     return handler
 
 

@@ -60,7 +60,8 @@ def test_json_lines_to_the_log_file(mailgate: StartSync, workspace: Workspace) -
     [delivered] = [e for e in entries if e.get("message_id") == message_id]
     assert delivered["logger"] == "mailgate.deliver.dispatcher"
     assert delivered["level"] == "INFO"
-    assert delivered["recipients"] == 2
+    assert delivered["recipients"] == 2  # a count: the addresses are the text format's
+    assert "a@example.com" not in json.dumps(delivered)
     assert message_id in delivered["message"]
     assert "account" not in delivered  # captured in dev: no account
     assert any(e["message"] == "shutting down" for e in entries)
@@ -71,7 +72,8 @@ def test_json_lines_to_the_log_file(mailgate: StartSync, workspace: Workspace) -
 
 
 def test_log_file_env_appends_in_text_format(mailgate: StartSync, workspace: Workspace) -> None:
-    """``LOG_FILE`` alone picks the file; the default text line names the message id."""
+    """``LOG_FILE`` alone picks the file; the default text line names the message id and
+    the recipients."""
     log_file = workspace.root / "mailgate.log"
     log_file.write_text("kept from before\n", encoding="utf-8")
     mg = mailgate(*dev_args(workspace), env={"LOG_FILE": str(log_file)})
@@ -82,6 +84,8 @@ def test_log_file_env_appends_in_text_format(mailgate: StartSync, workspace: Wor
     assert lines[0] == "kept from before"  # appended
     [delivered] = [line for line in lines if message_id in line]
     assert " INFO mailgate.deliver.dispatcher: " in delivered, delivered
+    assert delivered.endswith(" [to a@example.com, b@example.com]"), delivered
+    assert SUBJECT not in delivered and BODY not in delivered
     with pytest.raises(json.JSONDecodeError):
         json.loads(delivered)
     assert message_id not in mg.stderr()

@@ -1,4 +1,5 @@
-"""``JsonFormatter``: one parseable object a line, with the delivery fields and tracebacks."""
+"""``JsonFormatter``: one parseable object a line, with the delivery fields and tracebacks;
+``TextFormatter``: the human line, naming a delivery's recipients."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailgate.errors import ConfigError
-from mailgate.logs import JsonFormatter, setup_logging
+from mailgate.logs import JsonFormatter, TextFormatter, setup_logging
 
 
 def _record(
@@ -80,6 +81,25 @@ def test_one_line_per_record_with_newlines_and_unicode() -> None:
     message = "line one\nline two\r\nthird\u2028fourth ✉"
     entry = _line(_record("%s", (message,)))
     assert entry["message"] == message
+
+
+def test_the_text_line_names_the_recipients_the_json_line_counts_them() -> None:
+    addresses = tuple(f"r{n}@example.com" for n in range(1, 8))
+    extra = {"message_id": "msg_01J", "recipients": 7, "addresses": addresses}
+    record = _record(extra=extra)
+    text = TextFormatter().format(record)
+    assert text.endswith(
+        " INFO mailgate.deliver.dispatcher: msg_01J sent via relay [to r1@example.com,"
+        " r2@example.com, r3@example.com, r4@example.com, r5@example.com +2 more]"
+    ), text
+    assert "r6@example.com" not in text
+    few = TextFormatter().format(_record(extra={**extra, "addresses": addresses[:2]}))
+    assert few.endswith("msg_01J sent via relay [to r1@example.com, r2@example.com]"), few
+    plain = TextFormatter().format(_record())
+    assert plain.endswith(" INFO mailgate.deliver.dispatcher: msg_01J sent via relay")
+    entry = _line(record)
+    assert entry["recipients"] == 7
+    assert "addresses" not in entry and "example.com" not in json.dumps(entry)
 
 
 def test_unknown_format_refuses() -> None:
