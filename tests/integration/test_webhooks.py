@@ -137,6 +137,23 @@ async def test_a_slow_receiver_times_out_and_gets_it_again(
     assert outcomes == [("delivered", 200, None), ("failed", None, "no answer in 0.5 s")]
 
 
+@pytest.mark.parametrize("kind", ["message.queued", "message.sent"])
+async def test_written_events_wake_the_sender_without_waiting_for_its_poll(
+    start_gateway: GatewayFactory, upstream: Upstream, kind: str
+) -> None:
+    """A 60 s poll: the POST still comes at once, because queueing a message (with the
+    dispatcher off, for ``message.queued``) and recording its outcome wake the sender."""
+    settings = _settings(upstream, poll_interval=60.0)
+    if kind == "message.queued":
+        settings["delivery"] = {"enabled": False}
+    async with Receiver() as rx, start_gateway(**settings) as gw, api(gw) as client:
+        await _hook(client, rx.url, kinds=[kind])
+        await asyncio.sleep(0.2)  # the sender has read the new endpoint and sleeps again
+        message_id = await _send(client)
+        [request] = await rx.wait_for(1, limit=5.0)
+    assert (request.json()["kind"], request.json()["message_id"]) == (kind, message_id)
+
+
 async def test_410_disables_the_endpoint_and_enabling_resumes_it(
     start_gateway: GatewayFactory,
 ) -> None:
