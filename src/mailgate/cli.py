@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         "?from= sets the default sender (env MAILGATE_RELAY_URL)",
     )
     serve.add_argument(
+        "--smtp-submission",
+        metavar="HOST:PORT",
+        type=_hostport,
+        help="also take mail from SMTP users (mailgate smtp-users) at this address"
+        " (settings smtp.mode = submission, smtp.host, smtp.port)",
+    )
+    serve.add_argument(
         "--firestore",
         action="store_true",
         help="also send what Firestore documents in the mail collection ask for, and write"
@@ -252,6 +259,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["http"] = {**overrides.get("http", {}), **metrics}
     if getattr(args, "smtp", None):
         overrides["smtp"] = args.smtp
+    if getattr(args, "smtp_submission", None):
+        overrides["smtp"] = {**args.smtp_submission, "mode": "submission"}
     if getattr(args, "db", None):
         overrides["db_url"] = (
             args.db if "://" in args.db else f"sqlite:///{Path(args.db).resolve()}"

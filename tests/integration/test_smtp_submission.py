@@ -45,7 +45,8 @@ async def gateway(start_gateway: GatewayFactory, upstream: Upstream) -> AsyncIte
 
 
 async def _add_user(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:
-    reply = await client.post("/smtp-users", json={"username": name, "password": PASSWORD, **fields})
+    user = {"username": name, "password": PASSWORD, **fields}
+    reply = await client.post("/smtp-users", json=user)
     assert reply.status_code == 201, reply.text
     body: dict[str, Any] = reply.json()
     return body
@@ -119,9 +120,7 @@ async def test_a_message_id_is_added_when_missing_and_the_api_shows_it(
     raw = _message().replace(b"Message-ID: <m1@example.com>\r\n", b"")
     code, text = await asyncio.to_thread(_send, _address(gateway), raw)
     assert code == 250, text
-    async with asyncio.timeout(10):
-        while not upstream.received:
-            await asyncio.sleep(0.05)
+    await upstream.wait_for(1)
     parsed = BytesParser(policy=default_policy).parsebytes(upstream.received[0].raw)
     assert parsed["Message-ID"].endswith("@mailgate.local>")
 
