@@ -153,14 +153,19 @@ async def test_a_message_the_store_could_not_keep_is_refused_not_accepted(
 
 
 def _plain_then_bad_base64(address: Address) -> list[int]:
-    """smtplib's own AUTH PLAIN in one session; a response that is not base64 in another,
-    then a mechanism the server does not offer (504), which is no attempt of any."""
-    with smtplib.SMTP(*address, timeout=10) as client:
-        client.login("app-user", "p4ss")  # smtplib picks PLAIN of PLAIN and LOGIN
-        assert client.docmd("AUTH", "LOGIN")[0] == 503  # already authenticated: no attempt
+    """smtplib's own AUTH PLAIN in one session, CRAM-MD5 (what its login() picks first) in
+    another; a response that is not base64 in a third, then a mechanism the server does not
+    offer (504), which is no attempt of any."""
     with smtplib.SMTP(*address, timeout=10) as client:
         client.ehlo()
-        return [client.docmd("AUTH", "PLAIN !!!")[0], client.docmd("AUTH", "CRAM-MD5")[0]]
+        client.user, client.password = "app-user", "p4ss"
+        assert client.auth("PLAIN", client.auth_plain)[0] == 235
+        assert client.docmd("AUTH", "LOGIN")[0] == 503  # already authenticated: no attempt
+    with smtplib.SMTP(*address, timeout=10) as client:
+        assert client.login("app-user", "p4ss")[0] == 235
+    with smtplib.SMTP(*address, timeout=10) as client:
+        client.ehlo()
+        return [client.docmd("AUTH", "PLAIN !!!")[0], client.docmd("AUTH", "XOAUTH2")[0]]
 
 
 async def test_auth_attempts_by_mechanism_and_outcome(start_gateway: GatewayFactory) -> None:
@@ -180,6 +185,7 @@ async def test_auth_attempts_by_mechanism_and_outcome(start_gateway: GatewayFact
         if name == "mailgate_smtp_auth_attempts_total"
     }
     assert attempts == {
+        (("mechanism", "CRAM-MD5"), ("outcome", "success")): 1,
         (("mechanism", "LOGIN"), ("outcome", "success")): 1,
         (("mechanism", "PLAIN"), ("outcome", "success")): 1,
         (("mechanism", "PLAIN"), ("outcome", "failure")): 1,

@@ -3,7 +3,11 @@
 Every accepted message is parsed and committed to the inbox *before* the
 ``250`` after DATA (accept means durable). Any AUTH PLAIN/LOGIN credentials
 are accepted and recorded: in development the point is to see what the
-application sent, including how it authenticates.
+application sent, including how it authenticates. Capture also offers CRAM-MD5
+(RFC 2195), where the password never crosses the wire: the challenge and the
+client's digest are recorded instead, and checked with ``smtp.auth = verify``.
+Submission does not offer it: it keeps only password hashes, and CRAM-MD5 needs
+the password itself.
 
 With a recorder (:class:`SmtpRecorder`, which :class:`mailgate.metrics.Metrics` is) the
 server counts connections, accepted messages and their bytes, refusals by
@@ -19,19 +23,37 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import secrets
 import ssl
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    auth_mechanism,
+)
 
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 
-__all__ = ["AuthThrottle", "CaptureHandler", "Networks", "Refusal", "SmtpRecorder", "SmtpServer"]
+__all__ = [
+    "AuthThrottle",
+    "CaptureHandler",
+    "CramMd5",
+    "Networks",
+    "Refusal",
+    "SmtpRecorder",
+    "SmtpServer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +86,21 @@ class SessionHandler(Protocol):
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult: ...
+
+
+@dataclass(frozen=True)
+class CramMd5:
+    """A CRAM-MD5 answer (RFC 2195 §2): the challenge the server sent, and the client's
+    username and digest, the hex HMAC-MD5 of the challenge keyed with its password."""
+
+    username: bytes
+    challenge: bytes
+    digest: bytes
+
+    def made_with(self, password: str) -> bool:
+        """Whether the digest is the one ``password`` makes (compared in constant time)."""
+        expected = hmac.new(password.encode(), self.challenge, "md5").hexdigest()
+        return hmac.compare_digest(expected.encode(), self.digest.lower())
 
 
 class _Unrecorded:
@@ -170,13 +207,23 @@ class CaptureHandler:
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         """Accept any credentials (or, with ``users``, only theirs) and remember them for
-        the capture event. A refusal is aiosmtpd's ``535 5.7.8``."""
-        if not isinstance(data, LoginPassword):
+        the capture event: CRAM-MD5's without a password, which it never sends, but with
+        its challenge and response. A refusal is aiosmtpd's ``535 5.7.8``."""
+        auth: dict[str, str | None]
+        if isinstance(data, LoginPassword):
+            username, password = _text(data.login) or "", _text(data.password) or ""
+            known = self.users is None or _known(self.users, username, password)
+            auth = {"mechanism": mechanism, "username": username, "password": password}
+        elif isinstance(data, CramMd5):
+            username = _text(data.username) or ""
+            known = self.users is None or _known_digest(self.users, username, data)
+            auth = {"mechanism": mechanism, "username": username, "password": None,
+                    "challenge": _text(data.challenge), "response": _text(data.digest)}  # fmt: skip
+        else:
             return AuthResult(success=self.users is None)
-        username, password = _text(data.login) or "", _text(data.password) or ""
-        if self.users is not None and not _known(self.users, username, password):
+        if not known:
             return AuthResult(success=False, handled=False)
-        self._auth[session] = {"mechanism": mechanism, "username": username, "password": password}
+        self._auth[session] = auth
         return AuthResult(success=True)
 
 
@@ -185,6 +232,12 @@ def _known(users: Mapping[str, str], username: str, password: str) -> bool:
     # compared in constant time, and as long for an unknown user as for a known one
     against = expected if expected is not None else "\0" + password
     return hmac.compare_digest(password.encode(), against.encode()) and expected is not None
+
+
+def _known_digest(users: Mapping[str, str], username: str, answer: CramMd5) -> bool:
+    expected = users.get(username)
+    # an unknown user's digest is checked too, so it takes as long as a known one's
+    return answer.made_with(expected if expected is not None else "") and expected is not None
 
 
 def bare_line_endings(raw: bytes) -> tuple[str, ...]:
@@ -408,6 +461,27 @@ class _Session(SMTP):
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._attempt("LOGIN", await super().auth_LOGIN(_, args))
 
+    @auth_mechanism("CRAM-MD5")
+    async def auth_CRAM_MD5(self, _: Any, args: list[str]) -> AuthResult:
+        """RFC 2195: the server sends a one-time challenge in the form of a message id, the
+        client answers ``username SP hex-digest``; the handler checks the digest against
+        the password it knows. Offered in capture only (see :meth:`SmtpServer._session`)."""
+        return await self._attempt("CRAM-MD5", await self._cram_md5(args))
+
+    async def _cram_md5(self, args: list[str]) -> AuthResult:
+        if len(args) > 1:  # the server speaks first: there is no initial response
+            await self.push("501 5.5.2 CRAM-MD5 takes no initial response")
+            return AuthResult(success=False)
+        challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{self.hostname}>".encode()
+        answer = await self.challenge_auth(challenge)
+        if answer is MISSING:  # "*" or not base64: aiosmtpd has answered 501
+            return AuthResult(success=False)
+        username, _, digest = bytes(answer).rpartition(b" ")
+        if not username or not digest:
+            await self.push("501 5.5.2 Expected: username SP digest")
+            return AuthResult(success=False)
+        return self._authenticate("CRAM-MD5", CramMd5(username, challenge, digest))
+
     async def smtp_AUTH(self, arg: str) -> None:
         if self.throttle is not None and self.throttle.blocked(self._client()):
             self.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
@@ -511,6 +585,8 @@ class SmtpServer:
             enable_SMTPUTF8=True,
             auth_require_tls=self.submission,
             authenticator=self.handler.authenticate,
+            # CRAM-MD5 needs the password itself; submission keeps only its hash
+            auth_exclude_mechanism=["CRAM-MD5"] if self.submission else None,
             timeout=self.timeout,
             loop=asyncio.get_running_loop(),
             # on the implicit-TLS listener the connection is TLS already: no STARTTLS
