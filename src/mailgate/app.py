@@ -469,12 +469,14 @@ class Gateway:
             return None
         client = httpx.AsyncClient(timeout=s.pool.timeout)
         self._stack.push_async_callback(client.aclose)
-        return HandlerPool(
+        pool = HandlerPool(
             load_handlers(s.handlers, client),
             workers=s.pool.num_workers,
             timeout=s.pool.timeout,
             recorder=self.metrics,
         )
+        self._stack.push_async_callback(pool.aclose)  # after the SMTP server has stopped
+        return pool
 
     def _smtp_tls(self) -> ssl.SSLContext | None:
         """The SMTP server's TLS context: the configured certificate, else under ``dev`` a

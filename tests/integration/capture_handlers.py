@@ -32,3 +32,17 @@ async def gated(event: dict[str, Any]) -> str:
     SEEN.append(event)
     await GATE.setdefault("open", asyncio.Event()).wait()
     return "CONTINUE"
+
+
+CANCELLED: list[str] = []  #: ids of the events whose ``stuck`` handler was cancelled
+
+
+async def stuck(event: dict[str, Any]) -> str:
+    """Runs until cancelled (by a shutdown past its grace), and says so."""
+    SEEN.append(event)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        CANCELLED.append(event["id"])
+        raise
+    return "CONTINUE"

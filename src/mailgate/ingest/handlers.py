@@ -10,6 +10,11 @@ waiting to hand its message over waits too (backpressure, no unbounded queue), w
 every other session goes on being served. A handler that fails, answers something
 else than a 2xx or takes longer than ``smtp.pool.timeout`` makes the client hear
 ``451 4.3.0`` and the message is not kept, so the client's retry is not a duplicate.
+
+On shutdown the SMTP server stops first, giving a handler already running the grace
+period to answer (``smtp.shutdown_grace``); then :meth:`HandlerPool.aclose` cancels
+whatever still runs and takes nothing more. A sync handler's worker thread cannot be
+interrupted: it runs to its end and its answer is dropped.
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ Handler = Callable[[dict[str, Any]], Awaitable[Verdict]]
 
 class HandlerPool:
     """``await run(event)``: every handler in order, at most ``workers`` events at once;
-    CLOSE if any handler said so, else CONTINUE; :class:`HandlerFailed` if one failed."""
+    CLOSE if any handler said so, else CONTINUE; :class:`HandlerFailed` if one failed.
+
+    Each event runs in a task of the pool's, so :meth:`aclose` can end them; a caller
+    cancelled while it waits (its SMTP session lost) cancels its event's task too."""
 
     def __init__(
         self,
@@ -64,8 +72,26 @@ class HandlerPool:
         self.timeout = timeout
         self.recorder = recorder
         self._slots = asyncio.Semaphore(workers)
+        self._running: set[asyncio.Task[Verdict]] = set()
+        self._closed = False
 
     async def run(self, event: dict[str, Any]) -> Verdict:
+        if self._closed:
+            raise HandlerFailed("the capture handlers are shut down")
+        task = asyncio.create_task(self._all(event), name=f"mailgate-handlers-{event.get('id')}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await task
+
+    async def aclose(self) -> None:
+        """Take no more events; cancel those still with their handlers (nobody waits for
+        their verdict once the SMTP server has stopped) and wait until they have ended."""
+        self._closed = True
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _all(self, event: dict[str, Any]) -> Verdict:
         async with self._slots:
             verdict = Verdict.CONTINUE
             for kind, handler in self.handlers:

@@ -195,13 +195,19 @@ class CaptureHandler:
                 verdict = await self.handlers.run(event)
             except HandlerFailed as exc:
                 # not accepted, so not kept: the client's retry must not be a duplicate
-                with contextlib.suppress(Exception):
-                    await self.inbox.delete(record.id, record.tenant)
+                await self._discard(record.id, record.tenant)
                 return f"451 4.3.0 {exc}, try again later"
+            except asyncio.CancelledError:  # the session lost: shutdown past its grace (421)
+                await self._discard(record.id, record.tenant)
+                raise
             if verdict is Verdict.CLOSE and isinstance(server, _Session):
                 server.close_after_reply = True
         _recorder(server).smtp_accepted(len(raw))
         return f"250 2.0.0 OK: queued as {record.id}"
+
+    async def _discard(self, capture_id: str, tenant: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.inbox.delete(capture_id, tenant)
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -384,6 +390,7 @@ class _Session(SMTP):
         self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
         #: commands refused (5xx) since the session began or its last captured message
         self.violations: list[str] = []
+        self.draining = False  #: shutting down: 421 once the current transaction ends
         self._turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -440,6 +447,8 @@ class _Session(SMTP):
         if self.close_after_reply and reply.startswith("250"):
             self.close_after_reply = False
             self.say_goodbye(b"221 2.0.0 Bye")  # a capture handler said CLOSE
+        if self.draining and not self.in_transaction:
+            self.say_goodbye()  # its transaction has ended (aiosmtpd resets it before the reply)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if _unbalanced_path(arg, "FROM:"):
@@ -512,8 +521,19 @@ class _Session(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task serving the session (aiosmtpd's), None before its greeting."""
+        return self._handler_coroutine
+
+    @property
     def in_transaction(self) -> bool:
         return self.envelope is not None and self.envelope.mail_from is not None
+
+    def drain(self) -> None:
+        """Shutdown has begun: finish the transaction under way, if any, then hear 421."""
+        self.draining = True
+        if not self.in_transaction:
+            self.say_goodbye()
 
     def say_goodbye(self, reply: bytes = b"421 4.3.2 Service shutting down") -> None:
         """RFC 5321 §3.8: a server shutting down answers 421 and closes."""
@@ -530,6 +550,21 @@ class _Session(SMTP):
         log.info("%r connection timeout", self.session.peer if self.session else None)
         host = self.hostname.encode("ascii", "replace")
         self.say_goodbye(b"421 4.4.2 " + host + b" Error: timeout exceeded")
+
+
+_FAREWELL = 2.0  #: seconds a session's connection gets to close after its 421
+
+
+async def _ended(sessions: list[asyncio.Task[None]]) -> None:
+    """Wait for sessions told to go: aiosmtpd cancels one when its connection is lost;
+    one whose connection does not close (its client reads no more) is cancelled here."""
+    if not sessions:
+        return
+    _, lingering = await asyncio.wait(sessions, timeout=_FAREWELL)
+    for session in lingering:
+        session.cancel()
+    if lingering:
+        await asyncio.wait(lingering)
 
 
 class SmtpServer:
@@ -631,14 +666,21 @@ class SmtpServer:
         return address[0], address[1]
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting; give open transactions ``grace`` seconds, then 421 everyone."""
+        """Shut down as RFC 5321 §3.8 has it: stop accepting; idle sessions hear 421 now,
+        and a session in a transaction may finish it within ``grace`` seconds, then hears
+        421. A message already with its capture handlers is part of its transaction: it
+        gets their verdict and its 250 or 451 if they answer within the grace. Past the
+        grace every session left hears 421 and is ended: a message still with its handlers
+        then was not accepted, and is not kept (the client sends it again later). When
+        this returns no session's code runs any more."""
         if self._server is None:
             return
         self._server.close()
         if self._tls_server is not None:
             self._tls_server.close()
-        for session in [s for s in self.sessions if not s.in_transaction]:
-            session.say_goodbye()
+        running = [t for s in self.sessions if (t := s.task) is not None]
+        for session in list(self.sessions):
+            session.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # aiosmtpd sessions signal nothing when a transaction ends, so poll briefly.
@@ -646,6 +688,7 @@ class SmtpServer:
             await asyncio.sleep(0.05)
         for session in list(self.sessions):
             session.say_goodbye()
+        await _ended(running)
         await self._server.wait_closed()
         self._server = None
         if self._tls_server is not None:
