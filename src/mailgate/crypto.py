@@ -7,18 +7,25 @@ The first encrypts; every one decrypts (``MultiFernet``), which is how keys are
 rotated: set ``new,old``, run ``mailgate secrets rotate`` (re-encrypts every stored
 secret under ``new``), then drop ``old``.
 
-Named ``crypto`` so it never shadows the standard library's ``secrets``.
+Named ``crypto`` so it never shadows the standard library's ``secrets``. ``cryptography``
+is imported on the first encryption or decryption, not at start: a process that never
+touches a secret (``mailgate dev`` capturing mail) does without its ~10 MiB.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
 
 from mailgate.errors import ConfigError, Conflict
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 __all__ = [
     "KEY_HOWTO",
@@ -48,8 +55,16 @@ class NoSecretKey(Conflict):
 
 
 def generate_key() -> str:
-    """A fresh random Fernet key (32 bytes, URL-safe base64)."""
-    return Fernet.generate_key().decode()
+    """A fresh random Fernet key (32 bytes, URL-safe base64; ``Fernet.generate_key``)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _is_key(key: str) -> bool:
+    """What ``Fernet(key)`` accepts: URL-safe base64 of exactly 32 bytes."""
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def parse_keys(value: str) -> list[str]:
@@ -59,9 +74,7 @@ def parse_keys(value: str) -> list[str]:
     if not keys:
         raise ConfigError(f"MAILGATE_SECRET_KEY is empty: {KEY_HOWTO}")
     for position, key in enumerate(keys, 1):
-        try:
-            Fernet(key)
-        except (ValueError, TypeError):
+        if not _is_key(key):
             raise ConfigError(
                 f"MAILGATE_SECRET_KEY: key {position} is not a Fernet key "
                 f"(32 bytes, URL-safe base64): {KEY_HOWTO}"
@@ -75,7 +88,13 @@ class SecretBox:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys:
             raise ConfigError(f"no secret key: {KEY_HOWTO}")
-        self._fernet = MultiFernet([Fernet(k) for k in keys])
+        self._keys = tuple(keys)
+
+    @functools.cached_property
+    def _fernet(self) -> MultiFernet:
+        from cryptography.fernet import Fernet, MultiFernet
+
+        return MultiFernet([Fernet(k) for k in self._keys])
 
     @classmethod
     def from_setting(cls, value: str) -> SecretBox:
@@ -88,6 +107,8 @@ class SecretBox:
         return self._fernet.encrypt(plain.encode("utf-8"))
 
     def decrypt(self, token: bytes) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token).decode("utf-8")
         except InvalidToken:
@@ -98,6 +119,8 @@ class SecretBox:
 
     def rotate(self, token: bytes) -> bytes:
         """The same secret encrypted under the first key."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.rotate(token)
         except InvalidToken:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 
-import dkim
-
 from mailgate.deliver.transport import Sign
 from mailgate.model import Account
 
@@ -49,6 +47,8 @@ def sign(raw: bytes, *, domain: str, selector: str, private_key: str) -> bytes:
     ``private_key`` is an RSA key in PEM (PKCS#1 or PKCS#8). Raises ``ValueError`` if
     the key cannot be used; :func:`check_private_key` finds that out before sending.
     """
+    import dkim  # dkimpy and dnspython: loaded only by a process that signs
+
     key = private_key.encode("ascii")
     try:
         signature = dkim.sign(

@@ -10,17 +10,14 @@ certificate, or turn its verification off for development.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import ipaddress
 import os
 import ssl
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailgate.errors import ConfigError
 
@@ -28,6 +25,10 @@ __all__ = ["CERT_FILE", "KEY_FILE", "self_signed", "server_context"]
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
+#: what the certificate says, for the next start to check without ``cryptography``
+#: (~10 MiB of memory that only making or reading a certificate needs): its SHA-256, its
+#: expiry and its DNS names, one a line
+INFO_FILE = "cert.info"
 _VALID_DAYS = 825  #: the longest validity clients accept for a server certificate
 _RENEW_BEFORE = dt.timedelta(days=30)
 
@@ -60,6 +61,11 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
 
 
 def _make(cert_path: Path, key_path: Path, hostname: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
@@ -84,23 +90,50 @@ def _make(cert_path: Path, key_path: Path, hostname: str) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
     _write(key_path, key_pem, 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(cert_path, pem, 0o644)
+    _inspect(cert_path, pem)
 
 
 def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        pem = cert_path.read_bytes()
         key_path.stat()
-    except (OSError, ValueError):
+    except OSError:
         return False
-    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < _RENEW_BEFORE:
+    facts = _read_info(cert_path.with_name(INFO_FILE), pem) or _inspect(cert_path, pem)
+    if facts is None:
         return False
+    not_after, names = facts
+    return not_after - dt.datetime.now(dt.UTC) >= _RENEW_BEFORE and hostname in names
+
+
+def _read_info(path: Path, pem: bytes) -> tuple[dt.datetime, list[str]] | None:
+    """The facts :func:`_inspect` wrote for exactly this certificate, if it did."""
     try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    return hostname in names.get_values_for_type(x509.DNSName)
+        digest, not_after, *names = path.read_text(encoding="ascii").split("\n")
+        if digest != hashlib.sha256(pem).hexdigest():
+            return None  # written for another certificate
+        return dt.datetime.fromisoformat(not_after), [n for n in names if n]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _inspect(cert_path: Path, pem: bytes) -> tuple[dt.datetime, list[str]] | None:
+    """Expiry and DNS names read with ``cryptography``, kept in :data:`INFO_FILE`."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        found = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    not_after, names = cert.not_valid_after_utc, found.get_values_for_type(x509.DNSName)
+    info = "\n".join([hashlib.sha256(pem).hexdigest(), not_after.isoformat(), *names])
+    with contextlib.suppress(OSError, UnicodeEncodeError):  # if not: inspected next time
+        _write(cert_path.with_name(INFO_FILE), info.encode("ascii") + b"\n", 0o644)
+    return not_after, names
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
