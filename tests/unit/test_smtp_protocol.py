@@ -1,0 +1,252 @@
+"""The SMTP protocol engine's pure parts: command lines, paths, ESMTP parameters and DATA
+read in blocks (terminator split across reads, dot-unstuffing, limits)."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from mailgate.ingest.smtp_protocol import (
+    MAX_DATA_LINE,
+    DataEnd,
+    DataReader,
+    Refusal,
+    long_line,
+    mail_params,
+    parse_path,
+    split_command,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"EHLO client.test", ("EHLO", "client.test")),
+        (b"ehlo   client.test  ", ("EHLO", "client.test")),
+        (b"MAIL FROM:<a@example.com> SIZE=12", ("MAIL", "FROM:<a@example.com> SIZE=12")),
+        (b"NOOP", ("NOOP", None)),
+        (b"NOOP   ", ("NOOP", None)),
+        (b"RCPT TO:<\xc3\xa9@example.com>", ("RCPT", "TO:<é@example.com>")),
+        (b"", None),  # an empty line
+        (b" NOOP", None),  # no verb before the space
+        (b"NO\0OP", None),  # NUL
+        (b"MAIL FROM:<a\0@example.com>", None),
+        (b"X-FOO bar", None),  # not letters and digits: not echoed back in a 500
+        (b"\xffHELO x", None),
+    ],
+)
+def test_split_command(line: bytes, expected: tuple[str, str | None] | None) -> None:
+    assert split_command(line) == expected
+
+
+def test_an_argument_that_is_not_utf8_keeps_its_bytes() -> None:
+    parts = split_command(b"VRFY \xff\xfe")
+    assert parts is not None
+    verb, arg = parts
+    assert verb == "VRFY" and arg is not None
+    assert arg.encode("utf-8", "surrogateescape") == b"\xff\xfe"
+
+
+PATHS = [
+    "<a@example.com>",
+    "<a@example.com> SIZE=100 BODY=8BITMIME",
+    "<a@example.com>  SMTPUTF8",
+    "<first.last+tag@sub.example.co.uk>",
+    "<A!#$%&'*+/=?^_`{|}~-z@EXAMPLE.com>",
+    "<x@localhost>",
+    "<a@b-c.d>",
+    "a@example.com",
+    "a@example.com SIZE=4",
+    "<a@>",
+    "<@a,@b:c@d>",
+    '<"q x"@d>',
+    "<a..b@c>",
+    "<.a@b>",
+    "<a.@b>",
+    "<a@[1.2.3.4]>",
+    "<a@b>x",
+    "<ü@é.de>",
+    "<a b@c>",
+    "<a@-b>",
+    "<a@b-.c>",
+    "<a@b_c.d>",
+    "<a@b.>",
+    "postmaster",
+    "<postmaster>",
+]
+
+
+def _aiosmtpd(arg: str) -> tuple[str, list[str]] | None:
+    """What aiosmtpd 1.4's parser makes of a path (its address, the parameters)."""
+    address, rest = SMTP._getaddr(SimpleNamespace(local_part_limit=0), arg)  # type: ignore[arg-type]
+    return None if address is None else (address, (rest or "").split())
+
+
+@pytest.mark.parametrize("arg", PATHS)
+def test_paths_are_read_as_aiosmtpd_read_them(arg: str) -> None:
+    ours = parse_path(arg)
+    assert (None if ours is None else (ours[0], ours[1].split())) == _aiosmtpd(arg)
+
+
+def test_the_fast_path_takes_plain_addresses_without_the_email_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailgate.ingest import smtp_protocol
+
+    def unused(value: str) -> None:
+        raise AssertionError(f"parsed slowly: {value}")
+
+    monkeypatch.setattr(smtp_protocol, "get_angle_addr", unused)
+    assert parse_path("<bench@example.com> SIZE=1200") == ("bench@example.com", " SIZE=1200")
+    assert parse_path("<o'neil+x@mail.example.org>") == ("o'neil+x@mail.example.org", "")
+
+
+def test_the_null_path_is_an_empty_address() -> None:
+    """RFC 5321 §4.5.5: ``MAIL FROM:<>`` (aiosmtpd took the two brackets as the address)."""
+    assert parse_path("<>") == ("", "")
+    assert parse_path("<> SIZE=10") == ("", " SIZE=10")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([], {}),
+        (
+            ["SIZE=100", "BODY=8BITMIME", "SMTPUTF8"],
+            {"SIZE": "100", "BODY": "8BITMIME", "SMTPUTF8": True},
+        ),
+        (["SIZE="], None),
+        (["X-Y=1"], None),
+        (["=1"], None),
+    ],
+)
+def test_mail_params(options: list[str], expected: dict[str, str | bool] | None) -> None:
+    assert mail_params(options) == expected
+
+
+# --------------------------------------------------------------------------- DATA
+
+
+def _read(chunks: list[bytes], limit: int = 0) -> DataEnd:
+    """The end of DATA read from ``chunks``; its ``rest`` has the chunks after it too."""
+    reader = DataReader(limit)
+    for i, chunk in enumerate(chunks):
+        end = reader.feed(chunk)
+        if end is not None:
+            return end._replace(rest=end.rest + b"".join(chunks[i + 1 :]))
+    raise AssertionError("no end of DATA")
+
+
+def _bytewise(stream: bytes) -> list[bytes]:
+    return [stream[i : i + 1] for i in range(len(stream))]
+
+
+MESSAGE = (
+    b".first line starts with a dot\r\n"
+    b"Subject: x\r\n\r\n"
+    b"..a stuffed dot\r\n"
+    b". a line of a dot and a space\r\n"
+    b"bare\nLF and bare\rCR and \n.\n (no end)\r\n"
+    b"...three dots\r\n"
+    b"last\r\n"
+)
+STUFFED = (
+    b"..first line starts with a dot\r\n"
+    b"Subject: x\r\n\r\n"
+    b"...a stuffed dot\r\n"
+    b".. a line of a dot and a space\r\n"
+    b"bare\nLF and bare\rCR and \n.\n (no end)\r\n"
+    b"....three dots\r\n"
+    b"last\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "split", ["whole", "bytewise", "at every boundary"], ids=lambda s: s.replace(" ", "-")
+)
+def test_data_is_unstuffed_and_ends_only_at_crlf_dot_crlf(split: str) -> None:
+    stream = STUFFED + b".\r\nQUIT\r\n"
+    if split == "whole":
+        ends = [_read([stream])]
+    elif split == "bytewise":
+        ends = [_read(_bytewise(stream))]
+    else:
+        ends = [_read([stream[:i], stream[i:]]) for i in range(1, len(stream) - len(b"QUIT\r\n"))]
+    for end in ends:
+        assert end == DataEnd(MESSAGE, None, b"QUIT\r\n")
+
+
+@pytest.mark.parametrize(
+    ("stream", "content"),
+    [
+        (b".\r\n", b""),  # the empty message: the DATA line's CRLF counts
+        (b"\r\n.\r\n", b"\r\n"),
+        (b"..\r\n.\r\n", b".\r\n"),
+        (b"a\r\n.\r\n", b"a\r\n"),
+    ],
+)
+def test_the_first_line_counts_as_a_line(stream: bytes, content: bytes) -> None:
+    assert _read([stream]) == DataEnd(content, None, b"")
+    assert _read(_bytewise(stream)) == DataEnd(content, None, b"")
+
+
+def test_a_bare_lf_dot_does_not_end_data() -> None:
+    reader = DataReader(0)
+    assert reader.feed(b"hello\n.\nMAIL FROM:<evil@example.com>\n") is None
+    assert reader.feed(b"\r\n.\r") is None
+    assert reader.feed(b"\n") == DataEnd(b"hello\n.\nMAIL FROM:<evil@example.com>\n\r\n", None, b"")
+
+
+def test_over_the_limit_the_rest_is_read_and_thrown_away() -> None:
+    """552 only at the end (RFC 5321 §4.2.5), and what is thrown away is not kept."""
+    reader = DataReader(1000)
+    line = b"x" * 98 + b"\r\n"
+    for _ in range(5000):  # 500 kB
+        assert reader.feed(line) is None
+        assert len(reader._buf) < 2 * len(line) + 1000 + 5
+    assert reader.feed(b"\r\n.") is None
+    assert reader.feed(b"\r\nNOOP\r\n") == DataEnd(None, Refusal.TOO_BIG, b"NOOP\r\n")
+
+
+@pytest.mark.parametrize(("size", "refused"), [(1000, False), (1001, True)])
+def test_the_limit_counts_the_content_as_sent(size: int, refused: bool) -> None:
+    """As aiosmtpd counted: every line with its CRLF and its stuffing dot, not the end."""
+    body = b"." + b"y" * (size - 4) + b"\r\n"  # the stuffed line: size - 1 octets
+    assert len(b"." + body) == size
+    end = _read([b"." + body + b".\r\n"], limit=1000)
+    assert (end.refusal is Refusal.TOO_BIG) is refused
+    assert end.content == (None if refused else body)
+
+
+@pytest.mark.parametrize(("length", "refused"), [(MAX_DATA_LINE, False), (MAX_DATA_LINE + 1, True)])
+def test_a_line_too_long(length: int, refused: bool) -> None:
+    end = _read(_split(b"Subject: long\r\n\r\n" + b"y" * length + b"\r\n.\r\nRSET\r\n", 100))
+    assert end.rest == b"RSET\r\n"
+    assert (end.refusal is Refusal.LINE_TOO_LONG) is refused
+
+
+def _split(stream: bytes, size: int) -> list[bytes]:
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+def test_long_line_agrees_with_splitting_on_crlf() -> None:
+    rng = random.Random(9)
+    alphabet = [b"x", b"\r", b"\n", b"\r\n", b"."]
+    for _ in range(300):
+        limit = rng.randint(1, 40)
+        parts = rng.choices(alphabet, weights=[60, 3, 3, 8, 2], k=rng.randint(0, 400))
+        data = b"".join(parts) + b"\r\n"
+        naive = max(len(line) for line in data.split(b"\r\n")) > limit
+        assert long_line(data, limit) is naive, (limit, data)
+
+
+def test_a_10_mb_message_in_256_kib_reads() -> None:
+    line = b"z" * 76 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * 128_000 + b".." + line
+    stream = body + b".\r\n"
+    end = _read(_split(stream, 256 * 1024), limit=10 * 1024 * 1024)
+    assert end.refusal is None and end.content is not None
+    assert len(end.content) == len(body) - 1 and end.content.endswith(b"\r\n." + line)
