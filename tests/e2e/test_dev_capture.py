@@ -41,7 +41,7 @@ def _inbox_ids(http: httpx.Client) -> list[str]:
 
 
 def test_smtp_capture_round_trip(mailgate: StartSync, workspace: Workspace) -> None:
-    mg = mailgate(*dev_args(workspace), env={"MAILGATE_LIMITS__MAX_MESSAGE_SIZE": "5000000"})
+    mg = mailgate(*dev_args(workspace), env={"MAILGATE_SMTP__MAX_MESSAGE_SIZE": "5000000"})
     assert mg.mode == "dev"
     assert mg.smtp_port is not None
     raw = _message().as_bytes(policy=policy.SMTP)
@@ -147,7 +147,7 @@ def test_each_session_records_its_own_auth(mailgate: StartSync, workspace: Works
 
 
 def test_smtputf8_envelope_and_size_limit(mailgate: StartSync, workspace: Workspace) -> None:
-    mg = mailgate(*dev_args(workspace), env={"MAILGATE_LIMITS__MAX_MESSAGE_SIZE": "20000"})
+    mg = mailgate(*dev_args(workspace), env={"MAILGATE_SMTP__MAX_MESSAGE_SIZE": "20000"})
     assert mg.smtp_port is not None
     msg = EmailMessage(policy=policy.SMTPUTF8)
     msg["From"] = "Jörg <jörg@bücher.example>"

@@ -28,7 +28,7 @@ asyncio.run(main(sys.argv[1]))
 
 
 def test_schema_head_is_alembics_head() -> None:
-    assert SCHEMA_HEAD == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD
 
 
 def test_an_up_to_date_store_is_opened_without_alembic(tmp_path: Path) -> None:
