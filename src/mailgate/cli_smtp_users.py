@@ -10,18 +10,15 @@ stdin with ``--password-stdin``, or generated and printed once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
 from mailgate.app import Mode, database_url
-from mailgate.cli_accounts import where_options
+from mailgate.cli_service import SettingsOf, command_group, invalid
 from mailgate.clock import SystemClock
-from mailgate.errors import Conflict, InvalidInput, NotFound
 from mailgate.services.smtp_users import SmtpUserIn, SmtpUsersService
 from mailgate.settings import Settings
 from mailgate.store import Database
@@ -29,22 +26,12 @@ from mailgate.store.smtp_users import SmtpUserStore
 
 __all__ = ["add_commands"]
 
-SettingsOf = Callable[[argparse.Namespace], Settings]
-
 
 def add_commands(sub: Any, settings_of: SettingsOf) -> None:
     """Register ``smtp-users`` on the ``mailgate`` parser."""
-    users = sub.add_parser("smtp-users", help="SMTP submission users (works without a server)")
-    u_sub = users.add_subparsers(title="smtp-users commands", required=True, metavar="COMMAND")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = u_sub.add_parser(
-            name, help=help, description=help, allow_abbrev=False
-        )
-        where_options(p)
-        p.set_defaults(func=lambda args: _run(settings_of, args), action=name)
-        return p
-
+    action = command_group(
+        sub, "smtp-users", "SMTP submission users (works without a server)", settings_of, _command
+    )
     add = action("add", "add a user; a generated password is printed once")
     add.add_argument("username", help="what the client gives to SMTP AUTH")
     add.add_argument(
@@ -63,15 +50,6 @@ def add_commands(sub: Any, settings_of: SettingsOf) -> None:
     )
     action("list", "the tenant's SMTP users (never their passwords)")
     action("remove", "delete a user").add_argument("username")
-
-
-def _run(settings_of: SettingsOf, args: argparse.Namespace) -> int:
-    try:
-        result: int = asyncio.run(_command(settings_of(args), args))
-        return result
-    except (NotFound, Conflict, InvalidInput) as exc:
-        print(f"mailgate: error: {exc}", file=sys.stderr)
-        return 1
 
 
 async def _command(settings: Settings, args: argparse.Namespace) -> int:
@@ -100,10 +78,7 @@ async def _add(service: SmtpUsersService, args: argparse.Namespace) -> int:
     try:
         spec = SmtpUserIn.model_validate(fields)
     except ValidationError as exc:
-        problems = exc.errors(include_input=False, include_url=False)
-        reasons = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-        print(f"mailgate: error: {reasons}", file=sys.stderr)
-        return 2
+        return invalid(exc)
     user = await service.create(args.tenant, spec)
     if generated is not None:
         print(generated)

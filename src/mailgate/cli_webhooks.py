@@ -10,17 +10,14 @@ read from stdin with ``--secret-stdin``, or generated and printed once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
 from mailgate.app import Mode, database_url, secret_box, webhook_guard
-from mailgate.cli_accounts import where_options
+from mailgate.cli_service import SettingsOf, command_group, invalid
 from mailgate.clock import SystemClock
-from mailgate.errors import Conflict, InvalidInput, NotFound
 from mailgate.services.webhooks import WebhookIn, WebhooksService, shown_url
 from mailgate.settings import Settings
 from mailgate.store import Database
@@ -29,22 +26,12 @@ from mailgate.store.webhooks import WebhookStore
 
 __all__ = ["add_commands"]
 
-SettingsOf = Callable[[argparse.Namespace], Settings]
-
 
 def add_commands(sub: Any, settings_of: SettingsOf) -> None:
     """Register ``webhooks`` on the ``mailgate`` parser."""
-    webhooks = sub.add_parser("webhooks", help="webhook endpoints (works without a server)")
-    w_sub = webhooks.add_subparsers(title="webhooks commands", required=True, metavar="COMMAND")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = w_sub.add_parser(
-            name, help=help, description=help, allow_abbrev=False
-        )
-        where_options(p)
-        p.set_defaults(func=lambda args: _run(settings_of, args), action=name)
-        return p
-
+    action = command_group(
+        sub, "webhooks", "webhook endpoints (works without a server)", settings_of, _command
+    )
     add = action("add", "add an endpoint; its generated signing secret is printed once")
     add.add_argument("url", help="http(s) URL the events are POSTed to")
     add.add_argument(
@@ -67,15 +54,6 @@ def add_commands(sub: Any, settings_of: SettingsOf) -> None:
     action("remove", "delete an endpoint and what it had pending").add_argument(
         "webhook", metavar="ID"
     )
-
-
-def _run(settings_of: SettingsOf, args: argparse.Namespace) -> int:
-    try:
-        result: int = asyncio.run(_command(settings_of(args), args))
-        return result
-    except (NotFound, Conflict, InvalidInput) as exc:
-        print(f"mailgate: error: {exc}", file=sys.stderr)
-        return 1
 
 
 async def _command(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,10 +85,7 @@ async def _add(service: WebhooksService, args: argparse.Namespace) -> int:
     try:
         spec = WebhookIn.model_validate(fields)
     except ValidationError as exc:
-        problems = exc.errors(include_input=False, include_url=False)
-        reasons = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-        print(f"mailgate: error: {reasons}", file=sys.stderr)
-        return 2
+        return invalid(exc)
     created = await service.create(args.tenant, spec)
     if created.secret is not None:
         print(created.secret)
