@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
 from mailgate.errors import Conflict, NotFound
+from mailgate.inbox.search import parse_query
 from mailgate.model import Attachment, Attempt, Outcome, Priority, RecipientResult, State
 from mailgate.policy import Decision
 from mailgate.store import CapturedRecord, Database, InboxStore, QueueStore
@@ -191,10 +192,10 @@ async def test_inbox_store(database: Database) -> None:
     assert [r.id for r in page] == ["01900002", "01900001"]
     assert await inbox.list("default", limit=2, cursor=cursor) == ([records[0]], None)
     assert await inbox.list("default", limit=3) == (records[::-1], None)
-    assert [r.subject for r in (await inbox.list("default", query="50%"))[0]] == [
+    assert [r.subject for r in (await inbox.list("default", query=parse_query("50%")))[0]] == [
         "Your 50% discount"
     ]
-    assert [r.subject for r in (await inbox.list("default", query="PASSWORD"))[0]] == [
+    assert [r.subject for r in (await inbox.list("default", query=parse_query("PASSWORD")))[0]] == [
         "Reset password"
     ]
     assert await inbox.list("other") == ([], None)

@@ -17,8 +17,11 @@ from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
 from mailgate.inbox.attachment_files import AttachmentFiles
+from mailgate.inbox.search import parse_query
+from mailgate.inbox.sorting import SortBy, box_for, clean_tags, message_id, tags_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
+from mailgate.store.inbox import BoxCount
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
 
@@ -45,13 +48,20 @@ class CaptureMeta:
 
 class Inbox:
     def __init__(
-        self, store: InboxStore, clock: Clock, *, files: AttachmentFiles | None = None
+        self,
+        store: InboxStore,
+        clock: Clock,
+        *,
+        files: AttachmentFiles | None = None,
+        sort_by: SortBy = SortBy.NONE,
     ) -> None:
         """``files``: where the capture server writes attachments for its handlers
-        (``smtp.attachment_storage.mode = tempfile``); a deleted message's go with it."""
+        (``smtp.attachment_storage.mode = tempfile``); a deleted message's go with it.
+        ``sort_by``: what names the inbox captured mail goes to (``inbox.sort_by``)."""
         self.store = store
         self.clock = clock
         self.files = files
+        self.sort_by = sort_by
 
     async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
         """Parse and commit; when this returns the message is durable.
@@ -86,6 +96,9 @@ class Inbox:
             html=parsed.html,
             attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
             size=len(raw),
+            box=box_for(self.sort_by, auth=meta.auth, headers=parsed.headers, rcpt_to=meta.rcpt_to),
+            tags=tags_for(parsed.headers, meta.rcpt_to),
+            message_id=message_id(parsed.headers),
         )
         await self.store.add(record, raw)
         return record, parsed
@@ -113,28 +126,67 @@ class Inbox:
             await self.files.sweep_every(self.store.existing)
 
     async def list(
-        self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        tenant: str,
+        *,
+        query: str | None = None,
+        box: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[CapturedRecord], str | None]:
-        """Newest first; ``query`` matches subject, From, To and the envelope sender."""
-        return await self.store.list(tenant, query=query, limit=limit, cursor=cursor)
+        """Newest first, of one inbox (``box``) or all; ``query`` in Mailpit's search
+        syntax (:mod:`mailgate.inbox.search`; a plain word matches subject, addresses
+        and bodies). A date or size it cannot read raises ``InvalidInput``."""
+        terms = parse_query(query) if query else ()
+        return await self.store.list(tenant, box=box, query=terms, limit=limit, cursor=cursor)
 
-    async def get(self, capture_id: str, tenant: str) -> CapturedRecord:
-        return await self.store.get(capture_id, tenant)
+    async def get(
+        self, capture_id: str, tenant: str, *, box: str | None = None, mark_read: bool = False
+    ) -> CapturedRecord:
+        """One captured message (NotFound if not in ``box``, when given); ``mark_read``
+        when a person or a client opens it, as Mailpit does."""
+        return await self.store.get(capture_id, tenant, box=box, mark_read=mark_read)
+
+    async def update(
+        self,
+        capture_id: str,
+        tenant: str,
+        *,
+        box: str | None = None,
+        read: bool | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> CapturedRecord:
+        """Mark read or unread and replace the tags (cleaned as capture cleans them:
+        Mailpit's characters, at most 32 of 64 characters, no repeats)."""
+        cleaned = clean_tags(tags) if tags is not None else None
+        return await self.store.update(capture_id, tenant, box=box, read=read, tags=cleaned)
+
+    async def boxes(self, tenant: str) -> tuple[BoxCount, ...]:
+        """The tenant's inboxes holding mail, with their total and unread counts."""
+        return await self.store.boxes(tenant)
 
     async def raw(self, capture_id: str, tenant: str) -> bytes:
         """The message exactly as it arrived."""
         return await self.store.raw(capture_id, tenant)
 
-    async def delete(self, capture_id: str, tenant: str) -> None:
-        """Delete a captured message, and its attachment files."""
-        await self.store.delete(capture_id, tenant)
+    async def delete(self, capture_id: str, tenant: str, *, box: str | None = None) -> None:
+        """Delete a captured message (only from ``box``, when given), and its attachment
+        files."""
+        await self.store.delete(capture_id, tenant, box=box)
         if self.files is not None:
             await self.files.remove(capture_id)
 
-    async def clear(self, tenant: str | None) -> int:
-        """Delete a tenant's captured mail (everyone's with ``None``), and its attachment
-        files; returns how many."""
-        cleared = await self.store.clear(tenant)
+    async def clear(
+        self, tenant: str | None, *, box: str | None = None, query: str | None = None
+    ) -> int:
+        """Delete a tenant's captured mail (everyone's with ``None``), only one inbox's
+        with ``box``, only what ``query`` matches, and its attachment files; returns how
+        many. A ``query`` with no term deletes nothing: an empty search variable must
+        not empty the inbox."""
+        terms = parse_query(query) if query is not None else ()
+        if query is not None and not terms:
+            return 0
+        cleared = await self.store.clear(tenant, box=box, query=terms)
         if self.files is not None:  # what was cleared is no longer in the inbox
             await self.files.sweep(self.store.existing)
         return cleared
@@ -198,6 +250,9 @@ def capture_event(
         "event": "EMAIL_RECEIVED",
         "id": record.id,
         "uuid": record.id,
+        "inbox": record.box,
+        "read": record.read,
+        "tags": record.tags,
         "source": record.source,
         "remote_addr": record.remote_addr,
         "received_at": record.received_at.isoformat().replace("+00:00", "Z"),
@@ -208,6 +263,7 @@ def capture_event(
             "subject": record.subject,
             "from": record.from_header,
             "to": record.to_header,
+            "message_id": record.message_id,
             "body": record.text,
             "html": record.html,
             "raw": raw.decode("utf-8", "replace") if raw is not None else None,

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
+from mailgate.store.inbox_search import matching
 from mailgate.store.outbox import EventKind, event_row, write_events
 from mailgate.store.schema import inbox
 
-__all__ = ["CapturedRecord", "InboxStore"]
+if TYPE_CHECKING:
+    from mailgate.inbox.search import Term
+
+__all__ = ["BoxCount", "CapturedRecord", "InboxStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,19 @@ class CapturedRecord:
     html: str | None
     attachments: list[dict[str, Any]]
     size: int
+    box: str = "default"  #: the inbox it was sorted into (inbox.sort_by)
+    read: bool = False
+    tags: list[str] = field(default_factory=list)
+    message_id: str | None = None  #: the Message-ID header, without angle brackets
+
+
+@dataclass(frozen=True, slots=True)
+class BoxCount:
+    """One inbox of a tenant and how much mail it holds."""
+
+    name: str
+    total: int
+    unread: int
 
 
 _SUMMARY = [c for c in inbox.c if c.name != "raw"]
@@ -62,8 +79,8 @@ def _received(r: CapturedRecord) -> dict[str, Any]:
 
 class InboxStore:
     def __init__(self, db: Database, *, max_messages: int = 0) -> None:
-        """``max_messages``: kept per tenant; each commit of new ones deletes the oldest
-        past it, in the same transaction (0: no limit)."""
+        """``max_messages``: kept per inbox of a tenant; each commit of new ones deletes
+        that inbox's oldest past it, in the same transaction (0: no limit)."""
         self.db = db
         self.max_messages = max_messages
         self._writer = GroupCommit(db, self._insert_many)
@@ -78,8 +95,8 @@ class InboxStore:
         conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
         write_events(conn, [_received(record) for record, _ in items])
         if self.max_messages:
-            for tenant in {record.tenant for record, _ in items}:
-                _keep_newest(conn, tenant, self.max_messages)
+            for tenant, box in {(record.tenant, record.box) for record, _ in items}:
+                _keep_newest(conn, tenant, box, self.max_messages)
         return [None] * len(items)
 
     async def prune_older(self, cutoff: datetime) -> int:
@@ -89,43 +106,87 @@ class InboxStore:
         return int(result.rowcount)
 
     async def list(
-        self, tenant: str, *, query: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        tenant: str,
+        *,
+        box: str | None = None,
+        query: Sequence[Term] = (),
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[CapturedRecord], str | None]:
-        """Newest first; ``query`` matches subject, From, To and the envelope sender.
-        Returns the page and the cursor of the next one (None on the last page)."""
+        """Newest first, of one inbox (``box``) or all; what every term of ``query``
+        matches (:mod:`mailgate.store.inbox_search`). Returns the page and the cursor
+        of the next one (None on the last page)."""
         c = inbox.c
-        stmt = select(*_SUMMARY).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit + 1)
+        stmt = (
+            select(*_SUMMARY)
+            .where(_scope(tenant, box), matching(query))
+            .order_by(c.id.desc())
+            .limit(limit + 1)
+        )
         if cursor:
             stmt = stmt.where(c.id < cursor)
-        if query:
-            pattern = f"%{_escape_like(query)}%"
-            stmt = stmt.where(
-                or_(
-                    *(
-                        col.ilike(pattern, escape="\\")
-                        for col in (c.subject, c.from_header, c.to_header, c.mail_from)
-                    )
-                )
-            )
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         records = [_record(r) for r in rows[:limit]]
         return records, (records[-1].id if len(rows) > limit else None)
 
-    async def get(self, capture_id: str, tenant: str) -> CapturedRecord:
+    async def get(
+        self, capture_id: str, tenant: str, *, box: str | None = None, mark_read: bool = False
+    ) -> CapturedRecord:
+        """One captured message; with ``mark_read`` it is read from now on (Mailpit marks
+        a message read when it is opened) and returned as read."""
+        where = (inbox.c.id == capture_id, _scope(tenant, box))
         async with self.db.read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(*_SUMMARY).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = (await conn.execute(select(*_SUMMARY).where(*where))).mappings().one_or_none()
         if row is None:
             raise NotFound(f"no captured message {capture_id}")
-        return _record(row)
+        record = _record(row)
+        if mark_read and not record.read:
+            async with self.db.write() as conn:
+                await conn.execute(update(inbox).where(*where).values(read=True))
+            record = replace(record, read=True)
+        return record
+
+    async def update(
+        self,
+        capture_id: str,
+        tenant: str,
+        *,
+        box: str | None = None,
+        read: bool | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> CapturedRecord:
+        """Set read/unread and replace the tags (each when given; ``tags`` already clean)."""
+        values: dict[str, Any] = {}
+        if read is not None:
+            values["read"] = read
+        if tags is not None:
+            values["tags"] = list(tags)
+        if values:
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    update(inbox)
+                    .where(inbox.c.id == capture_id, _scope(tenant, box))
+                    .values(**values)
+                )
+            if not result.rowcount:
+                raise NotFound(f"no captured message {capture_id}")
+        return await self.get(capture_id, tenant, box=box)
+
+    async def boxes(self, tenant: str) -> tuple[BoxCount, ...]:
+        """The tenant's inboxes that hold mail, by name, with total and unread counts."""
+        c = inbox.c
+        unread = func.sum(case((c.read.is_(False), 1), else_=0))
+        stmt = (
+            select(c.box, func.count(), unread)
+            .where(c.tenant == tenant)
+            .group_by(c.box)
+            .order_by(c.box)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return tuple(BoxCount(name, int(total), int(unread or 0)) for name, total, unread in rows)
 
     async def raw(self, capture_id: str, tenant: str) -> bytes:
         async with self.db.read() as conn:
@@ -138,17 +199,23 @@ class InboxStore:
             raise NotFound(f"no captured message {capture_id}")
         return bytes(raw)
 
-    async def delete(self, capture_id: str, tenant: str) -> None:
+    async def delete(self, capture_id: str, tenant: str, *, box: str | None = None) -> None:
+        """Delete one captured message (only if it is in ``box``, when given)."""
         async with self.db.write() as conn:
             result = await conn.execute(
-                delete(inbox).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+                delete(inbox).where(inbox.c.id == capture_id, _scope(tenant, box))
             )
         if not result.rowcount:
             raise NotFound(f"no captured message {capture_id}")
 
-    async def clear(self, tenant: str | None) -> int:
-        """Delete a tenant's captured mail (every tenant's with ``None``); returns how many."""
-        stmt = delete(inbox) if tenant is None else delete(inbox).where(inbox.c.tenant == tenant)
+    async def clear(
+        self, tenant: str | None, *, box: str | None = None, query: Sequence[Term] = ()
+    ) -> int:
+        """Delete a tenant's captured mail (every tenant's with ``None``), only one inbox's
+        with ``box``, only what ``query`` matches; returns how many."""
+        stmt = delete(inbox).where(matching(query))
+        if tenant is not None:
+            stmt = stmt.where(_scope(tenant, box))
         async with self.db.write() as conn:
             result = await conn.execute(stmt)
         return int(result.rowcount)
@@ -173,18 +240,27 @@ class InboxStore:
 _IN_BATCH = 500  #: ids in one IN (...): under SQLite's old limit of 999 bound parameters
 
 
-def _keep_newest(conn: Connection, tenant: str, keep: int) -> None:
-    """Delete the tenant's captured mail past its ``keep`` newest (ids are UUIDv7: in
-    the order of capture), through the (tenant, id) index."""
+def _scope(tenant: str, box: str | None) -> ColumnElement[bool]:
+    """A tenant's mail, or one of its inboxes' (through the (tenant, box, id) index)."""
+    if box is None:
+        return inbox.c.tenant == tenant
+    return and_(inbox.c.tenant == tenant, inbox.c.box == box)
+
+
+def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> None:
+    """Delete one inbox's captured mail past its ``keep`` newest (ids are UUIDv7: in
+    the order of capture), through the (tenant, box, id) index; another inbox's mail
+    is never counted nor touched."""
+    mine = (inbox.c.tenant == tenant, inbox.c.box == box)
     oldest_kept = (
         select(inbox.c.id)
-        .where(inbox.c.tenant == tenant)
+        .where(*mine)
         .order_by(inbox.c.id.desc())
         .offset(keep - 1)
         .limit(1)
         .scalar_subquery()
     )
-    conn.execute(delete(inbox).where(inbox.c.tenant == tenant, inbox.c.id < oldest_kept))
+    conn.execute(delete(inbox).where(*mine, inbox.c.id < oldest_kept))
 
 
 def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
@@ -207,11 +283,11 @@ def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
         "attachments": r.attachments,
         "size": r.size,
         "raw": raw,
+        "box": r.box,
+        "read": r.read,
+        "tags": r.tags,
+        "message_id": r.message_id,
     }
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _record(row: RowMapping) -> CapturedRecord:
@@ -233,4 +309,8 @@ def _record(row: RowMapping) -> CapturedRecord:
         html=row["html_body"],
         attachments=row["attachments"],
         size=row["size"],
+        box=row["box"],
+        read=bool(row["read"]),
+        tags=row["tags"],
+        message_id=row["message_id"],
     )

@@ -364,7 +364,14 @@ inbox = Table(
     Column("attachments", SafeJSON, nullable=False),  # metadata only; bytes come from raw
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
+    # issue 10: the inbox it was sorted into (inbox.sort_by), read or not, its tags
+    # (plus-addresses, X-Tags, the API) and its Message-ID for ``message-id:`` searches
+    Column("box", SafeString(64), nullable=False, server_default="default"),
+    Column("read", Boolean, nullable=False, default=False, server_default=text("false")),
+    Column("tags", SafeJSON, nullable=False, server_default=text("'[]'")),
+    Column("message_id", SafeText),
     Index("ix_inbox_tenant_id", "tenant", "id"),
+    Index("ix_inbox_tenant_box_id", "tenant", "box", "id"),  # one inbox, newest first
 )
 
 # Sending identities (issue 6): an SMTP account or a provider, per tenant. Secrets are
