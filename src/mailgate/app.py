@@ -37,6 +37,7 @@ from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.inbox.attachment_files import AttachmentFiles
+from mailgate.inbox.sorting import SortBy
 from mailgate.ingest import Submissions
 from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
@@ -133,7 +134,12 @@ class Gateway:
         await db.migrate()
         queue = self._queue = QueueStore(db)
         inbox_store = InboxStore(db, max_messages=s.inbox.max_messages)
-        self.inbox = Inbox(inbox_store, self.clock, files=self._attachment_files())
+        self.inbox = Inbox(
+            inbox_store,
+            self.clock,
+            files=self._attachment_files(),
+            sort_by=SortBy(s.inbox.sort_by),
+        )
         if self.fresh_inbox:
             await self.inbox.clear(None)
         box = secret_box(s, self.mode)

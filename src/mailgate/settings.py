@@ -477,8 +477,15 @@ class InboxSettings(BaseModel):
     max_messages: int = Field(
         1000,
         ge=0,
-        description="Captured messages kept per tenant; past it the oldest go as new ones"
-        " arrive. 0: no limit.",
+        description="Captured messages kept per inbox (of each tenant); past it that inbox's"
+        " oldest go as new ones arrive. 0: no limit.",
+    )
+    sort_by: Literal["none", "auth", "header", "domain"] = Field(
+        "none",
+        description="What names the inbox captured mail goes to: `none` (all in `default`),"
+        " `auth` (the SMTP AUTH username), `header` (an `X-Mailgate-Inbox` header) or"
+        " `domain` (the first envelope recipient's domain). Names keep to"
+        " [A-Za-z0-9._-], other characters become `_`; `default` when missing.",
     )
     max_age_days: float = Field(
         7.0,
