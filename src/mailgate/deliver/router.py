@@ -10,7 +10,8 @@ reason the message has to wait. The order (issue 6, "Choosing a transport"):
 3. the enabled account whose ``from`` matches the sender;
 4. a stored account named ``default`` (disabled: the message waits);
 5. the configured relay, as the account ``default`` (``--relay``/``MAILGATE_RELAY_URL``);
-6. capture: nothing leaves the machine (``mailgate dev`` always captures).
+6. capture: nothing leaves the machine (``mailgate dev`` always captures, but for a
+   captured message released on purpose, which goes through the relay when one is set).
 
 Transports are cached per (tenant, account, version); an account that changed or was
 deleted has its old transport's pool closed.
@@ -30,7 +31,18 @@ from mailgate.deliver.transport import Transport
 from mailgate.errors import ConfigError
 from mailgate.model import Account, Message, mailbox
 
-__all__ = ["AccountDirectory", "FixedRoute", "Route", "Router", "Routes", "TransportFactory"]
+__all__ = [
+    "RELEASED",
+    "AccountDirectory",
+    "FixedRoute",
+    "Route",
+    "Router",
+    "Routes",
+    "TransportFactory",
+]
+
+#: the ``source`` of a captured message released on (``mailgate.inbox.release``)
+RELEASED = "release"
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +145,8 @@ class Router:
     async def route(self, message: Message) -> Route:
         """The route for ``message`` now (see the module docstring for the order)."""
         if self.capture_only:
+            if message.source == RELEASED and self.relay is not None:
+                return self._relay_route(message.tenant)  # a release leaves on purpose
             return self.capture
         named = await self._get(message.tenant, message.account)
         if named is not None and named.is_outbound_enabled:

@@ -29,6 +29,7 @@ from mailgate.web import (
     api_stats,
     api_webhooks,
 )
+from mailgate.web.api_mailpit import MailpitOptions, create_mailpit_app
 from mailgate.web.api_stats import PoolStatsSource
 from mailgate.web.deps import TenantDep
 from mailgate.web.docs import mount_docs
@@ -59,11 +60,12 @@ def create_app(
     pool_stats: PoolStatsSource | None = None,
     metrics: MetricsSource | None = None,
     readiness: Readiness | None = None,
+    mailpit: MailpitOptions | None = None,
 ) -> FastAPI:
     """The web app; ``http`` and ``limits`` default to the settings' defaults.
     ``pool_stats``: the SMTP pools' counters for ``GET /api/v1/stats``; ``metrics``: the
     Prometheus exposition for ``/metrics``; ``readiness``: each part's state for
-    ``/readyz``."""
+    ``/readyz``; ``mailpit``: release, chaos and info of the Mailpit API (``/mailpit``)."""
     http = http or HttpSettings()
     limits = limits or LimitSettings()
 
@@ -81,6 +83,7 @@ def create_app(
     app.include_router(api_webhooks.router, prefix="/api/v1")
     app.include_router(api_smtp_users.router, prefix="/api/v1")
     app.include_router(api_sources.router, prefix="/api/v1")
+    app.mount("/mailpit", create_mailpit_app(mailpit))  # its own app: not in /openapi.json
     mount_docs(app)
 
     @app.get("/healthz", tags=["health"], responses=errors(auth=False))

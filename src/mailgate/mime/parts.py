@@ -1,0 +1,172 @@
+"""A message's MIME parts numbered and sorted as Mailpit shows them. No I/O.
+
+Mailpit parses with Go's enmime, and its API names a part by enmime's ``PartID``
+(``/api/v1/message/{id}/part/{PartID}``): clients read the ID from ``Attachments`` or
+``Inline`` and ask for it back, so the numbering must be enmime's own:
+
+* the root entity is ``0``; the parts of a root multipart are ``1``, ``2``, …;
+* the parts of a nested multipart numbered ``N`` are ``N.1``, ``N.2``, … (the nested
+  multipart itself then becomes ``N.0``, and is never listed);
+* a ``message/rfc822`` part is one leaf: it is not walked into.
+
+And sorted as enmime sorts them (breadth first, each list in tree order):
+
+* **attachments**: ``Content-Disposition: attachment``, or ``application/octet-stream``;
+* **inlines**: ``Content-Disposition: inline``;
+* **others**: no disposition, neither text/plain nor text/html nor octet-stream.
+
+A message that is not multipart is an attachment itself (``0``) when it is neither
+text/plain nor text/html or is marked as an attachment. Mailpit lists only the parts
+with a file name or a Content-ID (the file name falling back to the Content-ID), its
+``Inline`` being the inlines followed by the others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+
+from mailgate.mime.decode import decode_8bit, safe_filename
+from mailgate.mime.entity import Entity, read_entity, split_multipart
+
+__all__ = ["MimePart", "PartList", "mime_parts"]
+
+MAX_DEPTH = 64  #: multipart levels walked, as ``mailgate.mime.parse``
+MAX_PARTS = 1000  #: parts numbered per message
+
+
+@dataclass(frozen=True, slots=True)
+class MimePart:
+    part_id: str
+    content_type: str
+    disposition: str  #: "attachment", "inline" or "" (none)
+    filename: str  #: the file name, else the Content-ID (Mailpit's ``FileName``)
+    content_id: str
+    content: bytes  #: decoded (base64, quoted-printable); the source bytes otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class PartList:
+    """The listed parts: what Mailpit's ``Attachments`` and ``Inline`` hold."""
+
+    attachments: tuple[MimePart, ...] = ()
+    inline: tuple[MimePart, ...] = ()  #: the inlines, then the other named parts
+
+    def find(self, part_id: str) -> MimePart | None:
+        """The part Mailpit serves for ``part_id`` (inlines first, as it looks them up)."""
+        for part in (*self.inline, *self.attachments):
+            if part.part_id == part_id:
+                return part
+        return None
+
+
+@dataclass(slots=True)
+class _Node:
+    part: MimePart
+    children: list[_Node] = field(default_factory=list)
+    multipart: bool = False
+
+
+def mime_parts(raw: bytes) -> PartList:
+    """Mailpit's ``Attachments`` and ``Inline`` of ``raw`` (never raises on bad MIME)."""
+    counter = [0]
+    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True)
+    if not root.multipart:
+        return _single(root.part)
+    nodes = _breadth_first(root)
+    attachments = [n.part for n in nodes if _is_attachment(n)]
+    inlines = [n.part for n in nodes if n.part.disposition == "inline" and not n.multipart]
+    others = [n.part for n in nodes if _is_other(n)]
+    return PartList(
+        attachments=tuple(p for p in attachments if p.filename),
+        inline=tuple(p for p in (*inlines, *others) if p.filename),
+    )
+
+
+def _single(part: MimePart) -> PartList:
+    text = part.content_type in ("", "text/plain", "text/html")
+    if (text and part.disposition != "attachment") or not part.filename:
+        return PartList()
+    if part.disposition == "inline":
+        return PartList(inline=(part,))
+    return PartList(attachments=(part,))
+
+
+def _is_attachment(node: _Node) -> bool:
+    part = node.part
+    return part.disposition == "attachment" or part.content_type == "application/octet-stream"
+
+
+def _is_other(node: _Node) -> bool:
+    part = node.part
+    if node.multipart or part.disposition or part.content_type == "application/octet-stream":
+        return False
+    return part.content_type not in ("text/plain", "text/html")
+
+
+def _breadth_first(root: _Node) -> list[_Node]:
+    found, queue = [], deque([root])
+    while queue:
+        node = queue.popleft()
+        found.append(node)
+        queue.extend(node.children)
+    return found
+
+
+def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool) -> _Node:
+    view = _view(entity.mime)
+    boundary = view.get_boundary()
+    parts = None
+    if view.get_content_maintype() == "multipart" and boundary and depth < MAX_DEPTH:
+        split = split_multipart(entity.body, boundary)
+        parts = split[0] if split is not None else None
+    if parts is None:
+        return _Node(_leaf(entity, view, part_id))
+    node = _Node(_leaf(entity, view, part_id), multipart=True)
+    for index, raw_part in enumerate(parts, start=1):
+        counter[0] += 1
+        if counter[0] > MAX_PARTS:
+            break
+        child_id = str(index) if root else f"{part_id}.{index}"
+        node.children.append(
+            _walk(read_entity(raw_part), child_id, depth=depth + 1, counter=counter, root=False)
+        )
+    return node
+
+
+def _view(mime: dict[str, str]) -> EmailMessage:
+    """The MIME fields alone, for the email package's parameter decoding (RFC 2231)."""
+    view = EmailMessage(policy=policy.default)
+    for name, value in mime.items():
+        view.set_raw(
+            name.title(), decode_8bit(value) if name != "content-transfer-encoding" else value
+        )
+    return view
+
+
+def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
+    cid = str(view.get("content-id", "") or "").strip().strip("<>").strip()
+    disposition = view.get_content_disposition() or ""
+    filename = safe_filename(view.get_filename()) or cid
+    return MimePart(
+        part_id=part_id,
+        content_type=view.get_content_type() if "content-type" in entity.mime else "",
+        disposition=disposition,
+        filename=filename,
+        content_id=cid,
+        content=_decoded(entity, view),
+    )
+
+
+def _decoded(entity: Entity, view: EmailMessage) -> bytes:
+    if view.get_content_maintype() == "multipart":
+        return b""
+    leaf = EmailMessage(policy=policy.default)
+    encoding = entity.mime.get("content-transfer-encoding")
+    if encoding:
+        leaf["Content-Transfer-Encoding"] = encoding
+    leaf.set_payload(entity.body.decode("ascii", "surrogateescape"))
+    payload = leaf.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else entity.body
