@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import smtplib
 from email.message import EmailMessage
@@ -125,7 +126,8 @@ def test_readme_commands_run_as_written() -> None:
     readme = (root / "README.md").read_text(encoding="utf-8")
     blocks = readme.split("```sh\n")[1:]
     commands = [
-        line.split()[0]
+        # the command itself, after any NAME=value assignments to its environment
+        next(word for word in line.split() if not re.match(r"^[A-Z_][A-Z0-9_]*=", word))
         for block in blocks
         for line in block.split("```", 1)[0].splitlines()
         if line.strip() and not line.startswith((" ", "#"))

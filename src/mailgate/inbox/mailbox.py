@@ -139,6 +139,10 @@ class Mailbox:
             with contextlib.suppress(NotFound):
                 await self.inbox.update(capture_id, tenant, box=box, tags=tags)
 
+    async def counts(self, tenant: str, box: str | None) -> Counts:
+        """The mailbox's total and unread messages."""
+        return await self.bulk.counts(tenant, box=box)
+
     async def tag_counts(self, tenant: str, box: str | None) -> dict[str, int]:
         return await self.bulk.tag_counts(tenant, box=box)
 

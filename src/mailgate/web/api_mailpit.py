@@ -470,7 +470,7 @@ def _triggers_json(triggers: Triggers) -> dict[str, Any]:
 
 @router.get("/api/v1/info")
 async def info(ctx: CtxDep) -> Response:
-    counts = await ctx.mailbox.bulk.counts(ctx.tenant, box=ctx.box)
+    counts = await ctx.mailbox.counts(ctx.tenant, ctx.box)
     options = ctx.options
     return JSONResponse(
         {
