@@ -206,7 +206,7 @@ def test_over_the_limit_the_rest_is_read_and_thrown_away() -> None:
     line = b"x" * 98 + b"\r\n"
     for _ in range(5000):  # 500 kB
         assert reader.feed(line) is None
-        assert len(reader._buf) < 2 * len(line) + 1000 + 5
+        assert sum(map(len, reader._chunks)) <= 1000
     assert reader.feed(b"\r\n.") is None
     assert reader.feed(b"\r\nNOOP\r\n") == DataEnd(None, Refusal.TOO_BIG, b"NOOP\r\n")
 

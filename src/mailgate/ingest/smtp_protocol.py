@@ -64,6 +64,7 @@ __all__ = [
     "parse_path",
     "peer_text",
     "split_command",
+    "unstuffed",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,44 +263,77 @@ class DataReader:
 
     The block ends at the first ``CRLF.CRLF``; the CRLF of the DATA command line counts
     as the first CRLF, so ``.CRLF`` right away is an empty message, and a terminator split
-    across chunks is found. Past ``limit`` octets (0: none) the rest is read and thrown
-    away (only the last four octets are kept, for a terminator split across chunks) and
-    the block is refused at its end, as RFC 5321 §4.2.5 has the server answer only then.
+    across chunks is found (the last four octets are kept for that). The chunks are kept
+    as they came and joined once at the end: no buffer grown and copied as they arrive.
+    Past ``limit`` octets (0: none) the rest is read and thrown away and the block is
+    refused at its end, as RFC 5321 §4.2.5 has the server answer only then.
     """
 
-    __slots__ = ("_buf", "_limit", "_received", "_scan", "_too_big")
+    __slots__ = ("_chunks", "_limit", "_received", "_tail", "_too_big")
 
     def __init__(self, limit: int) -> None:
-        self._buf = bytearray(b"\r\n")  # the DATA line's CRLF: a line starts here
-        self._scan = 0  # no terminator starts before this
+        self._chunks: list[bytes] = []
+        self._tail = b"\r\n"  # the DATA line's CRLF: a line starts here
         self._limit = limit
         self._received = 0
         self._too_big = False
 
-    def feed(self, chunk: bytes | bytearray) -> DataEnd | None:
+    def feed(self, chunk: bytes) -> DataEnd | None:
         """Take the next chunk; the end of the block once its terminator has arrived."""
-        buf = self._buf
-        buf += chunk
-        self._received += len(chunk)
-        end = buf.find(b"\r\n.\r\n", self._scan)
-        if end < 0:
-            # up to 3 octets (".\r\n") may still be the terminator; the rest is content
-            if self._limit and self._received - 3 > self._limit:
+        tail = self._tail
+        received = self._received + len(chunk)
+        self._received = received
+        after = _after_end(tail, chunk)
+        if after is None:  # not yet; up to 3 octets (".\r\n") may be the end's
+            if self._limit and received - 3 > self._limit:
                 self._too_big = True
-                del buf[:-4]
-            self._scan = max(len(buf) - 4, 0)
+                self._chunks.clear()
+            elif chunk:
+                self._chunks.append(chunk)
+            self._tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
             return None
-        rest = bytes(buf[end + 5 :])
-        size = self._received - len(rest) - 3  # the stuffed content, its last CRLF included
+        rest = chunk[after:]
+        size = received - len(rest) - 3  # the stuffed content, its last CRLF included
         if self._too_big or (self._limit and size > self._limit):
             return DataEnd(None, Refusal.TOO_BIG, rest)
-        del buf[end + 2 :]
-        if long_line(buf, start=2):
+        content = _joined(self._chunks, chunk, size)
+        self._chunks = []
+        if long_line(content):
             return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
-        if buf.find(b"\r\n.") >= 0:  # RFC 5321 §4.5.2: a line's leading dot goes
-            buf = buf.replace(b"\r\n.", b"\r\n")
-        del buf[:2]
-        return DataEnd(bytes(buf), None, rest)
+        return DataEnd(unstuffed(content), None, rest)
+
+
+def _after_end(tail: bytes, chunk: bytes) -> int | None:
+    """Where in ``chunk`` what follows ``CRLF.CRLF`` begins, if it ends there; the end may
+    begin in ``tail``, the octets before ``chunk``."""
+    joint = (tail + chunk[:4]).find(b"\r\n.\r\n")
+    if joint >= 0:
+        return joint - len(tail) + 5
+    inside = chunk.find(b"\r\n.\r\n")
+    return inside + 5 if inside >= 0 else None
+
+
+def _joined(chunks: list[bytes], last: bytes, size: int) -> bytes:
+    """The first ``size`` octets of ``chunks`` and ``last``: the end's ``.CRLF`` (and what
+    came after it) cut off, which may begin in the chunk before ``last``."""
+    excess = sum(map(len, chunks)) + len(last) - size
+    pieces = [*chunks, last]
+    while excess > 0:
+        cut = min(excess, len(pieces[-1]))
+        pieces[-1] = pieces[-1][: len(pieces[-1]) - cut]
+        excess -= cut
+        if not pieces[-1]:
+            pieces.pop()
+    return b"".join(pieces)
+
+
+def unstuffed(content: bytes) -> bytes:
+    """RFC 5321 §4.5.2: a line's leading dot, which the client added, goes."""
+    if content[:1] == b".":
+        content = content[1:]
+    if content.find(b"\r\n.") >= 0:
+        content = content.replace(b"\r\n.", b"\r\n")
+    return content
 
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -506,9 +540,10 @@ class SmtpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._last_read = self._loop.time()
         reader = self._data
         if reader is not None:
+            if data.find(b"\n") >= 0:  # a line of the message has come in
+                self._last_read = self._loop.time()
             end = reader.feed(data)
             if end is None:
                 return
@@ -566,10 +601,12 @@ class SmtpConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _idle(self) -> None:
-        """RFC 5321 §4.5.3.2: a client silent for ``read_timeout`` is told so (421, §3.8)
-        and the connection closed. Not while the server itself is busy with a command (its
-        clock starts again when the reply is out), nor while its replies go unread (the
-        write timeout's business)."""
+        """RFC 5321 §4.5.3.2: a client that has not sent a complete line (a command, an
+        AUTH answer, a line of DATA) for ``read_timeout`` is told so (421, §3.8) and the
+        connection closed — dribbling a byte now and then does not keep it (as Postfix's
+        ``smtpd_per_record_deadline``). Not while the server itself is busy with a command
+        (the client's clock starts when the reply is out), nor while its replies go unread
+        (the write timeout's business)."""
         self._timer = None
         if self._closing:
             return
@@ -637,6 +674,7 @@ class SmtpConnection(asyncio.Protocol):
                 continue
             line = bytes(buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end])
             del buf[: end + 1]
+            self._last_read = self._loop.time()
             return line
 
     def _command(self, line: bytes) -> None:
@@ -1029,7 +1067,6 @@ class SmtpConnection(asyncio.Protocol):
         self._tls = True
         self._read_paused = False
         self._auth_needs_tls = False
-        self._buf.clear()
         self.session = Session(self.session.peer, _tls_info(secure.get_extra_info("ssl_object")))
         self.envelope = Envelope()
 

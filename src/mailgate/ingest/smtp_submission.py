@@ -3,8 +3,8 @@ their mail to the gateway, which queues it and delivers it like REST mail.
 
 The session rules (RFC 6409, as Postfix's submission service applies them):
 
-* AUTH first: MAIL before it is ``530 5.7.0`` (aiosmtpd's ``auth_required``), and AUTH
-  is offered only over TLS unless the client is on loopback (the server's session).
+* AUTH first: MAIL before it is ``530 5.7.0`` (the protocol's ``auth_required``), and
+  AUTH is offered only over TLS unless the client is on loopback (the server's session).
 * The user's ``senders`` bound MAIL FROM (``553 5.7.1``) and the From: header
   (``550 5.7.1``): an application can send only as itself.
 * DATA with a bare LF or CR is refused (``550 5.5.2``, as Postfix's
@@ -24,12 +24,17 @@ import re
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-
 from mailgate.clock import Clock
 from mailgate.errors import InvalidMessage, StoreError
 from mailgate.ids import new_id
 from mailgate.ingest.addresses import parse_address_list
+from mailgate.ingest.smtp_protocol import (
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    SmtpConnection,
+)
 from mailgate.ingest.submission import Submissions
 from mailgate.mime import parse_message
 from mailgate.model import Message, mailbox
@@ -45,7 +50,7 @@ _MAX_ADDRESS = 998  #: an address list longer than a header line cannot be sent 
 
 
 class SubmissionHandler:
-    """aiosmtpd hooks of a submission session."""
+    """The hooks of a submission session."""
 
     def __init__(
         self,
@@ -63,7 +68,12 @@ class SubmissionHandler:
         self.max_recipients = max_recipients
 
     def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+        self,
+        server: SmtpConnection,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        data: object,
     ) -> AuthResult:
         """Hand the credentials on: :meth:`verify` checks them, off the event loop."""
         return AuthResult(success=isinstance(data, LoginPassword), auth_data=data)
@@ -83,7 +93,7 @@ class SubmissionHandler:
 
     async def handle_EHLO(
         self,
-        server: SMTP,
+        server: SmtpConnection,
         session: Session,
         envelope: Envelope,
         hostname: str,
@@ -94,14 +104,14 @@ class SubmissionHandler:
 
     async def handle_MAIL(
         self,
-        server: SMTP,
+        server: SmtpConnection,
         session: Session,
         envelope: Envelope,
         address: str,
         mail_options: list[str],
     ) -> str:
         user = session.auth_data
-        if not isinstance(user, SmtpUser):  # aiosmtpd answered 530 before this
+        if not isinstance(user, SmtpUser):  # the protocol answered 530 before this
             return "530 5.7.0 Authentication required"
         if not address:
             return "553 5.7.1 Submission needs a sender address, not <>"
@@ -112,14 +122,21 @@ class SubmissionHandler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: SmtpConnection,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(
+        self, server: SmtpConnection, session: Session, envelope: Envelope
+    ) -> str:
         user = session.auth_data
         if not isinstance(user, SmtpUser):
             return "530 5.7.0 Authentication required"
