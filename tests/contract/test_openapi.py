@@ -58,6 +58,9 @@ CONFIG = {
         "fuzzing": {"enabled": True},
         "stateful": {"enabled": False},  # the schema declares no links to follow
     },
+    # GET /inbox/wait holds each request up to ?timeout= seconds (300 at most): here it
+    # looks once and answers; waiting itself is tested in test_inbox_test_api.py
+    "parameters": {"query.timeout": 0},
 }
 
 
@@ -141,10 +144,29 @@ def url_refusals_are_explained(
 WEBHOOK_CHECKS = [c for c in CHECKS if c is not checks.positive_data_acceptance] + [
     url_refusals_are_explained
 ]
+
+
+def timeouts_are_explained(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """GET /inbox/wait answers a schema-valid wait no message matched with 408 and why."""
+    if response.status_code == 408:
+        assert response.json()["detail"], response.text
+    return None
+
+
+#: A valid wait may time out (408) or carry a ``since`` or ``q`` that cannot be read;
+#: a valid ``?pattern=`` may not compile or may backtrack (422s naming the parameter):
+#: what JSON Schema cannot say.
+WAIT_CHECKS = [c for c in CHECKS if c is not checks.positive_data_acceptance] + [
+    timeouts_are_explained,
+    url_refusals_are_explained,
+]
+CODES_CHECKS = WEBHOOK_CHECKS
 _CHECKS_OF = {
     "POST /api/v1/messages": SUBMIT_CHECKS,
     "POST /api/v1/webhooks": WEBHOOK_CHECKS,
     "PATCH /api/v1/webhooks/{webhook_id}": WEBHOOK_CHECKS,
+    "GET /api/v1/inbox/wait": WAIT_CHECKS,
+    "GET /api/v1/inbox/{capture_id}/codes": CODES_CHECKS,
 }
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
 from mailgate.inbox.attachment_files import AttachmentFiles
+from mailgate.inbox.events import EventKind, InboxEvent, InboxEvents, Subscription
+from mailgate.inbox.extract import Code, Link, compile_code_pattern, find_codes, find_links
 from mailgate.inbox.search import parse_query
 from mailgate.inbox.sorting import SortBy, box_for, clean_tags, message_id, tags_for
+from mailgate.inbox.wait import WaitFor, wait_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount
@@ -29,6 +32,11 @@ __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
 #: can never be a header field name (RFC 5322 §2.2: field names contain no ":").
 #: ``capture_event`` moves them to ``message.problems``.
 PROBLEMS_KEY = "mailgate:problems"
+
+T = TypeVar("T")
+
+#: links and codes of a message bigger than this are looked for in a worker thread
+_THREAD_ABOVE = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +62,19 @@ class Inbox:
         *,
         files: AttachmentFiles | None = None,
         sort_by: SortBy = SortBy.NONE,
+        code_pattern: str | None = None,
     ) -> None:
         """``files``: where the capture server writes attachments for its handlers
         (``smtp.attachment_storage.mode = tempfile``); a deleted message's go with it.
-        ``sort_by``: what names the inbox captured mail goes to (``inbox.sort_by``)."""
+        ``sort_by``: what names the inbox captured mail goes to (``inbox.sort_by``).
+        ``code_pattern``: what else a one-time code may look like (``inbox.code_pattern``)."""
         self.store = store
         self.clock = clock
         self.files = files
         self.sort_by = sort_by
+        self.code_pattern = compile_code_pattern(code_pattern) if code_pattern else None
+        #: captures, deletes and clears in this process, for waiters and event streams
+        self.events = InboxEvents()
 
     async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
         """Parse and commit; when this returns the message is durable.
@@ -105,6 +118,7 @@ class Inbox:
             message_id=message_id(parsed.headers),
         )
         await self.store.add(record, raw)
+        self.events.publish(InboxEvent(EventKind.NEW, record.tenant, record, record.id))
         return record, parsed
 
     async def attachment_paths(
@@ -121,6 +135,7 @@ class Inbox:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.store.delete(record.id, record.tenant)
+                self._deleted(record.id, record.tenant)
             raise
 
     async def sweep_files(self) -> None:
@@ -177,8 +192,12 @@ class Inbox:
         """Delete a captured message (only from ``box``, when given), and its attachment
         files."""
         await self.store.delete(capture_id, tenant, box=box)
+        self._deleted(capture_id, tenant)
         if self.files is not None:
             await self.files.remove(capture_id)
+
+    def _deleted(self, capture_id: str, tenant: str) -> None:
+        self.events.publish(InboxEvent(EventKind.DELETE, tenant, capture_id=capture_id))
 
     async def clear(
         self, tenant: str | None, *, box: str | None = None, query: str | None = None
@@ -191,12 +210,50 @@ class Inbox:
         if query is not None and not terms:
             return 0
         cleared = await self.store.clear(tenant, box=box, query=terms)
+        if cleared:
+            self.events.publish(InboxEvent(EventKind.CLEAR, tenant, box=box, count=cleared))
         if self.files is not None:  # what was cleared is no longer in the inbox
             await self.files.sweep(self.store.existing)
         return cleared
 
     async def count(self) -> int:
         return await self.store.count()
+
+    def subscribe(self, tenant: str) -> Subscription:
+        """A reader of ``tenant``'s captures, deletes and clears in this process (a
+        context manager; close it when done)."""
+        return self.events.subscribe(tenant)
+
+    async def wait(self, tenant: str, want: WaitFor, *, within: float) -> CapturedRecord | None:
+        """The newest message ``want`` matches, as soon as there is one (marked read, as
+        ``get`` marks it); None after ``within`` seconds. A bad ``want.query`` raises
+        ``InvalidInput`` before any waiting."""
+        with self.subscribe(tenant) as sub:
+            found = await wait_for(self, sub, want, within=within)
+        if found is None:
+            return None
+        return await self.get(found.id, tenant, mark_read=True)
+
+    async def links(
+        self, capture_id: str, tenant: str, *, box: str | None = None
+    ) -> Sequence[Link]:
+        """Every link in the message's HTML and text, once each, with its anchor text."""
+        record = await self.get(capture_id, tenant, box=box)
+        return await _off_loop(record, find_links, record.text, record.html)
+
+    async def codes(
+        self, capture_id: str, tenant: str, *, box: str | None = None, pattern: str | None = None
+    ) -> Sequence[Code]:
+        """The message's likely one-time codes, best first; ``pattern`` (checked, else
+        ``InvalidInput``) instead of ``inbox.code_pattern``."""
+        compiled = compile_code_pattern(pattern) if pattern else self.code_pattern
+        record = await self.get(capture_id, tenant, box=box)
+        return await _off_loop(
+            record,
+            lambda: find_codes(
+                subject=record.subject, text=record.text, html=record.html, pattern=compiled
+            ),
+        )
 
     async def attachment(self, capture_id: str, index: int, tenant: str) -> ParsedAttachment:
         """The exact decoded bytes of attachment ``index`` (re-parsed from the raw message)."""
@@ -205,6 +262,13 @@ class Inbox:
         if not 0 <= index < len(parsed.attachments):
             raise NotFound(f"captured message {capture_id} has no attachment {index}")
         return parsed.attachments[index]
+
+
+async def _off_loop(record: CapturedRecord, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)``, in a worker thread when the message's bodies are big."""
+    if len(record.text or "") + len(record.html or "") > _THREAD_ABOVE:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 def _headers(parsed: ParsedMessage, transfer: tuple[str, ...] = ()) -> dict[str, Any]:

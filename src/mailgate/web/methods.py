@@ -31,7 +31,8 @@ class AllowedMethods:
     def __init__(self, app: ASGIApp, *, paths: Callable[[], PathMethods]) -> None:
         self.app = app
         self._paths = paths
-        self._table: list[tuple[re.Pattern[str], frozenset[str]]] | None = None
+        #: each template's regex, its methods, and whether it is literal (no {parameter})
+        self._table: list[tuple[re.Pattern[str], frozenset[str], bool]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         allow = self.allow(scope) if scope["type"] == "http" else None
@@ -47,12 +48,16 @@ class AllowedMethods:
         """The ``Allow`` value when the path exists but not for this method, else None."""
         if self._table is None:
             self._table = [
-                (compile_path(path)[0], frozenset(m.upper() for m in methods))
+                (compile_path(path)[0], frozenset(m.upper() for m in methods), "{" not in path)
                 for path, methods in self._paths().items()
             ]
+        matching = [(m, literal) for p, m, literal in self._table if p.match(scope["path"])]
+        # a literal path (/inbox/wait) owns its path: PUT there is a 405, never a PUT of
+        # the message "wait" by the template beside it (/inbox/{capture_id})
+        literal_only = any(literal for _, literal in matching)
         methods: set[str] = set()
-        for pattern, route_methods in self._table:
-            if pattern.match(scope["path"]):
+        for route_methods, literal in matching:
+            if literal or not literal_only:
                 methods |= route_methods
         if not methods or scope["method"] in methods:
             return None
