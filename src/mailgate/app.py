@@ -37,6 +37,7 @@ from mailgate.deliver.transports import transport_for
 from mailgate.ids import new_lease_owner
 from mailgate.inbox import Inbox
 from mailgate.inbox.attachment_files import AttachmentFiles
+from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
 from mailgate.ingest import Submissions
 from mailgate.ingest.handlers import HandlerPool, load_handlers
@@ -58,6 +59,7 @@ from mailgate.store.retention import purge
 from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.web import Services, create_app, create_metrics_app
+from mailgate.web.api_mailpit import MailpitOptions
 
 if TYPE_CHECKING:  # imported when --firestore is on: Google's libraries take a second
     from mailgate.sources.firestore.source import FirestoreSource
@@ -106,6 +108,7 @@ class Gateway:
         self.firestore_writeback: FirestoreWriteBack | None = None
         self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
+        self.mailpit: MailpitOptions  #: release, chaos and info of the Mailpit API
         self._stack = AsyncExitStack()
 
     @property
@@ -139,6 +142,7 @@ class Gateway:
             self.clock,
             files=self._attachment_files(),
             sort_by=SortBy(s.inbox.sort_by),
+            code_pattern=s.inbox.code_pattern,
         )
         if self.fresh_inbox:
             await self.inbox.clear(None)
@@ -187,6 +191,7 @@ class Gateway:
         await self._report_sync(db, queue)
         self.firestore = await self._firestore(db, queue, submissions)
         smtp_users = SmtpUsersService(SmtpUserStore(db), self.clock)
+        self.mailpit = mailpit_options(s, self.mode, self.db_url, submissions, self.clock, router)
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -199,6 +204,8 @@ class Gateway:
             smtp_users=smtp_users,
         )
         await self._start_web(services)
+        # stopping, waits and event streams end before the web server waits for them
+        self._stack.callback(self.inbox.events.close)
         if self.smtp_mode == "capture":
             await self._start_smtp(await self._capture_handler())
         elif self.smtp_mode == "submission":
@@ -309,12 +316,13 @@ class Gateway:
     async def _transports(self) -> tuple[Router, str]:
         """The router from a message to its transport, and the default sender.
 
-        ``dev`` captures everything; ``serve`` sends through the configured relay as the
-        account ``default`` (capture when there is none).
+        ``dev`` captures everything (but captured mail released on purpose, which goes
+        through the relay when one is set); ``serve`` sends through the configured relay as
+        the account ``default`` (capture when there is none).
         """
         capture: Transport = CaptureTransport(self.inbox)
         relay_url = self.settings.relay_url
-        if self.mode is Mode.DEV:
+        if self.mode is Mode.DEV and relay_url is None:
             return Router(capture=capture, capture_only=True), self.settings.default_from
         if relay_url is None:
             return self._router(capture, relay=None), self.settings.default_from
@@ -327,6 +335,10 @@ class Gateway:
             board=self.pools,
         )
         self._stack.push_async_callback(smtp.aclose)
+        if self.mode is Mode.DEV:
+            log.info("captured mail is released through %s", relay.name)
+            router = Router(capture=capture, relay=(account, smtp), capture_only=True)
+            return router, relay.default_from or self.settings.default_from
         log.info("relaying through %s", relay.name)
         router = self._router(capture, relay=(account, smtp))
         return router, relay.default_from or self.settings.default_from
@@ -381,6 +393,7 @@ class Gateway:
             pool_stats=self.pools.snapshot,
             metrics=self._scrape,
             readiness=self.readiness,
+            mailpit=self.mailpit,
         )
         self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
         if http.metrics_port is not None:
@@ -566,6 +579,42 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def database_url(settings: Settings, mode: Mode) -> str:
     """The configured database, or this mode's SQLite file in the user's data dir."""
     return settings.db_url or default_db_url(f"{mode.value}.sqlite3")
+
+
+def mailpit_options(
+    settings: Settings,
+    mode: Mode,
+    db_url: str,
+    submissions: Submissions,
+    clock: Clock,
+    router: Router,
+) -> MailpitOptions:
+    """Release, link-check and info of the Mailpit API (``/mailpit``): ``dev`` releases
+    only through a relay; ``serve`` routes released mail as any other."""
+    s = settings.inbox
+    policy = ReleasePolicy(tuple(s.release_allow), tuple(s.release_deny))
+    enabled = mode is Mode.SERVE or router.relay is not None
+    release = Release(
+        submissions, clock, policy=policy, enabled=enabled, hostname=settings.smtp.hostname
+    )
+    relay_name = ""
+    if settings.relay_url is not None:
+        relay_name = parse_relay_url(settings.relay_url.get_secret_value()).name
+    path = db_url.removeprefix("sqlite:///") if db_url.startswith("sqlite:///") else ""
+
+    def size() -> int:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(path) if path else 0
+        return 0
+
+    return MailpitOptions(
+        release=release,
+        relay_name=relay_name,
+        label=settings.smtp.hostname,
+        database=path or db_url.partition(":")[0],
+        database_size=size,
+        link_guard=NetGuard(allow_private=s.link_check_private),
+    )
 
 
 def secret_box(settings: Settings, mode: Mode) -> SecretBox | None:

@@ -39,7 +39,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, InvalidInput
 from mailgate.legacy_env import LEGACY_NAMES, legacy_label, map_legacy
 from mailgate.policy import RetryPolicy
 
@@ -493,6 +493,41 @@ class InboxSettings(BaseModel):
         description="Captured messages older than this many days are deleted (checked every"
         " retention.interval). 0: kept however old.",
     )
+    release_allow: list[str] = Field(
+        default_factory=list,
+        description="Recipient domains a captured message may be released to (each covers"
+        " its subdomains), e.g. [example.com]. Set: a release to any other domain is"
+        " refused whole. Empty: any domain not in release_deny.",
+    )
+    release_deny: list[str] = Field(
+        default_factory=list,
+        description="Recipient domains a captured message is never released to (each covers"
+        " its subdomains).",
+    )
+    link_check_private: bool = Field(
+        False,
+        description="Let the Mailpit API's link-check request links to loopback, private and"
+        " link-local addresses (Mailpit's --allow-internal-http-requests).",
+    )
+    code_pattern: str | None = Field(
+        None,
+        description="What else a one-time code may look like for GET /api/v1/inbox/{id}/codes,"
+        " besides 4–8 digits: a regular expression a whole word must match, e.g."
+        " `[A-Z0-9]{6}` (with a group, the first group is the code). At most 100 characters,"
+        " no repeated group holding a repetition or an alternation. `?pattern=` overrides it.",
+    )
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _code_pattern_runs(cls, value: str | None) -> str | None:
+        if value:
+            from mailgate.inbox.extract import compile_code_pattern  # only when one is set
+
+            try:
+                compile_code_pattern(value)
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class RetentionSettings(BaseModel):

@@ -1,0 +1,51 @@
+"""The Mailpit API's parts wired in the composition root (issue 10): release through the
+relay under ``mailgate dev`` with ``inbox.release_allow``, and ``/api/v1/info``'s database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailgate.app import Mode
+from tests.integration.conftest import GatewayFactory
+from tests.integration.test_mailpit_api import mailpit, rich_message, send
+from tests.peers import Upstream
+
+
+async def test_release_through_the_relay_with_an_allow_list(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with Upstream() as upstream:
+        settings = {"relay_url": upstream.url, "inbox": {"release_allow": ["example.net"]}}
+        async with start_gateway(Mode.DEV, **settings) as gw, mailpit(gw) as mp:
+            await send(gw, rich_message())
+            latest = (await mp.get("/api/v1/messages")).json()["messages"][0]["ID"]
+            refused = await mp.post(
+                f"/api/v1/message/{latest}/release",
+                json={"To": ["ok@example.net", "no@example.com"]},
+            )
+            assert (refused.status_code, refused.text) == (
+                400, "Failed: Address do not match the allowlist: no@example.com"
+            )  # fmt: skip
+            bad = await mp.post(f"/api/v1/message/{latest}/release", json={"To": ["x"]})
+            assert (bad.status_code, bad.text) == (400, "Invalid email address: x")
+            ok = await mp.post(
+                f"/api/v1/message/{latest}/release", json={"To": ["Ann <ann@sub.example.net>"]}
+            )
+            assert (ok.status_code, ok.text) == (200, "ok")
+            await asyncio.wait_for(upstream.arrived.wait(), 10)
+            [received] = upstream.received
+            assert received.rcpt_tos == ["ann@sub.example.net"]
+            assert received.mail_from == "shop@example.com"
+            assert received.message["Subject"] == "Your receipt"
+            assert received.message["Message-ID"] != "<Your-receipt@example.com>"
+            assert received.message["Bcc"] is None
+            # the copy left: the inbox still holds the one captured message
+            assert (await mp.get("/api/v1/messages")).json()["total"] == 1
+            assert (await mp.get("/api/v1/webui")).json()["MessageRelay"]["Enabled"] is True
+
+
+async def test_info_names_the_database(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        await send(gw, rich_message())
+        info = (await mp.get("/api/v1/info")).json()
+        assert info["Database"].endswith(".sqlite3") and info["DatabaseSize"] > 0
