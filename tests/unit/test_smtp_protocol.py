@@ -1,5 +1,5 @@
-"""The SMTP protocol engine's pure parts: command lines, paths, ESMTP parameters and DATA
-read in blocks (terminator split across reads, dot-unstuffing, limits)."""
+"""The SMTP protocol engine's pure parts: command lines, paths, ESMTP parameters, DATA
+read in blocks (terminator split across reads, dot-unstuffing, limits) and BDAT chunks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from mailgate.ingest.chunking import ChunkedBody, bdat_args
 from mailgate.ingest.smtp_protocol import (
     MAX_DATA_LINE,
     DataEnd,
@@ -250,3 +251,50 @@ def test_a_10_mb_message_in_256_kib_reads() -> None:
     end = _read(_split(stream, 256 * 1024), limit=10 * 1024 * 1024)
     assert end.refusal is None and end.content is not None
     assert len(end.content) == len(body) - 1 and end.content.endswith(b"\r\n." + line)
+
+
+# --------------------------------------------------------------------------- BDAT (RFC 3030)
+
+
+def _chunks(body: ChunkedBody, sizes: list[int], stream: bytes, read: int) -> bytes:
+    """Feed ``stream`` in reads of ``read`` octets to chunks of ``sizes``, as the engine
+    does: a chunk's octets first, what follows it kept for the next; what is left over."""
+    reads = _split(stream, read)
+    pending = b""
+    for size in sizes:
+        body.expect(size)
+        rest = body.feed(pending)
+        while rest is None:
+            rest = body.feed(reads.pop(0))
+        pending = rest
+    return pending + b"".join(reads)
+
+
+@pytest.mark.parametrize("read", [1, 2, 3, 7, 64, 10_000])
+def test_chunks_across_split_reads_are_joined_byte_identical(read: int) -> None:
+    message = b"Subject: x\r\n\r\n.dot\r\n.\r\nbare\nCR\r" + bytes(range(256)) + b"\r\n"
+    sizes = [5, 0, 1, len(message) - 6]
+    after = b"NOOP\r\n"
+    body = ChunkedBody(0)
+    assert _chunks(body, sizes, message + after, read) == after  # no octet more, no less
+    assert body.content() == message
+    assert body.declared == len(message) and not body.too_big
+
+
+def test_chunks_past_the_limit_are_read_but_not_kept() -> None:
+    body = ChunkedBody(10)
+    assert _chunks(body, [6, 6, 3], b"a" * 15 + b"RSET\r\n", 4) == b"RSET\r\n"
+    assert body.too_big and body.content() is None and not body._pieces
+    refused = ChunkedBody(0, keep=False)  # a chunk answered 503: read, thrown away
+    assert _chunks(refused, [3], b"abcNOOP\r\n", 2) == b"NOOP\r\n"
+    assert refused.content() is None and not refused._pieces
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [("0 LAST", (0, True)), ("1000", (1000, False)), ("12 last", (12, True)),
+     (None, None), ("", None), ("x", None), ("-1", None), ("1x", None), ("5 MORE", None),
+     ("5 LAST x", None), ("²", None)],
+)  # fmt: skip
+def test_bdat_args(arg: str | None, expected: tuple[int, bool] | None) -> None:
+    assert bdat_args(arg) == expected

@@ -15,6 +15,9 @@ server's CPU, and it read DATA a line at a time (docs/benchmarks.md). Here:
 * DATA is read in blocks: the buffer is searched for ``CRLF.CRLF`` (RFC 5321 §4.1.1.4;
   only that ends it: never ``LF.LF``, see ``bare_line_endings`` in :mod:`.smtp`) and
   unstuffed with one ``bytes.replace`` (§4.5.2) — :class:`DataReader`.
+* BDAT chunks (RFC 3030) are counted off the buffer, not searched:
+  :class:`~mailgate.ingest.chunking.ChunkedBody`; at ``BDAT … LAST`` the message takes
+  DATA's way to the handler (``handle_DATA``, ``envelope.original_content``).
 * one idle timer per connection, re-armed only when it fires before its deadline; a
   write timeout only while the transport's buffer is over its high-water mark
   (:meth:`SmtpConnection.pause_writing`).
@@ -45,6 +48,8 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
+
+from mailgate.ingest.chunking import ChunkedBody, bdat_args
 
 __all__ = [
     "AuthResult",
@@ -166,8 +171,8 @@ class Session:
 class Envelope:
     """One mail transaction (RFC 5321 §3.3): from MAIL to the end of DATA or RSET."""
 
-    __slots__ = ("mail_from", "mail_options", "original_content", "rcpt_options", "rcpt_tos",
-                 "smtp_utf8")  # fmt: skip
+    __slots__ = ("chunked", "mail_from", "mail_options", "original_content", "rcpt_options",
+                 "rcpt_tos", "smtp_utf8")  # fmt: skip
 
     def __init__(self) -> None:
         self.mail_from: str | None = None  #: "" for the null reverse-path ``<>``
@@ -176,6 +181,8 @@ class Envelope:
         self.rcpt_tos: list[str] = []
         self.rcpt_options: list[str] = []
         self.original_content: bytes | None = None  #: the message, unstuffed
+        #: the BDAT chunks so far (RFC 3030); None while no BDAT was taken (DATA may come)
+        self.chunked: ChunkedBody | None = None
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -365,6 +372,7 @@ Hook = Callable[..., Awaitable[Any]]
 #: HELP's texts (aiosmtpd's): command → (syntax, what EHLO adds)
 _SYNTAX = {
     "AUTH": ("AUTH <mechanism>", ""),
+    "BDAT": ("BDAT <size> [LAST]", ""),
     "DATA": ("DATA", ""),
     "EHLO": ("EHLO hostname", ""),
     "HELO": ("HELO hostname", ""),
@@ -421,11 +429,11 @@ class SmtpConfig:
 
     def ehlo_lines(self, *, starttls: bool, auth: bool) -> list[str]:
         """EHLO's reply before the handler's hook (RFC 5321 §4.1.1.1; RFC 1870 SIZE, RFC 6152
-        8BITMIME, RFC 6531 SMTPUTF8, RFC 3207 STARTTLS, RFC 4954 AUTH)."""
+        8BITMIME, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS, RFC 4954 AUTH)."""
         lines = [f"250-{self.hostname}"]
         if self.max_message_size:
             lines.append(f"250-SIZE {self.max_message_size}")
-        lines += ["250-8BITMIME", "250-SMTPUTF8"]
+        lines += ["250-8BITMIME", "250-SMTPUTF8", "250-CHUNKING"]
         if starttls:
             lines.append("250-STARTTLS")
         if auth:
@@ -472,7 +480,8 @@ _LOGIN_PASSWORD = b"Password\x00"
 class SmtpConnection(asyncio.Protocol):
     """One client's SMTP session. Handlers get it as their ``server`` argument."""
 
-    __slots__ = ("_auth_needs_tls", "_bogus", "_buf", "_closing", "_data", "_discarding",
+    __slots__ = ("_auth_needs_tls", "_bdat", "_bdat_end", "_bogus", "_buf", "_closing", "_data",
+                 "_discarding",
                  "_last_read", "_line_waiter", "_loop", "_paused_at",
                  "_read_paused", "_registered", "_stall", "_task", "_timer", "_tls",
                  "_turned_away", "_upgrading", "_write_paused", "close_after_reply", "config",
@@ -490,6 +499,8 @@ class SmtpConnection(asyncio.Protocol):
         self.draining = False  #: shutting down: 421 once the current transaction ends
         self._buf = bytearray()
         self._data: DataReader | None = None
+        self._bdat: ChunkedBody | None = None  #: the chunk whose octets are being read
+        self._bdat_end: tuple[int, bool, str | None] = (0, False, None)  #: size, LAST, refusal
         self._task: asyncio.Task[None] | None = None
         self._line_waiter: asyncio.Future[bytes] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -548,6 +559,14 @@ class SmtpConnection(asyncio.Protocol):
             if end is None:
                 return
             self._end_data(end)
+        elif self._bdat is not None:
+            rest = self._bdat.feed(data)
+            if rest is None:
+                if len(data) >= 512:  # a byte now and then does not keep the session
+                    self._last_read = self._loop.time()
+                return
+            self._buf += rest
+            self._end_chunk()
         elif self._discarding and data.find(b"\n") < 0:
             return  # the rest of a command line too long to keep
         else:
@@ -640,7 +659,7 @@ class SmtpConnection(asyncio.Protocol):
     def _process(self) -> None:
         """Run the buffered command lines in order until one has to wait for something, or
         no complete line is left; a line that a running command waits for goes to it."""
-        while not (self._closing or self._write_paused or self._data is not None):
+        while not (self._closing or self._write_paused or self._data or self._bdat):
             waiter = self._line_waiter
             if self._task is not None and waiter is None:
                 return
@@ -994,6 +1013,9 @@ class SmtpConnection(asyncio.Protocol):
         if not self.envelope.rcpt_tos:
             self._reply("503 Error: need RCPT command")
             return
+        if self.envelope.chunked is not None:  # RFC 3030 §3: not both in one transaction
+            self._reply("503 5.5.1 Error: DATA after BDAT in the same transaction")
+            return
         if arg:
             self._reply("501 Syntax: DATA")
             return
@@ -1018,6 +1040,62 @@ class SmtpConnection(asyncio.Protocol):
             self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
         else:
             self.envelope.original_content = end.content
+            self._started(self._loop.create_task(self._deliver()))
+
+    async def _bdat_command(self, arg: str | None) -> None:
+        """RFC 3030 §2: the chunk's octets follow the command line at once, whatever the
+        answer will be, so they are read (and thrown away when the chunk is refused) before
+        the reply. A malformed size leaves no way to find the next command: 501, close."""
+        parsed = bdat_args(arg)
+        if parsed is None:
+            self._reply("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            self._close()
+            return
+        size, last = parsed
+        refusal = self._bdat_refusal()
+        envelope = self.envelope
+        if refusal is not None:
+            body = ChunkedBody(0, keep=False)
+        elif envelope.chunked is None:
+            body = envelope.chunked = ChunkedBody(self.config.max_message_size)
+        else:
+            body = envelope.chunked
+        body.expect(size)
+        self._bdat, self._bdat_end = body, (size, last, refusal)
+        buf = self._buf  # the octets pipelined with the command (RFC 3030 §4.2)
+        taken = min(size, len(buf))
+        rest = body.feed(bytes(buf[:taken]))
+        del buf[:taken]
+        if rest is not None:
+            self._end_chunk()
+
+    def _bdat_refusal(self) -> str | None:
+        """Why a BDAT chunk is refused before its octets are read, or None."""
+        if not self.session.host_name:
+            return "503 Error: send HELO first"
+        if self.config.auth_required and not self.session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if self.envelope.mail_from is None:
+            return "503 5.5.1 Error: need MAIL command"
+        if not self.envelope.rcpt_tos:
+            return "503 5.5.1 Error: need RCPT command"
+        return None
+
+    def _end_chunk(self) -> None:
+        """A chunk's octets are in: its reply, or at LAST the message to the handler."""
+        body, (size, last, refusal) = self._bdat, self._bdat_end
+        assert body is not None
+        self._bdat = None
+        self._last_read = self._loop.time()
+        if refusal is not None:
+            self._reply(refusal)
+        elif not last:
+            self._reply(f"250 2.0.0 {size} octets received")
+        elif (content := body.content()) is None:
+            self.envelope = Envelope()
+            self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
+        else:
+            self.envelope.original_content = content
             self._started(self._loop.create_task(self._deliver()))
 
     async def _deliver(self) -> None:
@@ -1223,6 +1301,7 @@ def _tls_info(ssl_object: Any) -> dict[str, Any] | None:
 
 _COMMANDS: dict[str, _Command] = {
     "AUTH": SmtpConnection._auth,
+    "BDAT": SmtpConnection._bdat_command,
     "DATA": SmtpConnection._data_command,
     "EHLO": SmtpConnection._ehlo,
     "EXPN": SmtpConnection._expn,
