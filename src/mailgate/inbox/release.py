@@ -25,14 +25,13 @@ from mailgate.deliver.router import RELEASED
 from mailgate.errors import InvalidInput
 from mailgate.ids import new_id
 from mailgate.ingest.submission import Submissions
+from mailgate.mime.headers import without_fields
 from mailgate.model import Message
 from mailgate.store import CapturedRecord
 
 __all__ = ["Release", "ReleasePolicy", "ReleaseRefused"]
 
-_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _REPLACED = {b"bcc", b"date", b"message-id"}
-_BLANK_LINE = re.compile(rb"\n\r?\n")  #: the end of the header block
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
 
 
@@ -154,18 +153,6 @@ def _envelope_sender(record: CapturedRecord) -> str:
 def rewritten(raw: bytes, *, date: str, message_id: str) -> bytes:
     """``raw`` with a new ``Date:`` and ``Message-ID:`` on top and without its ``Bcc:``,
     ``Date:`` and ``Message-ID:`` fields; the body byte for byte."""
-    blank = _BLANK_LINE.search(raw)
-    head, body = (raw[: blank.start() + 1], raw[blank.start() + 1 :]) if blank else (raw, b"")
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):  # a folded line belongs to the field before it
-            if not dropping:
-                kept.append(line)
-            continue
-        match = _FIELD_NAME.match(line)
-        dropping = bool(match) and match.group(1).lower() in _REPLACED  # type: ignore[union-attr]
-        if not dropping:
-            kept.append(line)
+    kept, body, _ = without_fields(raw, _REPLACED)
     added = f"Date: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
-    return added + b"".join(kept) + body
+    return added + kept + body

@@ -49,6 +49,7 @@ __all__ = [
     "AuthThrottle",
     "CaptureHandler",
     "CramMd5",
+    "EnvelopeHooks",
     "Networks",
     "Refusal",
     "SmtpRecorder",
@@ -91,28 +92,12 @@ class _Unrecorded:
         pass
 
 
-class CaptureHandler:
-    """The capture server's hooks: one SMTP verb, one small method."""
+class EnvelopeHooks:
+    """What capture and submission sessions answer alike: EHLO also offers PIPELINING
+    (commands are read from a buffer and answered in order), and RCPT stops at
+    ``max_recipients``."""
 
-    def __init__(
-        self,
-        inbox: Inbox,
-        *,
-        max_recipients: int,
-        users: Mapping[str, str] | None = None,
-        handlers: HandlerPool | None = None,
-        include_raw: bool = False,
-    ) -> None:
-        """``users``: username → password, the only credentials taken (``smtp.auth =
-        verify``); None takes any. ``handlers``: what each captured message is handed to,
-        as its capture event with each attachment's content (base64) or, when the inbox
-        keeps attachment files (tempfile mode), its file's path, and, with
-        ``include_raw``, the whole message as it arrived."""
-        self.inbox = inbox
-        self.max_recipients = max_recipients
-        self.users = users
-        self.handlers = handlers
-        self.include_raw = include_raw
+    max_recipients: int
 
     async def handle_EHLO(
         self,
@@ -139,6 +124,30 @@ class CaptureHandler:
             return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+
+class CaptureHandler(EnvelopeHooks):
+    """The capture server's hooks: one SMTP verb, one small method."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        *,
+        max_recipients: int,
+        users: Mapping[str, str] | None = None,
+        handlers: HandlerPool | None = None,
+        include_raw: bool = False,
+    ) -> None:
+        """``users``: username → password, the only credentials taken (``smtp.auth =
+        verify``); None takes any. ``handlers``: what each captured message is handed to,
+        as its capture event with each attachment's content (base64) or, when the inbox
+        keeps attachment files (tempfile mode), its file's path, and, with
+        ``include_raw``, the whole message as it arrived."""
+        self.inbox = inbox
+        self.max_recipients = max_recipients
+        self.users = users
+        self.handlers = handlers
+        self.include_raw = include_raw
 
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: Envelope

@@ -28,6 +28,7 @@ from mailgate.clock import Clock
 from mailgate.errors import InvalidMessage, StoreError
 from mailgate.ids import new_id
 from mailgate.ingest.addresses import parse_address_list
+from mailgate.ingest.smtp import EnvelopeHooks
 from mailgate.ingest.smtp_protocol import (
     AuthResult,
     Envelope,
@@ -37,6 +38,7 @@ from mailgate.ingest.smtp_protocol import (
 )
 from mailgate.ingest.submission import Submissions
 from mailgate.mime import parse_message
+from mailgate.mime.headers import without_fields
 from mailgate.model import Message, mailbox
 from mailgate.services.smtp_users import SmtpUsersService, may_send_as
 from mailgate.store.smtp_users import SmtpUser
@@ -45,11 +47,10 @@ __all__ = ["SubmissionHandler", "prepare_submitted"]
 
 log = logging.getLogger(__name__)
 
-_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _MAX_ADDRESS = 998  #: an address list longer than a header line cannot be sent anyway
 
 
-class SubmissionHandler:
+class SubmissionHandler(EnvelopeHooks):
     """The hooks of a submission session."""
 
     def __init__(
@@ -91,17 +92,6 @@ class SubmissionHandler:
             log.warning("SMTP AUTH for %r could not read the users", login)
             return None
 
-    async def handle_EHLO(
-        self,
-        server: SmtpConnection,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
-
     async def handle_MAIL(
         self,
         server: SmtpConnection,
@@ -120,19 +110,6 @@ class SubmissionHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
-
-    async def handle_RCPT(
-        self,
-        server: SmtpConnection,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        options: list[str],
-    ) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
 
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: Envelope
@@ -222,30 +199,13 @@ def prepare_submitted(
     """``raw`` as the submission server passes it on: ``received`` on top, then a
     ``Message-ID:`` (``message_id`` given: it was missing) and a ``Date:`` if there is
     none; the header's ``Bcc:`` fields removed. The body is left byte for byte."""
-    end = raw.find(b"\r\n\r\n")
-    head, body = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
-    if raw.startswith(b"\r\n"):  # no header at all
-        head, body = b"", raw
-    kept: list[bytes] = []
-    names: set[bytes] = set()
-    dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):  # a folded line belongs to the field before it
-            if not dropping:
-                kept.append(line)
-            continue
-        match = _FIELD_NAME.match(line)
-        name = match.group(1).lower() if match else b""
-        names.add(name)
-        dropping = name == b"bcc"
-        if not dropping:
-            kept.append(line)
+    kept, body, names = without_fields(raw, {b"bcc"})
     added = [received.encode("utf-8")]
     if message_id is not None:
         added.append(f"Message-ID: {message_id}".encode("ascii"))
     if date is not None and b"date" not in names:
         added.append(f"Date: {format_datetime(date)}".encode("ascii"))
-    return b"".join(line + b"\r\n" for line in added) + b"".join(kept) + body
+    return b"".join(line + b"\r\n" for line in added) + kept + body
 
 
 def _received(session: Session, hostname: str, message_id: str, now: datetime) -> str:

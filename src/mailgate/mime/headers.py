@@ -1,4 +1,5 @@
-"""Write the header fields mailgate sets itself, encoded and folded in linear time.
+"""Write the header fields mailgate sets itself, encoded and folded in linear time (and
+take fields out of a message passed on as written: :func:`without_fields`).
 
 The ``email`` package re-parses every value it is given and refolds it on output;
 for long non-ASCII text that refolding is quadratic (a 4,000-character display
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 
 from mailgate.model import mailbox
 
-__all__ = ["address_field", "header_block", "unstructured_field"]
+__all__ = ["address_field", "header_block", "unstructured_field", "without_fields"]
 
 _FOLD_AT = 78  #: RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
 _WORD_MAX = 900  #: a run without a space longer than this is encoded, so it can be split
@@ -115,3 +116,32 @@ def _fold(name: str, tokens: list[str]) -> str:
         line += " " + token
     lines.append(line)
     return "\r\n".join(lines)
+
+
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_BLANK_LINE = re.compile(rb"\n\r?\n")  #: the end of the header section
+
+
+def without_fields(raw: bytes, drop: Collection[bytes]) -> tuple[bytes, bytes, set[bytes]]:
+    """Split ``raw`` into its header section without the fields named in ``drop``
+    (lower-case names; their folded lines go with them) and its body (from the blank
+    line on, byte for byte); also the lower-case names of the fields it had."""
+    if raw.startswith((b"\r\n", b"\n")):  # no header section at all
+        return b"", raw, set()
+    blank = _BLANK_LINE.search(raw)
+    head, body = (raw[: blank.start() + 1], raw[blank.start() + 1 :]) if blank else (raw, b"")
+    kept: list[bytes] = []
+    names: set[bytes] = set()
+    dropping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):  # a folded line belongs to the field before it
+            if not dropping:
+                kept.append(line)
+            continue
+        match = _FIELD_NAME.match(line)
+        name = match.group(1).lower() if match else b""
+        names.add(name)
+        dropping = name in drop
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept), body, names
