@@ -19,7 +19,7 @@ import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from re import _parser as sre_parse  # type: ignore[attr-defined]  # stdlib, no stubs
+from re import _parser as sre_parse  # stdlib; typeshed describes it
 from typing import Any
 
 from mailgate.errors import InvalidInput
