@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import string
 import sys
 from typing import Any
 
@@ -68,7 +69,7 @@ async def _add(service: SmtpUsersService, args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = generated = secrets.token_urlsafe(18)
+        password = generated = _new_password()
     fields = {
         "username": args.username,
         "password": SecretStr(password),
@@ -90,6 +91,15 @@ async def _add(service: SmtpUsersService, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _new_password() -> str:
+    """24 letters and digits (~143 bits): nothing a shell or a client's option parser
+    reads as special (a token_urlsafe password may start with "-")."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+_ALPHABET = string.ascii_letters + string.digits
 
 
 async def _list(service: SmtpUsersService, args: argparse.Namespace) -> int:

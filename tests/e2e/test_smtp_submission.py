@@ -29,7 +29,7 @@ def _add_user(cli: RunCli, workspace: Workspace) -> str:
     assert added.returncode == 0, added.stderr
     assert "shown this once" in added.stderr
     password = added.stdout.strip()
-    assert len(password) >= 16
+    assert len(password) >= 16 and password.isalnum()  # safe in a shell or an option list
     return password
 
 
