@@ -913,18 +913,10 @@ class SmtpConnection(asyncio.Protocol):
         if self._needs_helo() or self._needs_auth():
             return
         session, envelope = self.session, self.envelope
-        syntax = "501 Syntax: MAIL FROM: <address>" + (
-            " [SP <mail-parameters>]" if session.extended_smtp else ""
-        )
-        if not path:
-            self._reply(syntax)
+        found = self._path(path, "MAIL FROM")
+        if found is None:
             return
-        parsed = parse_path(path)
-        if parsed is None:
-            self._refuse(Refusal.BAD_ADDRESS, "553 5.1.3 Error: malformed address")
-            return
-        address, rest = parsed
-        options = rest.upper().split()
+        address, options, syntax = found
         if options and not session.extended_smtp:
             self._reply(syntax)
             return
@@ -946,6 +938,22 @@ class SmtpConnection(asyncio.Protocol):
             self._reply("250 OK")
             return
         self._reply(await hook(self, session, envelope, address, options))
+
+    def _path(self, path: str | None, verb: str) -> tuple[str, list[str], str] | None:
+        """MAIL's or RCPT's address, its parameters (upper-cased) and the verb's syntax
+        reply; None once a refusal was sent (no path, or a malformed address)."""
+        syntax = f"501 Syntax: {verb}: <address>" + (
+            " [SP <mail-parameters>]" if self.session.extended_smtp else ""
+        )
+        if not path:
+            self._reply(syntax)
+            return None
+        parsed = parse_path(path)
+        if parsed is None:
+            self._refuse(Refusal.BAD_ADDRESS, "553 5.1.3 Error: malformed address")
+            return None
+        address, rest = parsed
+        return address, rest.upper().split(), syntax
 
     def _mail_params(self, options: list[str], syntax: str) -> str | None:
         """The refusal of MAIL's parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531
@@ -980,18 +988,10 @@ class SmtpConnection(asyncio.Protocol):
         if envelope.mail_from is None:
             self._reply("503 Error: need MAIL command")
             return
-        syntax = "501 Syntax: RCPT TO: <address>" + (
-            " [SP <mail-parameters>]" if session.extended_smtp else ""
-        )
-        if not path:
-            self._reply(syntax)
+        found = self._path(path, "RCPT TO")
+        if found is None:
             return
-        parsed = parse_path(path)
-        if parsed is None:
-            self._refuse(Refusal.BAD_ADDRESS, "553 5.1.3 Error: malformed address")
-            return
-        address, rest = parsed
-        options = rest.upper().split()
+        address, options, syntax = found
         params = mail_params(options)
         if not address or params is None or (options and not session.extended_smtp):
             self._reply(syntax)
