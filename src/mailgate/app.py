@@ -460,11 +460,15 @@ class Gateway:
     async def _start_smtp(self, handler: CaptureHandler | SubmissionHandler) -> None:
         s = self.settings
         submission = isinstance(handler, SubmissionHandler)
-        throttle = AuthThrottle(s.smtp.auth_max_failures, s.smtp.auth_failure_window)
+        throttle = (
+            AuthThrottle(s.smtp.auth_max_failures, s.smtp.auth_failure_window)
+            if submission
+            else None
+        )
         server = SmtpServer(
             handler,
             submission=submission,
-            throttle=throttle if submission else None,
+            throttle=throttle,
             cleartext_auth_from=tuple(s.smtp.cleartext_auth_from),
             hostname=s.smtp.hostname,
             max_message_size=s.smtp.max_message_size,
