@@ -136,13 +136,24 @@ class Gateway:
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
         queue = self._queue = QueueStore(db)
-        inbox_store = InboxStore(db, max_messages=s.inbox.max_messages)
+        boxes = s.inbox.boxes
+        inbox_store = InboxStore(
+            db,
+            max_messages=s.inbox.max_messages,
+            box_max_messages={
+                name: box.max_messages
+                for name, box in boxes.items()
+                if box.max_messages is not None
+            },
+        )
         self.inbox = Inbox(
             inbox_store,
             self.clock,
             files=self._attachment_files(),
             sort_by=SortBy(s.inbox.sort_by),
             code_pattern=s.inbox.code_pattern,
+            max_age_days=s.inbox.max_age_days,
+            box_max_age_days={name: box.max_age_days for name, box in boxes.items()},
         )
         if self.fresh_inbox:
             await self.inbox.clear(None)
@@ -537,11 +548,9 @@ class Gateway:
                 if purged.messages or purged.events:
                     log.info("retention: deleted %d messages and %d events older than %s",
                              purged.messages, purged.events, keep)  # fmt: skip
-                if days := self.settings.inbox.max_age_days:
-                    cutoff = self.clock.now() - timedelta(days=days)
-                    if gone := await self.inbox.store.prune_older(cutoff):
-                        log.info("inbox: deleted %d captured messages older than %g days",
-                                 gone, days)  # fmt: skip
+                for p in await self.inbox.prune():
+                    log.info("inbox %s of tenant %s: deleted %d captured messages past its"
+                             " max_age_days", p.box, p.tenant, p.count)  # fmt: skip
             except Exception:
                 log.exception("retention purge failed; trying again at the next interval")
             await asyncio.sleep(self.settings.retention.interval)

@@ -471,6 +471,17 @@ class ReportSettings(BaseModel):
         return self
 
 
+class InboxLimits(BaseModel):
+    """One named inbox's own limits, over the ones of every inbox (unset: those)."""
+
+    max_messages: int | None = Field(
+        None, ge=0, description="Captured messages kept in this inbox. 0: no limit."
+    )
+    max_age_days: float | None = Field(
+        None, ge=0, description="This inbox's messages older than this many days go. 0: kept."
+    )
+
+
 class InboxSettings(BaseModel):
     """How much captured mail is kept, oldest deleted first."""
 
@@ -492,6 +503,12 @@ class InboxSettings(BaseModel):
         ge=0,
         description="Captured messages older than this many days are deleted (checked every"
         " retention.interval). 0: kept however old.",
+    )
+    boxes: dict[str, InboxLimits] = Field(
+        default_factory=dict,
+        description="Limits of named inboxes over max_messages and max_age_days, e.g."
+        " [inbox.boxes.ci] max_messages = 50, max_age_days = 0.5. Names as inboxes are"
+        " named ([A-Za-z0-9._-]).",
     )
     release_allow: list[str] = Field(
         default_factory=list,
@@ -516,6 +533,19 @@ class InboxSettings(BaseModel):
         " `[A-Z0-9]{6}` (with a group, the first group is the code). At most 100 characters,"
         " no repeated group holding a repetition or an alternation. `?pattern=` overrides it.",
     )
+
+    @field_validator("boxes")
+    @classmethod
+    def _box_names(cls, value: dict[str, InboxLimits]) -> dict[str, InboxLimits]:
+        from mailgate.inbox.sorting import clean_box
+
+        for name in value:
+            if clean_box(name) != name:
+                raise ValueError(
+                    f"inbox name {name!r}: up to 64 of A-Z a-z 0-9 . _ - with a letter or"
+                    f" digit, as captured mail's inboxes are named ({clean_box(name)!r}?)"
+                )
+        return value
 
     @field_validator("code_pattern")
     @classmethod

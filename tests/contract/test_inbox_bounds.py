@@ -1,5 +1,6 @@
 """The inbox keeps at most ``max_messages`` per tenant, newest first, and forgets what is
-older than its age limit (issue 9), on SQLite and PostgreSQL."""
+older than its age limit (issue 9), each named inbox by its own limits when it has them
+(issue 10), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 from mailgate.ids import new_id
 from mailgate.store import CapturedRecord, Database, InboxStore
+from mailgate.store.inbox import Pruned
 from tests.builders import NOW
 
 BASE = CapturedRecord(
@@ -19,10 +21,10 @@ BASE = CapturedRecord(
 
 
 def _record(
-    subject: str, *, tenant: str = "default", age: timedelta = timedelta()
+    subject: str, *, tenant: str = "default", box: str = "default", age: timedelta = timedelta()
 ) -> CapturedRecord:
     return dataclasses.replace(
-        BASE, id=new_id(), tenant=tenant, subject=subject, received_at=NOW - age
+        BASE, id=new_id(), tenant=tenant, box=box, subject=subject, received_at=NOW - age
     )
 
 
@@ -42,5 +44,44 @@ async def test_what_is_older_than_the_cutoff_is_deleted(database: Database) -> N
     store = InboxStore(database)
     await store.add(_record("old", age=timedelta(days=8)), b"x")
     await store.add(_record("new", age=timedelta(days=1)), b"x")
-    assert await store.prune_older(NOW - timedelta(days=7)) == 1
+    assert await store.prune_older(NOW - timedelta(days=7)) == (Pruned("default", "default", 1),)
     assert [r.subject for r in (await store.list("default"))[0]] == ["new"]
+    assert await store.prune_older(NOW - timedelta(days=7)) == ()
+
+
+async def test_a_named_inbox_has_its_own_max_messages(database: Database) -> None:
+    store = InboxStore(database, max_messages=3, box_max_messages={"ci": 1, "all": 0})
+    assert [await store.add(_record(f"ci{i}", box="ci"), b"x") for i in range(3)] == [0, 1, 1]
+    for i in range(4):
+        await store.add(_record(f"d{i}"), b"x")
+        await store.add(_record(f"all{i}", box="all"), b"x")  # 0: no limit
+    assert await _subjects(store, "ci") == ["ci2"]
+    assert await _subjects(store, "default") == ["d1", "d2", "d3"]
+    assert len(await _subjects(store, "all")) == 4
+
+
+async def test_each_inbox_ages_out_at_its_own_cutoff(database: Database) -> None:
+    store = InboxStore(database)
+    two_days, eight_days = timedelta(days=2), timedelta(days=8)
+    await store.add(_record("short-old", box="short", age=two_days), b"x")
+    await store.add(_record("short-new", box="short"), b"x")
+    await store.add(_record("default-2d", age=two_days), b"x")
+    await store.add(_record("default-8d", age=eight_days), b"x")
+    await store.add(_record("t2-8d", tenant="t2", age=eight_days), b"x")
+    await store.add(_record("kept-8d", box="kept", age=eight_days), b"x")
+    pruned = await store.prune_older(
+        NOW - timedelta(days=7), box_cutoffs={"short": NOW - timedelta(days=1), "kept": None}
+    )
+    assert sorted(pruned, key=lambda p: (p.tenant, p.box)) == [
+        Pruned("default", "default", 1),
+        Pruned("default", "short", 1),
+        Pruned("t2", "default", 1),
+    ]
+    assert await _subjects(store, "short") == ["short-new"]
+    assert await _subjects(store, "default") == ["default-2d"]
+    assert await _subjects(store, "kept") == ["kept-8d"]
+    assert await store.prune_older(None, box_cutoffs={"kept": None}) == ()
+
+
+async def _subjects(store: InboxStore, box: str) -> list[str]:
+    return sorted(r.subject for r in (await store.list("default", box=box, limit=50))[0])

@@ -4,14 +4,20 @@ real SMTP clients sending to ``mailgate dev`` in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import smtplib
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from mailgate.app import Gateway, Mode
+from mailgate.settings import InboxLimits, InboxSettings
 from tests.integration.conftest import GatewayFactory, api
 
 PER_USER = 12
@@ -134,6 +140,61 @@ async def test_sorting_by_header_and_by_domain_and_retention_per_inbox(
             _send, _address(gw), _message("to acme"), to_addrs=["x@Acme.example", "y@other.example"]
         )
         assert await _subjects(client, inbox="acme.example") == ["to acme"]  # same store
+
+
+async def test_named_inboxes_keep_their_own_limits_and_streams_hear_the_prunes(
+    start_gateway: GatewayFactory,
+) -> None:
+    inbox = {
+        "sort_by": "header",
+        "max_messages": 10,
+        "boxes": {"one": {"max_messages": 1}, "brief": {"max_age_days": 1 / 86_400}},
+    }
+    async with (
+        start_gateway(Mode.DEV, inbox=inbox, retention={"interval": 0.2}) as gw,
+        api(gw) as client,
+        client.stream("GET", "/inbox/events", params={"inbox": "one"}) as one_stream,
+        client.stream("GET", "/inbox/events", params={"inbox": "brief"}) as brief_stream,
+    ):
+        one_events, brief_events = _sse_events(one_stream), _sse_events(brief_stream)
+        for subject, box in [("one-a", "one"), ("one-b", "one"), ("brief", "brief")]:
+            await asyncio.to_thread(_send, _address(gw), _message(subject, X_Mailgate_Inbox=box))
+        await asyncio.to_thread(_send, _address(gw), _message("stays"))
+        # max_messages = 1 for "one": its second message pushed out the first, at once
+        assert [await asyncio.wait_for(anext(one_events), 5) for _ in range(3)] == [
+            ("new", "one-a"),
+            ("new", "one-b"),
+            ("prune", {"inbox": "one", "deleted": 1}),
+        ]
+        assert await _subjects(client, inbox="one") == ["one-b"]
+        # "brief" keeps mail one second: the background retention deletes it
+        assert await asyncio.wait_for(anext(brief_events), 5) == ("new", "brief")
+        assert await asyncio.wait_for(anext(brief_events), 5) == (
+            "prune",
+            {"inbox": "brief", "deleted": 1},
+        )
+        assert await _subjects(client, inbox="brief") == []
+        assert await _subjects(client, inbox="default") == ["stays"]  # 7 days, 10 messages
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
+    """Each event of an SSE stream: its name and the subject of a new message, or the
+    data of another event."""
+    name, data = "message", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data = line[len("data: ") :]
+        elif line == "" and data:
+            body = json.loads(data)
+            yield name, body["subject"] if name == "new" else body
+            name, data = "message", ""
+
+
+def test_a_named_inbox_must_be_named_as_inboxes_are() -> None:
+    with pytest.raises(ValidationError, match=re.escape("'ci@example.com'")):
+        InboxSettings(boxes={"ci@example.com": InboxLimits(max_messages=1)})
 
 
 async def test_read_unread_and_tags(start_gateway: GatewayFactory) -> None:

@@ -7,9 +7,8 @@ that falls :data:`QUEUE_LIMIT` events behind loses its backlog and is told so on
 ends (its client reconnects) — so one slow reader can neither hold up capture nor
 grow memory.
 
-Mail captured by another process sharing the database is not published here (the
-waiters also read the store every second), nor are messages pruned by
-``inbox.max_messages`` or ``inbox.max_age_days``.
+Mail captured or pruned by another process sharing the database is not published
+here (the waiters also read the store every second).
 """
 
 from __future__ import annotations
@@ -31,6 +30,10 @@ class EventKind(enum.StrEnum):
     NEW = "new"  #: a message was captured (``record``)
     DELETE = "delete"  #: one message was deleted (``capture_id``)
     CLEAR = "clear"  #: messages were deleted together (``count``; ``box`` when one inbox's)
+    PRUNE = "prune"  #: retention deleted ``count`` of inbox ``box``'s oldest messages
+    #: a message was marked read/unread (``read``) or retagged (``tags``); without
+    #: ``capture_id`` many were marked at once (a whole inbox, or what a search matched)
+    UPDATE = "update"
     LOST = "lost"  #: this subscriber fell behind and events were dropped
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from mailgate.clock import Clock
@@ -24,7 +25,7 @@ from mailgate.inbox.sorting import SortBy, box_for, clean_tags, message_id, tags
 from mailgate.inbox.wait import WaitFor, wait_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
-from mailgate.store.inbox import BoxCount
+from mailgate.store.inbox import BoxCount, Pruned
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
 
@@ -63,12 +64,18 @@ class Inbox:
         files: AttachmentFiles | None = None,
         sort_by: SortBy = SortBy.NONE,
         code_pattern: str | None = None,
+        max_age_days: float = 0.0,
+        box_max_age_days: Mapping[str, float | None] | None = None,
     ) -> None:
         """``files``: where the capture server writes attachments for its handlers
         (``smtp.attachment_storage.mode = tempfile``); a deleted message's go with it.
         ``sort_by``: what names the inbox captured mail goes to (``inbox.sort_by``).
-        ``code_pattern``: what else a one-time code may look like (``inbox.code_pattern``)."""
+        ``code_pattern``: what else a one-time code may look like (``inbox.code_pattern``).
+        ``max_age_days``: how old captured mail may grow before :meth:`prune` deletes it,
+        or ``box_max_age_days[box]`` in a box named there (None: the same; 0: kept)."""
         self.store = store
+        self.max_age_days = max_age_days
+        self.box_max_age_days = dict(box_max_age_days or {})
         self.clock = clock
         self.files = files
         self.sort_by = sort_by
@@ -117,8 +124,12 @@ class Inbox:
             tags=tags_for(parsed.headers, meta.rcpt_to),
             message_id=message_id(parsed.headers),
         )
-        await self.store.add(record, raw)
+        pruned = await self.store.add(record, raw)
         self.events.publish(InboxEvent(EventKind.NEW, record.tenant, record, record.id))
+        if pruned:  # max_messages made room in its inbox
+            self.events.publish(
+                InboxEvent(EventKind.PRUNE, record.tenant, box=record.box, count=pruned)
+            )
         return record, parsed
 
     async def attachment_paths(
@@ -215,6 +226,27 @@ class Inbox:
         if self.files is not None:  # what was cleared is no longer in the inbox
             await self.files.sweep(self.store.existing)
         return cleared
+
+    async def prune(self) -> tuple[Pruned, ...]:
+        """Delete captured mail past its inbox's age limit, tell each inbox's readers
+        how many went, and remove the attachment files; what went, per inbox."""
+        now = self.clock.now()
+
+        def cutoff(days: float) -> datetime | None:
+            return now - timedelta(days=days) if days else None
+
+        pruned = await self.store.prune_older(
+            cutoff(self.max_age_days),
+            box_cutoffs={
+                box: cutoff(self.max_age_days if days is None else days)
+                for box, days in self.box_max_age_days.items()
+            },
+        )
+        for p in pruned:
+            self.events.publish(InboxEvent(EventKind.PRUNE, p.tenant, box=p.box, count=p.count))
+        if pruned and self.files is not None:
+            await self.files.sweep(self.store.existing)
+        return pruned
 
     async def count(self) -> int:
         return await self.store.count()

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 
 from mailgate.errors import NotFound
@@ -57,6 +68,15 @@ class BoxCount:
     unread: int
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many of one inbox's messages retention deleted."""
+
+    tenant: str
+    box: str
+    count: int
+
+
 _SUMMARY = [c for c in inbox.c if c.name != "raw"]
 
 
@@ -78,32 +98,63 @@ def _received(r: CapturedRecord) -> dict[str, Any]:
 
 
 class InboxStore:
-    def __init__(self, db: Database, *, max_messages: int = 0) -> None:
-        """``max_messages``: kept per inbox of a tenant; each commit of new ones deletes
-        that inbox's oldest past it, in the same transaction (0: no limit)."""
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_messages: int = 0,
+        box_max_messages: Mapping[str, int] | None = None,
+    ) -> None:
+        """``max_messages``: kept per inbox of a tenant, or ``box_max_messages[box]`` for
+        a box named there; each commit of new ones deletes that inbox's oldest past it,
+        in the same transaction (0: no limit)."""
         self.db = db
         self.max_messages = max_messages
+        self.box_max_messages = dict(box_max_messages or {})
         self._writer = GroupCommit(db, self._insert_many)
 
-    async def add(self, record: CapturedRecord, raw: bytes) -> None:
-        """Commit one captured message; concurrent adds share a transaction."""
-        await self._writer.submit((record, raw))
+    async def add(self, record: CapturedRecord, raw: bytes) -> int:
+        """Commit one captured message; concurrent adds share a transaction. Returns how
+        many of its inbox's oldest went to make room (counted on one message of each
+        inbox in the shared transaction, 0 on the others)."""
+        return await self._writer.submit((record, raw))
 
     def _insert_many(
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]
-    ) -> list[None]:
+    ) -> list[int]:
         conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
         write_events(conn, [_received(record) for record, _ in items])
-        if self.max_messages:
-            for tenant, box in {(record.tenant, record.box) for record, _ in items}:
-                _keep_newest(conn, tenant, box, self.max_messages)
-        return [None] * len(items)
+        pruned = [0] * len(items)
+        seen: set[tuple[str, str]] = set()
+        for i, (record, _) in enumerate(items):
+            key = (record.tenant, record.box)
+            if key in seen:
+                continue
+            seen.add(key)
+            if keep := self.box_max_messages.get(record.box, self.max_messages):
+                pruned[i] = _keep_newest(conn, record.tenant, record.box, keep)
+        return pruned
 
-    async def prune_older(self, cutoff: datetime) -> int:
-        """Delete what was captured before ``cutoff``; how many."""
+    async def prune_older(
+        self, cutoff: datetime | None, *, box_cutoffs: Mapping[str, datetime | None] | None = None
+    ) -> tuple[Pruned, ...]:
+        """Delete what was captured before ``cutoff``, or ``box_cutoffs[box]`` in a box
+        named there (None: kept however old); how many of each inbox, in one
+        transaction."""
+        c = inbox.c
+        box_cutoffs = box_cutoffs or {}
+        rules = [(c.box == box, at) for box, at in box_cutoffs.items() if at is not None]
+        if cutoff is not None:
+            rules.append((c.box.not_in(list(box_cutoffs)), cutoff))
+        if not rules:
+            return ()
+        old = or_(*(and_(in_box, c.received_at < at) for in_box, at in rules))
+        counted = select(c.tenant, c.box, func.count()).where(old).group_by(c.tenant, c.box)
         async with self.db.write() as conn:
-            result = await conn.execute(delete(inbox).where(inbox.c.received_at < cutoff))
-        return int(result.rowcount)
+            counts = (await conn.execute(counted)).all()
+            if counts:
+                await conn.execute(delete(inbox).where(old))
+        return tuple(Pruned(tenant, box, n) for tenant, box, n in counts)
 
     async def list(
         self,
@@ -247,7 +298,7 @@ def _scope(tenant: str, box: str | None) -> ColumnElement[bool]:
     return and_(inbox.c.tenant == tenant, inbox.c.box == box)
 
 
-def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> None:
+def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
     """Delete one inbox's captured mail past its ``keep`` newest (ids are UUIDv7: in
     the order of capture), through the (tenant, box, id) index; another inbox's mail
     is never counted nor touched."""
@@ -260,7 +311,7 @@ def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> None:
         .limit(1)
         .scalar_subquery()
     )
-    conn.execute(delete(inbox).where(*mine, inbox.c.id < oldest_kept))
+    return int(conn.execute(delete(inbox).where(*mine, inbox.c.id < oldest_kept)).rowcount)
 
 
 def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:

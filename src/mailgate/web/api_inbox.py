@@ -166,8 +166,10 @@ async def inbox_events(
 ) -> StreamingResponse:
     """Server-Sent Events of the tenant's inbox in this process: ``event: new`` (the
     summary, as in ``GET /inbox``), ``event: delete`` (``{"id"}``, or ``{"all": true,
-    "inbox", "deleted"}`` for a clear) and a comment every 15 s. A client that falls
-    behind is disconnected (``retry`` tells an EventSource when to come back).
+    "inbox", "deleted"}`` for a clear), ``event: prune`` (``{"inbox", "deleted"}``: that
+    many of the inbox's oldest went to its retention limits) and a comment every 15 s.
+    A client that falls behind is disconnected (``retry`` tells an EventSource when to
+    come back).
 
     Not in the OpenAPI schema: it has no form for an endless stream of events.
     """
@@ -208,6 +210,9 @@ def _sse_frame(event: InboxEvent, box: str | None) -> bytes | None:
     if event.kind is EventKind.CLEAR and (box is None or event.box in (None, box)):
         cleared = {"all": True, "inbox": event.box, "deleted": event.count}
         return b"event: delete\ndata: " + encode(cleared) + b"\n\n"
+    if event.kind is EventKind.PRUNE and box in (None, event.box):
+        pruned = {"inbox": event.box, "deleted": event.count}
+        return b"event: prune\ndata: " + encode(pruned) + b"\n\n"
     return None
 
 
