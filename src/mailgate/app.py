@@ -58,6 +58,7 @@ from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
 from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
+from mailgate.ui import Pulse, SmtpStatus, UiOptions
 from mailgate.web import Services, create_app, create_metrics_app
 from mailgate.web.api_mailpit import MailpitOptions
 
@@ -109,6 +110,7 @@ class Gateway:
         self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
         self.mailpit: MailpitOptions  #: release, chaos and info of the Mailpit API
+        self.ui_pulse = Pulse()  #: wakes the admin UI's live pages when mail moves
         self._stack = AsyncExitStack()
 
     @property
@@ -217,6 +219,7 @@ class Gateway:
         await self._start_web(services)
         # stopping, waits and event streams end before the web server waits for them
         self._stack.callback(self.inbox.events.close)
+        self._stack.callback(self.ui_pulse.close)
         if self.smtp_mode == "capture":
             await self._start_smtp(await self._capture_handler())
         elif self.smtp_mode == "submission":
@@ -242,6 +245,7 @@ class Gateway:
         webhook sender looks for them now instead of at its next poll."""
         if hasattr(self, "webhooks"):  # built just after the dispatcher started
             self.webhooks.wake()
+        self.ui_pulse.poke()
 
     def _queued(self) -> None:
         """Messages and their ``message.queued`` events were written: send and report."""
@@ -405,6 +409,7 @@ class Gateway:
             metrics=self._scrape,
             readiness=self.readiness,
             mailpit=self.mailpit,
+            ui=self._ui_options(),
         )
         self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
         if http.metrics_port is not None:
@@ -412,6 +417,28 @@ class Gateway:
             self.metrics_address = await self._serve_http(
                 metrics_app, http.metrics_host, http.metrics_port, "mailgate-metrics"
             )
+
+    def _ui_options(self) -> UiOptions:
+        """The admin UI's credentials and the live figures only the gateway holds."""
+        s, db = self.settings, self._db
+        assert db is not None
+
+        def smtp() -> SmtpStatus | None:
+            server, address = self._smtp_server, self.smtp_address
+            if server is None or address is None or self.smtp_mode is None:
+                return None
+            return SmtpStatus(
+                self.smtp_mode, format_hostport(*address), len(server.sessions), server.listening
+            )
+
+        return UiOptions(
+            admin_user=s.admin_user,
+            admin_pass=s.admin_pass,
+            secret_key=s.secret_key,
+            smtp=smtp,
+            outbox=OutboxStore(db).backlogs,
+            pulse=self.ui_pulse,
+        )
 
     async def _serve_http(self, app: Any, host: str, port: int, name: str) -> tuple[str, int]:
         """Serve ``app`` with uvicorn in this loop until the gateway stops; the address."""

@@ -655,13 +655,13 @@ class Settings(BaseSettings):
     firestore: FirestoreSettings = Field(default_factory=FirestoreSettings)
     admin_user: str | None = Field(
         None,
-        description="Admin UI Basic Auth user (issue 11); also MAILGATE_ADMIN_USER, or the old"
-        " agent's ADMIN_USER. Stored only for now.",
+        description="Admin UI user (Basic Auth or the login form; docs/ui.md), set with"
+        " admin_pass; MAILGATE_ADMIN_USER, or the old agent's ADMIN_USER.",
     )
     admin_pass: SecretStr | None = Field(
         None,
-        description="Admin UI Basic Auth password (issue 11); also MAILGATE_ADMIN_PASS, or the"
-        " old agent's ADMIN_PASS. Stored only for now.",
+        description="Admin UI password, set with admin_user; MAILGATE_ADMIN_PASS, or the old"
+        " agent's ADMIN_PASS. The API token also opens the UI.",
     )
 
     @classmethod
@@ -676,10 +676,17 @@ class Settings(BaseSettings):
         return _sources(settings_cls, init_settings, env_settings)
 
     def check_safe(self) -> None:
-        """Refuse combinations that would expose an open API (DESIGN §5)."""
-        if self.api_token is None and not is_loopback(self.http.host):
+        """Refuse combinations that would expose an open API or admin UI (DESIGN §5).
+        Beyond loopback the API token is required even with an admin user: the admin
+        login guards the UI, the token the API."""
+        if (self.admin_user is None) != (self.admin_pass is None):
             raise ConfigError(
-                f"refusing to serve the API on {self.http.host} without a token: "
+                "the admin UI login needs both MAILGATE_ADMIN_USER and MAILGATE_ADMIN_PASS"
+            )
+        if self.api_token is None and not is_loopback(self.http.host):
+            ui = "and the admin UI " if self.admin_user is None else ""
+            raise ConfigError(
+                f"refusing to serve the API {ui}on {self.http.host} without a token: "
                 "set MAILGATE_API_TOKEN (or bind --http to 127.0.0.1)"
             )
 

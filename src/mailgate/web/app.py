@@ -20,6 +20,7 @@ from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailgate.settings import HttpSettings, LimitSettings
+from mailgate.ui import UiOptions, mount_ui
 from mailgate.web import (
     api_accounts,
     api_inbox,
@@ -61,11 +62,13 @@ def create_app(
     metrics: MetricsSource | None = None,
     readiness: Readiness | None = None,
     mailpit: MailpitOptions | None = None,
+    ui: UiOptions | None = None,
 ) -> FastAPI:
     """The web app; ``http`` and ``limits`` default to the settings' defaults.
     ``pool_stats``: the SMTP pools' counters for ``GET /api/v1/stats``; ``metrics``: the
     Prometheus exposition for ``/metrics``; ``readiness``: each part's state for
-    ``/readyz``; ``mailpit``: release, chaos and info of the Mailpit API (``/mailpit``)."""
+    ``/readyz``; ``mailpit``: release, chaos and info of the Mailpit API (``/mailpit``);
+    ``ui``: the admin UI's credentials and live sources (``/``, mailgate.ui)."""
     http = http or HttpSettings()
     limits = limits or LimitSettings()
 
@@ -85,6 +88,8 @@ def create_app(
     app.include_router(api_sources.router, prefix="/api/v1")
     app.mount("/mailpit", create_mailpit_app(mailpit))  # its own app: not in /openapi.json
     mount_docs(app)
+    token = services.api_token.get_secret_value() if services.api_token else None
+    mount_ui(app, ui or UiOptions(), api_token=token)
 
     @app.get("/healthz", tags=["health"], responses=errors(auth=False))
     async def healthz() -> dict[str, str]:

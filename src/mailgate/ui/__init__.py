@@ -1,0 +1,41 @@
+"""The admin web UI (issue 11): Jinja2 pages with htmx, served by the API's web app.
+
+Layout: :mod:`pages` (routes), :mod:`guard` (sessions, credentials, CSRF),
+:mod:`headers` (CSP and friends, the session cookie), :mod:`live` (SSE fragments),
+:mod:`dashboard`, :mod:`chart` (inline SVG), :mod:`assets` (static files by content
+hash); ``templates/`` and ``static/`` ship in the package. docs/ui.md is the user's
+side.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from mailgate.ui import assets, pages
+from mailgate.ui.context import UiContext, ui_context
+from mailgate.ui.guard import COOKIE, LoginRequired
+from mailgate.ui.headers import UiHeaders
+from mailgate.ui.live import Pulse
+from mailgate.ui.options import SmtpStatus, UiOptions
+
+__all__ = ["Pulse", "SmtpStatus", "UiOptions", "mount_ui"]
+
+
+def mount_ui(app: FastAPI, options: UiOptions, *, api_token: str | None) -> None:
+    """Add the UI's routes, its login answer and its headers to ``app``."""
+    app.state.ui = UiContext(options, api_token)
+    app.include_router(assets.router)
+    app.include_router(pages.login_router)
+    app.include_router(pages.router)
+    app.add_exception_handler(LoginRequired, _login_page)
+    app.add_middleware(UiHeaders, cookie=COOKIE)
+
+
+async def _login_page(request: Request, exc: Exception) -> Response:
+    """401 with a Basic challenge (RFC 7617 §2): the browser asks for the user and
+    password; cancelled, it shows the form (for the API token)."""
+    assert isinstance(exc, LoginRequired)
+    page = ui_context(request).fragment("login.html", failed=exc.failed, next=request.url.path)
+    challenge = {"WWW-Authenticate": 'Basic realm="mailgate admin", charset="UTF-8"'}
+    return HTMLResponse(page, status_code=401, headers=challenge)

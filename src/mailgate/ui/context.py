@@ -1,0 +1,85 @@
+"""The UI's per-app state (options, session signer, login throttle, files, templates)
+and the one way a page is rendered from the base layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from mailgate import __version__
+from mailgate.ingest.smtp import AuthThrottle
+from mailgate.ui.assets import Assets
+from mailgate.ui.options import UiOptions
+from mailgate.ui.sessions import SessionSigner, session_key
+
+if TYPE_CHECKING:  # mailgate.web imports this package
+    from mailgate.web.services import Services
+
+__all__ = ["NAV", "UiContext", "UiSession", "render", "ui_context"]
+
+#: the layout's navigation: (path, label); a page marks itself with ``current=path``
+NAV = (
+    ("/", "Dashboard"),
+    ("/queue", "Queue"),
+    ("/inbox", "Inbox"),
+    ("/accounts", "Accounts"),
+    ("/webhooks", "Webhooks"),
+    ("/settings", "Settings"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UiSession:
+    """The signed-in browser of this request (``csrf``: the token its forms carry)."""
+
+    id: str
+    csrf: str
+
+
+class UiContext:
+    def __init__(self, options: UiOptions, api_token: str | None) -> None:
+        self.options = options
+        admin_pass = options.admin_pass.get_secret_value() if options.admin_pass else None
+        secret = options.secret_key.get_secret_value() if options.secret_key else None
+        self.signer = SessionSigner(session_key(secret, options.admin_user, admin_pass, api_token))
+        self.throttle = AuthThrottle(options.login_failures, options.login_window)
+        self.assets = Assets()
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("mailgate.ui", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.globals.update(asset=self.assets.url, nav=NAV, version=__version__)
+
+    def fragment(self, name: str, **context: Any) -> str:
+        """A template on its own (an SSE fragment, an htmx answer), no layout."""
+        return self.templates.get_template(name).render(**context)
+
+
+def ui_context(request: Request) -> UiContext:
+    context = request.app.state.ui
+    assert isinstance(context, UiContext)
+    return context
+
+
+def render(
+    request: Request,
+    name: str,
+    session: UiSession,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A page from the base layout: ``name`` extends ``base.html`` and gets the mode,
+    the session's CSRF token (the layout puts it where htmx sends it) and ``context``."""
+    services: Services = request.state.services
+    html = ui_context(request).fragment(
+        name, mode=services.mode, csrf=session.csrf, **{"current": request.url.path, **context}
+    )
+    return HTMLResponse(html, status_code=status_code)

@@ -1,0 +1,97 @@
+"""The UI's routes: the dashboard and its stream, placeholders for the pages still to
+come, and the login form.
+
+Everything on :data:`router` passes :func:`~mailgate.ui.guard.ui_guard` (sessions,
+credentials, CSRF); only the login form's POST is outside it and checks its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from mailgate.ui.context import NAV, render, ui_context
+from mailgate.ui.dashboard import dashboard_view, render_fragments
+from mailgate.ui.guard import (
+    COOKIE,
+    UiSessionDep,
+    check_login,
+    form_fields,
+    same_origin,
+    ui_guard,
+)
+from mailgate.ui.live import fragment_stream
+
+__all__ = ["PLACEHOLDERS", "login_router", "router"]
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(ui_guard)])
+login_router = APIRouter(include_in_schema=False)
+
+#: pages in the navigation not built yet: each shows the layout and says so. A page
+#: that gets its own route leaves this list.
+PLACEHOLDERS = tuple(path for path, _ in NAV if path != "/")
+
+
+@router.get("/")
+async def dashboard(request: Request, session: UiSessionDep) -> HTMLResponse:
+    ui = ui_context(request)
+    fragments = render_fragments(ui, await dashboard_view(request, ui))
+    return render(request, "dashboard.html", session, title="Dashboard", fragments=fragments)
+
+
+@router.get("/ui/events/dashboard")
+async def dashboard_events(request: Request) -> StreamingResponse:
+    """The dashboard's fragments as Server-Sent Events, each when it changed."""
+    ui = ui_context(request)
+
+    async def fragments() -> dict[str, str]:
+        return render_fragments(ui, await dashboard_view(request, ui))
+
+    stream = fragment_stream(fragments, ui.options.pulse, ui.options.refresh)
+    return StreamingResponse(stream, media_type="text/event-stream")
+
+
+def _placeholder(title: str) -> Callable[[Request, UiSessionDep], Awaitable[HTMLResponse]]:
+    async def page(request: Request, session: UiSessionDep) -> HTMLResponse:
+        return render(request, "placeholder.html", session, title=title)
+
+    return page
+
+
+for _path, _title in NAV:
+    if _path in PLACEHOLDERS:
+        router.add_api_route(_path, _placeholder(_title), methods=["GET"])
+
+
+@router.post("/ui/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@login_router.post("/ui/login")
+async def login(request: Request) -> Response:
+    """The login form: the admin user and password, or the API token. Cross-site posts
+    are refused (login CSRF); failures count toward the client's rate limit."""
+    ui = ui_context(request)
+    request.state.ui_page = True
+    if not same_origin(request):
+        raise HTTPException(403, "cross-site request refused")
+    form = await form_fields(request)
+    user, password, token = (form.get(k) or None for k in ("user", "password", "token"))
+    if not check_login(request, ui, user, password, token):
+        page = ui.fragment("login.html", failed=True, next=form.get("next", "/"))
+        return HTMLResponse(page, status_code=401)
+    request.state.ui_new_session = ui.signer.new(time.time())
+    return RedirectResponse(_local(form.get("next", "/")), status_code=303)
+
+
+def _local(target: str) -> str:
+    """Only a path of this site (an open redirect would lend the login to phishing)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
