@@ -443,3 +443,13 @@ rate_buckets = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Settings changed at run time (issue 11): the dotted name of each one changed, its JSON
+# value; merged over the configured defaults by every process (services/runtime.py).
+runtime_settings = Table(
+    "runtime_settings",
+    metadata,
+    Column("name", SafeString(100), primary_key=True),
+    Column("value", SafeJSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
