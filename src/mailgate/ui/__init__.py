@@ -33,9 +33,13 @@ def mount_ui(app: FastAPI, options: UiOptions, *, api_token: str | None) -> None
 
 
 async def _login_page(request: Request, exc: Exception) -> Response:
-    """401 with a Basic challenge (RFC 7617 §2): the browser asks for the user and
-    password; cancelled, it shows the form (for the API token)."""
+    """401 and the login form. With an admin user, a Basic challenge (RFC 7617 §2): the
+    browser asks for the user and password, and shows the form when cancelled. With
+    only the API token a Bearer one (RFC 6750 §3), which no browser prompts for, so
+    the form is what the user sees."""
     assert isinstance(exc, LoginRequired)
-    page = ui_context(request).fragment("login.html", failed=exc.failed, next=request.url.path)
-    challenge = {"WWW-Authenticate": 'Basic realm="mailgate admin", charset="UTF-8"'}
+    ui = ui_context(request)
+    page = ui.fragment("login.html", failed=exc.failed, next=request.url.path)
+    scheme = "Basic" if ui.options.admin_user is not None else "Bearer"
+    challenge = {"WWW-Authenticate": f'{scheme} realm="mailgate admin", charset="UTF-8"'}
     return HTMLResponse(page, status_code=401, headers=challenge)

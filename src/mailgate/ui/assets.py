@@ -16,7 +16,11 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 __all__ = ["Asset", "Assets", "router"]
 
-_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 #: RFC 9111 §5.2.2.1 max-age (one year) and RFC 8246 immutable: the URL changes instead
 _CACHE = "public, max-age=31536000, immutable"
 
@@ -29,7 +33,7 @@ class Asset:
 
 
 class Assets:
-    """Every ``.js`` and ``.css`` file of ``mailgate/ui/static``, loaded at start."""
+    """Every ``.js``, ``.css`` and ``.svg`` file of ``mailgate/ui/static``, loaded at start."""
 
     def __init__(self) -> None:
         self.files: dict[str, Asset] = {}
@@ -50,8 +54,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/ui/static/{name}")
 async def static_file(name: str, request: Request) -> Response:
-    assets: Assets = request.app.state.ui_assets
-    asset = assets.files.get(name)
+    asset = request.app.state.ui.assets.files.get(name)
     if asset is None:
         raise HTTPException(404, "no such file")
     headers = {"Cache-Control": _CACHE, "X-Content-Type-Options": "nosniff"}
