@@ -45,6 +45,9 @@ class InboxEvent:
     capture_id: str | None = None
     box: str | None = None
     count: int = 0
+    read: bool | None = None  #: UPDATE: read (True) or unread (False); None: unchanged
+    tags: tuple[str, ...] | None = None  #: UPDATE: the tags now; None: unchanged
+    partial: bool = False  #: CLEAR: only what a search matched, not the whole scope
 
 
 class Subscription:

@@ -17,6 +17,7 @@ from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailgate.errors import InvalidInput, NotFound
+from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.inbox.search import Term, parse_query
 from mailgate.inbox.service import CaptureMeta, Inbox
 from mailgate.inbox.sorting import clean_tag
@@ -59,11 +60,7 @@ class Mailbox:
     async def capture(self, raw: bytes, meta: CaptureMeta, box: str | None) -> CapturedRecord:
         """Capture ``raw`` as the capture transport does; into ``box`` when given (mail
         sent through a per-inbox address lands in that inbox whatever sorting says)."""
-        record = await self.inbox.capture(raw, meta)
-        if box is not None and box != record.box:
-            await self.bulk.move(record.id, record.tenant, box)
-            record = replace(record, box=box)
-        return record
+        return await self.inbox.capture(raw, replace(meta, box=box) if box else meta)
 
     async def page(
         self,
@@ -112,8 +109,23 @@ class Mailbox:
         ids: Sequence[str] | None = None,
         query: Sequence[Term] = (),
     ) -> int:
-        """Mark the ``ids`` (else what ``query`` matches, else all) read or unread."""
-        return await self.bulk.set_read(tenant, read, box=box, ids=ids, query=query)
+        """Mark the ``ids`` (else what ``query`` matches, else all) read or unread; the
+        readers hear of each of the ``ids`` in the mailbox, as Mailpit tells of each, or
+        of a change of many at once."""
+        changed = await self.bulk.set_read(tenant, read, box=box, ids=ids, query=query)
+        if ids is None:
+            if changed:
+                self._publish(InboxEvent(EventKind.UPDATE, tenant, box=box, read=read))
+            return changed
+        for capture_id, in_box in (await self.bulk.boxes_of(tenant, ids, box=box)).items():
+            event = InboxEvent(
+                EventKind.UPDATE, tenant, capture_id=capture_id, box=in_box, read=read
+            )
+            self._publish(event)
+        return changed
+
+    def _publish(self, event: InboxEvent) -> None:
+        self.inbox.events.publish(event)
 
     async def delete(self, tenant: str, box: str | None, ids: Sequence[str] | None) -> int:
         """Delete the ``ids`` (unknown ones are skipped, as Mailpit skips them), or the

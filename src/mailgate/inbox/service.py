@@ -53,6 +53,9 @@ class CaptureMeta:
     tenant: str = "default"
     #: what the SMTP session saw wrong in the transfer itself (bare line endings in DATA)
     problems: tuple[str, ...] = ()
+    #: the inbox it goes to whatever ``inbox.sort_by`` says (mail sent through a
+    #: per-inbox API address); None: sorted
+    box: str | None = None
 
 
 class Inbox:
@@ -120,7 +123,8 @@ class Inbox:
             html=parsed.html,
             attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
             size=len(raw),
-            box=box_for(self.sort_by, auth=meta.auth, headers=parsed.headers, rcpt_to=meta.rcpt_to),
+            box=meta.box
+            or box_for(self.sort_by, auth=meta.auth, headers=parsed.headers, rcpt_to=meta.rcpt_to),
             tags=tags_for(parsed.headers, meta.rcpt_to),
             message_id=message_id(parsed.headers),
         )
@@ -146,7 +150,7 @@ class Inbox:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.store.delete(record.id, record.tenant)
-                self._deleted(record.id, record.tenant)
+                self._deleted(record.id, record.tenant, record.box)
             raise
 
     async def sweep_files(self) -> None:
@@ -174,8 +178,12 @@ class Inbox:
         self, capture_id: str, tenant: str, *, box: str | None = None, mark_read: bool = False
     ) -> CapturedRecord:
         """One captured message (NotFound if not in ``box``, when given); ``mark_read``
-        when a person or a client opens it, as Mailpit does."""
-        return await self.store.get(capture_id, tenant, box=box, mark_read=mark_read)
+        when a person or a client opens it, as Mailpit does (and tells the readers, as
+        Mailpit does each time)."""
+        record = await self.store.get(capture_id, tenant, box=box, mark_read=mark_read)
+        if mark_read:
+            self._updated(record, read=True)
+        return record
 
     async def update(
         self,
@@ -189,7 +197,18 @@ class Inbox:
         """Mark read or unread and replace the tags (cleaned as capture cleans them:
         Mailpit's characters, at most 32 of 64 characters, no repeats)."""
         cleaned = clean_tags(tags) if tags is not None else None
-        return await self.store.update(capture_id, tenant, box=box, read=read, tags=cleaned)
+        record = await self.store.update(capture_id, tenant, box=box, read=read, tags=cleaned)
+        if read is not None or cleaned is not None:
+            self._updated(record, read=read, tags=tuple(record.tags) if tags is not None else None)
+        return record
+
+    def _updated(
+        self, record: CapturedRecord, *, read: bool | None, tags: tuple[str, ...] | None = None
+    ) -> None:
+        # no ``record``: a waiter must not take a message it already had for a new one
+        kind, tenant = EventKind.UPDATE, record.tenant
+        event = InboxEvent(kind, tenant, capture_id=record.id, box=record.box, read=read, tags=tags)
+        self.events.publish(event)
 
     async def boxes(self, tenant: str) -> tuple[BoxCount, ...]:
         """The tenant's inboxes holding mail, with their total and unread counts."""
@@ -202,13 +221,15 @@ class Inbox:
     async def delete(self, capture_id: str, tenant: str, *, box: str | None = None) -> None:
         """Delete a captured message (only from ``box``, when given), and its attachment
         files."""
+        if box is None:  # which inbox it was in, for the readers of one inbox
+            box = (await self.store.get(capture_id, tenant)).box
         await self.store.delete(capture_id, tenant, box=box)
-        self._deleted(capture_id, tenant)
+        self._deleted(capture_id, tenant, box)
         if self.files is not None:
             await self.files.remove(capture_id)
 
-    def _deleted(self, capture_id: str, tenant: str) -> None:
-        self.events.publish(InboxEvent(EventKind.DELETE, tenant, capture_id=capture_id))
+    def _deleted(self, capture_id: str, tenant: str, box: str) -> None:
+        self.events.publish(InboxEvent(EventKind.DELETE, tenant, capture_id=capture_id, box=box))
 
     async def clear(
         self, tenant: str | None, *, box: str | None = None, query: str | None = None
@@ -222,7 +243,9 @@ class Inbox:
             return 0
         cleared = await self.store.clear(tenant, box=box, query=terms)
         if cleared:
-            self.events.publish(InboxEvent(EventKind.CLEAR, tenant, box=box, count=cleared))
+            partial = query is not None
+            event = InboxEvent(EventKind.CLEAR, tenant, box=box, count=cleared, partial=partial)
+            self.events.publish(event)
         if self.files is not None:  # what was cleared is no longer in the inbox
             await self.files.sweep(self.store.existing)
         return cleared

@@ -105,14 +105,19 @@ class InboxBulk:
                 changed += int((await conn.execute(stmt)).rowcount)
         return changed
 
-    async def move(self, capture_id: str, tenant: str, box: str) -> None:
-        """Put one message into inbox ``box`` (mail sent to a per-inbox address)."""
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(inbox)
-                .where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
-                .values(box=box)
-            )
+    async def boxes_of(
+        self, tenant: str, ids: Sequence[str], *, box: str | None = None
+    ) -> dict[str, str]:
+        """Which of ``ids`` the scope holds, and the inbox each is in."""
+        found: dict[str, str] = {}
+        async with self.db.read() as conn:
+            for begin in range(0, len(ids), _IN_BATCH):
+                batch = list(ids[begin : begin + _IN_BATCH])
+                stmt = select(inbox.c.id, inbox.c.box).where(
+                    _scope(tenant, box), inbox.c.id.in_(batch)
+                )
+                found.update({capture_id: name for capture_id, name in await conn.execute(stmt)})
+        return found
 
     async def retag(self, tenant: str, old: str, new: str | None, *, box: str | None = None) -> int:
         """Rename the tag ``old`` (compared ignoring case) to ``new`` on every message of
