@@ -443,7 +443,14 @@ class Gateway:
     async def _serve_http(self, app: Any, host: str, port: int, name: str) -> tuple[str, int]:
         """Serve ``app`` with uvicorn in this loop until the gateway stops; the address."""
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            # Mailpit's /api/events; the sans-I/O protocol of the websockets library
+            # (its legacy one warns on import); pings every 20 s keep the socket alive
+            ws="websockets-sansio",
         )
         server = _EmbeddedServer(config)
         sock = _listen(host, port)

@@ -40,6 +40,7 @@ from mailgate.inbox.release import Release, ReleaseRefused
 from mailgate.ingest.chaos import Chaos, Stage, Trigger, Triggers, trigger
 from mailgate.web.deps import ServicesDep, TenantDep
 from mailgate.web.mailpit_checks import html_check, link_check
+from mailgate.web.mailpit_events import router as events_router
 from mailgate.web.mailpit_json import headers_json, message_json, summary_json
 from mailgate.web.mailpit_send import SendRefused, sendable
 
@@ -71,6 +72,8 @@ def create_mailpit_app(options: MailpitOptions | None = None) -> ASGIApp:
     app.state.mailpit = options or MailpitOptions()
     app.include_router(router)
     app.include_router(router, prefix="/{inbox}")
+    app.include_router(events_router)  # the WebSocket of live changes
+    app.include_router(events_router, prefix="/{inbox}")
     _plain_errors(app)
     return _MailpitRequests(app)
 
@@ -83,7 +86,7 @@ class _MailpitRequests:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             scope = dict(scope)
             root = scope.get("root_path", "")
             path: str = scope["path"]

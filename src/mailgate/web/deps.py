@@ -5,15 +5,16 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from pydantic import SecretStr
+from starlette.requests import HTTPConnection
 
 from mailgate.web.services import Services
 
 __all__ = ["ServicesDep", "TenantDep", "get_services", "require_token"]
 
 
-def get_services(request: Request) -> Services:
+def get_services(request: HTTPConnection) -> Services:
     services = request.state.services
     assert isinstance(services, Services)
     return services
@@ -22,14 +23,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def require_token(request: Request, services: ServicesDep) -> str:
+async def require_token(request: HTTPConnection, services: ServicesDep) -> str:
     """``Authorization: Bearer …`` or ``X-API-Token``; returns the tenant.
 
     The configured ``MAILGATE_API_TOKEN`` is the admin token (tenant ``default``); a
     token made with ``mailgate tokens add --tenant T`` is tenant ``T``'s. With no
     admin token configured the API is open (tenant ``default``, or the tenant of a
     per-tenant token when one is given); the composition root refuses to start that
-    way unless the web server is bound to loopback.
+    way unless the web server is bound to loopback. A request or a WebSocket handshake.
     """
     given = _given_token(request)
     expected = services.api_token
@@ -50,7 +51,7 @@ async def require_token(request: Request, services: ServicesDep) -> str:
     return "default"
 
 
-def _given_token(request: Request) -> str | None:
+def _given_token(request: HTTPConnection) -> str | None:
     given = request.headers.get("x-api-token")
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if given is None and scheme.lower() == "bearer":
