@@ -12,7 +12,14 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mailgate.ui import assets, pages
+from mailgate.ui import (
+    accounts_pages,
+    assets,
+    inbox_pages,
+    pages,
+    queue_pages,
+    settings_pages,
+)
 from mailgate.ui.context import UiContext, ui_context
 from mailgate.ui.guard import COOKIE, LoginRequired
 from mailgate.ui.headers import UiHeaders
@@ -27,6 +34,9 @@ def mount_ui(app: FastAPI, options: UiOptions, *, api_token: str | None) -> None
     app.state.ui = UiContext(options, api_token)
     app.include_router(assets.router)
     app.include_router(pages.login_router)
+    # each page's own module first: its route shadows the placeholder in pages.router
+    for page in (queue_pages, inbox_pages, accounts_pages, settings_pages):
+        app.include_router(page.router)
     app.include_router(pages.router)
     app.add_exception_handler(LoginRequired, _login_page)
     app.add_middleware(UiHeaders, cookie=COOKIE)
