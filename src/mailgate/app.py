@@ -40,6 +40,7 @@ from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
 from mailgate.ingest import Submissions
+from mailgate.ingest.chaos import Chaos, configured
 from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
 from mailgate.ingest.smtp_submission import SubmissionHandler
@@ -110,6 +111,8 @@ class Gateway:
         self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
         self.mailpit: MailpitOptions  #: release, chaos and info of the Mailpit API
+        #: the capture server's chaos triggers, set by both chaos routes (issue 10)
+        self.chaos = Chaos(configured(settings.smtp.chaos))
         self.ui_pulse = Pulse()  #: wakes the admin UI's live pages when mail moves
         self._stack = AsyncExitStack()
 
@@ -204,7 +207,9 @@ class Gateway:
         await self._report_sync(db, queue)
         self.firestore = await self._firestore(db, queue, submissions)
         smtp_users = SmtpUsersService(SmtpUserStore(db), self.clock)
-        self.mailpit = mailpit_options(s, self.mode, self.db_url, submissions, self.clock, router)
+        self.mailpit = mailpit_options(
+            s, self.mode, self.db_url, submissions, self.clock, router, chaos=self.chaos
+        )
         services = Services(
             MessagesService(queue, self.clock, submissions),
             self.inbox,
@@ -215,6 +220,7 @@ class Gateway:
             webhooks=webhooks,
             firestore=self.firestore,
             smtp_users=smtp_users,
+            chaos=self.chaos,
         )
         await self._start_web(services)
         # stopping, waits and event streams end before the web server waits for them
@@ -522,6 +528,8 @@ class Gateway:
             metrics=self.metrics,
             tls_context=self._smtp_tls(),
             max_connections=s.smtp.max_connections,
+            # chaos is a testing tool: the capture server's only, never real submission
+            chaos=None if submission else self.chaos,
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server
@@ -635,9 +643,12 @@ def mailpit_options(
     submissions: Submissions,
     clock: Clock,
     router: Router,
+    *,
+    chaos: Chaos | None = None,
 ) -> MailpitOptions:
-    """Release, link-check and info of the Mailpit API (``/mailpit``): ``dev`` releases
-    only through a relay; ``serve`` routes released mail as any other."""
+    """Release, link-check, chaos and info of the Mailpit API (``/mailpit``): ``dev``
+    releases only through a relay; ``serve`` routes released mail as any other. ``chaos``:
+    the gateway's triggers (None: ones of its own)."""
     s = settings.inbox
     policy = ReleasePolicy(tuple(s.release_allow), tuple(s.release_deny))
     enabled = mode is Mode.SERVE or router.relay is not None
@@ -661,6 +672,7 @@ def mailpit_options(
         database=path or db_url.partition(":")[0],
         database_size=size,
         link_guard=NetGuard(allow_private=s.link_check_private),
+        chaos=chaos or Chaos(),
     )
 
 

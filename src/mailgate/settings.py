@@ -22,6 +22,7 @@ import platformdirs
 from pydantic import (
     AliasChoices,
     BaseModel,
+    ConfigDict,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -45,6 +46,8 @@ from mailgate.policy import RetryPolicy
 
 __all__ = [
     "AttachmentSettings",
+    "ChaosSettings",
+    "ChaosTrigger",
     "DeliverySettings",
     "FirestoreSettings",
     "HttpSettings",
@@ -122,6 +125,52 @@ _LOOPBACK: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
 )
 
 
+class ChaosTrigger(BaseModel):
+    """One stage's chaos trigger: its reply code, and how often it fires."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: int = Field(
+        451,
+        ge=400,
+        le=599,
+        description="Reply code when it fires: a 4yz or 5yz reply (RFC 5321 §4.2.1).",
+    )
+    probability: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Percent of the stage's commands refused (fractions allowed); 0: off.",
+    )
+
+
+class ChaosSettings(BaseModel):
+    """Capture's chaos triggers at start (issue 10); ``PUT /api/v1/chaos`` changes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth: ChaosTrigger = Field(default_factory=ChaosTrigger, description="AUTH.")
+    mail: ChaosTrigger = Field(default_factory=ChaosTrigger, description="MAIL FROM.")
+    rcpt: ChaosTrigger = Field(default_factory=ChaosTrigger, description="Each RCPT TO.")
+    data: ChaosTrigger = Field(
+        default_factory=ChaosTrigger,
+        description="The end of DATA or BDAT LAST; the message refused is not kept.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_stages(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown chaos stage {', '.join(unknown)}: the stages are auth, mail,"
+                    " rcpt and data"
+                )
+        return data
+
+
 class SmtpSettings(BaseModel):
     enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
@@ -192,6 +241,13 @@ class SmtpSettings(BaseModel):
     attachment_storage: AttachmentStorageSettings = Field(default_factory=AttachmentStorageSettings)
     include_raw: bool = Field(
         False, description="Handlers also get the message as it arrived (`message.raw`)."
+    )
+    chaos: ChaosSettings = Field(
+        default_factory=ChaosSettings,
+        description="Capture: refuse AUTH, MAIL, RCPT or messages on purpose, each stage"
+        ' {"code": 451, "probability": 50} (percent), to test an application\'s retries'
+        ' (MAILGATE_SMTP__CHAOS=\'{"rcpt": {"probability": 50}}\'); changed at run time'
+        " with PUT /api/v1/chaos.",
     )
     tls_cert: Path | None = Field(
         None,

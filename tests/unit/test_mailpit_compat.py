@@ -1,5 +1,5 @@
 """The pure parts of the Mailpit-compatible API: enmime's part numbering, Go's time and
-header forms, snippets, send requests, chaos triggers and the release policy."""
+header forms, snippets, send requests and the release policy (chaos: test_chaos.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.clock import SystemClock
-from mailgate.errors import InvalidInput
 from mailgate.inbox.release import ReleasePolicy, ReleaseRefused, checked_addresses, rewritten
-from mailgate.ingest.chaos import Chaos, Stage, Trigger, trigger
 from mailgate.mime import parse_message
 from mailgate.mime.parts import mime_parts
 from mailgate.web.mailpit_checks import find_links, html_check
@@ -149,20 +147,6 @@ def test_send_request_builds_the_message() -> None:
 def test_send_request_refusals(request_: object, error: str) -> None:
     with pytest.raises(SendRefused, match=error):
         sendable(request_, SystemClock())
-
-
-def test_chaos_triggers() -> None:
-    chaos = Chaos()
-    assert chaos.triggers.reply(Stage.RECIPIENT, 0.0) is None  # 0 %: never
-    chaos.set({Stage.RECIPIENT: trigger(451, 50)})
-    assert chaos.triggers.reply(Stage.RECIPIENT, 0.49) == 451
-    assert chaos.triggers.reply(Stage.RECIPIENT, 0.5) is None
-    assert chaos.triggers.sender == Trigger()
-    assert chaos.set({}).recipient == Trigger()  # omitted: reset
-    with pytest.raises(InvalidInput, match="ErrorCode 250"):
-        trigger(250, 5)
-    with pytest.raises(InvalidInput, match="Probability 101"):
-        trigger(451, 101)
 
 
 def test_release_policy_by_domain() -> None:

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
+from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_protocol import (
     AuthResult,
@@ -334,11 +335,13 @@ class SmtpServer:
         submission: bool = False,
         throttle: AuthThrottle | None = None,
         cleartext_auth_from: Networks = (),
+        chaos: Chaos | None = None,
     ) -> None:
         """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
         implicit-TLS listener. ``submission``: AUTH before MAIL, and only over TLS unless
         the client is in ``cleartext_auth_from``; ``throttle`` turns away addresses
-        failing AUTH."""
+        failing AUTH. ``chaos``: the triggers that refuse commands on purpose (read at
+        each command, so a change applies to open sessions too); None: never."""
         self.handler = handler
         self.cleartext_auth_from = cleartext_auth_from
         self.submission = submission
@@ -366,6 +369,7 @@ class SmtpServer:
             throttle=throttle,
             # CRAM-MD5 needs the password itself; submission keeps only its hash
             mechanisms=("LOGIN", "PLAIN") if submission else ("CRAM-MD5", "LOGIN", "PLAIN"),
+            chaos=chaos or Chaos(),
         )
         # on the implicit-TLS listener the connection is TLS already: no STARTTLS
         self._tls_config = dataclasses.replace(self._config, tls_context=None)

@@ -49,6 +49,7 @@ from email.errors import HeaderParseError
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
+from mailgate.ingest.chaos import Chaos, Stage
 from mailgate.ingest.chunking import ChunkedBody, bdat_args
 
 __all__ = [
@@ -98,6 +99,7 @@ class Refusal(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
     TOO_MANY_CONNECTIONS = "too_many_connections"  #: over smtp.max_connections (421)
     AUTH_THROTTLED = "auth_throttled"  #: too many failed AUTH from the address (421)
+    CHAOS = "chaos"  #: a chaos trigger fired (:mod:`mailgate.ingest.chaos`)
 
 
 class SmtpRecorder(Protocol):
@@ -395,8 +397,9 @@ class SmtpConfig:
     ``max_connections`` the next one hears 421). ``tls_context``: STARTTLS is offered
     with it (None on an implicit-TLS listener). ``cleartext_auth_from``: AUTH only over
     TLS but from these networks (submission); None: no such rule. ``auth_required``:
-    AUTH before MAIL (530). ``mechanisms``: the AUTH mechanisms offered. The handler's
-    hooks are looked up here, once."""
+    AUTH before MAIL (530). ``mechanisms``: the AUTH mechanisms offered. ``chaos``: the
+    triggers refusing AUTH, MAIL, RCPT or a message on purpose (capture); one never
+    armed by default. The handler's hooks are looked up here, once."""
 
     handler: Any
     hostname: str
@@ -411,6 +414,7 @@ class SmtpConfig:
     cleartext_auth_from: Networks | None = None
     throttle: Throttle | None = None
     mechanisms: tuple[str, ...] = ("LOGIN", "PLAIN")
+    chaos: Chaos = field(default_factory=Chaos)
     ident: str = "mailgate ESMTP"
     greeting: bytes = field(init=False)
     ehlo_hook: Hook | None = field(init=False)
@@ -775,6 +779,27 @@ class SmtpConnection(asyncio.Protocol):
         self.config.recorder.smtp_refused(reason)
         self._reply(reply)
 
+    def _chaos(self, stage: Stage) -> bool:
+        """Whether a chaos trigger refused the command at ``stage`` (answered and counted).
+
+        Only the command is refused: the session goes on, but for a 421, after which RFC
+        5321 §3.8 has the server close. At ``data`` the transaction ends and the message
+        is not kept. Not a client's fault, so not one of its :attr:`violations`."""
+        reply = self.config.chaos.reply(stage)
+        if reply is None:
+            return False
+        if stage is Stage.DATA:
+            self.envelope = Envelope()
+        self.config.recorder.smtp_refused(Refusal.CHAOS)
+        answer = reply.encode("ascii")
+        if reply.startswith("421"):
+            self.say_goodbye(answer)
+            return True
+        self._write(answer + b"\r\n")
+        if self.draining and not self.in_transaction:
+            self.say_goodbye()
+        return True
+
     def _violation(self, reply: str) -> None:
         if len(self.violations) < _MAX_VIOLATIONS:
             self.violations.append(reply[:200])
@@ -930,6 +955,8 @@ class SmtpConnection(asyncio.Protocol):
             else:
                 self._reply(reply)
             return
+        if self.config.chaos.armed and self._chaos(Stage.MAIL):
+            return
         envelope.smtp_utf8 = "SMTPUTF8" in options
         hook = self.config.mail_hook
         if hook is None:
@@ -999,6 +1026,8 @@ class SmtpConnection(asyncio.Protocol):
         if params:
             self._reply("555 RCPT TO parameters not recognized or not implemented")
             return
+        if self.config.chaos.armed and self._chaos(Stage.RCPT):
+            return
         hook = self.config.rcpt_hook
         if hook is None:
             envelope.rcpt_tos.append(address)
@@ -1038,7 +1067,7 @@ class SmtpConnection(asyncio.Protocol):
         elif end.refusal is Refusal.LINE_TOO_LONG:
             self.envelope = Envelope()
             self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
-        else:
+        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
             self.envelope.original_content = end.content
             self._started(self._loop.create_task(self._deliver()))
 
@@ -1094,7 +1123,7 @@ class SmtpConnection(asyncio.Protocol):
         elif (content := body.content()) is None:
             self.envelope = Envelope()
             self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
-        else:
+        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
             self.envelope.original_content = content
             self._started(self._loop.create_task(self._deliver()))
 
@@ -1171,7 +1200,7 @@ class SmtpConnection(asyncio.Protocol):
             self._reply("501 Too many values")
         elif (mechanism := args[0].upper()) not in self.config.mechanisms:
             self._reply("504 5.5.4 Unrecognized authentication type")
-        else:
+        elif not (self.config.chaos.armed and self._chaos(Stage.AUTH)):
             result = await self._attempt(mechanism, args[1] if len(args) > 1 else None)
             if result.success:
                 session.authenticated = True

@@ -442,33 +442,43 @@ async def get_chaos(ctx: CtxDep) -> Response:
     return JSONResponse(_triggers_json(ctx.options.chaos.triggers))
 
 
+#: Mailpit's trigger names; it has no ``data`` stage
+_CHAOS_STAGES = {"Authentication": Stage.AUTH, "Recipient": Stage.RCPT, "Sender": Stage.MAIL}
+
+
 @router.put("/api/v1/chaos")
 async def set_chaos(request: Request, ctx: CtxDep) -> Response:
-    """Replace the triggers; one left out is reset (0 %), ``{}`` resets them all."""
+    """Replace Mailpit's three triggers; one left out is reset (0 %), ``{}`` resets them
+    all. The ``data`` trigger, which only ``/api/v1/chaos`` sets, is left as it is. The
+    triggers are the whole gateway's: a tenant's token is refused (403)."""
+    if ctx.tenant != "default":
+        raise HTTPException(403, "chaos changes the whole gateway: use the admin token")
     data = await _body(request) or {}
     given: dict[Stage, Trigger] = {}
-    for stage in Stage:
-        value = data.get(stage.value.lower())
+    for name, stage in _CHAOS_STAGES.items():
+        value = data.get(name.lower())
         if value is None:
             continue
         if not isinstance(value, dict):
-            raise InvalidInput(f"{stage.value} must be an object")
+            raise InvalidInput(f"{name} must be an object")
         fields = {str(k).lower(): v for k, v in value.items()}
         code, probability = fields.get("errorcode", 451), fields.get("probability", 0)
         if not isinstance(code, int) or not isinstance(probability, int):
-            raise InvalidInput(f"{stage.value}: ErrorCode and Probability must be integers")
+            raise InvalidInput(f"{name}: ErrorCode and Probability must be integers")
         given[stage] = trigger(code, probability)
-    return JSONResponse(_triggers_json(ctx.options.chaos.set(given)))
+    triggers = ctx.options.chaos.set(given, _CHAOS_STAGES.values())
+    return JSONResponse(_triggers_json(triggers))
 
 
 def _triggers_json(triggers: Triggers) -> dict[str, Any]:
-    return {
-        stage.value: {
-            "ErrorCode": triggers.at(stage).error_code,
-            "Probability": triggers.at(stage).probability,
-        }
-        for stage in (Stage.AUTHENTICATION, Stage.RECIPIENT, Stage.SENDER)
-    }
+    """Mailpit's shape; a fractional probability set through ``/api/v1/chaos`` as it is."""
+    return {name: _trigger_json(triggers.at(stage)) for name, stage in _CHAOS_STAGES.items()}
+
+
+def _trigger_json(t: Trigger) -> dict[str, Any]:
+    probability = float(t.probability)  # Mailpit's is whole: 50, not 50.0
+    whole = probability.is_integer()
+    return {"ErrorCode": t.code, "Probability": int(probability) if whole else probability}
 
 
 @router.get("/api/v1/info")

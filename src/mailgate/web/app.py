@@ -23,6 +23,7 @@ from mailgate.settings import HttpSettings, LimitSettings
 from mailgate.ui import UiOptions, mount_ui
 from mailgate.web import (
     api_accounts,
+    api_chaos,
     api_inbox,
     api_messages,
     api_smtp_users,
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(api_webhooks.router, prefix="/api/v1")
     app.include_router(api_smtp_users.router, prefix="/api/v1")
     app.include_router(api_sources.router, prefix="/api/v1")
+    app.include_router(api_chaos.router, prefix="/api/v1")
     app.mount("/mailpit", create_mailpit_app(mailpit))  # its own app: not in /openapi.json
     mount_docs(app)
     token = services.api_token.get_secret_value() if services.api_token else None

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from mailgate.inbox import Inbox
+from mailgate.ingest.chaos import Chaos
 from mailgate.services import AccountsService
 from mailgate.services.messages import MessagesService
 from mailgate.services.smtp_users import SmtpUsersService
@@ -41,3 +42,4 @@ class Services:
     webhooks: WebhooksService | None = None  #: None: /webhooks is 404
     firestore: PolledSource | None = None  #: the Firestore collection, when watched
     smtp_users: SmtpUsersService | None = None  #: SMTP submission users; None: 404
+    chaos: Chaos | None = None  #: the capture server's chaos triggers; None: /chaos is 404
