@@ -144,6 +144,14 @@ class ChaosTrigger(BaseModel):
         description="Percent of the stage's commands refused (fractions allowed); 0: off.",
     )
 
+    @field_validator("code", "probability", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        """JSON's true and false are no numbers (pydantic's lax mode takes them as 1, 0)."""
+        if isinstance(value, bool):
+            raise ValueError("a number, not true or false")
+        return value
+
 
 class ChaosSettings(BaseModel):
     """Capture's chaos triggers at start (issue 10); ``PUT /api/v1/chaos`` changes them."""

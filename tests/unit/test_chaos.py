@@ -73,7 +73,8 @@ def test_settings_give_the_triggers() -> None:
 @pytest.mark.parametrize(
     ("value", "error"),
     [({"smtp": {}}, "unknown chaos stage smtp"), ({"rcpt": {"code": 399}}, "rcpt.code"),
-     ({"rcpt": {"probability": 100.5}}, "rcpt.probability"), ({"rcpt": {"odds": 1}}, "odds")],
+     ({"rcpt": {"probability": 100.5}}, "rcpt.probability"), ({"rcpt": {"odds": 1}}, "odds"),
+     ({"rcpt": {"probability": True}}, "not true or false")],
 )  # fmt: skip
 def test_settings_refuse_what_cannot_work(value: object, error: str) -> None:
     with pytest.raises(ValidationError, match=error):
