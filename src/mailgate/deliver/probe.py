@@ -12,6 +12,7 @@ the network error, never the credentials (aiosmtplib's errors hold replies only)
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,10 @@ class ProbeStep:
     name: str  #: connect, tls, ehlo, auth, noop, quit (or auth for a provider)
     ok: bool
     reply: str | None = None  #: the server's reply (``535 5.7.8 …``) or the error, on failure
+    #: seconds the step took (the admin UI shows it); None where it was not a round trip
+    elapsed: float | None = None
+    #: the server's reply on success (``250 2.0.0 OK``), first line; None where there is none
+    answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +122,20 @@ class _Smtp:
             self.client.close()
 
     async def _step(self, name: str, call: Awaitable[object]) -> bool:
-        """Run one step; a refusal or an error is recorded with the reply."""
+        """Run one step, timed; a refusal or an error is recorded with the reply."""
+        started = time.monotonic()
         try:
-            await call
+            result = await call
         except aiosmtplib.SMTPResponseException as exc:
-            self.steps.append(ProbeStep(name, False, f"{exc.code} {exc.message}"))
+            took = time.monotonic() - started
+            self.steps.append(ProbeStep(name, False, f"{exc.code} {exc.message}", took))
             return False
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            self.steps.append(ProbeStep(_tls_or(name, exc), False, _describe(exc)))
+            took = time.monotonic() - started
+            self.steps.append(ProbeStep(_tls_or(name, exc), False, _describe(exc), took))
             return False
-        self.steps.append(ProbeStep(name, True))
+        took = time.monotonic() - started
+        self.steps.append(ProbeStep(name, True, None, took, _first_line(result)))
         return True
 
     async def _connect(self) -> bool:
@@ -164,6 +173,14 @@ class _Smtp:
 
     async def _noop(self) -> bool:
         return await self._step("noop", self.client.noop())
+
+
+def _first_line(result: object) -> str | None:
+    """``code text`` of a reply's first line (EHLO's extension list is left out)."""
+    if not isinstance(result, aiosmtplib.SMTPResponse):
+        return None
+    first = result.message.partition("\n")[0]
+    return f"{result.code} {first}"[:200]
 
 
 def _tls_or(name: str, exc: BaseException) -> str:
