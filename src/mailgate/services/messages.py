@@ -32,13 +32,28 @@ class MessagesService:
         return await self.submissions.submit(items, tenant)
 
     async def list(
-        self, tenant: str, *, state: State | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        tenant: str | None,
+        *,
+        state: State | None = None,
+        account: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[MessageRecord], str | None]:
-        """Newest first; the cursor of the next page, or None on the last one."""
-        return await self.queue.list(tenant, state=state, limit=limit, cursor=cursor)
+        """Newest first; the cursor of the next page, or None on the last one. ``tenant``
+        None: every tenant's (the admin UI); ``text``: see :meth:`QueueStore.list`."""
+        return await self.queue.list(
+            tenant, state=state, account=account, text=text, limit=limit, cursor=cursor
+        )
 
-    async def get(self, message_id: str, tenant: str) -> MessageRecord:
+    async def get(self, message_id: str, tenant: str | None) -> MessageRecord:
+        """``tenant`` None: whichever tenant's (the admin UI)."""
         return await self.queue.get(message_id, tenant)
+
+    async def content(self, message_id: str) -> tuple[str | None, str | None, bytes | None]:
+        """Text body, HTML body, and the source as an SMTP client sent it (if it did)."""
+        return await self.queue.content(message_id)
 
     async def retry(self, message_id: str, tenant: str) -> MessageRecord:
         """Deferred or failed → queued, due now, to the recipients still pending."""

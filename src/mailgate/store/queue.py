@@ -17,11 +17,13 @@ from sqlalchemy import (
     Connection,
     Insert,
     Integer,
+    Text,
     and_,
     bindparam,
     cast,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -200,16 +202,12 @@ class QueueStore:
         # func.min keeps the column's type, so this is already aware UTC.
         return value if isinstance(value, datetime) else None
 
-    async def get(self, message_id: str, tenant: str) -> MessageRecord:
+    async def get(self, message_id: str, tenant: str | None) -> MessageRecord:
+        """The message and its attempts; ``tenant`` None: whichever tenant's (the admin)."""
+        mine = () if tenant is None else (messages.c.tenant == tenant,)
         async with self.db.read() as conn:
             row = (
-                (
-                    await conn.execute(
-                        select(messages).where(
-                            messages.c.id == message_id, messages.c.tenant == tenant
-                        )
-                    )
-                )
+                (await conn.execute(select(messages).where(messages.c.id == message_id, *mine)))
                 .mappings()
                 .one_or_none()
             )
@@ -229,19 +227,49 @@ class QueueStore:
         return replace(record_from_row(row), attempts=tuple(attempt_from_row(t) for t in tries))
 
     async def list(
-        self, tenant: str, *, state: State | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        tenant: str | None,
+        *,
+        state: State | None = None,
+        account: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[MessageRecord], str | None]:
-        """Newest first; pass the returned cursor to get the next page."""
+        """Newest first; pass the returned cursor to get the next page. ``tenant`` None:
+        every tenant's (the admin UI). ``text``: an id or key, or a piece of the subject,
+        sender or a To address, any case.
+
+        Every filter walks the primary key newest first and stops after ``limit + 1``
+        matches (tenant and state use ``ix_messages_tenant_state``): a page of a common
+        match costs a page, never an offset; a rare text scans until it has found it."""
         c = messages.c
-        query = select(messages).where(c.tenant == tenant).order_by(c.id.desc()).limit(limit + 1)
+        query = select(messages).order_by(c.id.desc()).limit(limit + 1)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
         if state is not None:
             query = query.where(c.state == state)
+        if account is not None:
+            query = query.where(c.account == account)
+        if text:
+            query = query.where(_text_matches(text))
         if cursor:
             query = query.where(c.id < cursor)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
         records = [record_from_row(r) for r in rows[:limit]]
         return records, (records[-1].id if len(rows) > limit else None)
+
+    async def content(self, message_id: str) -> tuple[str | None, str | None, bytes | None]:
+        """The message's text and HTML bodies, and the source an SMTP client sent (None
+        for any other): what a reader of one message needs, left out of lists."""
+        c = messages.c
+        query = select(c.text_body, c.html_body, c.raw).where(c.id == message_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound(f"no message {message_id}")
+        return row.text_body, row.html_body, row.raw
 
     async def retry(self, message_id: str, tenant: str, now: datetime) -> None:
         """Deferred or failed → queued, due now."""
@@ -354,6 +382,20 @@ class QueueStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return {row.id: (row.key, row.meta) for row in rows}
+
+
+def _text_matches(text: str) -> ColumnElement[bool]:
+    """An id or key as given, or ``text`` inside the subject, sender or To (LIKE's own
+    ``%`` and ``_`` taken literally)."""
+    c = messages.c
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return or_(
+        c.id == text,
+        c.key == text,
+        c.subject.ilike(pattern, escape="\\"),
+        c.sender.ilike(pattern, escape="\\"),
+        cast(c.to_addrs, Text).ilike(pattern, escape="\\"),
+    )
 
 
 def _minutes_since(

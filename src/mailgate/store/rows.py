@@ -68,6 +68,8 @@ class MessageRecord:
     metadata: dict[str, Any]
     attempts: tuple[Attempt, ...] = ()
     wait_reason: str | None = None  #: why a due message is held (its account, a rate limit)
+    tenant: str = ""
+    source: str = ""  #: how it came in: rest, smtp, firestore:…
 
 
 def message_row(m: Message, now: datetime) -> dict[str, Any]:
@@ -148,6 +150,8 @@ def record_from_row(row: RowMapping) -> MessageRecord:
         last_error=row["last_error"],
         metadata=row["meta"],
         wait_reason=row["wait_reason"],
+        tenant=row["tenant"],
+        source=row["source"],
     )
 
 
