@@ -88,6 +88,8 @@ def create_app(
     app.include_router(api_smtp_users.router, prefix="/api/v1")
     app.include_router(api_sources.router, prefix="/api/v1")
     app.include_router(api_chaos.router, prefix="/api/v1")
+    mailpit = mailpit or MailpitOptions()
+    app.state.mailpit = mailpit  # the UI's inbox pages release and check links with it
     app.mount("/mailpit", create_mailpit_app(mailpit))  # its own app: not in /openapi.json
     mount_docs(app)
     token = services.api_token.get_secret_value() if services.api_token else None
