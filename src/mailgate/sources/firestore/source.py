@@ -144,7 +144,7 @@ class FirestoreSource:
         self.options = options
         self.owner = owner
         self.now = now
-        self.poll_interval = options.poll_interval  #: changeable at run time
+        self._poll_interval = options.poll_interval
         self.stats = SourceStats()
         self.collection = client.collection(options.collection)
         self._arrived: asyncio.Queue[tuple[str, dict[str, Any], datetime]] = asyncio.Queue()
@@ -184,6 +184,21 @@ class FirestoreSource:
         if state == "broken":
             self.stats.stream_restarts += 1
         self.stats.stream = state
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between polls; changed at run time (``firestore.poll_interval``)."""
+        return self._poll_interval
+
+    @poll_interval.setter
+    def poll_interval(self, seconds: float) -> None:
+        """A shorter interval ends the wait under way (an hour's, say) instead of
+        taking effect after it: the poll that follows is now, the next ones wait the
+        new interval."""
+        shorter = seconds < self._poll_interval
+        self._poll_interval = seconds
+        if shorter:
+            self._poll_now.set()
 
     def stats_view(self) -> dict[str, Any]:
         """What ``GET /api/v1/stats`` shows of the source."""
