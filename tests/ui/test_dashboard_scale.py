@@ -4,7 +4,6 @@ fast as an empty one does (issue 11: pages in < 100 ms)."""
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -78,5 +77,8 @@ def test_the_dashboard_answers_in_under_100_ms_with_100_000_messages(
             began = time.perf_counter()
             assert http.get("/").status_code == 200
             timings.append(time.perf_counter() - began)
-    median = statistics.median(timings)
-    assert median < 0.1, f"GET / took {median * 1000:.0f} ms (median of 10)"
+    # the best of ten: what the page costs, not how busy the machine running the suite is
+    # (the median flaked beside parallel browser tests; dropping the indexes the page
+    # reads makes even the best 150 ms)
+    best = min(timings)
+    assert best < 0.1, f"GET / took {best * 1000:.0f} ms at best (of 10)"
