@@ -19,6 +19,7 @@ from mailgate.ui import (
     pages,
     queue_pages,
     settings_pages,
+    webhooks_pages,
 )
 from mailgate.ui.context import UiContext, ui_context
 from mailgate.ui.guard import COOKIE, LoginRequired
@@ -35,7 +36,7 @@ def mount_ui(app: FastAPI, options: UiOptions, *, api_token: str | None) -> None
     app.include_router(assets.router)
     app.include_router(pages.login_router)
     # each page's own module first: its route shadows the placeholder in pages.router
-    for page in (queue_pages, inbox_pages, accounts_pages, settings_pages):
+    for page in (queue_pages, inbox_pages, accounts_pages, settings_pages, webhooks_pages):
         app.include_router(page.router)
     app.include_router(pages.router)
     app.add_exception_handler(LoginRequired, _login_page)
