@@ -372,6 +372,7 @@ inbox = Table(
     Column("message_id", SafeText),
     Index("ix_inbox_tenant_id", "tenant", "id"),
     Index("ix_inbox_tenant_box_id", "tenant", "box", "id"),  # one inbox, newest first
+    Index("ix_inbox_tenant_box_read", "tenant", "box", "read"),  # each inbox's counts
 )
 
 # Sending identities (issue 6): an SMTP account or a provider, per tenant. Secrets are
