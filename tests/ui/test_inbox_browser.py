@@ -311,3 +311,23 @@ def test_tags_unread_and_release_from_the_message_page(
     expect(original).to_have_class("msg unread")
     expect(original.locator(".tag")).to_have_text(["one", "two"])
     _clean(watched)
+
+
+def test_the_links_tab_lists_the_links_and_checks_them(
+    ui_gateway: Callable[..., GatewayThread], new_page: Callable[..., Watched]
+) -> None:
+    gw = ui_gateway(Mode.DEV, inbox={"link_check_private": True})  # the server is local
+    with FileServer() as site:
+        good, gone = site.url("/status/200"), site.url("/status/404")
+        html = f'<a href="{good}">fine</a> <a href="{gone}">broken</a>'
+        _send(gw, _mail("links", html=html))
+        watched = new_page()
+        page = watched.page
+        page.goto(f"{gw.url}/inbox/{_only_id(gw)}?tab=links")
+        rows = page.locator("table.links tbody tr")
+        expect(rows).to_have_count(2)
+        assert site.hosts == []  # listing them asks nothing
+        page.get_by_role("button", name="Check links").click()
+        expect(rows.filter(has_text="fine").locator("td").last).to_have_text("200 OK")
+        expect(rows.filter(has_text="broken").locator("td").last).to_have_text("404 Not Found")
+        _clean(watched)

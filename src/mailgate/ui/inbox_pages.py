@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from mailgate.deliver.ssrf import NetGuard
 from mailgate.errors import InvalidInput, NotFound
@@ -172,7 +173,10 @@ async def inbox_events(
 
     stream = woken_stream(fragments, sub, ui.options.refresh, lambda: ui.options.pulse.closed)
     return StreamingResponse(
-        stream, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+        stream,
+        media_type="text/event-stream",
+        headers={"X-Accel-Buffering": "no"},
+        background=BackgroundTask(sub.close),  # also when the stream never started
     )
 
 
