@@ -40,7 +40,7 @@ from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
 from mailgate.ingest import Submissions
-from mailgate.ingest.chaos import Chaos, configured
+from mailgate.ingest.chaos import Chaos, Stage, configured
 from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
 from mailgate.ingest.smtp_submission import SubmissionHandler
@@ -50,6 +50,7 @@ from mailgate.reports.sync import ReportSync, pause
 from mailgate.reports.webhooks import WebhookSender
 from mailgate.services import AccountsService, ProbeSettings
 from mailgate.services.messages import MessagesService
+from mailgate.services.runtime import RuntimeSettings
 from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
@@ -57,6 +58,7 @@ from mailgate.store import AccountStore, Database, InboxStore, QueueStore, Token
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
+from mailgate.store.runtime_settings import RuntimeSettingsStore
 from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.ui import Pulse, SmtpStatus, UiOptions
@@ -75,6 +77,10 @@ log = logging.getLogger(__name__)
 class Mode(StrEnum):
     DEV = "dev"  #: capture server: SMTP capture, every message to the inbox
     SERVE = "serve"  #: gateway: deliver through the relay (capture when none is set)
+
+
+#: seconds between looks at the settings another process may have changed
+RUNTIME_REFRESH = 5.0
 
 
 class Gateway:
@@ -111,9 +117,12 @@ class Gateway:
         self.report_sync: ReportSync | None = None  #: POSTs reports to reports.sync_url
         self.router: Router
         self.mailpit: MailpitOptions  #: release, chaos and info of the Mailpit API
+        self.ui_pulse = Pulse()  #: wakes the admin UI's live pages when mail moves
         #: the capture server's chaos triggers, set by both chaos routes (issue 10)
         self.chaos = Chaos(configured(settings.smtp.chaos))
-        self.ui_pulse = Pulse()  #: wakes the admin UI's live pages when mail moves
+        self.runtime: RuntimeSettings  #: settings changed at run time (issue 11)
+        self._log_level = logging.getLogger().level  #: the process's, without a change
+        self._retention_changed = asyncio.Event()  #: wakes the purge loop early
         self._stack = AsyncExitStack()
 
     @property
@@ -140,6 +149,11 @@ class Gateway:
         db = self._db = Database(self.db_url)
         self._stack.push_async_callback(db.aclose)
         await db.migrate()
+        # the changes made at run time (admin UI, PATCH /api/v1/settings) over the configured
+        self.runtime = RuntimeSettings(RuntimeSettingsStore(db), self.clock, s)
+        s = self.settings = await self.runtime.load()
+        self._set_chaos(s)
+        self._stack.callback(logging.getLogger().setLevel, self._log_level)  # as it found it
         queue = self._queue = QueueStore(db)
         boxes = s.inbox.boxes
         inbox_store = InboxStore(
@@ -221,7 +235,12 @@ class Gateway:
             firestore=self.firestore,
             smtp_users=smtp_users,
             chaos=self.chaos,
+            runtime=self.runtime,
         )
+        self.runtime.apply = self._apply_runtime
+        self._apply_runtime(s, self.runtime.log_level)
+        refreshing = asyncio.create_task(self._refresh_runtime(), name="mailgate-settings")
+        self._stack.push_async_callback(_cancel, refreshing)
         await self._start_web(services)
         # stopping, waits and event streams end before the web server waits for them
         self._stack.callback(self.inbox.events.close)
@@ -582,9 +601,10 @@ class Gateway:
         return AttachmentFiles(directory, store_url=self.db_url, cleanup_after=s.cleanup_after)
 
     async def _purge_every(self, db: Database) -> None:
-        """Retention (``store.retention``): at start, then every ``retention.interval``."""
-        keep = timedelta(days=self.settings.retention.days)
+        """Retention (``store.retention``): at start, then every ``retention.interval``,
+        and at once when a retention setting is changed at run time."""
         while True:
+            keep = timedelta(days=self.settings.retention.days)
             try:
                 purged = await purge(db, self.clock.now() - keep)
                 if purged.messages or purged.events:
@@ -595,7 +615,37 @@ class Gateway:
                              " max_age_days", p.box, p.tenant, p.count)  # fmt: skip
             except Exception:
                 log.exception("retention purge failed; trying again at the next interval")
-            await asyncio.sleep(self.settings.retention.interval)
+            self._retention_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.retention.interval):
+                    await self._retention_changed.wait()
+
+    def _apply_runtime(self, s: Settings, log_level: str | None) -> None:
+        """Put settings changed at run time into the running parts (RuntimeSettings)."""
+        before, self.settings = self.settings, s
+        logging.getLogger().setLevel(log_level or self._log_level)
+        self.dispatcher.retry = s.retry.policy()
+        if self.firestore is not None:
+            self.firestore.poll_interval = s.firestore.poll_interval
+        self.inbox.store.max_messages = s.inbox.max_messages
+        self.inbox.max_age_days = s.inbox.max_age_days
+        if s.smtp.chaos != before.smtp.chaos:  # else what PUT /api/v1/chaos set stays
+            self._set_chaos(s)
+        if (s.retention, s.inbox.max_age_days) != (before.retention, before.inbox.max_age_days):
+            self._retention_changed.set()
+
+    def _set_chaos(self, s: Settings) -> None:
+        triggers = configured(s.smtp.chaos)
+        self.chaos.set({stage: triggers.at(stage) for stage in Stage})
+
+    async def _refresh_runtime(self) -> None:
+        """Pick up settings another process changed (they share the database)."""
+        while True:
+            await asyncio.sleep(RUNTIME_REFRESH)
+            try:
+                await self.runtime.refresh()
+            except Exception:
+                log.exception("cannot read the settings changed at run time; trying again")
 
     async def readiness(self) -> dict[str, str]:
         """Each part that must work for this gateway to take mail: ``ok``, or why not."""

@@ -6,6 +6,7 @@ draw used for jitter, which keeps every rule testable with plain values.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -143,7 +144,11 @@ class RetryPolicy:
         Jitter spreads retries both ways (``draw`` 0.5 is the plain backoff), so a
         burst deferred together does not come back together.
         """
-        delay = min(self.initial_delay * self.multiplier ** max(attempts - 1, 0), self.max_delay)
+        try:
+            grown = self.initial_delay * self.multiplier ** max(attempts - 1, 0)
+        except OverflowError:  # a big multiplier many attempts in: far past max_delay
+            grown = math.inf
+        delay = min(grown, self.max_delay)
         delay *= 1 + self.jitter * (2 * draw - 1)
         return timedelta(seconds=max(delay, 0.0))
 

@@ -443,7 +443,7 @@ class FirestoreSettings(BaseModel):
     )
     tenant: str = Field("default", description="The tenant the documents' mail belongs to.")
     poll_interval: float = Field(
-        10.0, gt=0, description="Seconds between polls (besides the listener)."
+        10.0, gt=0, le=86400, description="Seconds between polls (besides the listener)."
     )
     listen: bool = Field(True, description="Listen to the collection (on_snapshot) too.")
     sweep_interval: float = Field(
@@ -552,6 +552,7 @@ class InboxSettings(BaseModel):
     max_messages: int = Field(
         1000,
         ge=0,
+        le=10_000_000,
         description="Captured messages kept per inbox (of each tenant); past it that inbox's"
         " oldest go as new ones arrive. 0: no limit.",
     )
@@ -565,6 +566,7 @@ class InboxSettings(BaseModel):
     max_age_days: float = Field(
         7.0,
         ge=0,
+        le=36500,
         description="Captured messages older than this many days are deleted (checked every"
         " retention.interval). 0: kept however old.",
     )
@@ -630,11 +632,12 @@ class RetentionSettings(BaseModel):
     days: float = Field(
         7.0,
         gt=0,
+        le=36500,
         description="Finished messages (sent, failed, cancelled) and their events are"
         " deleted this many days after their last event, once every outbox consumer has"
         " them.",
     )
-    interval: float = Field(600.0, gt=0, description="Seconds between purges.")
+    interval: float = Field(600.0, gt=0, le=86400, description="Seconds between purges.")
     enabled: bool = Field(True, description="Purge in this process.")
 
 
@@ -656,16 +659,25 @@ class RetrySettings(BaseModel):
     An account overrides any of these in its limits (``retry``).
     """
 
-    initial_delay: float = Field(60.0, description="Seconds before the second attempt.")
-    multiplier: float = Field(2.0, description="Backoff factor between attempts.")
+    initial_delay: float = Field(
+        60.0, ge=0, le=2_592_000, description="Seconds before the second attempt."
+    )
+    multiplier: float = Field(2.0, ge=1, le=100, description="Backoff factor between attempts.")
     max_delay: float = Field(
-        3600.0, description="Longest wait between attempts, seconds (before jitter)."
+        3600.0,
+        ge=0,
+        le=2_592_000,
+        description="Longest wait between attempts, seconds (before jitter).",
     )
-    max_age: float = Field(259200.0, description="Give up this many seconds after queueing.")
+    max_age: float = Field(
+        259200.0, gt=0, le=31_536_000, description="Give up this many seconds after queueing."
+    )
     jitter: float = Field(
-        0.2, description="Each delay moves by up to ± this fraction, drawn at random."
+        0.2, ge=0, lt=1, description="Each delay moves by up to ± this fraction, drawn at random."
     )
-    max_attempts: int = Field(10, description="Give up after this many counted attempts.")
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="Give up after this many counted attempts."
+    )
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(**self.model_dump())

@@ -1,18 +1,21 @@
-"""``POST /api/v1/poll`` and ``GET/PATCH /api/v1/settings``: the operator's controls of a
-polled source (the Firestore collection), applied at once, without a restart.
+"""``POST /api/v1/poll`` and ``GET/PATCH /api/v1/settings``: the operator's controls,
+applied at once, without a restart: poll the Firestore collection now, and change the
+settings that may change at run time (:mod:`mailgate.services.runtime`), which persist.
 
 These act on the whole gateway, so a tenant's token is refused (403) as for /metrics.
-Settings changed here last until the process stops (the admin UI's issue makes them
-persist).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from mailgate.errors import InvalidInput
+from mailgate.services.runtime import LOG_LEVELS, RUNTIME, RuntimeSettings, boot_view
+from mailgate.settings import Settings
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
 from mailgate.web.responses import errors
 from mailgate.web.services import PolledSource
@@ -33,13 +36,62 @@ class PollOut(BaseModel):
 
 
 class SettingsOut(BaseModel):
-    poll_interval: float = Field(description="seconds between polls of the source")
+    poll_interval: float = Field(
+        description="seconds between polls of the Firestore source (firestore.poll_interval)"
+    )
+    runtime: dict[str, Any] = Field(
+        description="each setting changed at run time, by dotted name: its value in force"
+    )
+    changed: list[str] = Field(
+        description="of them, the ones changed from the configured value (stored)"
+    )
+    boot: dict[str, Any] = Field(
+        description="every configured setting, read only (a restart changes them);"
+        " secrets as **********"
+    )
 
 
-class SettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _no_booleans(cls: type[BaseModel], data: Any) -> Any:
+    """A number is not true or false (pydantic's lax mode would take them as 1 and 0)."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if isinstance(value, bool):
+                raise ValueError(f"{name}: a number, not {str(value).lower()}")
+    return data
 
-    poll_interval: float | None = Field(None, gt=0, le=86400)
+
+def _patch_model() -> type[BaseModel]:
+    """The PATCH body: each runtime setting by its dotted name, optional and nullable
+    (null: back to the configured value), with the constraints of its setting, so the
+    schema says exactly what is accepted."""
+    fields: dict[str, Any] = {
+        "poll_interval": (float | None, Field(None, gt=0, le=86400, description=POLL_ALIAS))
+    }
+    for name in RUNTIME:
+        if name == "log_level":
+            fields["log_level"] = (Literal[LOG_LEVELS] | None, Field(None))
+            continue
+        section, _, field = name.partition(".")
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        source = model.model_fields[field]
+        constrained = (
+            Annotated[(source.annotation, *source.metadata)]
+            if source.metadata
+            else source.annotation
+        )
+        info = Field(None, alias=name, description=source.description)
+        fields[name.replace(".", "__")] = (Optional[constrained], info)  # noqa: UP045
+    return create_model(
+        "SettingsPatch",
+        __config__=ConfigDict(extra="forbid", populate_by_name=False),
+        __validators__={"no_booleans": model_validator(mode="before")(_no_booleans)},  # type: ignore[dict-item]
+        **fields,
+    )
+
+
+POLL_ALIAS = "firestore.poll_interval, as it was named before"
+SettingsPatch = _patch_model()
 
 
 def _source(services: ServicesDep, tenant: TenantDep) -> PolledSource:
@@ -57,17 +109,49 @@ async def poll_now(services: ServicesDep, tenant: TenantDep) -> Any:
     return {"found": result.found, "queued": result.queued, "errors": result.errors}
 
 
-@router.get("/settings", response_model=SettingsOut, responses=errors(404) | _FORBIDDEN)
+@router.get("/settings", response_model=SettingsOut, responses=errors() | _FORBIDDEN)
 async def get_settings(services: ServicesDep, tenant: TenantDep) -> Any:
-    return {"poll_interval": _source(services, tenant).poll_interval}
+    """The settings changed at run time (their values in force, and which were changed)
+    and the boot-only ones, secrets redacted."""
+    return _settings_view(_runtime(services, tenant))
 
 
-@router.patch(
-    "/settings", response_model=SettingsOut, responses=errors(400, 404, 415) | _FORBIDDEN
-)
-async def patch_settings(patch: SettingsPatch, services: ServicesDep, tenant: TenantDep) -> Any:
-    """Applied at once: the next poll waits the new interval."""
-    source = _source(services, tenant)
-    if patch.poll_interval is not None:
-        source.poll_interval = patch.poll_interval
-    return {"poll_interval": source.poll_interval}
+@router.patch("/settings", response_model=SettingsOut, responses=errors(400, 415) | _FORBIDDEN)
+async def patch_settings(
+    patch: SettingsPatch,  # type: ignore[valid-type]
+    services: ServicesDep,
+    tenant: TenantDep,
+) -> Any:
+    """Applied at once, without a restart (the next poll waits a new poll interval, the
+    next retry follows a new schedule), stored first so they outlive a restart, and
+    picked up within seconds by every process sharing the database. A wrong value is
+    422 naming it; then nothing changes."""
+    runtime = _runtime(services, tenant)
+    changes = patch.model_dump(by_alias=True, exclude_unset=True)  # type: ignore[attr-defined]
+    if "poll_interval" in changes:
+        changes["firestore.poll_interval"] = changes.pop("poll_interval")
+    try:
+        await runtime.change(changes)
+    except InvalidInput as exc:  # as FastAPI's own 422 says what is wrong
+        name = str(exc).partition(":")[0]
+        problem = {"type": "value_error", "loc": ["body", name], "msg": str(exc)}
+        raise RequestValidationError([problem]) from None
+    return _settings_view(runtime)
+
+
+def _runtime(services: ServicesDep, tenant: str) -> RuntimeSettings:
+    if tenant != "default":
+        raise HTTPException(403, "this changes the whole gateway: use the admin token")
+    if services.runtime is None:
+        raise HTTPException(404, "settings are not changed at run time here")
+    return services.runtime
+
+
+def _settings_view(runtime: RuntimeSettings) -> dict[str, Any]:
+    values = runtime.current()
+    return {
+        "poll_interval": values["firestore.poll_interval"],
+        "runtime": values,
+        "changed": sorted(runtime.changed),
+        "boot": boot_view(runtime.configured),
+    }

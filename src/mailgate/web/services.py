@@ -11,6 +11,7 @@ from mailgate.inbox import Inbox
 from mailgate.ingest.chaos import Chaos
 from mailgate.services import AccountsService
 from mailgate.services.messages import MessagesService
+from mailgate.services.runtime import RuntimeSettings
 from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.store import TokenStore
@@ -43,3 +44,4 @@ class Services:
     firestore: PolledSource | None = None  #: the Firestore collection, when watched
     smtp_users: SmtpUsersService | None = None  #: SMTP submission users; None: 404
     chaos: Chaos | None = None  #: the capture server's chaos triggers; None: /chaos is 404
+    runtime: RuntimeSettings | None = None  #: settings changed at run time (/settings)
