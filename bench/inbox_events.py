@@ -14,7 +14,7 @@ machine a frame may beat the client's own read of the reply: a latency below zer
 Printed per phase: count, p50, p95, max, frames missing after ``--timeout`` seconds,
 the reader's event-loop lag (the measuring error) and mailgate's CPU seconds.
 
-    .venv/bin/python -m bench.inbox_events [--messages 500] [--rate 50] [--connections 4]
+    .venv/bin/python bench/inbox_events.py [--messages 500] [--rate 50] [--connections 4]
 
 ``PYTHONPATH=snapshot/src`` measures a snapshot, as the other benchmarks do.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
-from bench._harness import (
+from _harness import (
     RECIPIENT,
     SENDER,
     LoopLag,

@@ -1,5 +1,5 @@
-"""The UI's routes: the dashboard and its stream, placeholders for the pages still to
-come, and the login form.
+"""The UI's routes here: the dashboard and its stream, and the login form (each other
+page group has its module: ``queue_pages``, ``inbox_pages``, …).
 
 Everything on :data:`router` passes :func:`~mailgate.ui.guard.ui_guard` (sessions,
 credentials, CSRF); only the login form's POST is outside it and checks its own.
@@ -8,12 +8,11 @@ credentials, CSRF); only the login form's POST is outside it and checks its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from mailgate.ui.context import NAV, render, ui_context
+from mailgate.ui.context import render, ui_context
 from mailgate.ui.dashboard import dashboard_view, render_fragments
 from mailgate.ui.guard import (
     COOKIE,
@@ -25,14 +24,10 @@ from mailgate.ui.guard import (
 )
 from mailgate.ui.live import fragment_stream
 
-__all__ = ["PLACEHOLDERS", "login_router", "router"]
+__all__ = ["login_router", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(ui_guard)])
 login_router = APIRouter(include_in_schema=False)
-
-#: pages in the navigation not built yet: each shows the layout and says so. A page
-#: that gets its own route leaves this list.
-PLACEHOLDERS = tuple(path for path, _ in NAV if path != "/")
 
 
 @router.get("/")
@@ -52,18 +47,6 @@ async def dashboard_events(request: Request) -> StreamingResponse:
 
     stream = fragment_stream(fragments, ui.options.pulse, ui.options.refresh)
     return StreamingResponse(stream, media_type="text/event-stream")
-
-
-def _placeholder(title: str) -> Callable[[Request, UiSessionDep], Awaitable[HTMLResponse]]:
-    async def page(request: Request, session: UiSessionDep) -> HTMLResponse:
-        return render(request, "placeholder.html", session, title=title)
-
-    return page
-
-
-for _path, _title in NAV:
-    if _path in PLACEHOLDERS:
-        router.add_api_route(_path, _placeholder(_title), methods=["GET"])
 
 
 @router.post("/ui/logout")
