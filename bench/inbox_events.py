@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
+from websockets.asyncio.client import ClientConnection, connect
+
 from _harness import (
     RECIPIENT,
     SENDER,
@@ -49,7 +51,6 @@ from _harness import (
     wait_http,
     wait_smtp,
 )
-from websockets.asyncio.client import ClientConnection, connect
 
 
 @dataclass
