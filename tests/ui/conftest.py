@@ -1,7 +1,7 @@
 """The admin UI in a real browser: Debian's Chromium driven by Playwright (PEERS.md).
 
-``browser`` starts Chromium once per test session (per xdist worker) and closes it at
-the end; each test gets a fresh context (cookies, credentials) from ``new_page``.
+``browser`` starts Chromium for each test and closes it after (see its note); each
+test gets a fresh context (cookies, credentials) from ``new_page``.
 Playwright's sync API cannot run inside an event loop, so the browser tests are plain
 functions and the gateway runs in a thread of its own (:class:`GatewayThread`).
 """
@@ -40,8 +40,11 @@ document.addEventListener('securitypolicyviolation',
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """Chromium for one test: Playwright's sync API keeps its event loop marked running
+    in this thread while it is open, and the async tests an xdist worker runs next would
+    find it there."""
     if shutil.which("chromium") is None or not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium (.ci/run)")
     with sync_playwright() as playwright:
