@@ -11,25 +11,22 @@ over SMTP and the REST API; then photographs each page with Debian's Chromium at
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from playwright.sync_api import sync_playwright
 
 from mailgate.app import Gateway, Mode
 from mailgate.settings import Settings
+from mailgate.threaded import GatewayThread
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -60,31 +57,6 @@ SIGN_IN_HTML = """\
   </div>
 </body></html>
 """
-
-
-class GatewayThread:
-    """A :class:`Gateway` in its own thread and event loop (as ``tests/ui`` runs one)."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> GatewayThread:
-        self._thread.start()
-        self.call(self.gateway.__aenter__())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.call(self.gateway.__aexit__(None, None, None))
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
 def settings(db_url: str) -> Settings:

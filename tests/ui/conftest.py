@@ -8,22 +8,20 @@ functions and the gateway runs in a thread of its own (:class:`GatewayThread`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from mailgate.app import Gateway, Mode
+from mailgate.threaded import GatewayThread
 from tests.integration.conftest import fast_settings
 
-T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -89,35 +87,6 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Watched]]:
     yield make
     for context in contexts:
         context.close()
-
-
-class GatewayThread:
-    """A :class:`Gateway` running in its own thread and event loop."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> GatewayThread:
-        self._thread.start()
-        self.call(self.gateway.__aenter__())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.call(self.gateway.__aexit__(None, None, None))
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    @property
-    def url(self) -> str:
-        return self.gateway.http_url
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from mailgate.crypto import generate_key
+from mailgate.threaded import GatewayThread
 from tests.accounts_peers import PASSWORD
 from tests.peers import Upstream
 from tests.tls import server_context
-from tests.ui.conftest import GatewayThread, Watched
+from tests.ui.conftest import Watched
 
 WRONG = "Wrong-Pa55word-0c1d"
 STEPS = ("connect", "ehlo", "tls", "ehlo-2", "auth", "noop", "quit")

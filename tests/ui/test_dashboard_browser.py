@@ -11,7 +11,8 @@ from playwright.sync_api import expect
 
 from mailgate import __version__
 from mailgate.app import Mode
-from tests.ui.conftest import GatewayThread, Watched
+from mailgate.threaded import GatewayThread
+from tests.ui.conftest import Watched
 
 PASSWORD = "submission-pw-4567"
 RAW = b"From: app@example.com\r\nTo: you@example.com\r\nSubject: hi\r\n\r\nbody\r\n"

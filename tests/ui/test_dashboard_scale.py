@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from mailgate.model import State
 from mailgate.store import Database
 from mailgate.store.schema import messages
-from tests.ui.conftest import GatewayThread
+from mailgate.threaded import GatewayThread
 
 TOTAL = 100_000
 #: the spread of a busy gateway's store: mostly sent, over the last three days

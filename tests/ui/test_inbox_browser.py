@@ -13,8 +13,9 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from mailgate.app import Mode
+from mailgate.threaded import GatewayThread
 from tests.content_peers import FileServer
-from tests.ui.conftest import GatewayThread, Watched
+from tests.ui.conftest import Watched
 
 SSE_OPEN = (
     "document.querySelector('[sse-connect]')['htmx-internal-data']?.sseEventSource"

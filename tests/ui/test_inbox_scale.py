@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from mailgate.app import Mode
 from mailgate.store import Database
 from mailgate.store.schema import inbox
-from tests.ui.conftest import GatewayThread
+from mailgate.threaded import GatewayThread
 
 TOTAL = 100_000
 RAW = b"From: app@example.com\r\nTo: you@example.com\r\nSubject: s\r\n\r\nbody\r\n"

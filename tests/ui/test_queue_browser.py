@@ -15,8 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from mailgate.threaded import GatewayThread
 from tests.peers import Upstream
-from tests.ui.conftest import GatewayThread, Watched
+from tests.ui.conftest import Watched
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from playwright.sync_api import expect
 
-from tests.ui.conftest import GatewayThread, Watched
+from mailgate.threaded import GatewayThread
+from tests.ui.conftest import Watched
 
 ADMIN = {"username": "ops", "password": "correct horse battery"}
 CREDENTIALS = {"admin_user": ADMIN["username"], "admin_pass": ADMIN["password"]}

@@ -11,8 +11,8 @@ import pytest
 
 from mailgate.app import Gateway, Mode
 from mailgate.errors import ConfigError
+from mailgate.threaded import GatewayThread
 from tests.integration.conftest import fast_settings
-from tests.ui.conftest import GatewayThread
 
 ADMIN = ("ops", "correct horse battery")
 TOKEN = "ui-token-5531"

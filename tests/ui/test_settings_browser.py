@@ -20,10 +20,11 @@ from playwright.sync_api import Page, expect
 
 from mailgate.app import Gateway, Mode
 from mailgate.settings import Settings
+from mailgate.threaded import GatewayThread
 from mailgate.ui.settings_form import boot_rows
 from tests.firestore_peer import Emulator
 from tests.integration.conftest import fast_settings
-from tests.ui.conftest import GatewayThread, Watched
+from tests.ui.conftest import Watched
 
 TOKEN = "api-token-Secret-7Hq2"
 RELAY_PASSWORD = "relay-Secret-pw-93kd"

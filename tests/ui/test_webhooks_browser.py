@@ -11,8 +11,9 @@ import httpx
 from playwright.sync_api import expect
 
 from mailgate.crypto import generate_key
+from mailgate.threaded import GatewayThread
 from tests.http_peer import Receiver
-from tests.ui.conftest import GatewayThread, Watched
+from tests.ui.conftest import Watched
 
 SECRET = "whsec-typed-in-the-page-0123456789"
 MESSAGE = {"to": "a@example.com", "subject": "hook me", "text": "x"}
