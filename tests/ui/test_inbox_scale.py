@@ -3,39 +3,21 @@ indexes; the time each takes is printed (issue 11 asks < 100 ms: docs/benchmarks
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import insert
 
 from mailgate.app import Mode
-from mailgate.store import Database
 from mailgate.store.schema import inbox
 from mailgate.threaded import GatewayThread
+from tests.ui.scale import TOTAL, best_of_ten, fill
 
-TOTAL = 100_000
 RAW = b"From: app@example.com\r\nTo: you@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
 
 def _id(n: int) -> str:
     return f"00000000-0000-7000-8000-{n:012d}"  # ordered as captured, like new_id()
-
-
-async def _fill(db_url: str) -> None:
-    db = Database(db_url)
-    await db.migrate()
-    now = datetime.now(UTC)
-    try:
-        async with db.write() as conn:
-            for start in range(0, TOTAL, 10_000):
-                rows = [_row(start + i, now) for i in range(10_000)]
-                await conn.execute(insert(inbox), rows)
-    finally:
-        await db.aclose()
 
 
 def _row(n: int, now: datetime) -> dict[str, object]:
@@ -60,21 +42,10 @@ def _row(n: int, now: datetime) -> dict[str, object]:
     }
 
 
-def _best(http: httpx.Client, path: str) -> float:
-    timings = []
-    for _ in range(10):
-        began = time.perf_counter()
-        assert http.get(path).status_code == 200
-        timings.append(time.perf_counter() - began)
-    return min(timings)  # what the page costs, not how busy the machine is
-
-
 def test_the_inbox_pages_render_one_page_of_100_000_messages(
     ui_gateway: Callable[..., GatewayThread], db_url: str
 ) -> None:
-    # a thread of its own: Playwright's loop may be running in this one (browser tests)
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _fill(db_url)).result()
+    fill(db_url, inbox, _row)
     gw = ui_gateway(Mode.DEV)
     newest = _id(TOTAL - 1)
     with httpx.Client(base_url=gw.url, timeout=10) as http:
@@ -87,4 +58,4 @@ def test_the_inbox_pages_render_one_page_of_100_000_messages(
         assert older.status_code == 200
         for path in ("/inbox", "/inbox?inbox=box2", f"/inbox/{newest}"):
             # measured, not asserted (a loaded CI machine is no clock): docs/benchmarks.md
-            print(f"GET {path} with {TOTAL} messages: {_best(http, path) * 1000:.0f} ms")
+            print(f"GET {path} with {TOTAL} messages: {best_of_ten(http, path) * 1000:.0f} ms")
