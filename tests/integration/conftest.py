@@ -62,3 +62,16 @@ async def wait_for_state(
             if body["state"] in states:
                 return body
             await asyncio.sleep(0.05)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of each SSE frame; comments and retry lines are skipped."""
+    name, data = "message", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data = line[len("data: ") :]
+        elif line == "" and data:
+            yield name, data
+            name, data = "message", ""

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from mailgate.app import Gateway, Mode
 from mailgate.settings import InboxLimits, InboxSettings
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, sse_events
 
 PER_USER = 12
 
@@ -180,16 +180,9 @@ async def test_named_inboxes_keep_their_own_limits_and_streams_hear_the_prunes(
 async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
     """Each event of an SSE stream: its name and the subject of a new message, or the
     data of another event."""
-    name, data = "message", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data = line[len("data: ") :]
-        elif line == "" and data:
-            body = json.loads(data)
-            yield name, body["subject"] if name == "new" else body
-            name, data = "message", ""
+    async for name, data in sse_events(response):
+        body = json.loads(data)
+        yield name, body["subject"] if name == "new" else body
 
 
 def test_a_named_inbox_must_be_named_as_inboxes_are() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import smtplib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 
 import httpx
@@ -15,7 +15,7 @@ import httpx
 from mailgate.app import Gateway, Mode
 from mailgate.clock import SystemClock
 from mailgate.store import TokenStore
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, sse_events
 
 BUTTON = "https://app.example.com/auth/confirm?token=Zm9vYmFy&amp;next=%2Fhome"
 BUTTON_URL = "https://app.example.com/auth/confirm?token=Zm9vYmFy&next=%2Fhome"
@@ -260,19 +260,6 @@ async def test_wait_sees_mail_captured_by_another_process_on_the_same_database(
         assert answer.status_code == 200 and answer.json()["message"]["subject"] == "From afar"
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) of each SSE frame; comments and retry lines are skipped."""
-    name, data = "message", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data = line[len("data: ") :]
-        elif line == "" and data:
-            yield name, data
-            name, data = "message", ""
-
-
 async def test_events_stream_new_and_delete_to_the_tenant_only(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -285,8 +272,8 @@ async def test_events_stream_new_and_delete_to_the_tenant_only(
         ):
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
-            events = _sse_events(stream)
-            acme_events = _sse_events(acme_stream)
+            events = sse_events(stream)
+            acme_events = sse_events(acme_stream)
             sent = time.monotonic()
             await asyncio.to_thread(_send, gw, _mail("sse@example.net", "Live", text="hi"))
             name, data = await asyncio.wait_for(anext(events), 5)
