@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from mailgate.ingest.chaos import Chaos, Stage, Triggers, configured
 from mailgate.settings import ChaosSettings, ChaosTrigger
-from mailgate.web.deps import ServicesDep, TenantDep, require_token
+from mailgate.web.deps import ServicesDep, TenantDep, admin_only, require_token
 from mailgate.web.responses import errors
 
 __all__ = ["router"]
@@ -30,8 +30,7 @@ _NOT_YOURS: dict[int | str, dict[str, Any]] = {
 
 
 def _chaos(services: ServicesDep, tenant: TenantDep) -> Chaos:
-    if tenant != "default":
-        raise HTTPException(403, "chaos changes the whole gateway: use the admin token")
+    admin_only(tenant, "chaos changes the whole gateway")
     if services.chaos is None:
         raise HTTPException(404, "no chaos triggers here")
     return services.chaos

@@ -38,7 +38,7 @@ from mailgate.inbox import CaptureMeta
 from mailgate.inbox.mailbox import Mailbox, search_terms
 from mailgate.inbox.release import Release, ReleaseRefused
 from mailgate.ingest.chaos import Chaos, Stage, Trigger, Triggers, trigger
-from mailgate.web.deps import ServicesDep, TenantDep
+from mailgate.web.deps import ServicesDep, TenantDep, admin_only
 from mailgate.web.mailpit_checks import html_check, link_check
 from mailgate.web.mailpit_events import router as events_router
 from mailgate.web.mailpit_json import headers_json, message_json, summary_json
@@ -451,8 +451,7 @@ async def set_chaos(request: Request, ctx: CtxDep) -> Response:
     """Replace Mailpit's three triggers; one left out is reset (0 %), ``{}`` resets them
     all. The ``data`` trigger, which only ``/api/v1/chaos`` sets, is left as it is. The
     triggers are the whole gateway's: a tenant's token is refused (403)."""
-    if ctx.tenant != "default":
-        raise HTTPException(403, "chaos changes the whole gateway: use the admin token")
+    admin_only(ctx.tenant, "chaos changes the whole gateway")
     data = await _body(request) or {}
     given: dict[Stage, Trigger] = {}
     for name, stage in _CHAOS_STAGES.items():

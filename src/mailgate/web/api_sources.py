@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from mailgate.errors import InvalidInput
 from mailgate.services.runtime import LOG_LEVELS, RUNTIME, RuntimeSettings, boot_view
 from mailgate.settings import Settings
-from mailgate.web.deps import ServicesDep, TenantDep, require_token
+from mailgate.web.deps import ServicesDep, TenantDep, admin_only, require_token
 from mailgate.web.responses import errors
 from mailgate.web.services import PolledSource
 
@@ -95,8 +95,7 @@ SettingsPatch = _patch_model()
 
 
 def _source(services: ServicesDep, tenant: TenantDep) -> PolledSource:
-    if tenant != "default":
-        raise HTTPException(403, "this changes the whole gateway: use the admin token")
+    admin_only(tenant, "this changes the whole gateway")
     if services.firestore is None:
         raise HTTPException(404, "no source is polled here (start with serve --firestore)")
     return services.firestore
@@ -140,8 +139,7 @@ async def patch_settings(
 
 
 def _runtime(services: ServicesDep, tenant: str) -> RuntimeSettings:
-    if tenant != "default":
-        raise HTTPException(403, "this changes the whole gateway: use the admin token")
+    admin_only(tenant, "this changes the whole gateway")
     if services.runtime is None:
         raise HTTPException(404, "settings are not changed at run time here")
     return services.runtime

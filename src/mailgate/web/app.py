@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -33,7 +33,7 @@ from mailgate.web import (
 )
 from mailgate.web.api_mailpit import MailpitOptions, create_mailpit_app
 from mailgate.web.api_stats import PoolStatsSource
-from mailgate.web.deps import TenantDep
+from mailgate.web.deps import TenantDep, admin_only
 from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
@@ -123,8 +123,7 @@ def create_app(
     async def prometheus(tenant: TenantDep) -> Response:
         """Prometheus metrics (text exposition format 0.0.4), with the API token when one
         is set; the operator's, so a tenant's token is refused."""
-        if tenant != "default":
-            raise HTTPException(403, "metrics cover every tenant: use the admin token")
+        admin_only(tenant, "metrics cover every tenant")
         body = await metrics() if metrics is not None else b""
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 

@@ -11,7 +11,7 @@ from starlette.requests import HTTPConnection
 
 from mailgate.web.services import Services
 
-__all__ = ["ServicesDep", "TenantDep", "get_services", "require_token"]
+__all__ = ["ServicesDep", "TenantDep", "admin_only", "get_services", "require_token"]
 
 
 def get_services(request: HTTPConnection) -> Services:
@@ -66,3 +66,10 @@ def _is_admin(given: str, expected: SecretStr | None) -> bool:
 
 
 TenantDep = Annotated[str, Depends(require_token)]
+
+
+def admin_only(tenant: str, why: str) -> None:
+    """403 for a tenant's token where what is asked concerns every tenant (``why``
+    says so); the admin token (tenant ``default``) passes."""
+    if tenant != "default":
+        raise HTTPException(403, f"{why}: use the admin token")
