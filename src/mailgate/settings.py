@@ -64,6 +64,7 @@ __all__ = [
     "default_db_url",
     "environ_or_dotenv",
     "load_settings",
+    "not_a_bool",
     "setting_origins",
 ]
 
@@ -125,6 +126,14 @@ _LOOPBACK: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
 )
 
 
+def not_a_bool(value: Any) -> Any:
+    """A number's check: JSON's true and false are no numbers (pydantic's lax mode takes
+    them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
 class ChaosTrigger(BaseModel):
     """One stage's chaos trigger: its reply code, and how often it fires."""
 
@@ -147,10 +156,7 @@ class ChaosTrigger(BaseModel):
     @field_validator("code", "probability", mode="before")
     @classmethod
     def _not_a_bool(cls, value: Any) -> Any:
-        """JSON's true and false are no numbers (pydantic's lax mode takes them as 1, 0)."""
-        if isinstance(value, bool):
-            raise ValueError("a number, not true or false")
-        return value
+        return not_a_bool(value)
 
 
 class ChaosSettings(BaseModel):

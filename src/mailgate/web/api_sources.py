@@ -11,11 +11,12 @@ from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 from mailgate.errors import InvalidInput
 from mailgate.services.runtime import LOG_LEVELS, RUNTIME, RuntimeSettings, boot_view
-from mailgate.settings import Settings
+from mailgate.settings import Settings, not_a_bool
 from mailgate.web.deps import ServicesDep, TenantDep, admin_only, require_token
 from mailgate.web.responses import errors
 from mailgate.web.services import PolledSource
@@ -51,43 +52,40 @@ class SettingsOut(BaseModel):
     )
 
 
-def _no_booleans(cls: type[BaseModel], data: Any) -> Any:
-    """A number is not true or false (pydantic's lax mode would take them as 1 and 0)."""
-    if isinstance(data, dict):
-        for name, value in data.items():
-            if isinstance(value, bool):
-                raise ValueError(f"{name}: a number, not {str(value).lower()}")
-    return data
-
-
 def _patch_model() -> type[BaseModel]:
     """The PATCH body: each runtime setting by its dotted name, optional and nullable
     (null: back to the configured value), with the constraints of its setting, so the
-    schema says exactly what is accepted."""
+    schema says exactly what is accepted. ``poll_interval``: the old name of
+    ``firestore.poll_interval``."""
     fields: dict[str, Any] = {
-        "poll_interval": (float | None, Field(None, gt=0, le=86400, description=POLL_ALIAS))
+        "poll_interval": _nullable(_setting("firestore.poll_interval"), None, POLL_ALIAS)
     }
     for name in RUNTIME:
         if name == "log_level":
             fields["log_level"] = (Literal[LOG_LEVELS] | None, Field(None))
-            continue
-        section, _, field = name.partition(".")
-        model = Settings.model_fields[section].annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        source = model.model_fields[field]
-        constrained = (
-            Annotated[(source.annotation, *source.metadata)]
-            if source.metadata
-            else source.annotation
-        )
-        info = Field(None, alias=name, description=source.description)
-        fields[name.replace(".", "__")] = (Optional[constrained], info)  # noqa: UP045
+        else:
+            source = _setting(name)
+            fields[name.replace(".", "__")] = _nullable(source, name, source.description)
     return create_model(
-        "SettingsPatch",
-        __config__=ConfigDict(extra="forbid", populate_by_name=False),
-        __validators__={"no_booleans": model_validator(mode="before")(_no_booleans)},  # type: ignore[dict-item]
-        **fields,
+        "SettingsPatch", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields
     )
+
+
+def _setting(name: str) -> FieldInfo:
+    """The field of :class:`Settings` a dotted name names (``retry.max_attempts``)."""
+    section, _, field = name.partition(".")
+    model = Settings.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    return model.model_fields[field]
+
+
+def _nullable(source: FieldInfo, alias: str | None, description: str | None) -> Any:
+    """``source``'s type and constraints, optional and nullable; a number refuses true
+    and false as the settings do (:func:`~mailgate.settings.not_a_bool`)."""
+    checks = (BeforeValidator(not_a_bool),) if source.annotation in (int, float) else ()
+    metadata = (*source.metadata, *checks)  # constraints first: they stay in the schema
+    annotation = Annotated[(source.annotation, *metadata)] if metadata else source.annotation
+    return Optional[annotation], Field(None, alias=alias, description=description)  # noqa: UP045
 
 
 POLL_ALIAS = "firestore.poll_interval, as it was named before"
