@@ -118,8 +118,9 @@ class Gateway:
         self.router: Router
         self.mailpit: MailpitOptions  #: release, chaos and info of the Mailpit API
         self.ui_pulse = Pulse()  #: wakes the admin UI's live pages when mail moves
-        #: the capture server's chaos triggers, set by both chaos routes (issue 10)
-        self.chaos = Chaos(configured(settings.smtp.chaos))
+        #: the capture server's chaos triggers, set by both chaos routes (issue 10); from
+        #: the effective settings (configured, and changed at run time) at start
+        self.chaos = Chaos()
         self.runtime: RuntimeSettings  #: settings changed at run time (issue 11)
         self._log_level = logging.getLogger().level  #: the process's, without a change
         self._retention_changed = asyncio.Event()  #: wakes the purge loop early
