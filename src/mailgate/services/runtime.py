@@ -62,7 +62,9 @@ def merged(base: Settings, changes: Mapping[str, Any]) -> Settings:
     for name, value in changes.items():
         if name not in RUNTIME:
             raise InvalidInput(f"{name}: not a setting changed at run time ({_names()})")
-        if name != "log_level":
+        if name == "log_level":
+            _log_level(value)
+        else:
             section, _, field = name.partition(".")
             sections.setdefault(section, {})[field] = value
     update: dict[str, BaseModel] = {}
@@ -113,15 +115,16 @@ class RuntimeSettings:
         self._version = await self.store.version()
         stored = await self.store.load()
         good: dict[str, Any] = {}
+        effective = self.configured
         for name, value in stored.items():
             try:
-                self._merge(self.configured, {**good, name: value})
+                effective = merged(self.configured, {**good, name: value})
             except InvalidInput as exc:
                 log.warning("stored setting skipped: %s", exc)
             else:
                 good[name] = value
-        self._use(good)
-        return self.effective
+        self._use(good, effective)
+        return effective
 
     async def change(self, changes: Mapping[str, Any]) -> None:
         """Validate, store, then apply; a name set to None goes back to its configured
@@ -130,12 +133,12 @@ class RuntimeSettings:
         wanted = {name: value for name, value in wanted.items() if value is not None}
         if "log_level" in wanted:
             wanted["log_level"] = _log_level(wanted["log_level"])
-        self._merge(self.configured, wanted)  # raises before anything is stored
+        effective = merged(self.configured, wanted)  # raises before anything is stored
         stored = {name: wanted[name] for name in changes if name in wanted}
         await self.store.save(stored, self.clock.now())
         await self.store.forget([name for name, value in changes.items() if value is None])
         self._version = await self.store.version()
-        self._use(wanted)
+        self._use(wanted, effective)
         log.info("settings changed at run time: %s", ", ".join(sorted(changes)))
 
     async def refresh(self) -> bool:
@@ -159,14 +162,10 @@ class RuntimeSettings:
             values[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         return values
 
-    def _merge(self, base: Settings, changes: Mapping[str, Any]) -> Settings:
-        if "log_level" in changes:
-            _log_level(changes["log_level"])
-        return merged(base, changes)
-
-    def _use(self, changes: dict[str, Any]) -> None:
+    def _use(self, changes: dict[str, Any], effective: Settings) -> None:
+        """``changes`` are in force: ``effective`` is the configured settings with them."""
         self.changed = changes
-        self.effective = self._merge(self.configured, changes)
+        self.effective = effective
         self.log_level = changes.get("log_level")
         if self.apply is not None:
             self.apply(self.effective, self.log_level)
