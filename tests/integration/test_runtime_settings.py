@@ -20,6 +20,7 @@ from mailgate.clock import SystemClock
 from mailgate.services.runtime import boot_view
 from mailgate.settings import Settings
 from mailgate.store import TokenStore
+from mailgate.store.runtime_settings import RuntimeSettingsStore
 from tests.integration.conftest import GatewayFactory, api
 
 RELAY_PASSWORD = "relay-pass-Zq81"
@@ -136,6 +137,20 @@ class _Later(SystemClock):
 
     def now(self) -> Any:
         return super().now() + self.ahead
+
+
+async def test_a_stored_value_this_version_cannot_use_is_skipped(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(Mode.DEV) as gw:  # migrates the database
+        store = RuntimeSettingsStore(gw.runtime.store.db)
+        bad = {"retry.jitter": 7, "gone.setting": 1, "log_level": "LOUD"}
+        await store.save({**bad, "retry.max_attempts": 4}, SystemClock().now())
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        assert gw.runtime.changed == {"retry.max_attempts": 4}
+        assert gw.dispatcher.retry.max_attempts == 4
+        assert gw.dispatcher.retry.jitter == 0.0  # the configured one
+        assert (await client.get("/settings")).json()["changed"] == ["retry.max_attempts"]
 
 
 async def test_another_process_picks_up_a_change(
