@@ -237,6 +237,7 @@ class Gateway:
             smtp_users=smtp_users,
             chaos=self.chaos,
             runtime=self.runtime,
+            admin=(s.admin_user, s.admin_pass) if s.admin_user and s.admin_pass else None,
         )
         self.runtime.apply = self._apply_runtime
         self._apply_runtime(s, self.runtime.log_level)

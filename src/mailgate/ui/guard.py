@@ -21,8 +21,6 @@ covered without asking). In order:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -30,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, HTTPException, Request
 
+from mailgate.http_auth import basic_credentials
 from mailgate.ui.context import UiContext, UiSession, ui_context
 from mailgate.ui.sessions import Session
 
@@ -119,14 +118,9 @@ def _accepted(
 
 def _credentials(request: Request) -> tuple[str | None, str | None, str | None]:
     """(user, password) of Basic Auth, or the token of Bearer / X-API-Token."""
+    if (basic := basic_credentials(request)) is not None:
+        return (*basic, None)
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return "", "", None  # given but unreadable: a failure, not an absence
-        user, _, password = decoded.partition(":")
-        return user, password, None
     if scheme.lower() == "bearer" and value.strip():
         return None, None, value.strip()
     return None, None, request.headers.get("x-api-token") or None

@@ -93,18 +93,21 @@ class _MailpitRequests:
             rest = path[len(root) :] if path.startswith(root) else path
             scope["path"] = root + _SLASHES.sub("/", rest)
             scope["raw_path"] = scope["path"].encode()
-            scope["headers"] = [_bearer(k, v) for k, v in scope["headers"]]
+            scope["headers"] = [*scope["headers"], *_basic_password_as_token(scope["headers"])]
         await self.app(scope, receive, send)
 
 
-def _bearer(name: bytes, value: bytes) -> tuple[bytes, bytes]:
-    if name.lower() != b"authorization" or value[:6].lower() != b"basic ":
-        return name, value
-    try:
-        _, _, password = base64.b64decode(value[6:].strip(), validate=True).partition(b":")
-    except (binascii.Error, ValueError):
-        return name, value
-    return (b"x-api-token", password) if password else (name, value)
+def _basic_password_as_token(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``X-API-Token``: the password of HTTP Basic credentials, as Mailpit's clients
+    send the token; the ``Authorization`` header stays, for the admin user's."""
+    for name, value in headers:
+        if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                _, _, password = base64.b64decode(value[6:].strip(), validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                return []
+            return [(b"x-api-token", password)] if password else []
+    return []
 
 
 def _plain_errors(app: FastAPI) -> None:

@@ -9,9 +9,16 @@ from fastapi import Depends, HTTPException
 from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
+from mailgate.http_auth import basic_credentials
 from mailgate.web.services import Services
 
-__all__ = ["ServicesDep", "TenantDep", "admin_only", "get_services", "require_token"]
+__all__ = [
+    "ServicesDep",
+    "TenantDep",
+    "admin_only",
+    "get_services",
+    "require_token",
+]
 
 
 def get_services(request: HTTPConnection) -> Services:
@@ -27,10 +34,12 @@ async def require_token(request: HTTPConnection, services: ServicesDep) -> str:
     """``Authorization: Bearer …`` or ``X-API-Token``; returns the tenant.
 
     The configured ``MAILGATE_API_TOKEN`` is the admin token (tenant ``default``); a
-    token made with ``mailgate tokens add --tenant T`` is tenant ``T``'s. With no
-    admin token configured the API is open (tenant ``default``, or the tenant of a
-    per-tenant token when one is given); the composition root refuses to start that
-    way unless the web server is bound to loopback. A request or a WebSocket handshake.
+    token made with ``mailgate tokens add --tenant T`` is tenant ``T``'s. The admin
+    UI's user and password (``admin_user``/``admin_pass``), as HTTP Basic credentials,
+    are the admin too. With neither an admin token nor an admin user configured the
+    API is open (tenant ``default``, or the tenant of a per-tenant token when one is
+    given); the composition root refuses to start that way unless the web server is
+    bound to loopback. A request or a WebSocket handshake.
     """
     given = _given_token(request)
     expected = services.api_token
@@ -38,17 +47,30 @@ async def require_token(request: HTTPConnection, services: ServicesDep) -> str:
         tenant = await services.tokens.tenant_of(given)
         if tenant is not None:
             return tenant
-    if expected is None:
+    if _is_admin_user(basic_credentials(request), services.admin):
         return "default"
+    if expected is None and services.admin is None:
+        return "default"
+    challenge = {"WWW-Authenticate": "Bearer" if expected is not None else _BASIC}
     if not given:
-        raise HTTPException(
-            401,
-            "missing API token (Authorization: Bearer … or X-API-Token)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        missing = "missing API token (Authorization: Bearer … or X-API-Token)"
+        if expected is None:
+            missing = "missing credentials: the admin user's (HTTP Basic) or an API token"
+        raise HTTPException(401, missing, headers=challenge)
     if not _is_admin(given, expected):
-        raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "invalid API token", headers=challenge)
     return "default"
+
+
+_BASIC = 'Basic realm="mailgate", charset="UTF-8"'
+
+
+def _is_admin_user(given: tuple[str, str] | None, admin: tuple[str, SecretStr] | None) -> bool:
+    if given is None or admin is None:
+        return False
+    user_ok = secrets.compare_digest(given[0].encode(), admin[0].encode())
+    password = admin[1].get_secret_value().encode()
+    return secrets.compare_digest(given[1].encode(), password) and user_ok
 
 
 def _given_token(request: HTTPConnection) -> str | None:

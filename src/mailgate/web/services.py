@@ -45,3 +45,5 @@ class Services:
     smtp_users: SmtpUsersService | None = None  #: SMTP submission users; None: 404
     chaos: Chaos | None = None  #: the capture server's chaos triggers; None: /chaos is 404
     runtime: RuntimeSettings | None = None  #: settings changed at run time (/settings)
+    #: the admin UI's user and password: as HTTP Basic credentials, the admin's too
+    admin: tuple[str, SecretStr] | None = None
