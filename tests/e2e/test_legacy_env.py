@@ -113,8 +113,9 @@ async def test_serve_delivers_through_the_agent_account(
         admin = ("admin", ADMIN_PASS)  # the agent's admin login opens the API too
         async with httpx.AsyncClient(base_url=mg.web, timeout=10, auth=admin) as http:
             message = {"to": ["a@example.com"], "subject": "From the agent", "text": "hi\n"}
-            anonymous = await http.post("/api/v1/messages", json=message, auth=None)
-            assert anonymous.status_code == 401
+            async with httpx.AsyncClient(base_url=mg.web, timeout=10) as anonymous:
+                refused = await anonymous.post("/api/v1/messages", json=message)
+                assert refused.status_code == 401
             response = await http.post("/api/v1/messages", json=message)
             assert response.status_code == 202, response.text
             [received] = await up.wait_for(1)
