@@ -122,6 +122,7 @@ class Gateway:
         #: the effective settings (configured, and changed at run time) at start
         self.chaos = Chaos()
         self.runtime: RuntimeSettings  #: settings changed at run time (issue 11)
+        self.pacer: Pacer  #: the accounts' rate limits, shared through the store
         self._log_level = logging.getLogger().level  #: the process's, without a change
         self._retention_changed = asyncio.Event()  #: wakes the purge loop early
         self._stack = AsyncExitStack()
@@ -182,7 +183,7 @@ class Gateway:
         router, default_from = await self._transports()
         self.router = router
         # limits shared through the database; "slow down" replies halve a rate per process
-        pacer = Pacer(RateLimitStore(db), self.clock, burst=s.delivery.pace_burst)
+        pacer = self.pacer = Pacer(RateLimitStore(db), self.clock, burst=s.delivery.pace_burst)
         owner = new_lease_owner()
         log.info("dispatcher lease owner %s is %s pid %d", owner, socket.gethostname(), os.getpid())
         self.dispatcher = Dispatcher(
@@ -627,6 +628,7 @@ class Gateway:
         before, self.settings = self.settings, s
         logging.getLogger().setLevel(log_level or self._log_level)
         self.dispatcher.retry = s.retry.policy()
+        self.pacer.burst = s.delivery.pace_burst
         if self.firestore is not None:
             self.firestore.poll_interval = s.firestore.poll_interval
         self.inbox.store.max_messages = s.inbox.max_messages

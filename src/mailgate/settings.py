@@ -321,6 +321,8 @@ class DeliverySettings(BaseModel):
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
     pace_burst: int = Field(
         2,
+        ge=1,
+        le=1000,
         description="Sends an account's rate limit lets go back to back (token bucket"
         " capacity): 2 absorbs scheduling jitter without bursting at window boundaries.",
     )

@@ -74,6 +74,10 @@ async def test_a_change_applies_at_once_and_outlives_a_restart(
         assert await _subjects(client) == ["m1", "m2"]
         assert gw.dispatcher.retry.initial_delay == 7.5
         assert logging.getLogger().level == logging.DEBUG
+        await _patch(client, {"delivery.pace_burst": 5})  # the accounts' token buckets
+        assert gw.pacer.burst == 5
+        await _patch(client, {"delivery.pace_burst": None})
+        assert gw.pacer.burst == 2
 
     async with start_gateway(Mode.DEV) as gw, api(gw) as client:  # the same database
         body = (await client.get("/settings")).json()
@@ -101,6 +105,7 @@ async def test_a_wrong_value_is_refused_naming_it_and_nothing_changes(
             ({"smtp.chaos": {"everything": {}}}, "unknown chaos stage everything"),
             ({"log_level": "LOUD"}, "log_level"),
             ({"delivery.lease_seconds": 5}, "delivery.lease_seconds"),
+            ({"delivery.pace_burst": 0}, "delivery.pace_burst"),
             ({"poll_interval": 0}, "poll_interval"),
         ]:
             response = await client.patch("/settings", json=body)

@@ -237,7 +237,7 @@ class Pacer:
     ) -> None:
         self._buckets = buckets
         self._clock = clock
-        self._burst = burst
+        self.burst = burst  #: a bucket's capacity; changed at run time, used at once
         self._policy = throttle or ThrottlePolicy()
         self._accounts: dict[tuple[str, str], _AccountState] = {}
 
@@ -251,7 +251,7 @@ class Pacer:
         if held is not None:
             return held
         specs = bucket_specs(
-            account.tenant, account.id, window_limits(account.limits), self._burst, "send"
+            account.tenant, account.id, window_limits(account.limits), self.burst, "send"
         )
         retry = await self._buckets.take(specs, now)
         if retry is not None:

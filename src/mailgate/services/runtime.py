@@ -44,6 +44,7 @@ RUNTIME: Final = (
     "retry.max_age",
     "retry.jitter",
     "retry.max_attempts",
+    "delivery.pace_burst",
     "retention.days",
     "retention.interval",
     "inbox.max_messages",

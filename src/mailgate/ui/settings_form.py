@@ -99,6 +99,9 @@ GROUPS: Final = (
         Field("retry.jitter", "Jitter, fraction", "float"),
         Field("retry.max_attempts", "Attempts at most", "int"),
     )),
+    Group("rate", "Rate limits (each account's per minute, hour and day: on its page)", (
+        Field("delivery.pace_burst", "Sends an account's rate lets go back to back", "int"),
+    )),
     Group("retention", "Retention and inbox limits", (
         Field("retention.days", "Finished mail kept, days", "float"),
         Field("retention.interval", "Purge every, seconds", "float"),
