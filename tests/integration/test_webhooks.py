@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,13 @@ def documented_verify() -> Any:
     return namespace["verify"]
 
 
+def documented_body() -> dict[str, Any]:
+    """The example body docs/webhooks.md shows under "What arrives"."""
+    [request] = re.findall(r"```http\n(.*?)```", DOC.read_text(), re.S)
+    body: dict[str, Any] = json.loads(request.split("\n\n", 1)[1])
+    return body
+
+
 async def _hook(client: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
     response = await client.post("/webhooks", json={"url": url, "secret": SECRET, **fields})
     assert response.status_code == 201, response.text
@@ -71,6 +79,7 @@ async def test_events_arrive_signed_complete_and_in_order_per_message(
         ids = [await _send(client, f"m{i}") for i in range(3)]
         requests = await rx.wait_for(6)
 
+    documented = documented_body()
     by_message: dict[str, list[str]] = {}
     for request in requests:
         assert verify(SECRET, request.headers["mailgate-signature"], request.body)
@@ -88,6 +97,11 @@ async def test_events_arrive_signed_complete_and_in_order_per_message(
             assert payload["state"] == "sent" and payload["code"] == 250
             assert payload["attempt"] == 1
             assert payload["recipients"]["r@example.com"]["code"] == 250
+            # the documented example has the same fields, in the same order
+            assert (event["kind"], list(event)) == (documented["kind"], list(documented))
+            assert list(payload) == list(documented["payload"])
+            [shown] = documented["payload"]["recipients"].values()
+            assert list(payload["recipients"]["r@example.com"]) == list(shown)
     assert by_message == {m: ["message.queued", "message.sent"] for m in ids}
     assert len({r.headers["mailgate-event-id"] for r in requests}) == 6  # each once
 
