@@ -190,6 +190,8 @@ async def test_410_disables_the_endpoint_and_enabling_resumes_it(
         deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
         assert [a["outcome"] for a in deliveries["attempts"]] == ["gone"]
         assert deliveries["pending"] == 1
+        samples = await scrape(gw)  # counted as the endpoint disabled (docs/webhooks.md)
+        assert value(samples, "mailgate_webhook_deliveries_total", outcome="disabled") == 1
 
         gone = False
         enabled = await client.patch(f"/webhooks/{hook['id']}", json={"enabled": True})
@@ -327,6 +329,8 @@ async def test_replay_sends_a_delivered_event_again_and_dead_letters_stop_retrie
         assert len(rx.requests) == count
         assert deliveries["attempts"][0]["outcome"] == "dead"
         assert (deliveries["pending"], deliveries["dead"]) == (0, 1)
+        samples = await scrape(gw)
+        assert value(samples, "mailgate_webhook_deliveries_total", outcome="dead") == 1
 
         failing = False
         event_id = rx.requests[0].json()["id"]
