@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.http_peer import Receiver, Request, fail_first
 from tests.integration.conftest import GatewayFactory, api, wait_for_state
 from tests.integration.test_accounts_api import tenant_token
 from tests.integration.test_metrics_health import scrape, value
+from tests.integration.test_secrets_never_output import LOGGERS
 from tests.peers import Upstream
 
 FAST = {"poll_interval": 0.05, "retry_delays": [0.2], "jitter": 0.0, "timeout": 2.0}
@@ -203,13 +205,13 @@ async def test_410_disables_the_endpoint_and_enabling_resumes_it(
 
 
 async def test_the_secret_is_write_only_and_a_new_one_signs_at_once(
-    start_gateway: GatewayFactory,
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name or None)
     verify = documented_verify()
     async with Receiver() as rx, start_gateway(**_settings()) as gw, api(gw) as client:
-        created = await client.post(
-            "/webhooks", json={"url": rx.url, "kinds": ["message.queued"]}
-        )
+        created = await client.post("/webhooks", json={"url": rx.url, "kinds": ["message.queued"]})
         assert created.status_code == 201
         generated = created.json()["secret"]
         assert generated.startswith("whsec_") and len(generated) > 30
@@ -231,6 +233,12 @@ async def test_the_secret_is_write_only_and_a_new_one_signs_at_once(
         assert verify(SECRET, second.headers["mailgate-signature"], second.body)
         bad = await client.post("/webhooks", json={"url": rx.url, "secret": "pw-tiny"})
         assert bad.status_code == 422 and "pw-tiny" not in bad.text  # never echoed
+
+    # nor logged: not in a message, its arguments or any field a JSON log line would show
+    logged = caplog.text + "".join(repr(vars(record)) for record in caplog.records)
+    assert any(r.name.startswith("mailgate") for r in caplog.records)  # the log was seen
+    for secret in (generated, SECRET, "pw-tiny"):
+        assert secret not in logged
 
 
 async def test_private_and_metadata_addresses_are_refused_unless_allowed(
