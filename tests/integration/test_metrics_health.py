@@ -162,3 +162,42 @@ async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_els
                 assert (await client.get(path)).status_code == 404, path
         async with httpx.AsyncClient(base_url=gw.http_url) as client:
             assert (await client.get("/metrics")).status_code == 401  # the API still guards
+
+
+async def test_after_a_restart_the_queue_depth_is_the_stores_and_counters_start_at_zero(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """Gauges are read from the store, so a new process on the same database shows the
+    queue as it is; counters are the process's own and start again at zero (Prometheus's
+    ``rate()`` takes the reset in its stride)."""
+    upstream.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
+    later = {"subject": "later", "text": "x", "send_at": "2099-01-01T00:00:00Z"}
+    async with start_gateway(relay_url=upstream.url) as gw, api(gw) as client:
+        batch = [
+            {"to": "a@example.com", "subject": "1", "text": "x"},
+            {"to": "b@example.com", "subject": "2", "text": "x"},
+            {"to": "nobody@example.com", "subject": "3", "text": "x"},
+            {"to": "c@example.com", **later},
+            {"to": "d@example.com", **later},
+        ]
+        *ids, _, withdrawn = (await client.post("/messages", json=batch)).json()["ids"]
+        for mid in ids:
+            await wait_for_state(client, mid, "sent", "failed")
+        assert (await client.delete(f"/messages/{withdrawn}")).status_code == 200
+        before = await scrape(gw)
+    async with start_gateway(relay_url=upstream.url) as gw:
+        after = await scrape(gw)
+
+    depth = {"sent": 2, "failed": 1, "queued": 1, "cancelled": 1, "deferred": 0, "sending": 0}
+    for samples in (before, after):
+        for state, n in depth.items():
+            assert value(samples, "mailgate_queue_depth", state=state) == n, state
+    assert value(before, "mailgate_messages_total", account="default", outcome="sent") == 2
+    assert value(before, "mailgate_messages_total", account="default", outcome="failed") == 1
+    assert value(before, "mailgate_queue_latency_seconds_count") == 3
+    counted = {name for name, _ in after} & {
+        "mailgate_messages_total", "mailgate_attempt_duration_seconds_count",
+    }  # fmt: skip
+    assert counted == set()  # no account has an attempt in this process yet
+    assert value(after, "mailgate_queue_latency_seconds_count") == 0
+    assert ("mailgate_queue_latency_seconds_count", ()) in after  # shown, at zero
