@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.errors import ConfigError
-from mailgate.settings import Settings, load_settings
+from mailgate.settings import RetentionSettings, Settings, load_settings
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,3 +52,8 @@ def test_database_urls_are_redacted_for_output() -> None:
     assert async_url("sqlite:////tmp/x.sqlite3") == "sqlite+aiosqlite:////tmp/x.sqlite3"
     with pytest.raises(ConfigError, match="unsupported database URL"):
         async_url("mysql://u:p@h/db")
+
+
+def test_finished_mail_is_kept_seven_days_by_default() -> None:
+    """Issue 7 and docs/webhooks.md: messages and their events go 7 days after the last."""
+    assert RetentionSettings().days == 7
