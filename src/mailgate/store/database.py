@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Database", "async_url", "redact_url", "translated"]
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: how long a SQLite statement waits for another process's write lock (in a thread)
+BUSY_TIMEOUT_MS = 30_000
+#: WAL written by transactions on the event loop before a checkpoint in the thread
+#: (SQLite's own automatic checkpoint is at 1,000 pages of 4 KiB)
+CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 #: PostgreSQL advisory-lock key held while migrating: "mailgate" in ASCII, a bigint.
 MIGRATION_LOCK = int.from_bytes(b"mailgate", "big")
@@ -88,6 +97,8 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sqlite: Engine | None = None  #: the same file, driven from the database thread
         self._thread: ThreadPoolExecutor | None = None
+        self._unsynced = 0  #: rows written on the loop since the last checkpoint
+        self._checkpointing: asyncio.Future[None] | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -117,14 +128,96 @@ class Database:
                 async with self.engine.begin() as aconn:
                     return await aconn.run_sync(fn, *args, **kwargs)
             async with self._write_lock:
-                job = asyncio.get_running_loop().run_in_executor(
-                    self._thread, lambda: self._in_sqlite_thread(fn, *args, **kwargs)
-                )
+                return await self._in_thread(fn, *args, **kwargs)
+
+    async def small_transaction(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """:meth:`transaction` for a few small rows (captured 1 KB messages): on SQLite
+        run on the event loop itself when the file's write lock is free at once.
+
+        The hand-off to the database thread and back costs more than such a transaction
+        (two cross-thread wake-ups, and SQLAlchemy's Python holds the GIL in either
+        thread, so the loop waits for it anyway). The loop never waits for the lock:
+        ``BEGIN IMMEDIATE`` with ``busy_timeout`` 0, and when another process holds the
+        lock the transaction goes to the thread, which may wait. Nor for the disk: the
+        WAL's automatic checkpoint (which syncs the file) is off for these commits and
+        done in the thread instead, every :data:`CHECKPOINT_BYTES` written here.
+        Only the caller knows its rows are small: big ones belong in :meth:`transaction`.
+        """
+        with translated():
+            if self._sqlite is None or self._write_lock is None:
+                async with self.engine.begin() as aconn:
+                    return await aconn.run_sync(fn, *args, **kwargs)
+            async with self._write_lock:
                 try:
-                    return await asyncio.shield(job)
-                except asyncio.CancelledError:
-                    await asyncio.wait([job])  # the next writer waits for this one to end
+                    result = self._on_loop(fn, *args, **kwargs)
+                except _Busy:
+                    return await self._in_thread(fn, *args, **kwargs)
+                return result
+
+    def _on_loop(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        assert self._sqlite is not None
+        with self._sqlite.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA busy_timeout=0")
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            before = driver.total_changes
+            try:
+                conn.execution_options(mailgate_write=True)
+                try:
+                    transaction = conn.begin()
+                except sqlalchemy.exc.OperationalError as exc:
+                    if _locked(exc):
+                        raise _Busy from exc
                     raise
+                with transaction:
+                    result = fn(conn, *args, **kwargs)
+                written = driver.total_changes - before
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                driver.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
+        self._checkpoint_later(written)
+        return result
+
+    def _checkpoint_later(self, changes: int) -> None:
+        """Count what :meth:`_on_loop` wrote (rows, taken as a page each: an upper bound
+        for small rows); past :data:`CHECKPOINT_BYTES`, a passive checkpoint in the
+        database thread copies the WAL into the file (readers and writers go on)."""
+        self._unsynced += changes
+        if self._unsynced * 4096 < CHECKPOINT_BYTES or self._checkpointing is not None:
+            return
+        self._unsynced = 0
+        job = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+        self._checkpointing = asyncio.ensure_future(job)
+        self._checkpointing.add_done_callback(self._checkpointed)
+
+    def _checkpoint(self) -> None:
+        assert self._sqlite is not None
+        with self._sqlite.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpointed(self, job: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            log.warning("WAL checkpoint failed (SQLite tries again at a later commit): %r", exc)
+
+    async def _in_thread(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """``fn`` in a write transaction in the database thread; the caller holds the
+        in-process write lock."""
+        job = asyncio.get_running_loop().run_in_executor(
+            self._thread, lambda: self._in_sqlite_thread(fn, *args, **kwargs)
+        )
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await asyncio.wait([job])  # the next writer waits for this one to end
+            raise
 
     def _in_sqlite_thread(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
@@ -205,6 +298,8 @@ class Database:
         return None
 
     async def aclose(self) -> None:
+        if self._checkpointing is not None:
+            await asyncio.wait([self._checkpointing])
         await self.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
@@ -270,8 +365,16 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+class _Busy(Exception):
+    """Another connection holds the SQLite file's write lock."""
+
+
+def _locked(exc: sqlalchemy.exc.OperationalError) -> bool:
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -40,10 +40,20 @@ WriteMany = Callable[[Connection, Sequence[T]], Sequence[R]]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, db: Database, write: WriteMany[T, R], *, max_batch: int = 128) -> None:
+    def __init__(
+        self,
+        db: Database,
+        write: WriteMany[T, R],
+        *,
+        max_batch: int = 128,
+        small: Callable[[Sequence[T]], bool] | None = None,
+    ) -> None:
+        """``small``: whether a batch is small enough for
+        :meth:`Database.small_transaction` (on SQLite: written on the event loop)."""
         self.db = db
         self.write = write
         self.max_batch = max_batch
+        self.small = small
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -100,8 +110,13 @@ class GroupCommit(Generic[T, R]):
             written = True  # from here on only COMMIT can fail
             return results
 
+        items = [item for item, _ in batch]
+        small = self.small is not None and self.small(items)
         try:
-            results = await self.db.transaction(write, [item for item, _ in batch])
+            if small:
+                results = await self.db.small_transaction(write, items)
+            else:
+                results = await self.db.transaction(write, items)
         except Exception as exc:
             return exc, not written
         for (_, done), result in zip(batch, results, strict=True):

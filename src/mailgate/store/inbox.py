@@ -111,7 +111,7 @@ class InboxStore:
         self.db = db
         self.max_messages = max_messages
         self.box_max_messages = dict(box_max_messages or {})
-        self._writer = GroupCommit(db, self._insert_many)
+        self._writer = GroupCommit(db, self._insert_many, small=_small)
 
     async def add(self, record: CapturedRecord, raw: bytes) -> int:
         """Commit one captured message; concurrent adds share a transaction. Returns how
@@ -296,6 +296,15 @@ def _scope(tenant: str, box: str | None) -> ColumnElement[bool]:
     if box is None:
         return inbox.c.tenant == tenant
     return and_(inbox.c.tenant == tenant, inbox.c.box == box)
+
+
+#: captured bytes in one commit past which it goes to the database thread: below it,
+#: copying the rows into SQLite's pages takes less than the hand-off there and back
+SMALL_BATCH_BYTES = 256 * 1024
+
+
+def _small(items: Sequence[tuple[CapturedRecord, bytes]]) -> bool:
+    return sum(len(raw) for _, raw in items) <= SMALL_BATCH_BYTES
 
 
 def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
