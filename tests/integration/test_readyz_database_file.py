@@ -6,7 +6,8 @@ spoilt instead, the ways it happens to an operator (a cleanup job, a restore ove
 wrong path, a disk error). The connections the gateway already holds keep reading the
 old file through their descriptors and page caches, so a query through the pool alone
 still answers; the check has to look at the file at the configured path (it does:
-``Database.check``)."""
+``Database.check``). A file made unreadable by its mode is checked end to end, with a
+gateway stripped of root's power to ignore modes: ``tests/e2e/test_readyz_permissions.py``."""
 
 from __future__ import annotations
 
