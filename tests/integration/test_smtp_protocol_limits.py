@@ -18,7 +18,7 @@ from typing import Any
 
 from mailgate.app import Gateway
 from mailgate.ingest.smtp import CaptureHandler, SmtpServer
-from mailgate.ingest.smtp_protocol import MAX_COMMAND_LINE
+from mailgate.ingest.smtp_syntax import MAX_COMMAND_LINE
 from mailgate.ingest.tls import self_signed, server_context
 from tests.integration.conftest import GatewayFactory, api
 

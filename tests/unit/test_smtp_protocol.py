@@ -10,16 +10,9 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from mailgate.ingest.chunking import ChunkedBody, bdat_args
-from mailgate.ingest.smtp_protocol import (
-    MAX_DATA_LINE,
-    DataEnd,
-    DataReader,
-    Refusal,
-    long_line,
-    mail_params,
-    parse_path,
-    split_command,
-)
+from mailgate.ingest.smtp_data import MAX_DATA_LINE, DataEnd, DataReader, long_line
+from mailgate.ingest.smtp_session import Refusal
+from mailgate.ingest.smtp_syntax import mail_params, parse_path, split_command
 
 
 @pytest.mark.parametrize(
@@ -95,12 +88,12 @@ def test_paths_are_read_as_aiosmtpd_read_them(arg: str) -> None:
 def test_the_fast_path_takes_plain_addresses_without_the_email_parser(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mailgate.ingest import smtp_protocol
+    from mailgate.ingest import smtp_syntax
 
     def unused(value: str) -> None:
         raise AssertionError(f"parsed slowly: {value}")
 
-    monkeypatch.setattr(smtp_protocol, "get_angle_addr", unused)
+    monkeypatch.setattr(smtp_syntax, "get_angle_addr", unused)
     assert parse_path("<bench@example.com> SIZE=1200") == ("bench@example.com", " SIZE=1200")
     assert parse_path("<o'neil+x@mail.example.org>") == ("o'neil+x@mail.example.org", "")
 

@@ -32,19 +32,9 @@ from typing import Any, Protocol
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
-from mailgate.ingest.smtp_protocol import (
-    AuthResult,
-    CramMd5,
-    Envelope,
-    LoginPassword,
-    Networks,
-    Refusal,
-    Session,
-    SmtpConfig,
-    SmtpConnection,
-    SmtpRecorder,
-    peer_text,
-)
+from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
+from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpConnection, SmtpRecorder
+from mailgate.ingest.smtp_session import Envelope, Networks, Refusal, Session, peer_text
 
 __all__ = [
     "AuthThrottle",

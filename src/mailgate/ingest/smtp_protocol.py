@@ -4,102 +4,62 @@
 Why not aiosmtpd's: under a new connection per message its per-session set-up
 (``inspect.getmembers`` on every connection), its address parsing (a class defined per
 call) and a timeout object per command and per reply were about 60% of the capture
-server's CPU, and it read DATA a line at a time (docs/benchmarks.md). Here:
+server's CPU, and it read DATA a line at a time (docs/benchmarks.md).
 
-* bytes arrive in :meth:`SmtpConnection.data_received` into one buffer; command lines are
-  split on LF (a CR before it dropped, as aiosmtpd did) and run in order, so pipelined
-  commands (RFC 2920) are answered in order. A command runs *eagerly*: its coroutine is
-  stepped in place and only becomes a task if it has to wait (a store commit, a password
-  hash, an AUTH answer still to come, a TLS handshake), while later lines wait in the
-  buffer. DATA is always a task: the handler's work (parse, commit, capture handlers) is.
-* DATA is read in blocks: the buffer is searched for ``CRLF.CRLF`` (RFC 5321 §4.1.1.4;
-  only that ends it: never ``LF.LF``, see ``bare_line_endings`` in :mod:`.smtp`) and
-  unstuffed with one ``bytes.replace`` (§4.5.2) — :class:`DataReader`.
-* BDAT chunks (RFC 3030) are counted off the buffer, not searched:
-  :class:`~mailgate.ingest.chunking.ChunkedBody`; at ``BDAT … LAST`` the message takes
-  DATA's way to the handler (``handle_DATA``, ``envelope.original_content``).
-* one idle timer per connection, re-armed only when it fires before its deadline; a
-  write timeout only while the transport's buffer is over its high-water mark
-  (:meth:`SmtpConnection.pause_writing`).
+The engine is in parts, by concern:
+
+* :mod:`.smtp_engine` — :class:`~mailgate.ingest.smtp_engine.SmtpEngine`: bytes in, command
+  lines run in order (eagerly: a task only when one has to wait), replies out, the idle
+  and write timeouts, flow control;
+* this module — the verbs, one small method each, and the table from verb to method;
+  what a listener's connections share (:class:`SmtpConfig`) and report to
+  (:class:`SmtpRecorder`, :class:`Throttle`);
+* :mod:`.smtp_auth` — AUTH (RFC 4954) and its exchanges;
+* :mod:`.smtp_syntax` — what a command line says: verb, path, ESMTP parameters;
+* :mod:`.smtp_data` — a DATA block read as it arrives, in blocks, and unstuffed;
+* :mod:`.smtp_session` — the values they share: ``Session``, ``Envelope``, ``Refusal``.
 
 The replies are aiosmtpd 1.4's, word for word where a client or a test may read them,
 with RFC 3463 codes where mailgate added them (552 5.3.4). Handlers keep aiosmtpd's hook
 interface: ``handle_EHLO/MAIL/RCPT/DATA(server, session, envelope, ...)`` return the reply,
-``authenticate(...)`` returns an :class:`AuthResult`, and an optional async ``verify``
-checks credentials off the loop.
+``authenticate(...)`` returns an :class:`~mailgate.ingest.smtp_auth.AuthResult`, and an
+optional async ``verify`` checks credentials off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
-import ipaddress
 import logging
-import re
-import secrets
 import ssl
-import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
-from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from mailgate.ingest.chaos import Chaos, Stage
 from mailgate.ingest.chunking import ChunkedBody, bdat_args
+from mailgate.ingest.smtp_auth import SmtpAuth
+from mailgate.ingest.smtp_data import DataReader
+from mailgate.ingest.smtp_session import (
+    Envelope,
+    Networks,
+    Refusal,
+    Session,
+    peer_text,
+    tls_info,
+)
+from mailgate.ingest.smtp_syntax import (
+    after_keyword,
+    mail_params,
+    parse_path,
+    split_command,
+    unbalanced,
+)
 
-__all__ = [
-    "AuthResult",
-    "CramMd5",
-    "DataEnd",
-    "DataReader",
-    "Envelope",
-    "LoginPassword",
-    "Networks",
-    "Refusal",
-    "Session",
-    "SmtpConfig",
-    "SmtpConnection",
-    "SmtpRecorder",
-    "long_line",
-    "mail_params",
-    "parse_path",
-    "peer_text",
-    "split_command",
-    "unstuffed",
-]
+__all__ = ["SmtpConfig", "SmtpConnection", "SmtpRecorder"]
 
 log = logging.getLogger(__name__)
 
-MAX_COMMAND_LINE = 2048
-"""Octets of a command line, its LF not counted. RFC 5321 §4.5.3.1.4 allows 512 and its
-extensions more (RFC 1870's SIZE, RFC 4954's AUTH initial response); longer lines are
-refused with 500 and thrown away up to their end, so no line is ever buffered whole."""
-
-MAX_DATA_LINE = 1001
-"""Octets of a DATA line without its CRLF (RFC 5321 §4.5.3.1.6: 1,000 with the CRLF, plus
-a transparency dot; the 1,001 aiosmtpd allowed, so nothing it took is refused now)."""
-
-_MAX_PENDING = 256 * 1024  #: buffered input past which reading pauses until it is used
-_MAX_VIOLATIONS = 20  #: refused commands remembered per session (a flood must not grow it)
 _MAX_BOGUS = 5  #: unknown commands before the session is ended (as aiosmtpd: 502, close)
-
-
-class Refusal(StrEnum):
-    """Why the server refused a message, or one of its recipients (a metrics label)."""
-
-    TOO_BIG = "too_big"  #: over the size limit, announced with SIZE or sent (RFC 1870: 552)
-    TOO_MANY_RECIPIENTS = "too_many_recipients"  #: RCPT past the limit (RFC 5321 §4.5.3.1.10)
-    BAD_ADDRESS = "bad_address"  #: a malformed MAIL FROM or RCPT TO address (553)
-    LINE_TOO_LONG = "line_too_long"  #: a DATA line past the limit (RFC 5321 §4.5.3.1.6)
-    STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
-    TOO_MANY_CONNECTIONS = "too_many_connections"  #: over smtp.max_connections (421)
-    AUTH_THROTTLED = "auth_throttled"  #: too many failed AUTH from the address (421)
-    CHAOS = "chaos"  #: a chaos trigger fired (:mod:`mailgate.ingest.chaos`)
 
 
 class SmtpRecorder(Protocol):
@@ -117,254 +77,6 @@ class Throttle(Protocol):
 
     def blocked(self, client: str) -> bool: ...
     def failed(self, client: str) -> None: ...
-
-
-# --------------------------------------------------------------------------- values
-
-
-class LoginPassword(NamedTuple):
-    """The credentials of AUTH PLAIN or LOGIN, as the client sent them."""
-
-    login: bytes
-    password: bytes
-
-
-@dataclass(frozen=True)
-class CramMd5:
-    """A CRAM-MD5 answer (RFC 2195 §2): the challenge the server sent, and the client's
-    username and digest, the hex HMAC-MD5 of the challenge keyed with its password."""
-
-    username: bytes
-    challenge: bytes
-    digest: bytes
-
-    def made_with(self, password: str) -> bool:
-        """Whether the digest is the one ``password`` makes (compared in constant time)."""
-        expected = hmac.new(password.encode(), self.challenge, "md5").hexdigest()
-        return hmac.compare_digest(expected.encode(), self.digest.lower())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthResult:
-    """A handler's verdict on credentials. ``handled``: on failure, the reply has been
-    sent already; else ``message`` or ``535 5.7.8`` is. ``auth_data`` is kept on the
-    session (:attr:`Session.auth_data`) when it succeeds."""
-
-    success: bool
-    handled: bool = True
-    message: str | None = None
-    auth_data: Any = None
-
-
-class Session:
-    """What a connection knows of its client; new after STARTTLS (RFC 3207 §4.2)."""
-
-    __slots__ = ("auth_data", "authenticated", "extended_smtp", "host_name", "peer", "ssl")
-
-    def __init__(self, peer: Any, ssl: dict[str, Any] | None = None) -> None:
-        self.peer = peer  #: the client's socket address
-        self.ssl = ssl  #: the TLS version and cipher; None in clear text
-        self.host_name: str | None = None  #: what HELO/EHLO said
-        self.extended_smtp = False  #: EHLO (not HELO)
-        self.authenticated = False
-        self.auth_data: Any = None  #: the successful AUTH's :attr:`AuthResult.auth_data`
-
-
-class Envelope:
-    """One mail transaction (RFC 5321 §3.3): from MAIL to the end of DATA or RSET."""
-
-    __slots__ = ("chunked", "mail_from", "mail_options", "original_content", "rcpt_options",
-                 "rcpt_tos", "smtp_utf8")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.mail_from: str | None = None  #: "" for the null reverse-path ``<>``
-        self.mail_options: list[str] = []
-        self.smtp_utf8 = False
-        self.rcpt_tos: list[str] = []
-        self.rcpt_options: list[str] = []
-        self.original_content: bytes | None = None  #: the message, unstuffed
-        #: the BDAT chunks so far (RFC 3030); None while no BDAT was taken (DATA may come)
-        self.chunked: ChunkedBody | None = None
-
-
-# --------------------------------------------------------------------------- pure parts
-
-
-def split_command(line: bytes | bytearray) -> tuple[str, str | None] | None:
-    """The verb (upper case) and the argument (stripped; None if there is none) of a
-    command line without its line end; None when it is no command: empty, a NUL in it, or
-    a verb that is not letters and digits (what the 500 would echo back)."""
-    if b"\0" in line:
-        return None
-    verb, _, arg = bytes(line).partition(b" ")
-    if not verb.isalnum():  # bytes.isalnum: ASCII letters and digits only
-        return None
-    arg = arg.strip()
-    # an argument that is not UTF-8 keeps its bytes (surrogateescape), as aiosmtpd did
-    return verb.decode("ascii").upper(), arg.decode("utf-8", "surrogateescape") if arg else None
-
-
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-#: ``<Dot-string@Domain>`` (RFC 5321 §4.1.2), nearly every path a client sends
-_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>")
-
-
-def parse_path(arg: str) -> tuple[str, str] | None:
-    """The address of a MAIL FROM or RCPT TO path (RFC 5321 §4.1.2) and the text after it
-    (its parameters): ``""`` for the null path ``<>``, None when it is malformed.
-
-    A plain ``<local@domain>`` is matched with one regular expression; anything else
-    (quoted local parts, source routes, address literals, non-ASCII, no brackets) goes to
-    the email package's RFC 5322 parser, as aiosmtpd parsed every address."""
-    plain = _PLAIN_PATH.match(arg)
-    if plain is not None:
-        return plain.group(1), arg[plain.end() :]
-    if arg.startswith("<>"):
-        return "", arg[2:]
-    try:
-        if arg.lstrip().startswith("<"):
-            angle, rest = get_angle_addr(arg)
-            address = angle.addr_spec
-        else:
-            spec, rest = get_addr_spec(arg)
-            address = spec.addr_spec
-    except (HeaderParseError, IndexError):
-        return None
-    return (address, rest) if address else None
-
-
-def mail_params(options: list[str]) -> dict[str, str | bool] | None:
-    """ESMTP parameters (RFC 5321 §4.1.2 ``esmtp-param``): keyword → value, or True for a
-    keyword without one; None if one is malformed."""
-    params: dict[str, str | bool] = {}
-    for option in options:
-        keyword, eq, value = option.partition("=")
-        if not keyword.isalnum() or (eq and not value):
-            return None
-        params[keyword] = value if eq else True
-    return params
-
-
-def long_line(data: bytes | bytearray, limit: int = MAX_DATA_LINE, start: int = 0) -> bool:
-    """Whether a CRLF-ended line of ``data[start:]`` is longer than ``limit`` octets
-    without its CRLF. Hops a window at a time (the last CRLF in each window starts the
-    next), so a 10 MB message costs some ten thousand searches, not one per line."""
-    end = len(data)
-    while end - start > limit:
-        crlf = data.rfind(b"\r\n", start, start + limit + 2)
-        if crlf < 0:
-            return True
-        start = crlf + 2
-    return False
-
-
-class DataEnd(NamedTuple):
-    """The end of a DATA block: the message, or why it is refused; and what came after."""
-
-    content: bytes | None  #: unstuffed, with its last CRLF; None when refused
-    refusal: Refusal | None  #: TOO_BIG or LINE_TOO_LONG
-    rest: bytes  #: the bytes after ``CRLF.CRLF``: the client's next commands (RFC 2920)
-
-
-class DataReader:
-    """Reads one DATA block from the chunks as they arrive (RFC 5321 §4.1.1.4).
-
-    The block ends at the first ``CRLF.CRLF``; the CRLF of the DATA command line counts
-    as the first CRLF, so ``.CRLF`` right away is an empty message, and a terminator split
-    across chunks is found (the last four octets are kept for that). The chunks are kept
-    as they came and joined once at the end: no buffer grown and copied as they arrive.
-    Past ``limit`` octets (0: none) the rest is read and thrown away and the block is
-    refused at its end, as RFC 5321 §4.2.5 has the server answer only then.
-    """
-
-    __slots__ = ("_chunks", "_limit", "_received", "_tail", "_too_big")
-
-    def __init__(self, limit: int) -> None:
-        self._chunks: list[bytes] = []
-        self._tail = b"\r\n"  # the DATA line's CRLF: a line starts here
-        self._limit = limit
-        self._received = 0
-        self._too_big = False
-
-    def feed(self, chunk: bytes) -> DataEnd | None:
-        """Take the next chunk; the end of the block once its terminator has arrived."""
-        tail = self._tail
-        received = self._received + len(chunk)
-        self._received = received
-        after = _after_end(tail, chunk)
-        if after is None:  # not yet; up to 3 octets (".\r\n") may be the end's
-            if self._limit and received - 3 > self._limit:
-                self._too_big = True
-                self._chunks.clear()
-            elif chunk:
-                self._chunks.append(chunk)
-            self._tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
-            return None
-        rest = chunk[after:]
-        size = received - len(rest) - 3  # the stuffed content, its last CRLF included
-        if self._too_big or (self._limit and size > self._limit):
-            return DataEnd(None, Refusal.TOO_BIG, rest)
-        content = _joined(self._chunks, chunk, size)
-        self._chunks = []
-        if long_line(content):
-            return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
-        return DataEnd(unstuffed(content), None, rest)
-
-
-def _after_end(tail: bytes, chunk: bytes) -> int | None:
-    """Where in ``chunk`` what follows ``CRLF.CRLF`` begins, if it ends there; the end may
-    begin in ``tail``, the octets before ``chunk``."""
-    joint = (tail + chunk[:4]).find(b"\r\n.\r\n")
-    if joint >= 0:
-        return joint - len(tail) + 5
-    inside = chunk.find(b"\r\n.\r\n")
-    return inside + 5 if inside >= 0 else None
-
-
-def _joined(chunks: list[bytes], last: bytes, size: int) -> bytes:
-    """The first ``size`` octets of ``chunks`` and ``last``: the end's ``.CRLF`` (and what
-    came after it) cut off, which may begin in the chunk before ``last``."""
-    excess = sum(map(len, chunks)) + len(last) - size
-    pieces = [*chunks, last]
-    while excess > 0:
-        cut = min(excess, len(pieces[-1]))
-        pieces[-1] = pieces[-1][: len(pieces[-1]) - cut]
-        excess -= cut
-        if not pieces[-1]:
-            pieces.pop()
-    return b"".join(pieces)
-
-
-def unstuffed(content: bytes) -> bytes:
-    """RFC 5321 §4.5.2: a line's leading dot, which the client added, goes."""
-    if content[:1] == b".":
-        content = content[1:]
-    if content.find(b"\r\n.") >= 0:
-        content = content.replace(b"\r\n.", b"\r\n")
-    return content
-
-
-Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-
-def within(peer: Any, networks: Networks) -> bool:
-    """Whether the client's address is in one of ``networks``."""
-    host = peer[0] if isinstance(peer, tuple) and peer else None
-    try:
-        address = ipaddress.ip_address(str(host).partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
-
-
-def peer_text(peer: Any) -> str | None:
-    """``host:port`` of a socket address."""
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return None if peer is None else str(peer)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -446,259 +158,17 @@ class SmtpConfig:
         return lines
 
 
-# --------------------------------------------------------------------------- the engine
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, Any, None]:
-    """Go on with ``coro`` from where its first, eager step stopped — waiting on
-    ``awaited`` — as a task running it from the start would have: what the task sends or
-    throws in (a cancellation) goes on to ``coro``."""
-    while True:
-        try:
-            sent = yield awaited
-        except BaseException as exc:
-            try:
-                awaited = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                awaited = coro.send(sent)
-            except StopIteration:
-                return
-
-
-async def _finish(coro: Coroutine[Any, Any, None], awaited: Any) -> None:
-    await _resume(coro, awaited)
-
-
 _Command = Callable[["SmtpConnection", "str | None"], Coroutine[Any, Any, None]]
 
-_CODE_SUCCESS = "235 2.7.0 Authentication successful"
-_CODE_INVALID = "535 5.7.8 Authentication credentials invalid"
-_LOGIN_USERNAME = b"User Name\x00"  # aiosmtpd's challenges
-_LOGIN_PASSWORD = b"Password\x00"
 
+class SmtpConnection(SmtpAuth):
+    """One client's SMTP session. Handlers get it as their ``server`` argument.
 
-class SmtpConnection(asyncio.Protocol):
-    """One client's SMTP session. Handlers get it as their ``server`` argument."""
+    Its verbs are here, but AUTH (:class:`~mailgate.ingest.smtp_auth.SmtpAuth`); the engine
+    running them, and all of the session's state, is
+    :class:`~mailgate.ingest.smtp_engine.SmtpEngine`."""
 
-    __slots__ = ("_auth_needs_tls", "_bdat", "_bdat_end", "_bogus", "_buf", "_closing", "_data",
-                 "_discarding",
-                 "_last_read", "_line_waiter", "_loop", "_paused_at",
-                 "_read_paused", "_registered", "_stall", "_task", "_timer", "_tls",
-                 "_turned_away", "_upgrading", "_write_paused", "close_after_reply", "config",
-                 "draining", "envelope", "session", "transport", "violations")  # fmt: skip
-
-    def __init__(self, config: SmtpConfig) -> None:
-        self.config = config
-        self._loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.session = Session(None)
-        self.envelope = Envelope()
-        self.close_after_reply = False  #: a handler said CLOSE: 221 after the 250
-        #: commands refused (5xx) since the session began or its last captured message
-        self.violations: list[str] = []
-        self.draining = False  #: shutting down: 421 once the current transaction ends
-        self._buf = bytearray()
-        self._data: DataReader | None = None
-        self._bdat: ChunkedBody | None = None  #: the chunk whose octets are being read
-        self._bdat_end: tuple[int, bool, str | None] = (0, False, None)  #: size, LAST, refusal
-        self._task: asyncio.Task[None] | None = None
-        self._line_waiter: asyncio.Future[bytes] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._stall: asyncio.TimerHandle | None = None
-        self._last_read = 0.0
-        self._paused_at = 0.0
-        self._bogus = 0
-        self._closing = False
-        self._discarding = False
-        self._read_paused = False
-        self._write_paused = False
-        self._registered = False
-        self._turned_away = False
-        self._tls = False
-        self._upgrading = False
-        self._auth_needs_tls = False
-
-    # ------------------------------------------------------------------ asyncio's side
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        config = self.config
-        if len(config.sessions) >= config.max_connections:
-            self._turn_away(transport)
-            return
-        config.sessions.add(self)
-        self._registered = True
-        config.recorder.smtp_connected()
-        peer = transport.get_extra_info("peername")
-        ssl_object = transport.get_extra_info("ssl_object")
-        self._tls = ssl_object is not None
-        self.session = Session(peer, _tls_info(ssl_object))
-        networks = config.cleartext_auth_from
-        self._auth_needs_tls = networks is not None and not self._tls and not within(peer, networks)
-        self._last_read = now = self._loop.time()
-        self._timer = self._loop.call_at(now + config.read_timeout, self._idle)
-        transport.write(config.greeting)
-
-    def _turn_away(self, transport: asyncio.Transport) -> None:
-        """RFC 5321 §3.1: a server that will not serve says 421 instead of 220."""
-        self._turned_away = self._closing = True
-        self.config.recorder.smtp_refused(Refusal.TOO_MANY_CONNECTIONS)
-        host = self.config.hostname.encode("ascii", "replace")
-        transport.write(b"421 4.7.0 " + host + b" Too many connections, try again later\r\n")
-        transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
-        reader = self._data
-        if reader is not None:
-            if data.find(b"\n") >= 0:  # a line of the message has come in
-                self._last_read = self._loop.time()
-            end = reader.feed(data)
-            if end is None:
-                return
-            self._end_data(end)
-        elif self._bdat is not None:
-            rest = self._bdat.feed(data)
-            if rest is None:
-                if len(data) >= 512:  # a byte now and then does not keep the session
-                    self._last_read = self._loop.time()
-                return
-            self._buf += rest
-            self._end_chunk()
-        elif self._discarding and data.find(b"\n") < 0:
-            return  # the rest of a command line too long to keep
-        else:
-            self._buf += data
-        self._process()
-        self._flow()
-
-    def eof_received(self) -> bool | None:
-        return None  # the client is done: close (a command still running is cancelled)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        if self._turned_away:
-            return
-        for handle in (self._timer, self._stall):
-            if handle is not None:
-                handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
-        if self._registered:
-            self._registered = False
-            self.config.sessions.discard(self)
-            self.config.recorder.smtp_disconnected()
-
-    def pause_writing(self) -> None:
-        """The client is not reading its replies: stop reading its commands, and drop it
-        if it still has not read them ``write_timeout`` seconds on."""
-        self._write_paused = True
-        self._paused_at = now = self._loop.time()
-        self._flow()
-        if self._stall is None:
-            self._stall = self._loop.call_at(now + self.config.write_timeout, self._stalled)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
-        self._last_read = self._loop.time()
-        self._process()
-        self._flow()
-
-    def _stalled(self) -> None:
-        self._stall = None
-        if self._write_paused and self.transport is not None:
-            log.info(
-                "SMTP %s: replies unread for %g s; dropped",
-                peer_text(self.session.peer),
-                self.config.write_timeout,
-            )
-            self.transport.abort()
-
-    def _idle(self) -> None:
-        """RFC 5321 §4.5.3.2: a client that has not sent a complete line (a command, an
-        AUTH answer, a line of DATA) for ``read_timeout`` is told so (421, §3.8) and the
-        connection closed — dribbling a byte now and then does not keep it (as Postfix's
-        ``smtpd_per_record_deadline``). Not while the server itself is busy with a command
-        (the client's clock starts when the reply is out), nor while its replies go unread
-        (the write timeout's business)."""
-        self._timer = None
-        if self._closing:
-            return
-        now = self._loop.time()
-        timeout = self.config.read_timeout
-        busy = self._task is not None and self._line_waiter is None
-        deadline = now + timeout if busy or self._write_paused else self._last_read + timeout
-        if now < deadline:
-            self._timer = self._loop.call_at(deadline, self._idle)
-            return
-        log.info("%r connection timeout", self.session.peer)
-        host = self.config.hostname.encode("ascii", "replace")
-        self.say_goodbye(b"421 4.4.2 " + host + b" Error: timeout exceeded")
-
-    def _flow(self) -> None:
-        """Read only what can be used: not while replies go unread, nor past
-        ``_MAX_PENDING`` octets waiting for a command still running."""
-        transport = self.transport
-        if transport is None or self._closing or self._upgrading:
-            return
-        pause = self._write_paused or len(self._buf) > _MAX_PENDING
-        if pause is not self._read_paused:
-            self._read_paused = pause
-            if pause:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
-
-    # ------------------------------------------------------------------ the command loop
-
-    def _process(self) -> None:
-        """Run the buffered command lines in order until one has to wait for something, or
-        no complete line is left; a line that a running command waits for goes to it."""
-        while not (self._closing or self._write_paused or self._data or self._bdat):
-            waiter = self._line_waiter
-            if self._task is not None and waiter is None:
-                return
-            line = self._take_line()
-            if line is None:
-                return
-            if waiter is not None:
-                self._line_waiter = None
-                if not waiter.done():
-                    waiter.set_result(line)
-            else:
-                self._command(line)
-
-    def _take_line(self) -> bytes | None:
-        """The next complete line of the buffer, without its line end. A line longer than
-        :data:`MAX_COMMAND_LINE` is answered 500 here and dropped."""
-        buf = self._buf
-        while True:
-            end = buf.find(b"\n")
-            if end < 0:
-                if len(buf) > MAX_COMMAND_LINE:
-                    buf.clear()
-                    self._discarding = True
-                return None
-            if self._discarding or end > MAX_COMMAND_LINE + 1:
-                del buf[: end + 1]
-                self._discarding = False
-                self._reply("500 Command line too long")
-                if self._closing:
-                    return None
-                continue
-            line = bytes(buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end])
-            del buf[: end + 1]
-            self._last_read = self._loop.time()
-            return line
+    __slots__ = ()
 
     def _command(self, line: bytes) -> None:
         parts = split_command(line)
@@ -716,146 +186,6 @@ class SmtpConnection(asyncio.Protocol):
             self._reply(f'500 Error: command "{verb[:32]}" not recognized')
             return
         self._run(method(self, arg))
-
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Step ``coro`` now; if it has to wait, it goes on in a task, and the next
-        command waits for it (:meth:`_ran`)."""
-        try:
-            awaited = coro.send(None)
-        except StopIteration:
-            return
-        except Exception as exc:
-            self._crashed(exc)
-            return
-        self._started(self._loop.create_task(_finish(coro, awaited)))
-
-    def _started(self, task: asyncio.Task[None]) -> None:
-        self._task = task
-        task.add_done_callback(self._ran)
-
-    def _ran(self, task: asyncio.Task[None]) -> None:
-        if self._task is task:
-            self._task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._crashed(exc)
-        self._last_read = self._loop.time()  # the client's turn starts now
-        self._process()
-        self._flow()
-
-    def _crashed(self, exc: BaseException) -> None:
-        log.error("SMTP %s: session error", peer_text(self.session.peer), exc_info=exc)
-        self._reply("451 4.3.0 Error: local error in processing, try again later")
-
-    async def _read_line(self) -> bytes:
-        """The client's next line (an AUTH answer), as soon as it is there."""
-        line = self._take_line()
-        if line is not None:
-            return line
-        waiter: asyncio.Future[bytes] = self._loop.create_future()
-        self._line_waiter = waiter
-        return await waiter
-
-    # ------------------------------------------------------------------ replies
-
-    def _write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not self._closing:
-            transport.write(data)
-
-    def _reply(self, reply: str) -> None:
-        if reply[0] == "5":
-            self._violation(reply)
-        self._write(reply.encode("utf-8", "surrogateescape") + b"\r\n")
-        if self.close_after_reply and reply.startswith("250"):
-            self.close_after_reply = False
-            self.say_goodbye(b"221 2.0.0 Bye")  # a capture handler said CLOSE
-        elif self.draining and not self.in_transaction:
-            self.say_goodbye()  # its transaction has ended
-
-    def _refuse(self, reason: Refusal, reply: str) -> None:
-        self.config.recorder.smtp_refused(reason)
-        self._reply(reply)
-
-    def _chaos(self, stage: Stage) -> bool:
-        """Whether a chaos trigger refused the command at ``stage`` (answered and counted).
-
-        Only the command is refused: the session goes on, but for a 421, after which RFC
-        5321 §3.8 has the server close. At ``data`` the transaction ends and the message
-        is not kept. Not a client's fault, so not one of its :attr:`violations`."""
-        reply = self.config.chaos.reply(stage)
-        if reply is None:
-            return False
-        if stage is Stage.DATA:
-            self.envelope = Envelope()
-        self.config.recorder.smtp_refused(Refusal.CHAOS)
-        answer = reply.encode("ascii")
-        if reply.startswith("421"):
-            self.say_goodbye(answer)
-            return True
-        self._write(answer + b"\r\n")
-        if self.draining and not self.in_transaction:
-            self.say_goodbye()
-        return True
-
-    def _violation(self, reply: str) -> None:
-        if len(self.violations) < _MAX_VIOLATIONS:
-            self.violations.append(reply[:200])
-            log.info("SMTP %s: %s", peer_text(self.session.peer), reply)
-
-    def _close(self) -> None:
-        transport = self.transport
-        self._closing = True
-        if transport is not None and not transport.is_closing():
-            transport.close()
-
-    def say_goodbye(self, reply: bytes = b"421 4.3.2 Service shutting down") -> None:
-        """RFC 5321 §3.8: a server shutting down answers 421 and closes."""
-        transport = self.transport
-        if transport is not None and not self._closing and not transport.is_closing():
-            transport.write(reply + b"\r\n")
-        self._close()
-
-    # ------------------------------------------------------------------ for the server
-
-    @property
-    def recorder(self) -> SmtpRecorder:
-        return self.config.recorder
-
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The task of the command running now, if it had to wait for something."""
-        return self._task
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.envelope.mail_from is not None
-
-    def drain(self) -> None:
-        """Shutdown has begun: finish the transaction under way, if any, then hear 421."""
-        self.draining = True
-        if not self.in_transaction:
-            self.say_goodbye()
-
-    # ------------------------------------------------------------------ checks
-
-    def _needs_helo(self, helo: str = "HELO") -> bool:
-        if self.session.host_name:
-            return False
-        self._reply(f"503 Error: send {helo} first")
-        return True
-
-    def _needs_auth(self) -> bool:
-        if not self.config.auth_required or self.session.authenticated:
-            return False
-        self._reply("530 5.7.0 Authentication required")
-        return True
-
-    def _reset(self) -> None:
-        if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
-            self.envelope = Envelope()
 
     # ------------------------------------------------------------------ commands
 
@@ -931,8 +261,8 @@ class SmtpConnection(asyncio.Protocol):
         self._reply(f"{code} Supported commands: {' '.join(offered)}")
 
     async def _mail(self, arg: str | None) -> None:
-        path = _after_keyword(arg, "FROM:")
-        if path is not None and _unbalanced(path):
+        path = after_keyword(arg, "FROM:")
+        if path is not None and unbalanced(path):
             self._reply("501 5.5.4 Syntax: MAIL FROM:<address>")
             return
         if self._needs_helo() or self._needs_auth():
@@ -1005,8 +335,8 @@ class SmtpConnection(asyncio.Protocol):
         return None
 
     async def _rcpt(self, arg: str | None) -> None:
-        path = _after_keyword(arg, "TO:")
-        if path is not None and _unbalanced(path):
+        path = after_keyword(arg, "TO:")
+        if path is not None and unbalanced(path):
             self._reply("501 5.5.4 Syntax: RCPT TO:<address>")
             return
         if self._needs_helo() or self._needs_auth():
@@ -1057,20 +387,6 @@ class SmtpConnection(asyncio.Protocol):
             if end is not None:
                 self._end_data(end)
 
-    def _end_data(self, end: DataEnd) -> None:
-        self._data = None
-        if end.rest:
-            self._buf += end.rest
-        if end.refusal is Refusal.TOO_BIG:
-            self.envelope = Envelope()
-            self._refuse(end.refusal, "552 5.3.4 Too much mail data")
-        elif end.refusal is Refusal.LINE_TOO_LONG:
-            self.envelope = Envelope()
-            self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
-        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
-            self.envelope.original_content = end.content
-            self._started(self._loop.create_task(self._deliver()))
-
     async def _bdat_command(self, arg: str | None) -> None:
         """RFC 3030 §2: the chunk's octets follow the command line at once, whatever the
         answer will be, so they are read (and thrown away when the chunk is refused) before
@@ -1110,34 +426,6 @@ class SmtpConnection(asyncio.Protocol):
             return "503 5.5.1 Error: need RCPT command"
         return None
 
-    def _end_chunk(self) -> None:
-        """A chunk's octets are in: its reply, or at LAST the message to the handler."""
-        body, (size, last, refusal) = self._bdat, self._bdat_end
-        assert body is not None
-        self._bdat = None
-        self._last_read = self._loop.time()
-        if refusal is not None:
-            self._reply(refusal)
-        elif not last:
-            self._reply(f"250 2.0.0 {size} octets received")
-        elif (content := body.content()) is None:
-            self.envelope = Envelope()
-            self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
-        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
-            self.envelope.original_content = content
-            self._started(self._loop.create_task(self._deliver()))
-
-    async def _deliver(self) -> None:
-        """The handler's answer to a message; the transaction ends before the reply."""
-        envelope = self.envelope
-        hook = self.config.data_hook
-        try:
-            reply = "250 OK" if hook is None else await hook(self, self.session, envelope)
-        finally:
-            if self.envelope is envelope:
-                self.envelope = Envelope()
-        self._reply(reply)
-
     async def _starttls(self, arg: str | None) -> None:
         """RFC 3207: what the client sent after STARTTLS in clear text is dropped, and the
         session starts again over TLS (a new :class:`Session`, no EHLO, no AUTH)."""
@@ -1174,158 +462,8 @@ class SmtpConnection(asyncio.Protocol):
         self._tls = True
         self._read_paused = False
         self._auth_needs_tls = False
-        self.session = Session(self.session.peer, _tls_info(secure.get_extra_info("ssl_object")))
+        self.session = Session(self.session.peer, tls_info(secure.get_extra_info("ssl_object")))
         self.envelope = Envelope()
-
-    # ------------------------------------------------------------------ AUTH (RFC 4954)
-
-    async def _auth(self, arg: str | None) -> None:
-        throttle = self.config.throttle
-        if throttle is not None and throttle.blocked(self._client()):
-            self.config.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
-            self.say_goodbye(b"421 4.7.0 Too many failed authentication attempts, try later")
-            return
-        if self._needs_helo("EHLO"):
-            return
-        session = self.session
-        if not session.extended_smtp:
-            self._reply("500 Error: command 'AUTH' not recognized")
-        elif self._auth_needs_tls:
-            self._reply("538 5.7.11 Encryption required for requested authentication mechanism")
-        elif session.authenticated:
-            self._reply("503 Already authenticated")
-        elif not arg:
-            self._reply("501 Not enough value")
-        elif len(args := arg.split()) > 2:
-            self._reply("501 Too many values")
-        elif (mechanism := args[0].upper()) not in self.config.mechanisms:
-            self._reply("504 5.5.4 Unrecognized authentication type")
-        elif not (self.config.chaos.armed and self._chaos(Stage.AUTH)):
-            result = await self._attempt(mechanism, args[1] if len(args) > 1 else None)
-            if result.success:
-                session.authenticated = True
-                session.auth_data = result.auth_data
-                self._reply(result.message or _CODE_SUCCESS)
-            elif not result.handled:
-                self._reply(result.message or _CODE_INVALID)
-
-    async def _attempt(self, mechanism: str, initial: str | None) -> AuthResult:
-        """One AUTH attempt: the mechanism's exchange, the handler's verdict, then ``verify``
-        (off the loop: submission's password hashes). Anything short of success (RFC 4954
-        §4: 235) is a failure, a ``*`` abort or an answer that is not base64 included."""
-        if mechanism == "PLAIN":
-            result = await self._plain(initial)
-        elif mechanism == "LOGIN":
-            result = await self._login(initial)
-        else:
-            result = await self._cram_md5(initial)
-        verify = self.config.verify
-        if result.success and verify is not None:
-            identity = await verify(result.auth_data)
-            result = (
-                AuthResult(success=False, handled=False)
-                if identity is None
-                else AuthResult(success=True, auth_data=identity)
-            )
-        self.config.recorder.smtp_auth(mechanism, success=result.success)
-        throttle = self.config.throttle
-        if not result.success and throttle is not None:
-            throttle.failed(self._client())
-        return result
-
-    async def _plain(self, initial: str | None) -> AuthResult:
-        """RFC 4616: ``authzid NUL authcid NUL passwd``."""
-        if initial is None:
-            answer = await self._challenge(b"")
-        else:
-            answer = self._decoded(initial.encode("utf-8", "surrogateescape"))
-        if answer is None:
-            return AuthResult(success=False)
-        parts = answer.split(b"\x00")
-        if len(parts) != 3:
-            self._reply("501 5.5.2 Can't split auth value")
-            return AuthResult(success=False)
-        return self._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
-
-    async def _login(self, initial: str | None) -> AuthResult:
-        if initial is None:
-            login = await self._challenge(_LOGIN_USERNAME)
-        else:
-            login = self._decoded(initial.encode("utf-8", "surrogateescape"))
-        if login is None:
-            return AuthResult(success=False)
-        password = await self._challenge(_LOGIN_PASSWORD)
-        if password is None:
-            return AuthResult(success=False)
-        return self._authenticate("LOGIN", LoginPassword(login, password))
-
-    async def _cram_md5(self, initial: str | None) -> AuthResult:
-        """RFC 2195: the server sends a one-time challenge in the form of a message id, the
-        client answers ``username SP hex-digest``; the handler checks the digest against
-        the password it knows. Offered in capture only (submission keeps hashes)."""
-        if initial is not None:  # the server speaks first: there is no initial response
-            self._reply("501 5.5.2 CRAM-MD5 takes no initial response")
-            return AuthResult(success=False)
-        host = self.config.hostname
-        challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{host}>".encode()
-        answer = await self._challenge(challenge)
-        if answer is None:
-            return AuthResult(success=False)
-        username, _, digest = answer.rpartition(b" ")
-        if not username or not digest:
-            self._reply("501 5.5.2 Expected: username SP digest")
-            return AuthResult(success=False)
-        return self._authenticate("CRAM-MD5", CramMd5(username, challenge, digest))
-
-    async def _challenge(self, challenge: bytes) -> bytes | None:
-        """``334`` with ``challenge``, then the client's answer decoded; None (answered
-        501) for ``*`` (RFC 4954 §4: the client cancels) or an answer that is not base64."""
-        self._write(b"334 " + base64.b64encode(challenge) + b"\r\n")
-        answer = (await self._read_line()).strip()
-        if answer == b"*":
-            self._reply("501 5.7.0 Auth aborted")
-            return None
-        return self._decoded(answer)
-
-    def _decoded(self, blob: bytes) -> bytes | None:
-        if blob == b"=":  # RFC 4954 §4: an empty initial response
-            return b""
-        try:
-            return base64.b64decode(blob, validate=True)
-        except (binascii.Error, ValueError):
-            self._reply("501 5.5.2 Can't decode base64")
-            return None
-
-    def _authenticate(self, mechanism: str, data: Any) -> AuthResult:
-        result: AuthResult = self.config.handler.authenticate(
-            self, self.session, self.envelope, mechanism, data
-        )
-        return result
-
-    def _client(self) -> str:
-        peer = self.session.peer
-        return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-
-
-def _after_keyword(arg: str | None, keyword: str) -> str | None:
-    """``arg`` after ``keyword`` (``FROM:``, ``TO:``; any case), stripped; None without it."""
-    if arg is None or arg[: len(keyword)].upper() != keyword:
-        return None
-    return arg[len(keyword) :].strip()
-
-
-def _unbalanced(path: str) -> bool:
-    """A path opened with ``<`` and not closed, or closed and not opened (the RFC 5322
-    parser would take ``<a@example.com`` as an address). A bare address without brackets
-    is let through, as most servers do."""
-    path = path.split(" ", 1)[0]
-    return path.startswith("<") != path.endswith(">")
-
-
-def _tls_info(ssl_object: Any) -> dict[str, Any] | None:
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return None
-    return {"version": ssl_object.version(), "cipher": ssl_object.cipher()}
 
 
 _COMMANDS: dict[str, _Command] = {

@@ -29,13 +29,9 @@ from mailgate.errors import InvalidMessage, StoreError
 from mailgate.ids import new_id
 from mailgate.ingest.addresses import parse_address_list
 from mailgate.ingest.smtp import EnvelopeHooks
-from mailgate.ingest.smtp_protocol import (
-    AuthResult,
-    Envelope,
-    LoginPassword,
-    Session,
-    SmtpConnection,
-)
+from mailgate.ingest.smtp_auth import AuthResult, LoginPassword
+from mailgate.ingest.smtp_protocol import SmtpConnection
+from mailgate.ingest.smtp_session import Envelope, Session
 from mailgate.ingest.submission import Submissions
 from mailgate.mime import parse_message
 from mailgate.mime.headers import without_fields

@@ -1,0 +1,198 @@
+"""SMTP AUTH (RFC 4954) on the server's side: PLAIN (RFC 4616), LOGIN and CRAM-MD5
+(RFC 2195) exchanges, and what they hand the handler's ``authenticate`` hook
+(:class:`LoginPassword`, :class:`CramMd5`) and what it answers (:class:`AuthResult`).
+
+:class:`SmtpAuth` is the AUTH verb of :class:`~mailgate.ingest.smtp_protocol.SmtpConnection`,
+kept apart because its exchange is a dialogue of its own: challenges (``334``) and answers
+read from the client between them, a throttle of failed attempts per client address, and an
+optional async ``verify`` off the loop (submission's password hashes). The replies are
+aiosmtpd 1.4's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from mailgate.ingest.chaos import Stage
+from mailgate.ingest.smtp_engine import SmtpEngine
+from mailgate.ingest.smtp_session import Refusal
+
+__all__ = ["AuthResult", "CramMd5", "LoginPassword", "SmtpAuth"]
+
+_CODE_SUCCESS = "235 2.7.0 Authentication successful"
+_CODE_INVALID = "535 5.7.8 Authentication credentials invalid"
+_LOGIN_USERNAME = b"User Name\x00"  # aiosmtpd's challenges
+_LOGIN_PASSWORD = b"Password\x00"
+
+
+class LoginPassword(NamedTuple):
+    """The credentials of AUTH PLAIN or LOGIN, as the client sent them."""
+
+    login: bytes
+    password: bytes
+
+
+@dataclass(frozen=True)
+class CramMd5:
+    """A CRAM-MD5 answer (RFC 2195 §2): the challenge the server sent, and the client's
+    username and digest, the hex HMAC-MD5 of the challenge keyed with its password."""
+
+    username: bytes
+    challenge: bytes
+    digest: bytes
+
+    def made_with(self, password: str) -> bool:
+        """Whether the digest is the one ``password`` makes (compared in constant time)."""
+        expected = hmac.new(password.encode(), self.challenge, "md5").hexdigest()
+        return hmac.compare_digest(expected.encode(), self.digest.lower())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthResult:
+    """A handler's verdict on credentials. ``handled``: on failure, the reply has been
+    sent already; else ``message`` or ``535 5.7.8`` is. ``auth_data`` is kept on the
+    session (:attr:`Session.auth_data`) when it succeeds."""
+
+    success: bool
+    handled: bool = True
+    message: str | None = None
+    auth_data: Any = None
+
+
+class SmtpAuth(SmtpEngine):
+    """The AUTH command (RFC 4954) of a connection: :meth:`_auth` and its exchanges."""
+
+    __slots__ = ()
+
+    async def _auth(self, arg: str | None) -> None:
+        throttle = self.config.throttle
+        if throttle is not None and throttle.blocked(self._client()):
+            self.config.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
+            self.say_goodbye(b"421 4.7.0 Too many failed authentication attempts, try later")
+            return
+        if self._needs_helo("EHLO"):
+            return
+        session = self.session
+        if not session.extended_smtp:
+            self._reply("500 Error: command 'AUTH' not recognized")
+        elif self._auth_needs_tls:
+            self._reply("538 5.7.11 Encryption required for requested authentication mechanism")
+        elif session.authenticated:
+            self._reply("503 Already authenticated")
+        elif not arg:
+            self._reply("501 Not enough value")
+        elif len(args := arg.split()) > 2:
+            self._reply("501 Too many values")
+        elif (mechanism := args[0].upper()) not in self.config.mechanisms:
+            self._reply("504 5.5.4 Unrecognized authentication type")
+        elif not (self.config.chaos.armed and self._chaos(Stage.AUTH)):
+            result = await self._attempt(mechanism, args[1] if len(args) > 1 else None)
+            if result.success:
+                session.authenticated = True
+                session.auth_data = result.auth_data
+                self._reply(result.message or _CODE_SUCCESS)
+            elif not result.handled:
+                self._reply(result.message or _CODE_INVALID)
+
+    async def _attempt(self, mechanism: str, initial: str | None) -> AuthResult:
+        """One AUTH attempt: the mechanism's exchange, the handler's verdict, then ``verify``
+        (off the loop: submission's password hashes). Anything short of success (RFC 4954
+        §4: 235) is a failure, a ``*`` abort or an answer that is not base64 included."""
+        if mechanism == "PLAIN":
+            result = await self._plain(initial)
+        elif mechanism == "LOGIN":
+            result = await self._login(initial)
+        else:
+            result = await self._cram_md5(initial)
+        verify = self.config.verify
+        if result.success and verify is not None:
+            identity = await verify(result.auth_data)
+            result = (
+                AuthResult(success=False, handled=False)
+                if identity is None
+                else AuthResult(success=True, auth_data=identity)
+            )
+        self.config.recorder.smtp_auth(mechanism, success=result.success)
+        throttle = self.config.throttle
+        if not result.success and throttle is not None:
+            throttle.failed(self._client())
+        return result
+
+    async def _plain(self, initial: str | None) -> AuthResult:
+        """RFC 4616: ``authzid NUL authcid NUL passwd``."""
+        if initial is None:
+            answer = await self._challenge(b"")
+        else:
+            answer = self._decoded(initial.encode("utf-8", "surrogateescape"))
+        if answer is None:
+            return AuthResult(success=False)
+        parts = answer.split(b"\x00")
+        if len(parts) != 3:
+            self._reply("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False)
+        return self._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
+
+    async def _login(self, initial: str | None) -> AuthResult:
+        if initial is None:
+            login = await self._challenge(_LOGIN_USERNAME)
+        else:
+            login = self._decoded(initial.encode("utf-8", "surrogateescape"))
+        if login is None:
+            return AuthResult(success=False)
+        password = await self._challenge(_LOGIN_PASSWORD)
+        if password is None:
+            return AuthResult(success=False)
+        return self._authenticate("LOGIN", LoginPassword(login, password))
+
+    async def _cram_md5(self, initial: str | None) -> AuthResult:
+        """RFC 2195: the server sends a one-time challenge in the form of a message id, the
+        client answers ``username SP hex-digest``; the handler checks the digest against
+        the password it knows. Offered in capture only (submission keeps hashes)."""
+        if initial is not None:  # the server speaks first: there is no initial response
+            self._reply("501 5.5.2 CRAM-MD5 takes no initial response")
+            return AuthResult(success=False)
+        host = self.config.hostname
+        challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{host}>".encode()
+        answer = await self._challenge(challenge)
+        if answer is None:
+            return AuthResult(success=False)
+        username, _, digest = answer.rpartition(b" ")
+        if not username or not digest:
+            self._reply("501 5.5.2 Expected: username SP digest")
+            return AuthResult(success=False)
+        return self._authenticate("CRAM-MD5", CramMd5(username, challenge, digest))
+
+    async def _challenge(self, challenge: bytes) -> bytes | None:
+        """``334`` with ``challenge``, then the client's answer decoded; None (answered
+        501) for ``*`` (RFC 4954 §4: the client cancels) or an answer that is not base64."""
+        self._write(b"334 " + base64.b64encode(challenge) + b"\r\n")
+        answer = (await self._read_line()).strip()
+        if answer == b"*":
+            self._reply("501 5.7.0 Auth aborted")
+            return None
+        return self._decoded(answer)
+
+    def _decoded(self, blob: bytes) -> bytes | None:
+        if blob == b"=":  # RFC 4954 §4: an empty initial response
+            return b""
+        try:
+            return base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            self._reply("501 5.5.2 Can't decode base64")
+            return None
+
+    def _authenticate(self, mechanism: str, data: Any) -> AuthResult:
+        result: AuthResult = self.config.handler.authenticate(
+            self, self.session, self.envelope, mechanism, data
+        )
+        return result
+
+    def _client(self) -> str:
+        peer = self.session.peer
+        return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
