@@ -120,10 +120,12 @@ async def test_the_wal_written_on_the_loop_is_checkpointed_in_the_thread(
     with sqlite3.connect(path) as plain:  # start from a database file with everything in it
         plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = path.stat().st_size
+
+    def write(conn: Connection, name: str) -> None:
+        conn.execute(insert(events), _rows([name]))
+
     for i in range(80):  # 80 rows of 2 KB, a transaction each: past 64 rows' worth
-        await sqlite_db.small_transaction(
-            lambda conn, n=i: conn.execute(insert(events), _rows([f"r{n}"]))
-        )
+        await sqlite_db.small_transaction(write, f"r{i}")
     for _ in range(500):  # the checkpoint runs in the database thread
         if path.stat().st_size > before + 60 * 2000:
             break
