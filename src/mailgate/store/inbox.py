@@ -26,6 +26,7 @@ from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.inbox_search import matching
 from mailgate.store.outbox import EventKind, event_row, write_events
+from mailgate.store.prepared import Prepared
 from mailgate.store.schema import inbox
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class InboxStore:
     def _insert_many(
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]
     ) -> list[int]:
-        conn.execute(insert(inbox), [_row(record, raw) for record, raw in items])
+        _INSERT.run(conn, [_row(record, raw) for record, raw in items])
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
         seen: set[tuple[str, str]] = set()
@@ -321,6 +322,9 @@ def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
         .scalar_subquery()
     )
     return int(conn.execute(delete(inbox).where(*mine, inbox.c.id < oldest_kept)).rowcount)
+
+
+_INSERT = Prepared(insert(inbox), [c.key for c in inbox.c])  #: _row gives every column
 
 
 def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Insert,
     bindparam,
     delete,
     func,
@@ -42,6 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailgate.model import State
 from mailgate.store.database import Database
+from mailgate.store.prepared import Prepared, sqlite_driver
 from mailgate.store.schema import events, outbox_consumers, outbox_deliveries
 
 __all__ = [
@@ -115,6 +118,10 @@ def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     registered consumer."""
     if not rows:
         return
+    if sqlite_driver(conn) is not None:  # statements compiled once (store/prepared.py)
+        ids = _INSERT_EVENT.insert_ids(conn, rows)
+        _FAN_OUT_ONE.run(conn, [{"b_id": i} for i in ids])
+        return
     inserted = conn.execute(
         insert(events).returning(events.c.id, sort_by_parameter_order=True), list(rows)
     )
@@ -122,28 +129,42 @@ def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 _consumer = outbox_consumers.c
-_FAN_OUT = insert(outbox_deliveries).from_select(
-    ["consumer", "event_id", "state", "attempts", "next_attempt_at", "updated_at", "ordering_key"],
-    select(
-        _consumer.name,
-        events.c.id,
-        literal("pending"),
-        literal(0),
-        events.c.created_at,
-        events.c.created_at,
-        func.coalesce(events.c.message_id, events.c.inbox_id),
-    )
-    .select_from(events.join(outbox_consumers, _consumer.active))
-    .where(
-        events.c.id.in_(bindparam("b_ids", expanding=True)),
-        or_(_consumer.tenant.is_(None), _consumer.tenant == events.c.tenant),
-        or_(_consumer.kinds.is_(None), _consumer.kinds.contains(" " + events.c.kind + " ")),
-        or_(
-            _consumer.source_prefix.is_(None),
-            func.substr(events.c.source, 1, func.length(_consumer.source_prefix))
-            == _consumer.source_prefix,
+
+
+def _fan_out(event_ids: ColumnElement[bool]) -> Insert:
+    """A pending delivery of the events ``event_ids`` selects to each active consumer
+    that takes them (its tenant, kinds and source prefix)."""
+    return insert(outbox_deliveries).from_select(
+        ["consumer", "event_id", "state", "attempts", "next_attempt_at", "updated_at",
+         "ordering_key"],
+        select(
+            _consumer.name,
+            events.c.id,
+            literal("pending"),
+            literal(0),
+            events.c.created_at,
+            events.c.created_at,
+            func.coalesce(events.c.message_id, events.c.inbox_id),
+        )
+        .select_from(events.join(outbox_consumers, _consumer.active))
+        .where(
+            event_ids,
+            or_(_consumer.tenant.is_(None), _consumer.tenant == events.c.tenant),
+            or_(_consumer.kinds.is_(None), _consumer.kinds.contains(" " + events.c.kind + " ")),
+            or_(
+                _consumer.source_prefix.is_(None),
+                func.substr(events.c.source, 1, func.length(_consumer.source_prefix))
+                == _consumer.source_prefix,
+            ),
         ),
-    ),
+    )  # fmt: skip
+
+
+_FAN_OUT = _fan_out(events.c.id.in_(bindparam("b_ids", expanding=True)))
+_FAN_OUT_ONE = Prepared(_fan_out(events.c.id == bindparam("b_id")))
+_INSERT_EVENT = Prepared(
+    insert(events),
+    ["tenant", "message_id", "inbox_id", "source", "kind", "payload", "created_at"],
 )
 
 
