@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -97,6 +98,7 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sqlite: Engine | None = None  #: the same file, driven from the database thread
         self._thread: ThreadPoolExecutor | None = None
+        self._loop_conn: tuple[Connection, sqlite3.Connection] | None = None  #: _on_loop's
         self._unsynced = 0  #: rows written on the loop since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
         if self.is_sqlite:
@@ -159,29 +161,44 @@ class Database:
     def _on_loop(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        assert self._sqlite is not None
-        with self._sqlite.connect() as conn:
+        conn, driver = self._loop_connection()
+        before = driver.total_changes
+        try:
+            try:
+                transaction = conn.begin()
+            except sqlalchemy.exc.OperationalError as exc:
+                if _locked(exc):
+                    raise _Busy from exc
+                raise
+            with transaction:
+                result = fn(conn, *args, **kwargs)
+        except BaseException:
+            self._close_loop_connection()  # the next one starts from a fresh connection
+            raise
+        self._checkpoint_later(driver.total_changes - before)
+        return result
+
+    def _loop_connection(self) -> tuple[Connection, sqlite3.Connection]:
+        """The connection :meth:`_on_loop` keeps: it never waits for the write lock
+        (``busy_timeout`` 0) and never checkpoints (:meth:`_checkpoint_later` does)."""
+        if self._loop_conn is None:
+            assert self._sqlite is not None
+            conn = self._sqlite.connect()
             driver = conn.connection.driver_connection
-            assert driver is not None
+            assert isinstance(driver, sqlite3.Connection)
             driver.execute("PRAGMA busy_timeout=0")
             driver.execute("PRAGMA wal_autocheckpoint=0")
-            before = driver.total_changes
-            try:
-                conn.execution_options(mailgate_write=True)
-                try:
-                    transaction = conn.begin()
-                except sqlalchemy.exc.OperationalError as exc:
-                    if _locked(exc):
-                        raise _Busy from exc
-                    raise
-                with transaction:
-                    result = fn(conn, *args, **kwargs)
-                written = driver.total_changes - before
-            finally:
-                driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                driver.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
-        self._checkpoint_later(written)
-        return result
+            conn.execution_options(mailgate_write=True)
+            self._loop_conn = (conn, driver)
+        return self._loop_conn
+
+    def _close_loop_connection(self) -> None:
+        if self._loop_conn is not None:
+            conn, _ = self._loop_conn
+            self._loop_conn = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # its settings are not the pool's: never handed out again
+                conn.close()
 
     def _checkpoint_later(self, changes: int) -> None:
         """Count what :meth:`_on_loop` wrote (rows, taken as a page each: an upper bound
@@ -300,6 +317,7 @@ class Database:
     async def aclose(self) -> None:
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing])
+        self._close_loop_connection()
         await self.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
