@@ -117,6 +117,7 @@ class Metrics:
             ["result", "reason"],
             registry=self.registry,
         )
+        self._accepted: Counter | None = None  #: its ("accepted", "") child
         self.smtp_received_bytes = Counter(
             "mailgate_smtp_received_bytes",
             "Bytes of the messages the SMTP server accepted.",
@@ -198,7 +199,9 @@ class Metrics:
 
     def smtp_accepted(self, size: int) -> None:
         """One message the SMTP server committed and answered 250 for, ``size`` bytes."""
-        self.smtp_messages.labels("accepted", "").inc()
+        if self._accepted is None:  # the child looked up once: this is every message
+            self._accepted = self.smtp_messages.labels("accepted", "")
+        self._accepted.inc()
         self.smtp_received_bytes.inc(size)
 
     def smtp_refused(self, reason: str) -> None:
