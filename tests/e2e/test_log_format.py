@@ -139,3 +139,23 @@ def test_help_and_refusals(cli: RunCli, workspace: Workspace) -> None:
     bad_env = cli("dev", "--db", str(workspace.db), env={"MAILGATE_LOG_FORMAT": "xml"})
     assert bad_env.returncode == 2
     assert "mailgate: error: unknown log format 'xml'" in bad_env.stderr
+
+
+def test_debug_logs_keep_a_webhook_url_s_password_out(
+    mailgate: StartSync, workspace: Workspace
+) -> None:
+    """At DEBUG every library logs more; aiosqlite logged each statement with its
+    parameters, so the stored webhook URL, password and all, reached the log."""
+    password = "hook-url-pw-Rt58Lm"  # the secret the log must not show
+    mg = mailgate(*dev_args(workspace, "--log-level", "DEBUG"))
+    with httpx.Client(base_url=mg.web, timeout=10) as http:
+        created = http.post(
+            "/api/v1/webhooks",
+            json={"url": f"http://hook:{password}@127.0.0.1:9/in", "kinds": ["message.sent"]},
+        )
+        assert created.status_code == 201, created.text
+        assert password not in created.text
+    _send_one(mg)
+    _stop(mg)
+    assert "DEBUG" in mg.stderr()  # it did log at DEBUG
+    assert password not in mg.output()
