@@ -158,3 +158,29 @@ def _orphan_attempt(message_id: str) -> dict[str, object]:
         "duration_ms": 0,
         "recipients": {},
     }
+
+
+async def test_a_cancelled_writer_cancels_nobody_else_s_commit(database: Database) -> None:
+    started = asyncio.Event()
+
+    def write(conn: Connection, items: Sequence[str]) -> list[str]:
+        rows = [{"message_id": i, "kind": "t", "payload": {}, "created_at": NOW} for i in items]
+        conn.execute(insert(events), rows)
+        return list(items)
+
+    writer = GroupCommit(database, write, max_batch=16)
+
+    async def first() -> str:
+        started.set()
+        return await writer.submit("cancelled")
+
+    cancelled = asyncio.create_task(first())
+    others = [asyncio.create_task(writer.submit(f"m{i}")) for i in range(5)]
+    await started.wait()
+    cancelled.cancel()
+    assert await asyncio.gather(*others) == [f"m{i}" for i in range(5)]
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    async with database.read() as conn:
+        ids = set((await conn.execute(select(events.c.message_id))).scalars())
+    assert {f"m{i}" for i in range(5)} <= ids  # the cancelled one may or may not be there

@@ -67,7 +67,9 @@ class GroupCommit(Generic[T, R]):
         self._pending.append((item, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(done)  # a cancelled caller must not cancel the others' commit
+        # a cancelled caller cancels only its own future: the flusher writes the batch
+        # (its item too) and skips futures already done
+        return await done
 
     async def _flush(self) -> None:
         while self._pending:

@@ -72,14 +72,12 @@ class Prepared:
 
     @staticmethod
     def _values(plan: _Plan, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        literals = plan.literals
+        if plan.literals:
+            literals = plan.literals
+            row = {n: row[n] if n in row else literals[n] for n in plan.names}
+        values = map(row.__getitem__, plan.names)
         return tuple(
-            (p(v) if p is not None else v)
-            for p, v in zip(
-                plan.processors,
-                (row[n] if n in row else literals[n] for n in plan.names),
-                strict=True,
-            )
+            [v if p is None else p(v) for p, v in zip(plan.processors, values, strict=True)]
         )
 
     def _plan(self, dialect: Dialect) -> _Plan:
