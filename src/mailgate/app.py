@@ -43,6 +43,7 @@ from mailgate.ingest import Submissions
 from mailgate.ingest.chaos import Chaos, Stage, configured
 from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
+from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_submission import SubmissionHandler
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
@@ -533,6 +534,7 @@ class Gateway:
     async def _start_smtp(self, handler: CaptureHandler | SubmissionHandler) -> None:
         s = self.settings
         submission = isinstance(handler, SubmissionHandler)
+        files = self.inbox.files
         throttle = (
             AuthThrottle(s.smtp.auth_max_failures, s.smtp.auth_failure_window)
             if submission
@@ -552,6 +554,8 @@ class Gateway:
             max_connections=s.smtp.max_connections,
             # chaos is a testing tool: the capture server's only, never real submission
             chaos=None if submission else self.chaos,
+            # tempfile mode: big messages go to disk as they arrive, never whole in memory
+            spool=None if submission or files is None else Spool(files.spool_dir),
         )
         self.smtp_address = await server.start(s.smtp.host, s.smtp.port)
         self._smtp_server = server

@@ -22,6 +22,7 @@ and, through :meth:`AttachmentFiles.sweep`, when the inbox no longer has the mes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -42,6 +43,10 @@ Existing = Callable[[Sequence[str]], Awaitable[set[str]]]
 
 _CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _STORE_DIR = re.compile(r"mailgate-[0-9a-f]{16}")
+_SPOOLED = re.compile(r"data-[A-Za-z0-9_]+\.eml")  #: tempfile.mkstemp's names in the spool
+#: seconds after its last write a spool file counts as left behind (the client's DATA,
+#: however slow, writes to it at least every read_timeout)
+SPOOL_STALE = 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 100  #: characters of the filename kept (its end: the extension survives)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -61,6 +66,9 @@ class AttachmentFiles:
         digest = hashlib.sha256(store_url.encode()).hexdigest()[:16]
         self.dir = self.root / f"mailgate-{digest}"  #: this inbox's message directories
         self.cleanup_after = cleanup_after
+        #: where the SMTP server writes big messages as they arrive (each file removed
+        #: once captured; one a crash left is swept after ``SPOOL_STALE`` seconds)
+        self.spool_dir = self.dir / "spool"
 
     async def write(self, capture_id: str, attachments: Sequence[ParsedAttachment]) -> list[str]:
         """Write each attachment to its file (in a worker thread: never on the event
@@ -86,7 +94,8 @@ class AttachmentFiles:
         doomed = [self.dir / i for i, made in ours.items() if i not in kept or made < old]
         doomed += [path for path, made in theirs if made < old]
         await asyncio.to_thread(_remove_all, doomed)
-        return len(doomed)
+        stale = await asyncio.to_thread(_remove_stale, self.spool_dir, now - SPOOL_STALE)
+        return len(doomed) + stale
 
     async def sweep_every(self, existing: Existing) -> None:
         """:meth:`sweep` at start, then every half ``cleanup_after`` (a minute at most)."""
@@ -130,6 +139,17 @@ class AttachmentFiles:
                 else:
                     theirs.append((Path(entry.path), made))
         return ours, theirs
+
+
+def _remove_stale(folder: Path, before: float) -> int:
+    """Remove the spool files last written before ``before``: a crash left them."""
+    gone = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as scan:
+        for entry in scan:
+            if _SPOOLED.fullmatch(entry.name) and entry.stat().st_mtime < before:
+                Path(entry.path).unlink(missing_ok=True)
+                gone += 1
+    return gone
 
 
 def _entries(folder: Path, name: re.Pattern[str]) -> list[os.DirEntry[str]]:

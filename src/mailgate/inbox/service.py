@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mailgate.clock import Clock
@@ -25,7 +26,7 @@ from mailgate.inbox.sorting import SortBy, box_for, clean_tags, message_id, tags
 from mailgate.inbox.wait import WaitFor, wait_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
-from mailgate.store.inbox import BoxCount, Pruned
+from mailgate.store.inbox import BoxCount, Pruned, RawFile
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
 
@@ -105,8 +106,24 @@ class Inbox:
             parsed = parse_message(raw)
         else:
             parsed = await asyncio.to_thread(parse_message, raw)
-        record = CapturedRecord(
-            id=new_id(),
+        record = self._record(new_id(), parsed, meta, len(raw))
+        return await self._added(record, raw), parsed
+
+    async def capture_spooled(
+        self, path: Path, size: int, meta: CaptureMeta
+    ) -> tuple[CapturedRecord, ParsedMessage]:
+        """:meth:`capture_parsed` of a message in a file (a DATA block spooled to disk in
+        tempfile mode): parsed in a thread, and copied into the store a block at a time
+        (on SQLite). The file stays the caller's."""
+        parsed = await asyncio.to_thread(_parse_file, path)
+        record = self._record(new_id(), parsed, meta, size)
+        return await self._added(record, RawFile(path, size)), parsed
+
+    def _record(
+        self, capture_id: str, parsed: ParsedMessage, meta: CaptureMeta, size: int
+    ) -> CapturedRecord:
+        return CapturedRecord(
+            id=capture_id,
             tenant=meta.tenant,
             source=meta.source,
             received_at=self.clock.now(),
@@ -122,19 +139,22 @@ class Inbox:
             text=parsed.text,
             html=parsed.html,
             attachments=[_describe(i, a) for i, a in enumerate(parsed.attachments)],
-            size=len(raw),
+            size=size,
             box=meta.box
             or box_for(self.sort_by, auth=meta.auth, headers=parsed.headers, rcpt_to=meta.rcpt_to),
             tags=tags_for(parsed.headers, meta.rcpt_to),
             message_id=message_id(parsed.headers),
         )
+
+    async def _added(self, record: CapturedRecord, raw: bytes | RawFile) -> CapturedRecord:
+        """Commit a captured message and announce it (and what made room for it)."""
         pruned = await self.store.add(record, raw)
         self.events.publish(InboxEvent(EventKind.NEW, record.tenant, record, record.id))
         if pruned:  # max_messages made room in its inbox
             self.events.publish(
                 InboxEvent(EventKind.PRUNE, record.tenant, box=record.box, count=pruned)
             )
-        return record, parsed
+        return record
 
     async def attachment_paths(
         self, record: CapturedRecord, attachments: Sequence[ParsedAttachment]
@@ -410,6 +430,11 @@ def _auth(auth: dict[str, Any] | None) -> dict[str, Any]:
 #: of 64 parts in a few, 40 KB of text or headers in well under that.
 _LOOP_PARSE_SIZE = 64 * 1024
 _LOOP_PARSE_BOUNDARIES = 64
+
+
+def _parse_file(path: Path) -> ParsedMessage:
+    """Parse a spooled message (in a worker thread)."""
+    return parse_message(path.read_bytes())
 
 
 def _parsed_on_loop(raw: bytes) -> bool:

@@ -33,6 +33,7 @@ from mailgate.inbox import CaptureMeta, Inbox, capture_event
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
+from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpConnection, SmtpRecorder
 from mailgate.ingest.smtp_session import Envelope, Networks, Refusal, Session, peer_text
 
@@ -143,7 +144,12 @@ class CaptureHandler(EnvelopeHooks):
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: Envelope
     ) -> str:
+        spooled = envelope.spooled
         raw = envelope.original_content or b""
+        if spooled is None:
+            endings = bare_line_endings(raw)
+        else:  # counted as it was written to its file
+            endings = _bare_endings(spooled.crlf, spooled.lf, spooled.cr)
         meta = CaptureMeta(
             mail_from=envelope.mail_from or "",
             rcpt_to=tuple(envelope.rcpt_tos),
@@ -151,10 +157,13 @@ class CaptureHandler(EnvelopeHooks):
             remote_addr=peer_text(session.peer),
             helo=session.host_name,
             auth=session.auth_data,
-            problems=(*_violations(server), *bare_line_endings(raw)),
+            problems=(*_violations(server), *endings),
         )
         try:
-            record, parsed = await self.inbox.capture_parsed(raw, meta)
+            if spooled is None:
+                record, parsed = await self.inbox.capture_parsed(raw, meta)
+            else:
+                record, parsed = await self.inbox.capture_spooled(spooled.path, spooled.size, meta)
             paths = await self.inbox.attachment_paths(record, parsed.attachments)
         except Exception:  # storage trouble must not lose mail silently: ask for a retry
             log.exception("could not store a captured message from %s", meta.remote_addr)
@@ -163,6 +172,8 @@ class CaptureHandler(EnvelopeHooks):
         contents = None if paths is not None else [a.content for a in parsed.attachments]
         del parsed  # with files, the decoded attachments are not held while handlers run
         if self.handlers is not None:
+            if self.include_raw and spooled is not None:
+                raw = await asyncio.to_thread(spooled.path.read_bytes)  # asked for whole
             try:
                 event = capture_event(
                     record, raw=raw if self.include_raw else None, contents=contents, paths=paths
@@ -177,7 +188,7 @@ class CaptureHandler(EnvelopeHooks):
                 raise
             if verdict is Verdict.CLOSE:
                 server.close_after_reply = True
-        server.recorder.smtp_accepted(len(raw))
+        server.recorder.smtp_accepted(record.size)
         return f"250 2.0.0 OK: queued as {record.id}"
 
     async def _discard(self, capture_id: str, tenant: str) -> None:
@@ -230,14 +241,18 @@ def bare_line_endings(raw: bytes) -> tuple[str, ...]:
     DATA here, so ``LF.LF`` followed by a second MAIL FROM stays inside this message;
     a server that also ended DATA on it would take that as a second message ("SMTP
     smuggling"). Capture keeps the message and says so."""
-    crlf = raw.count(b"\r\n")
+    return _bare_endings(raw.count(b"\r\n"), raw.count(b"\n"), raw.count(b"\r"))
+
+
+def _bare_endings(crlf: int, lf_octets: int, cr_octets: int) -> tuple[str, ...]:
+    """:func:`bare_line_endings` from the counts: CRLF pairs, LF octets, CR octets."""
     problems = []
-    if lf := raw.count(b"\n") - crlf:
+    if lf := lf_octets - crlf:
         problems.append(
             f"DATA has {lf} bare LF line ending(s): SMTP lines end in CRLF; a relay that"
             " accepts them can be made to split one message in two"
         )
-    if cr := raw.count(b"\r") - crlf:
+    if cr := cr_octets - crlf:
         problems.append(f"DATA has {cr} bare CR(s) outside CRLF line endings")
     return tuple(problems)
 
@@ -326,12 +341,15 @@ class SmtpServer:
         throttle: AuthThrottle | None = None,
         cleartext_auth_from: Networks = (),
         chaos: Chaos | None = None,
+        spool: Spool | None = None,
     ) -> None:
         """``tls_context``: STARTTLS is offered with it, and :meth:`start_tls` can open an
         implicit-TLS listener. ``submission``: AUTH before MAIL, and only over TLS unless
         the client is in ``cleartext_auth_from``; ``throttle`` turns away addresses
         failing AUTH. ``chaos``: the triggers that refuse commands on purpose (read at
-        each command, so a change applies to open sessions too); None: never."""
+        each command, so a change applies to open sessions too); None: never. ``spool``:
+        where a DATA block past its threshold is written as it arrives (capture in
+        tempfile mode; the handler gets the file)."""
         self.handler = handler
         self.cleartext_auth_from = cleartext_auth_from
         self.submission = submission
@@ -360,6 +378,7 @@ class SmtpServer:
             # CRAM-MD5 needs the password itself; submission keeps only its hash
             mechanisms=("LOGIN", "PLAIN") if submission else ("CRAM-MD5", "LOGIN", "PLAIN"),
             chaos=chaos or Chaos(),
+            spool=spool,
         )
         # on the implicit-TLS listener the connection is TLS already: no STARTTLS
         self._tls_config = dataclasses.replace(self._config, tls_context=None)

@@ -11,11 +11,23 @@ connection's. BDAT's chunks (RFC 3030) are counted, not searched:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 from mailgate.ingest.smtp_session import Refusal
 
-__all__ = ["MAX_DATA_LINE", "DataEnd", "DataReader", "long_line", "unstuffed"]
+__all__ = [
+    "MAX_DATA_LINE",
+    "DataEnd",
+    "DataReader",
+    "Spool",
+    "Spooled",
+    "long_line",
+    "unstuffed",
+]
 
 MAX_DATA_LINE = 1001
 """Octets of a DATA line without its CRLF (RFC 5321 §4.5.3.1.6: 1,000 with the CRLF, plus
@@ -35,12 +47,35 @@ def long_line(data: bytes | bytearray, limit: int = MAX_DATA_LINE, start: int = 
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class Spool:
+    """Where a DATA block past ``threshold`` octets is written as it arrives, instead of
+    being held in memory (``smtp.attachment_storage.mode = tempfile``)."""
+
+    directory: Path
+    threshold: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A message written to a file (unstuffed, with its last CRLF): the file is its
+    reader's to remove. The line endings were counted on the way (``bare_line_endings``
+    needs them and must not read the file again)."""
+
+    path: Path
+    size: int
+    crlf: int  #: CRLF pairs
+    lf: int  #: LF octets, those of CRLF included
+    cr: int  #: CR octets, those of CRLF included
+
+
 class DataEnd(NamedTuple):
     """The end of a DATA block: the message, or why it is refused; and what came after."""
 
-    content: bytes | None  #: unstuffed, with its last CRLF; None when refused
+    content: bytes | None  #: unstuffed, with its last CRLF; None when refused or spooled
     refusal: Refusal | None  #: TOO_BIG or LINE_TOO_LONG
     rest: bytes  #: the bytes after ``CRLF.CRLF``: the client's next commands (RFC 2920)
+    spooled: Spooled | None = None  #: the message, when it went to a file
 
 
 class DataReader:
@@ -54,14 +89,18 @@ class DataReader:
     refused at its end, as RFC 5321 §4.2.5 has the server answer only then.
     """
 
-    __slots__ = ("_chunks", "_limit", "_received", "_tail", "_too_big")
+    __slots__ = ("_chunks", "_held", "_limit", "_received", "_spool", "_tail", "_too_big",
+                 "_writer")  # fmt: skip
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, spool: Spool | None = None) -> None:
         self._chunks: list[bytes] = []
+        self._held = 0  #: octets in ``_chunks``
         self._tail = b"\r\n"  # the DATA line's CRLF: a line starts here
         self._limit = limit
         self._received = 0
         self._too_big = False
+        self._spool = spool
+        self._writer: _SpoolWriter | None = None  #: once past the spool's threshold
 
     def feed(self, chunk: bytes) -> DataEnd | None:
         """Take the next chunk; the end of the block once its terminator has arrived."""
@@ -73,19 +112,117 @@ class DataReader:
             if self._limit and received - 3 > self._limit:
                 self._too_big = True
                 self._chunks.clear()
+                self.discard()
             elif chunk:
                 self._chunks.append(chunk)
+                self._held += len(chunk)
+                spool = self._spool
+                if spool is not None and (self._writer or self._held > spool.threshold):
+                    self._spill()
             self._tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
             return None
         rest = chunk[after:]
         size = received - len(rest) - 3  # the stuffed content, its last CRLF included
         if self._too_big or (self._limit and size > self._limit):
+            self.discard()
             return DataEnd(None, Refusal.TOO_BIG, rest)
+        if self._writer is not None:
+            return self._spooled(chunk, size, rest)
         content = _joined(self._chunks, chunk, size)
         self._chunks = []
         if long_line(content):
             return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
         return DataEnd(unstuffed(content), None, rest)
+
+    def discard(self) -> None:
+        """Remove the spool file, if any (the block was refused, or the client left)."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+
+    def _spill(self) -> None:
+        """Past the threshold: from now on the block goes to a file, a chunk at a time,
+        all but its last 3 octets (they may be the end's ``.CRLF``)."""
+        assert self._spool is not None
+        if self._writer is None:
+            self._writer = _SpoolWriter(self._spool.directory)
+        held = b"".join(self._chunks)
+        self._chunks = [held[-3:]]
+        self._held = len(self._chunks[0])
+        self._writer.write(held[:-3])
+
+    def _spooled(self, last: bytes, size: int, rest: bytes) -> DataEnd:
+        writer = self._writer
+        assert writer is not None
+        self._writer = None
+        pending = b"".join(self._chunks) + last
+        self._chunks = []
+        try:
+            writer.write(pending[: size - writer.stuffed])
+            spooled = writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        if writer.long_line:
+            writer.discard()
+            return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
+        return DataEnd(None, None, rest, spooled)
+
+
+class _SpoolWriter:
+    """Writes a DATA block to a file as it arrives: unstuffed (a leading dot of a line
+    goes, the CRLF before it may be in the previous piece), its line lengths checked
+    and its line endings counted, holding no more than a line's start in memory."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="data-", suffix=".eml", dir=directory)  # 0600
+        self.path = Path(name)
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+        self.stuffed = 0  #: octets taken, as the client sent them
+        self.size = 0  #: octets written
+        self.long_line = False
+        self._before = b"\r\n"  # the stuffed stream's last two octets: a line starts here
+        self._line = b""  #: the stuffed current line's start, for the length check
+        self._crlf = self._lf = self._cr = 0
+        self._last = b""  #: the last octet written
+
+    def write(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self.stuffed += len(piece)
+        if not self.long_line:
+            line = self._line + piece
+            end = line.rfind(b"\r\n")
+            if end >= 0 and long_line(line[: end + 2]):
+                self.long_line = True
+            self._line = line[end + 2 :] if end >= 0 else line
+            if len(self._line) > MAX_DATA_LINE + 1:  # its CRLF, when it comes, is too late
+                self.long_line = True
+            self._line = self._line[-(MAX_DATA_LINE + 2) :]
+        before, self._before = self._before, (self._before + piece)[-2:]
+        if before == b"\r\n" and piece[:1] == b".":
+            piece = piece[1:]
+        elif before[-1:] == b"\r" and piece[:2] == b"\n.":
+            piece = b"\n" + piece[2:]
+        if piece.find(b"\r\n.") >= 0:
+            piece = piece.replace(b"\r\n.", b"\r\n")
+        if not piece:
+            return
+        self._crlf += piece.count(b"\r\n") + (self._last == b"\r" and piece[:1] == b"\n")
+        self._lf += piece.count(b"\n")
+        self._cr += piece.count(b"\r")
+        self._last = piece[-1:]
+        self.size += len(piece)
+        self.file.write(piece)
+
+    def close(self) -> Spooled:
+        self.file.close()
+        return Spooled(self.path, self.size, self._crlf, self._lf, self._cr)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _after_end(tail: bytes, chunk: bytes) -> int | None:

@@ -32,7 +32,7 @@ from mailgate.ingest.smtp_syntax import MAX_COMMAND_LINE
 
 if TYPE_CHECKING:
     from mailgate.ingest.chunking import ChunkedBody
-    from mailgate.ingest.smtp_data import DataEnd, DataReader
+    from mailgate.ingest.smtp_data import DataEnd, DataReader, Spooled
     from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpRecorder
 
 __all__ = ["SmtpEngine"]
@@ -179,6 +179,8 @@ class SmtpEngine(asyncio.Protocol):
                 handle.cancel()
         if self._task is not None:
             self._task.cancel()
+        if self._data is not None:  # gone in the middle of DATA
+            self._data.discard()
         if self._registered:
             self._registered = False
             self.config.sessions.discard(self)
@@ -446,8 +448,11 @@ class SmtpEngine(asyncio.Protocol):
         elif end.refusal is Refusal.LINE_TOO_LONG:
             self.envelope = Envelope()
             self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
-        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
+        elif self.config.chaos.armed and self._chaos(Stage.DATA):
+            _remove(end.spooled)
+        else:
             self.envelope.original_content = end.content
+            self.envelope.spooled = end.spooled
             self._started(self._loop.create_task(self._deliver()))
 
     def _end_chunk(self) -> None:
@@ -474,6 +479,13 @@ class SmtpEngine(asyncio.Protocol):
         try:
             reply = "250 OK" if hook is None else await hook(self, self.session, envelope)
         finally:
+            _remove(envelope.spooled)  # the handler has read it (or failed to)
             if self.envelope is envelope:
                 self.envelope = Envelope()
         self._reply(reply)
+
+
+def _remove(spooled: Spooled | None) -> None:
+    """Remove a spooled message's file: its handler is done with it."""
+    if spooled is not None:
+        spooled.path.unlink(missing_ok=True)

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from mailgate.ingest.chaos import Chaos, Stage
 from mailgate.ingest.chunking import ChunkedBody, bdat_args
 from mailgate.ingest.smtp_auth import SmtpAuth
-from mailgate.ingest.smtp_data import DataReader
+from mailgate.ingest.smtp_data import DataReader, Spool
 from mailgate.ingest.smtp_session import (
     Envelope,
     Networks,
@@ -127,6 +127,7 @@ class SmtpConfig:
     throttle: Throttle | None = None
     mechanisms: tuple[str, ...] = ("LOGIN", "PLAIN")
     chaos: Chaos = field(default_factory=Chaos)
+    spool: Spool | None = None  #: where messages past its threshold are written (tempfile)
     ident: str = "mailgate ESMTP"
     greeting: bytes = field(init=False)
     ehlo_hook: Hook | None = field(init=False)
@@ -379,7 +380,7 @@ class SmtpConnection(SmtpAuth):
             self._reply("501 Syntax: DATA")
             return
         self._reply("354 End data with <CR><LF>.<CR><LF>")
-        self._data = reader = DataReader(self.config.max_message_size)
+        self._data = reader = DataReader(self.config.max_message_size, self.config.spool)
         if self._buf:  # pipelined (RFC 2920 §3.1: DATA may be the last command of a group)
             pending = bytes(self._buf)
             self._buf.clear()

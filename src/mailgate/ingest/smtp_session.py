@@ -13,9 +13,12 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate.ingest.chunking import ChunkedBody
+
+if TYPE_CHECKING:
+    from mailgate.ingest.smtp_data import Spooled
 
 __all__ = ["Envelope", "Networks", "Refusal", "Session", "peer_text", "tls_info", "within"]
 
@@ -51,7 +54,7 @@ class Envelope:
     """One mail transaction (RFC 5321 §3.3): from MAIL to the end of DATA or RSET."""
 
     __slots__ = ("chunked", "mail_from", "mail_options", "original_content", "rcpt_options",
-                 "rcpt_tos", "smtp_utf8")  # fmt: skip
+                 "rcpt_tos", "smtp_utf8", "spooled")  # fmt: skip
 
     def __init__(self) -> None:
         self.mail_from: str | None = None  #: "" for the null reverse-path ``<>``
@@ -60,6 +63,8 @@ class Envelope:
         self.rcpt_tos: list[str] = []
         self.rcpt_options: list[str] = []
         self.original_content: bytes | None = None  #: the message, unstuffed
+        #: or, past the spool's threshold (tempfile mode), the file it was written to
+        self.spooled: Spooled | None = None
         #: the BDAT chunks so far (RFC 3030); None while no BDAT was taken (DATA may come)
         self.chunked: ChunkedBody | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -26,13 +27,13 @@ from mailgate.store.database import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.inbox_search import matching
 from mailgate.store.outbox import EventKind, event_row, write_events
-from mailgate.store.prepared import Prepared
+from mailgate.store.prepared import Prepared, sqlite_driver
 from mailgate.store.schema import inbox
 
 if TYPE_CHECKING:
     from mailgate.inbox.search import Term
 
-__all__ = ["BoxCount", "CapturedRecord", "InboxStore"]
+__all__ = ["BoxCount", "CapturedRecord", "InboxStore", "RawFile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +115,24 @@ class InboxStore:
         self.box_max_messages = dict(box_max_messages or {})
         self._writer = GroupCommit(db, self._insert_many, small=_small)
 
-    async def add(self, record: CapturedRecord, raw: bytes) -> int:
+    async def add(self, record: CapturedRecord, raw: bytes | RawFile) -> int:
         """Commit one captured message; concurrent adds share a transaction. Returns how
         many of its inbox's oldest went to make room (counted on one message of each
-        inbox in the shared transaction, 0 on the others)."""
+        inbox in the shared transaction, 0 on the others). ``raw`` may be a file
+        (:class:`RawFile`): on SQLite it is copied into the row a block at a time."""
         return await self._writer.submit((record, raw))
 
     def _insert_many(
-        self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes]]
+        self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes | RawFile]]
     ) -> list[int]:
-        _INSERT.run(conn, [_row(record, raw) for record, raw in items])
+        streamed = sqlite_driver(conn) is not None
+        rows = [_row(record, b"" if streamed and isinstance(raw, RawFile) else _bytes(raw))
+                for record, raw in items]  # fmt: skip
+        _INSERT.run(conn, rows)
+        if streamed:
+            for record, raw in items:
+                if isinstance(raw, RawFile):
+                    _copy_in(conn, record.id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
         seen: set[tuple[str, str]] = set()
@@ -304,8 +313,38 @@ def _scope(tenant: str, box: str | None) -> ColumnElement[bool]:
 SMALL_BATCH_BYTES = 256 * 1024
 
 
-def _small(items: Sequence[tuple[CapturedRecord, bytes]]) -> bool:
-    return sum(len(raw) for _, raw in items) <= SMALL_BATCH_BYTES
+def _small(items: Sequence[tuple[CapturedRecord, bytes | RawFile]]) -> bool:
+    return sum(raw.size if isinstance(raw, RawFile) else len(raw) for _, raw in items) <= (
+        SMALL_BATCH_BYTES
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RawFile:
+    """A captured message's raw bytes in a file (a DATA block spooled to disk)."""
+
+    path: Path
+    size: int
+
+
+_BLOCK = 1024 * 1024  #: octets copied from a spooled message into its row at a time
+
+
+def _bytes(raw: bytes | RawFile) -> bytes:
+    """The message's bytes: read whole where the driver cannot take them in blocks."""
+    return raw if isinstance(raw, bytes) else raw.path.read_bytes()
+
+
+def _copy_in(conn: Connection, capture_id: str, raw: RawFile) -> None:
+    """Fill the row's ``raw`` from the file a block at a time (SQLite's incremental blob
+    I/O): the message is never whole in memory. Runs in the database thread."""
+    driver = sqlite_driver(conn)
+    assert driver is not None
+    driver.execute("UPDATE inbox SET raw = zeroblob(?) WHERE id = ?", (raw.size, capture_id))
+    (rowid,) = driver.execute("SELECT rowid FROM inbox WHERE id = ?", (capture_id,)).fetchone()
+    with raw.path.open("rb") as source, driver.blobopen("inbox", "raw", rowid) as blob:
+        while block := source.read(_BLOCK):
+            blob.write(block)
 
 
 def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
