@@ -17,22 +17,30 @@ Rules a mail client follows, and so does this parser:
 * ``message/delivery-status`` and other leaves are one attachment each;
 * a multipart whose boundary is missing or never used is read with the boundary
   its body does use, or else shown as text; it is never an attachment itself.
+
+A message spooled to a file is parsed from an ``mmap`` of it with an
+``AttachmentSink``: the tree holds bodies as spans of the file, and each
+attachment is decoded a block at a time into a file of its own
+(``mailgate.mime.stream``), so memory stays flat however large the attachments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
+from typing import BinaryIO
 
 from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
-from mailgate.mime.entity import Entity, guess_boundary, read_entity, split_multipart
+from mailgate.mime.entity import Entity, Source, guess_boundary, read_entity, split_multipart
+from mailgate.mime.stream import DECODED, Output, decode_into
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_HEADER_FIELDS",
     "MAX_PARTS",
+    "AttachmentSink",
     "ParsedAttachment",
     "ParsedMessage",
     "parse_message",
@@ -44,6 +52,12 @@ MAX_DEPTH = 64  #: multipart nesting levels walked (real mail uses fewer than 10
 MAX_HEADER_FIELDS = 1000  #: top-level header fields decoded (real mail has under 200)
 MAX_PARTS = 1000  #: MIME parts listed per message
 _WRAPPERS = ("message/rfc822", "message/global")  # RFC 2046 §5.2.1, RFC 6532 §3.5
+_EML_HEAD = 256 * 1024  #: bytes of a streamed forwarded message read for its Subject
+
+#: Opens the file the decoded body of attachment ``index`` (its place in
+#: ``ParsedMessage.attachments``) is written to. The file must be new, writable
+#: and seekable; ``parse_message`` closes it once the attachment is written.
+AttachmentSink = Callable[[int], BinaryIO]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,7 @@ class ParsedAttachment:
     content: bytes  #: exact decoded bytes (for message/rfc822: the embedded message)
     cid: str | None
     inline: bool
+    size: int  #: decoded bytes (with an attachment sink: its file's; ``content`` is then b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +84,12 @@ class ParsedMessage:
 
 @dataclass(slots=True)
 class _Part:
-    """One node of the MIME tree: a leaf with its payload, or a multipart with children."""
+    """One node of the MIME tree: a leaf with where its body is, or a multipart with children."""
 
-    view: EmailMessage  #: the MIME fields (and, for a leaf, the body) for the email API
+    view: EmailMessage  #: the MIME fields for the email API
+    source: Source  #: the buffer a leaf's body lies in
+    start: int = 0  #: a leaf's body is ``source[start:end]``
+    end: int = 0
     children: list[_Part] | None = None
     content_type: str = ""
     mime: dict[str, str] = field(default_factory=dict)  #: the MIME fields as in the source
@@ -83,11 +101,17 @@ class _Walk:
     parts: int = 0
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
+def parse_message(raw: Source, *, attachment_sink: AttachmentSink | None = None) -> ParsedMessage:
     """Parse leniently: mail from the wild is often malformed, and capture must keep it.
 
     Every leaf part that is not the chosen text or html body is an attachment, in
     document order; that order is the attachment's index in the API.
+
+    With ``attachment_sink``, each attachment's body is decoded into the file the
+    sink opens for it, never whole into memory, and ``ParsedAttachment.content`` is
+    empty; ``raw`` is then best an ``mmap`` of the spooled message. The text and
+    html shown are decoded into memory either way. An ``OSError`` from the sink's
+    file is raised: the message was not lost to bad MIME but to a broken disk.
     """
     walk = _Walk()
     top = read_entity(raw, keep=MAX_HEADER_FIELDS)
@@ -98,7 +122,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
         )
     headers = _headers(top.fields)
     try:
-        text, html, attachments = _shown(top, walk)
+        text, html, attachments = _shown(top, walk, attachment_sink)
+    except OSError:  # the sink's file could not be written: broken infrastructure
+        raise
     except Exception as exc:  # a parser bug must not cost the message
         walk.problems.append(f"mime: body not parsed ({type(exc).__name__}); see the raw source")
         text, html, attachments = None, None, ()
@@ -114,13 +140,16 @@ def parse_message(raw: bytes) -> ParsedMessage:
     )
 
 
-def _shown(top: Entity, walk: _Walk) -> tuple[str | None, str | None, tuple[ParsedAttachment, ...]]:
+def _shown(
+    top: Entity, walk: _Walk, sink: AttachmentSink | None
+) -> tuple[str | None, str | None, tuple[ParsedAttachment, ...]]:
     """Text, html and attachments as a mail client shows them."""
     root = _unwrap(_tree(top, walk, depth=0, default="text/plain"), walk)
     text_part = _body(root, "plain")
     html_part = _body(root, "html")
     chosen = {id(p) for p in (text_part, html_part) if p is not None}
-    attachments = tuple(_attachment(p) for p in _leaves(root) if id(p) not in chosen)
+    leaves = (p for p in _leaves(root) if id(p) not in chosen)
+    attachments = tuple(_attachment(p, index, sink) for index, p in enumerate(leaves))
     return _content(text_part), _content(html_part), attachments
 
 
@@ -142,54 +171,58 @@ def _first(headers: dict[str, HeaderValue], name: str) -> str:
     return ""
 
 
-def _view(mime: dict[str, str], body: bytes | None, default: str) -> EmailMessage:
+def _view(mime: dict[str, str], default: str) -> EmailMessage:
     """An EmailMessage holding only the MIME fields: the email API's parameter
     decoding (RFC 2231, quoted strings) without scanning every header field."""
     view = EmailMessage(policy=policy.default)
     view.set_default_type(default)
     for name, value in mime.items():
         view.set_raw(name.title(), value)
-    if body is not None:
-        view.set_payload(body.decode("ascii", "surrogateescape"))
     return view
 
 
 def _tree(entity: Entity, walk: _Walk, *, depth: int, default: str) -> _Part:
-    view = _view(entity.mime, None, default)
+    view = _view(entity.mime, default)
     content_type = view.get_content_type()
+    source, start, end = entity.source, entity.body_start, entity.end
     if view.get_content_maintype() != "multipart":
-        return _leaf(entity.mime, entity.body, default)
+        return _Part(view, source, start, end, None, content_type, entity.mime)
     if depth >= MAX_DEPTH:
         walk.problems.append(
             f"mime: multipart nested deeper than {MAX_DEPTH} levels;"
             " the deeper part is kept whole as one attachment"
         )
-        return _leaf({"content-type": "application/octet-stream"}, entity.raw, default)
-    split = _split(entity.body, view.get_boundary(), content_type, walk)
+        mime = {"content-type": "application/octet-stream"}
+        return _leaf(mime, default, source, entity.start, end)
+    split = _split(entity, view.get_boundary(), content_type, walk)
     if split is None:
-        return _leaf(_as_text(view), entity.body, default)
+        return _leaf(_as_text(view), default, source, start, end)
     child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
     children = []
-    for raw_part in split:
+    for part_start, part_end in split:
         walk.parts += 1
         if walk.parts > MAX_PARTS:
             walk.problems.append(f"mime: more than {MAX_PARTS} parts; the rest are not listed")
             break
-        children.append(_tree(read_entity(raw_part), walk, depth=depth + 1, default=child_default))
-    return _Part(view, children, content_type)
+        part = read_entity(source, start=part_start, end=part_end)
+        children.append(_tree(part, walk, depth=depth + 1, default=child_default))
+    return _Part(view, source, children=children, content_type=content_type)
 
 
-def _leaf(mime: dict[str, str], body: bytes, default: str) -> _Part:
-    view = _view(mime, body, default)
-    return _Part(view, None, view.get_content_type(), mime)
+def _leaf(mime: dict[str, str], default: str, source: Source, start: int, end: int) -> _Part:
+    view = _view(mime, default)
+    return _Part(view, source, start, end, None, view.get_content_type(), mime)
 
 
-def _split(body: bytes, boundary: str | None, content_type: str, walk: _Walk) -> list[bytes] | None:
-    """The parts of a multipart body; None when it has no usable boundary at all."""
-    found = split_multipart(body, boundary) if boundary else None
+def _split(
+    entity: Entity, boundary: str | None, content_type: str, walk: _Walk
+) -> list[tuple[int, int]] | None:
+    """The parts of a multipart body as spans; None when it has no usable boundary at all."""
+    source, start, end = entity.source, entity.body_start, entity.end
+    found = split_multipart(source, boundary, start, end) if boundary else None
     if found is None:
-        guessed = guess_boundary(body)
-        found = split_multipart(body, guessed) if guessed else None
+        guessed = guess_boundary(source, start, end)
+        found = split_multipart(source, guessed, start, end) if guessed else None
         if found is None or guessed is None:
             walk.problems.append(f"mime: {content_type} without a usable boundary; shown as text")
             return None
@@ -209,13 +242,22 @@ def _as_text(view: EmailMessage) -> dict[str, str]:
 
 
 def _unwrap(root: _Part, walk: _Walk) -> _Part:
-    """A message that *is* a message/rfc822 wrapper shows the message it wraps."""
+    """A message that *is* a message/rfc822 wrapper shows the message it wraps.
+
+    A wrapper sent as it is (7bit, 8bit, binary) is read where it lies; one
+    encoded in base64 or quoted-printable, which RFC 2046 §5.2.1 forbids and
+    only odd mailers write, is decoded into memory first.
+    """
     depth = 0
     while root.children is None and root.content_type in _WRAPPERS and depth < MAX_DEPTH:
-        inner = root.view.get_payload(decode=True)
-        if not isinstance(inner, bytes):
-            break
-        root = _tree(read_entity(inner), walk, depth=depth + 1, default="text/plain")
+        source, start, end = root.source, root.start, root.end
+        if _encoding(root) in DECODED:
+            inner = _decoded(root)
+            if inner is None:
+                break
+            source, start, end = inner, 0, len(inner)
+        entity = read_entity(source, start=start, end=end)
+        root = _tree(entity, walk, depth=depth + 1, default="text/plain")
         depth += 1
     return root
 
@@ -258,22 +300,39 @@ def _leaves(part: _Part) -> Iterator[_Part]:
         yield from _leaves(child)
 
 
+def _encoding(part: _Part) -> str:
+    """The Content-Transfer-Encoding as ``EmailMessage.get_payload`` reads it."""
+    return str(part.view.get("content-transfer-encoding", "")).lower()
+
+
+def _decoded(part: _Part) -> bytes | None:
+    """A leaf's body decoded in memory by the email package."""
+    body = part.source[part.start : part.end]
+    part.view.set_payload(body.decode("ascii", "surrogateescape"))
+    payload = part.view.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else None
+
+
 def _content(part: _Part | None) -> str | None:
     if part is None:
         return None
-    payload = part.view.get_payload(decode=True)
-    if not isinstance(payload, bytes):
+    payload = _decoded(part)
+    if payload is None:
         return None
     return decode_text(payload, part.view.get_content_charset())
 
 
-def _attachment(part: _Part) -> ParsedAttachment:
+def _attachment(part: _Part, index: int, sink: AttachmentSink | None) -> ParsedAttachment:
     view = part.view
-    payload = view.get_payload(decode=True)
-    content = payload if isinstance(payload, bytes) else b""
     filename = _filename(part)
-    if filename is None and part.content_type in _WRAPPERS:
-        filename = _eml_name(content)
+    named_by_subject = filename is None and part.content_type in _WRAPPERS
+    if sink is None:
+        content = _decoded(part) or b""
+        size, head = len(content), content
+    else:
+        content, size, head = b"", *_stream(part, sink(index), named_by_subject)
+    if named_by_subject:
+        filename = _eml_name(head)
     cid = view.get("content-id")
     return ParsedAttachment(
         filename=filename,
@@ -281,18 +340,32 @@ def _attachment(part: _Part) -> ParsedAttachment:
         content=content,
         cid=str(cid).strip().strip("<>") if cid else None,
         inline=view.get_content_disposition() == "inline",
+        size=size,
     )
+
+
+def _stream(part: _Part, file: BinaryIO, keep_head: bool) -> tuple[int, bytes]:
+    """Decode a leaf's body into ``file`` (closed after); its size and, when asked,
+    its first bytes (a forwarded message's header block, for its Subject)."""
+    with file:
+        out = Output(file, head=_EML_HEAD if keep_head else 0)
+        decode_into(part.source, part.start, part.end, _encoding(part), out)
+    return out.size, bytes(out.head)
 
 
 def _filename(part: _Part) -> str | None:
     """The part's filename; raw 8-bit bytes in it are read as UTF-8, else latin-1
     (the email API would read invalid UTF-8 as U+FFFD)."""
     fields = {k: decode_8bit(v) for k, v in part.mime.items() if k != "content-transfer-encoding"}
-    return safe_filename(_view(fields, None, "text/plain").get_filename())
+    return safe_filename(_view(fields, "text/plain").get_filename())
 
 
 def _eml_name(message: bytes) -> str:
-    """``<subject>.eml`` for a forwarded message without a filename, as clients save it."""
+    """``<subject>.eml`` for a forwarded message without a filename, as clients save it.
+
+    Streamed, only the first ``_EML_HEAD`` bytes are read: a Subject further down
+    a longer header block is not found.
+    """
     for name, value in read_entity(message, keep=MAX_HEADER_FIELDS).fields:
         if name.lower() == "subject":
             subject = safe_filename(decode_header(value))

@@ -120,18 +120,24 @@ def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root:
     boundary = view.get_boundary()
     parts = None
     if view.get_content_maintype() == "multipart" and boundary and depth < MAX_DEPTH:
-        split = split_multipart(entity.body, boundary)
+        split = split_multipart(entity.source, boundary, entity.body_start, entity.end)
         parts = split[0] if split is not None else None
     if parts is None:
         return _Node(_leaf(entity, view, part_id))
     node = _Node(_leaf(entity, view, part_id), multipart=True)
-    for index, raw_part in enumerate(parts, start=1):
+    for index, (start, end) in enumerate(parts, start=1):
         counter[0] += 1
         if counter[0] > MAX_PARTS:
             break
         child_id = str(index) if root else f"{part_id}.{index}"
         node.children.append(
-            _walk(read_entity(raw_part), child_id, depth=depth + 1, counter=counter, root=False)
+            _walk(
+                read_entity(entity.source, start=start, end=end),
+                child_id,
+                depth=depth + 1,
+                counter=counter,
+                root=False,
+            )
         )
     return node
 
