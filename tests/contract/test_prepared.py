@@ -82,8 +82,10 @@ def test_insert_ids_are_the_new_rows_ids(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'ids.sqlite3'}")
     metadata.create_all(engine)
     at = datetime(2026, 12, 6, tzinfo=UTC)
-    row: dict[str, Any] = {"tenant": "default", "message_id": "m", "inbox_id": None, "source": "rest",
-           "kind": "message.queued", "payload": {}, "created_at": at}  # fmt: skip
+    row: dict[str, Any] = {
+        "tenant": "default", "message_id": "m", "inbox_id": None, "source": "rest",
+        "kind": "message.queued", "payload": {}, "created_at": at,
+    }  # fmt: skip
     with engine.begin() as conn:
         conn.execute(insert(events), [row] * 5)
         conn.exec_driver_sql("DELETE FROM events WHERE id = 5")  # a gap at the top
