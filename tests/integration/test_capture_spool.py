@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
+import tracemalloc
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from mailgate.app import Gateway, Mode
+from tests.integration import capture_handlers
 from tests.integration.conftest import GatewayFactory, api
+
+KEEP = "tests.integration.capture_handlers:keep"
 
 BIG = os.urandom(3 * 1024 * 1024)  #: past the 1 MiB threshold (4 MiB in base64)
 
@@ -24,11 +29,12 @@ def _tempfile(temp_dir: Path) -> dict[str, Any]:
     return {"attachment_storage": {"mode": "tempfile", "temp_dir": str(temp_dir)}}
 
 
-def _message(subject: str) -> bytes:
+def _message(subject: str, attachment: bytes = BIG) -> bytes:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", subject
     message.set_content(".a line that starts with a dot\n..and two\n")
-    message.add_attachment(BIG, maintype="application", subtype="octet-stream", filename="big.bin")
+    message.add_attachment(attachment, maintype="application", subtype="octet-stream",
+                           filename="big.bin")  # fmt: skip
     return message.as_bytes(policy=policy.SMTP)
 
 
@@ -125,3 +131,66 @@ async def test_a_client_gone_in_the_middle_leaves_no_file(
             while _spooled(temp_dir):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         assert (await client.get("/inbox")).json()["items"] == []
+
+
+async def test_handlers_get_the_spooled_attachments_files(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    capture_handlers.SEEN.clear()
+    smtp = _tempfile(tmp_path / "att") | {"handlers": [KEEP]}
+    async with start_gateway(Mode.DEV, smtp=smtp) as gw:
+        await _send_file(gw, _write(tmp_path / "m.eml", _message("to a handler")))
+        [event] = capture_handlers.SEEN
+        [attachment] = event["attachments"]
+        path = Path(attachment["path"])
+        assert path.name == "0-big.bin" and path.parent.name == event["id"]
+        assert await asyncio.to_thread(path.read_bytes) == BIG
+        assert attachment["size"] == len(BIG)
+        assert list((tmp_path / "att").glob("mailgate-*/spool/*")) == []  # nothing staged
+    capture_handlers.SEEN.clear()
+
+
+async def test_a_big_message_is_captured_in_a_few_mb_of_memory(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """Received, parsed, its attachment decoded and the message stored, a block at a
+    time: the gateway's Python allocations peak at a fraction of the message's size,
+    where memory mode holds it several times over (the client is another process, so
+    its copy is not counted)."""
+    raw = _message("measured", BIG * 2)  # 6 MiB attachment, 8.6 MB message
+    message_file = _write(tmp_path / "m.eml", raw)
+    peaks = {}
+    for mode in ("tempfile", "memory"):
+        storage = {"mode": mode, "temp_dir": str(tmp_path / "att")}
+        smtp = {"attachment_storage": storage}
+        async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
+            tracemalloc.start()
+            try:
+                await _send_file(gw, message_file)
+                peaks[mode] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            [summary] = (await client.get("/inbox")).json()["items"]
+            assert (await client.get(f"/inbox/{summary['id']}/raw")).content == raw
+            await client.delete("/inbox")
+    assert peaks["memory"] > 2 * len(raw), peaks  # the message, and copies of it
+    assert peaks["tempfile"] < len(raw) / 2, peaks
+
+
+def _write(path: Path, raw: bytes) -> Path:
+    path.write_bytes(raw)
+    return path
+
+
+async def _send_file(gw: Gateway, message: Path) -> None:
+    """Send with smtplib in a process of its own."""
+    assert gw.smtp_address is not None
+    host, port = gw.smtp_address
+    code = (
+        "import smtplib, sys\n"
+        f"with smtplib.SMTP({host!r}, {port}, timeout=30) as c:\n"
+        f"    raw = open({str(message)!r}, 'rb').read()\n"
+        "    sys.exit(len(c.sendmail('a@example.com', ['b@example.com'], raw)))\n"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    assert await process.wait() == 0

@@ -31,10 +31,11 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from mailgate.mime import ParsedAttachment
 
-__all__ = ["AttachmentFiles", "Existing", "file_name"]
+__all__ = ["AttachmentFiles", "Existing", "Staging", "file_name"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ Existing = Callable[[Sequence[str]], Awaitable[set[str]]]
 _CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _STORE_DIR = re.compile(r"mailgate-[0-9a-f]{16}")
 _SPOOLED = re.compile(r"data-[A-Za-z0-9_]+\.eml")  #: tempfile.mkstemp's names in the spool
+_STAGED = re.compile(rf"att-{_CAPTURE_ID.pattern}")  #: a message's staged attachments
 #: seconds after its last write a spool file counts as left behind (the client's DATA,
 #: however slow, writes to it at least every read_timeout)
 SPOOL_STALE = 3600.0
@@ -74,6 +76,41 @@ class AttachmentFiles:
         """Write each attachment to its file (in a worker thread: never on the event
         loop); their paths, in order. Nothing is left behind when one cannot be written."""
         return await asyncio.to_thread(self._write, capture_id, attachments)
+
+    def staging(self, capture_id: str) -> Staging:
+        """Where a spooled message's attachments are written while it is parsed, before
+        it is committed (:meth:`adopt` then gives them their place)."""
+        if not _CAPTURE_ID.fullmatch(capture_id):
+            raise ValueError(f"not a capture id: {capture_id!r}")
+        return Staging(self.spool_dir / f"att-{capture_id}")
+
+    async def adopt(
+        self, capture_id: str, staging: Staging, attachments: Sequence[ParsedAttachment]
+    ) -> list[str]:
+        """Move a committed message's staged attachment files to where :meth:`write`
+        would have written them; their paths, in order."""
+        return await asyncio.to_thread(self._adopt, capture_id, staging, attachments)
+
+    def _adopt(
+        self, capture_id: str, staging: Staging, attachments: Sequence[ParsedAttachment]
+    ) -> list[str]:
+        if not attachments:
+            staging.discard()
+            return []
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        folder = self.dir / capture_id
+        try:
+            staging.folder.rename(folder)
+            paths = []
+            for i, a in enumerate(attachments):
+                path = folder / file_name(i, a.filename)
+                (folder / str(i)).rename(path)
+                paths.append(str(path))
+        except BaseException:
+            staging.discard()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return paths
 
     async def remove(self, capture_id: str) -> None:
         """Remove the files of a deleted message (none written: nothing to do)."""
@@ -141,14 +178,38 @@ class AttachmentFiles:
         return ours, theirs
 
 
+class Staging:
+    """A spooled message's attachment files while it is parsed: ``<n>`` for attachment
+    ``n``, private, in ``att-<capture id>`` of the spool directory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def sink(self, index: int) -> BinaryIO:
+        """The file attachment ``index`` is decoded into (:data:`AttachmentSink`)."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.folder / str(index), (_CREATE & ~os.O_WRONLY) | os.O_RDWR, 0o600)
+        return os.fdopen(fd, "w+b")
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _remove_stale(folder: Path, before: float) -> int:
-    """Remove the spool files last written before ``before``: a crash left them."""
+    """Remove the spool files and staging directories last written before ``before``:
+    a crash left them."""
     gone = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(folder) as scan:
         for entry in scan:
-            if _SPOOLED.fullmatch(entry.name) and entry.stat().st_mtime < before:
+            if entry.stat(follow_symlinks=False).st_mtime >= before:
+                continue
+            if _SPOOLED.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
-                gone += 1
+            elif _STAGED.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                continue
+            gone += 1
     return gone
 
 

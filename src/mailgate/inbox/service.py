@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import mmap
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
-from mailgate.inbox.attachment_files import AttachmentFiles
+from mailgate.inbox.attachment_files import AttachmentFiles, Staging
 from mailgate.inbox.events import EventKind, InboxEvent, InboxEvents, Subscription
 from mailgate.inbox.extract import Code, Link, compile_code_pattern, find_codes, find_links
 from mailgate.inbox.search import parse_query
@@ -111,13 +113,31 @@ class Inbox:
 
     async def capture_spooled(
         self, path: Path, size: int, meta: CaptureMeta
-    ) -> tuple[CapturedRecord, ParsedMessage]:
-        """:meth:`capture_parsed` of a message in a file (a DATA block spooled to disk in
-        tempfile mode): parsed in a thread, and copied into the store a block at a time
-        (on SQLite). The file stays the caller's."""
-        parsed = await asyncio.to_thread(_parse_file, path)
-        record = self._record(new_id(), parsed, meta, size)
-        return await self._added(record, RawFile(path, size)), parsed
+    ) -> tuple[CapturedRecord, ParsedMessage, list[str] | None]:
+        """:meth:`capture_parsed` and :meth:`attachment_paths` of a message in a file (a
+        DATA block spooled to disk in tempfile mode), never whole in memory: parsed in a
+        thread from the file mapped into memory, each attachment decoded a block at a
+        time into its file (``content`` stays empty), the message copied into the store
+        a block at a time (on SQLite). The spool file stays the caller's."""
+        capture_id = new_id()
+        staging = self.files.staging(capture_id) if self.files is not None else None
+        try:
+            parsed = await asyncio.to_thread(_parse_file, path, staging)
+            record = await self._added(
+                self._record(capture_id, parsed, meta, size), RawFile(path, size)
+            )
+        except BaseException:
+            if staging is not None:
+                await asyncio.to_thread(staging.discard)
+            raise
+        if self.files is None or staging is None:
+            return record, parsed, None
+        try:
+            paths = await self.files.adopt(capture_id, staging, parsed.attachments)
+        except BaseException:
+            await self._forget(record)
+            raise
+        return record, parsed, paths
 
     def _record(
         self, capture_id: str, parsed: ParsedMessage, meta: CaptureMeta, size: int
@@ -168,10 +188,14 @@ class Inbox:
         try:
             return await self.files.write(record.id, attachments)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self.store.delete(record.id, record.tenant)
-                self._deleted(record.id, record.tenant, record.box)
+            await self._forget(record)
             raise
+
+    async def _forget(self, record: CapturedRecord) -> None:
+        """Delete a message just committed whose files could not be written."""
+        with contextlib.suppress(Exception):
+            await self.store.delete(record.id, record.tenant)
+            self._deleted(record.id, record.tenant, record.box)
 
     async def sweep_files(self) -> None:
         """Remove attachment files past ``cleanup_after`` or of messages no longer kept
@@ -358,7 +382,7 @@ def _describe(index: int, att: ParsedAttachment) -> dict[str, Any]:
         "index": index,
         "filename": att.filename,
         "content_type": att.content_type,
-        "size": len(att.content),
+        "size": att.size,
         "cid": att.cid,
         "inline": att.inline,
     }
@@ -432,9 +456,14 @@ _LOOP_PARSE_SIZE = 64 * 1024
 _LOOP_PARSE_BOUNDARIES = 64
 
 
-def _parse_file(path: Path) -> ParsedMessage:
-    """Parse a spooled message (in a worker thread)."""
-    return parse_message(path.read_bytes())
+def _parse_file(path: Path, staging: Staging | None) -> ParsedMessage:
+    """Parse a spooled message (in a worker thread) from its file mapped into memory:
+    the pages are the file's, read as the parse needs them, never a copy of it all."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return parse_message(b"")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return parse_message(mapped, attachment_sink=staging.sink if staging else None)
 
 
 def _parsed_on_loop(raw: bytes) -> bool:

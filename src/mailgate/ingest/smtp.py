@@ -162,9 +162,11 @@ class CaptureHandler(EnvelopeHooks):
         try:
             if spooled is None:
                 record, parsed = await self.inbox.capture_parsed(raw, meta)
-            else:
-                record, parsed = await self.inbox.capture_spooled(spooled.path, spooled.size, meta)
-            paths = await self.inbox.attachment_paths(record, parsed.attachments)
+                paths = await self.inbox.attachment_paths(record, parsed.attachments)
+            else:  # its attachments already in their files
+                record, parsed, paths = await self.inbox.capture_spooled(
+                    spooled.path, spooled.size, meta
+                )
         except Exception:  # storage trouble must not lose mail silently: ask for a retry
             log.exception("could not store a captured message from %s", meta.remote_addr)
             server.recorder.smtp_refused(Refusal.STORE_UNAVAILABLE)
