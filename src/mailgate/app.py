@@ -21,7 +21,6 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import uvicorn
 
 from mailgate.clock import Clock, SystemClock
@@ -62,9 +61,11 @@ from mailgate.store.retention import purge
 from mailgate.store.runtime_settings import RuntimeSettingsStore
 from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
-from mailgate.ui import Pulse, SmtpStatus, UiOptions
-from mailgate.web import Services, create_app, create_metrics_app
-from mailgate.web.api_mailpit import MailpitOptions
+from mailgate.ui.live import Pulse
+from mailgate.ui.options import SmtpStatus, UiOptions
+from mailgate.web.app import create_app, create_metrics_app
+from mailgate.web.mailpit_options import MailpitOptions
+from mailgate.web.services import Services
 
 if TYPE_CHECKING:  # imported when --firestore is on: Google's libraries take a second
     from mailgate.sources.firestore.source import FirestoreSource
@@ -569,6 +570,8 @@ class Gateway:
         s = self.settings.smtp
         if not s.handlers:
             return None
+        import httpx  # only for handlers: webhook URLs POST with it
+
         client = httpx.AsyncClient(timeout=s.pool.timeout)
         self._stack.push_async_callback(client.aclose)
         pool = HandlerPool(

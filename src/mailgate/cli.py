@@ -14,9 +14,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from mailgate import __version__, cli_accounts, cli_queue, cli_smtp_users, cli_webhooks
@@ -26,6 +25,9 @@ from mailgate.logs import FORMATS, setup_logging
 from mailgate.settings import Settings, environ_or_dotenv, load_settings, setting_origins
 from mailgate.store import Database
 from mailgate.store.database import redact_url
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["main"]
 
@@ -331,6 +333,8 @@ def _send(args: argparse.Namespace) -> int:
         message["headers"] = {k.strip(): v.strip() for k, v in message["headers"].items()}
     message["attachments"] = [_attachment(p) for p in args.attach]
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    import httpx  # here, not at the top: the servers the other commands start need none
+
     try:
         response = httpx.post(
             f"{args.url.rstrip('/')}/api/v1/messages", json=message, headers=headers, timeout=60

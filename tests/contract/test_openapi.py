@@ -28,7 +28,7 @@ from schemathesis.core.transport import Response
 from schemathesis.generation.case import Case
 
 from mailgate.app import Gateway, Mode
-from mailgate.web import Services, create_app
+from mailgate.web.app import Services, create_app
 from tests.integration.conftest import fast_settings
 
 MAX_EXAMPLES = 30  # per operation, for the fuzzing phase

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mailgate.deliver.attachments import AttachmentResolver
 from mailgate.deliver.dkim import signer_for
@@ -20,6 +19,9 @@ from mailgate.deliver.ssrf import NetGuard, Resolver, system_resolver
 from mailgate.deliver.transport import Prepared
 from mailgate.model import Account, Message
 from mailgate.settings import AttachmentSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["AccountLookup", "SendTimeContent", "sending_account"]
 

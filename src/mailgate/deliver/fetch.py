@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
+
+if TYPE_CHECKING:  # imported where a URL is parsed or fetched: a capture server need not
+    import httpx
 
 __all__ = ["FetchFailed", "UrlFetcher", "check_url", "loggable_url", "pinned_request"]
 
@@ -34,6 +36,8 @@ class FetchFailed(Exception):
 
 def check_url(url: str) -> httpx.URL:
     """The URL if it is absolute http(s) with a host; ``ValueError`` saying why not."""
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -46,7 +50,8 @@ def check_url(url: str) -> httpx.URL:
 
 
 class UrlFetcher:
-    """One client for every URL attachment; ``aclose()`` (or ``async with``) at shutdown."""
+    """One client for every URL attachment, made at the first fetch; ``aclose()`` (or
+    ``async with``) at shutdown."""
 
     def __init__(
         self,
@@ -57,18 +62,29 @@ class UrlFetcher:
     ) -> None:
         self.guard = guard
         self.timeout = timeout
-        # No keep-alive: connections are keyed by the checked IP, so a kept one could serve
-        # another name on that address with the first name's certificate check.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            trust_env=False,
-            follow_redirects=False,
-            timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._transport = transport
+        self._client_made: httpx.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._client_made is None:
+            import httpx
+
+            # No keep-alive: connections are keyed by the checked IP, so a kept one could
+            # serve another name on that address with the first name's certificate check.
+            self._client_made = httpx.AsyncClient(
+                transport=self._transport,
+                trust_env=False,
+                follow_redirects=False,
+                timeout=self.timeout,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client_made
 
     async def fetch(self, url: str, limit: int) -> bytes:
         """The body at ``url`` (after at most 5 redirects), at most ``limit`` bytes."""
+        import httpx
+
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._follow(url, limit)
@@ -105,7 +121,8 @@ class UrlFetcher:
         return await pinned_request(self._client, self.guard, "GET", url)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client_made is not None:
+            await self._client_made.aclose()
 
     async def __aenter__(self) -> UrlFetcher:
         return self
@@ -180,6 +197,8 @@ def _too_big(url: httpx.URL, size: str, limit: int) -> str:
 def loggable_url(url: str) -> str:
     """The URL for a log line or a reason text: no credentials, no query (either may
     carry a secret)."""
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):

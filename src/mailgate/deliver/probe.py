@@ -15,11 +15,14 @@ import ssl
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiosmtplib
-import httpx
 
 from mailgate.model import Account, AccountTransport, SmtpAuth, SmtpSecurity
+
+if TYPE_CHECKING:  # imported by a Postmark probe: a capture server makes none
+    import httpx
 
 __all__ = ["ProbeReport", "ProbeStep", "probe"]
 
@@ -74,6 +77,8 @@ async def _postmark(account: Account, base_url: str, reply_timeout: float) -> Pr
         "Accept": "application/json",
         "X-Postmark-Server-Token": account.postmark_token or "",
     }
+    import httpx
+
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=reply_timeout) as client:
             response = await client.get("/server", headers=headers)

@@ -6,13 +6,17 @@ The router caches what this returns per (tenant, account, version) and calls
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailgate.deliver.pool import PoolBoard, PoolLimits
-from mailgate.deliver.postmark import PostmarkTransport
 from mailgate.deliver.smtp import SmtpTransport
 from mailgate.deliver.transport import Transport
 from mailgate.errors import ConfigError
 from mailgate.model import Account, AccountTransport
 from mailgate.settings import DeliverySettings, PostmarkSettings
+
+if TYPE_CHECKING:  # imported with the first Postmark account: it brings httpx
+    from mailgate.deliver.postmark import PostmarkTransport
 
 __all__ = ["pool_limits", "transport_for"]
 
@@ -56,6 +60,8 @@ def pool_limits(account: Account, settings: DeliverySettings) -> PoolLimits:
 def _postmark(account: Account, settings: PostmarkSettings) -> PostmarkTransport:
     if not account.postmark_token:
         raise ConfigError(f"account {account.id!r} has no Postmark token")
+    from mailgate.deliver.postmark import PostmarkTransport
+
     return PostmarkTransport(
         account.postmark_token, base_url=settings.base_url, timeout=settings.timeout
     )

@@ -26,11 +26,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailgate.errors import ConfigError
+
+if TYPE_CHECKING:  # the composition root makes the client, only when handlers are set
+    import httpx
 
 __all__ = ["HandlerFailed", "HandlerPool", "Verdict", "load_handlers"]
 

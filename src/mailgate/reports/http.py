@@ -19,11 +19,14 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h11
-import httpx
 
 from mailgate.deliver.ssrf import NetGuard
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Answer", "Endpoint", "ProtocolFailure"]
 

@@ -48,11 +48,9 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mailgate import __version__
 from mailgate.clock import Clock
@@ -61,6 +59,9 @@ from mailgate.errors import MailgateError
 from mailgate.settings import ReportSettings
 from mailgate.store.outbox import EventKind, OutboxEvent, OutboxStore
 from mailgate.store.queue import QueueStore
+
+if TYPE_CHECKING:  # imported at start(): with no sync_url, only pause() is used
+    import httpx
 
 __all__ = [
     "CONSUMER",
@@ -201,6 +202,8 @@ class ReportSync:
         now = self.clock.now()
         await self.outbox.register(CONSUMER, now, kinds=[k.value for k in KINDS])
         await self.outbox.set_active(CONSUMER, True)
+        import httpx
+
         self._client = httpx.AsyncClient(
             auth=_auth(self.settings),
             trust_env=False,  # the operator's endpoint, reached as configured
@@ -284,6 +287,8 @@ class ReportSync:
         """The endpoint's status and answer (the start of it as the error when not 2xx),
         or no status and why there was none."""
         assert self._client is not None, "report sync not started"
+        import httpx
+
         timeout = self.settings.timeout
         headers = {"Content-Type": "application/json"}
         try:
@@ -305,25 +310,28 @@ def lease_seconds(settings: ReportSettings) -> float:
     return 2 * settings.timeout + 5.0
 
 
-def _auth(settings: ReportSettings) -> httpx.Auth | None:
+def _auth(
+    settings: ReportSettings,
+) -> httpx.Auth | Callable[[httpx.Request], httpx.Request] | None:
+    import httpx
+
     if settings.token is not None:
-        return _Bearer(settings.token.get_secret_value())
+        return _bearer(settings.token.get_secret_value())
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         return httpx.BasicAuth(settings.username, password)
     return None
 
 
-class _Bearer(httpx.Auth):
+def _bearer(token: str) -> Callable[[httpx.Request], httpx.Request]:
     """``Authorization: Bearer <token>``, added as the request leaves (never a default
-    header, so it is not in the client's repr)."""
+    header, so it is not in the client's repr); httpx calls it for each request."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def add(request: httpx.Request) -> httpx.Request:
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+    return add
 
 
 def _refusal(response: httpx.Response) -> str:

@@ -40,8 +40,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import httpx
-
 from mailgate import __version__
 from mailgate.clock import Clock
 from mailgate.deliver.fetch import check_url, loggable_url
@@ -288,6 +286,8 @@ class WebhookSender:
     ) -> tuple[int | None, str | None]:
         """The receiver's status (with the start of its answer when not 2xx), or no
         status and why there was none."""
+        import httpx  # its URL parser checks the endpoint's URL (deliver.fetch.check_url)
+
         timeout = self.settings.timeout
         try:
             endpoint = self._endpoint(hook)

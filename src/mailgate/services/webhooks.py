@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from mailgate.clock import Clock
@@ -112,6 +111,8 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
 
 def shown_url(url: str) -> str:
     """``url`` with the password of its userinfo (``https://user:pw@host/``) masked."""
+    import httpx  # here, not at the top: the composition root imports this module
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):

@@ -21,8 +21,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -32,16 +31,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailgate import __version__
-from mailgate.deliver.ssrf import NetGuard
 from mailgate.errors import InvalidInput, NotFound, StoreUnavailable
 from mailgate.inbox import CaptureMeta
 from mailgate.inbox.mailbox import Mailbox, search_terms
-from mailgate.inbox.release import Release, ReleaseRefused
-from mailgate.ingest.chaos import Chaos, Stage, Trigger, Triggers, trigger
+from mailgate.inbox.release import ReleaseRefused
+from mailgate.ingest.chaos import Stage, Trigger, Triggers, trigger
 from mailgate.web.deps import ServicesDep, TenantDep, admin_only
 from mailgate.web.mailpit_checks import html_check, link_check
 from mailgate.web.mailpit_events import router as events_router
 from mailgate.web.mailpit_json import headers_json, message_json, summary_json
+from mailgate.web.mailpit_options import MailpitOptions
 from mailgate.web.mailpit_send import SendRefused, sendable
 
 __all__ = ["MailpitOptions", "create_mailpit_app"]
@@ -49,21 +48,6 @@ __all__ = ["MailpitOptions", "create_mailpit_app"]
 _BOX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SLASHES = re.compile(r"/{2,}")
 _NOT_FOUND = "404 page not found"
-
-
-@dataclass(frozen=True, slots=True)
-class MailpitOptions:
-    """What the Mailpit API needs beyond the services; built by the composition root."""
-
-    release: Release | None = None  #: None: release is not configured (400)
-    relay_name: str = ""  #: where released mail goes, for ``/api/v1/webui``
-    label: str = ""  #: ``Label`` of ``/api/v1/webui``
-    database: str = ""  #: ``Database`` of ``/api/v1/info``
-    database_size: Callable[[], int] = lambda: 0
-    #: which addresses ``link-check`` may request
-    link_guard: NetGuard = field(default_factory=NetGuard)
-    chaos: Chaos = field(default_factory=Chaos)
-    started: float = field(default_factory=time.monotonic)
 
 
 def create_mailpit_app(options: MailpitOptions | None = None) -> ASGIApp:

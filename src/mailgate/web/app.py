@@ -20,7 +20,8 @@ from mailgate.errors import Conflict, NotFound, StoreUnavailable
 from mailgate.ingest.submission import MessageIn
 from mailgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailgate.settings import HttpSettings, LimitSettings
-from mailgate.ui import UiOptions, mount_ui
+from mailgate.ui.mount import mount_ui
+from mailgate.ui.options import UiOptions
 from mailgate.web import (
     api_accounts,
     api_chaos,
@@ -31,12 +32,13 @@ from mailgate.web import (
     api_stats,
     api_webhooks,
 )
-from mailgate.web.api_mailpit import MailpitOptions, create_mailpit_app
+from mailgate.web.api_mailpit import create_mailpit_app
 from mailgate.web.api_stats import PoolStatsSource
 from mailgate.web.deps import TenantDep, admin_only
 from mailgate.web.docs import mount_docs
 from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
+from mailgate.web.mailpit_options import MailpitOptions
 from mailgate.web.methods import AllowedMethods
 from mailgate.web.responses import errors
 from mailgate.web.services import Services
