@@ -98,6 +98,7 @@ class Target:
     http: str | None = None  #: base URL of its API (mailgate, MailDev)
     counted: int = 0  #: smtp-sink's counter at the last reset
     idle_rss: int = 0
+    web_rss: int | None = None  #: mailgate's, once its first HTTP request built the web app
 
 
 @dataclass
@@ -270,9 +271,9 @@ def start_smtp_sink(args: argparse.Namespace, tmp: Path) -> Target | None:
 
 
 async def wait_ready(t: Target) -> None:
-    if t.kind == "mailgate":
-        await wait_http(f"{t.http}/healthz", t.server)
-    elif t.kind == "maildev":
+    # mailgate: SMTP only (it listens after the web server), as its first HTTP request
+    # builds the web app (mailgate.web.lazy), which an idle capture server has not
+    if t.kind == "maildev":
         await wait_http(f"{t.http}/api/healthz", t.server)
     await wait_smtp(t.port, t.server)
 
@@ -469,6 +470,9 @@ async def main_async(args: argparse.Namespace) -> int:
         await asyncio.sleep(args.settle)
         for t in targets:
             t.idle_rss = rss(group_pids(t.server.pid))
+            if t.kind == "mailgate":
+                await wait_http(f"{t.http}/healthz", t.server)
+                t.web_rss = rss(group_pids(t.server.pid))
         print(f"machine: {machine_summary()}")
         print(f"measuring: {mailgate_origin()}")
         print(
@@ -476,6 +480,9 @@ async def main_async(args: argparse.Namespace) -> int:
             f"payload per load; rounds {args.rounds}"
         )
         print("idle RSS: " + ", ".join(f"{t.name} {t.idle_rss / MB:.1f} MB" for t in targets))
+        for t in targets:
+            if t.web_rss is not None:
+                print(f"{t.name} after its first HTTP request: {t.web_rss / MB:.1f} MB")
         async with httpx.AsyncClient(timeout=120) as api:
             for t in targets:  # warm-up, not counted
                 warm = Case("warm", "warm-up", 5, False, args.size, args.warmup)

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
@@ -63,11 +64,15 @@ from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.ui.live import Pulse
 from mailgate.ui.options import SmtpStatus, UiOptions
-from mailgate.web.app import create_app, create_metrics_app
+from mailgate.web.lazy import LazyApp
 from mailgate.web.mailpit_options import MailpitOptions
 from mailgate.web.services import Services
 
-if TYPE_CHECKING:  # imported when --firestore is on: Google's libraries take a second
+if TYPE_CHECKING:
+    # FastAPI when the web app is built (mailgate.web.lazy); Firestore's modules when
+    # --firestore is on (Google's libraries take a second)
+    from fastapi import FastAPI
+
     from mailgate.sources.firestore.source import FirestoreSource
     from mailgate.sources.firestore.writeback import FirestoreWriteBack
 
@@ -430,23 +435,48 @@ class Gateway:
         self.dispatcher.account_changed(tenant, account_id)
 
     async def _start_web(self, services: Services) -> None:
-        http = self.settings.http
-        app = create_app(
-            services,
-            http=http,
-            limits=self.settings.limits,
-            pool_stats=self.pools.snapshot,
-            metrics=self._scrape,
-            readiness=self.readiness,
-            mailpit=self.mailpit,
-            ui=self._ui_options(),
-        )
+        """The web app, and the metrics listener's when ``--metrics``: both built on the
+        first request under ``dev`` (a capture server most often has none), at start under
+        ``serve`` (its first request is not the slow one); mailgate.web.lazy."""
+        http, limits, ui = self.settings.http, self.settings.limits, self._ui_options()
+
+        def build() -> FastAPI:  # in a worker thread: imports FastAPI, Jinja2, the routes
+            from mailgate.web.app import create_app
+
+            app = create_app(
+                services,
+                http=http,
+                limits=limits,
+                pool_stats=self.pools.snapshot,
+                metrics=self._scrape,
+                readiness=self.readiness,
+                mailpit=self.mailpit,
+                ui=ui,
+            )
+            # the OpenAPI schema, which the first request's 405 check reads (web.methods):
+            # 0.2 s of CPU, better spent here than on the loop that serves SMTP
+            app.openapi()
+            return app
+
+        app = await self._web_app(build)
         self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
         if http.metrics_port is not None:
-            metrics_app = create_metrics_app(self._scrape, self.readiness, mode=self.mode.value)
+            metrics_app = await self._web_app(self._metrics_app)
             self.metrics_address = await self._serve_http(
                 metrics_app, http.metrics_host, http.metrics_port, "mailgate-metrics"
             )
+
+    async def _web_app(self, build: Callable[[], FastAPI]) -> LazyApp:
+        app = LazyApp(build)
+        self._stack.push_async_callback(app.aclose)  # if uvicorn never ran its lifespan
+        if self.mode is Mode.SERVE:
+            await app.load()
+        return app
+
+    def _metrics_app(self) -> FastAPI:
+        from mailgate.web.app import create_metrics_app
+
+        return create_metrics_app(self._scrape, self.readiness, mode=self.mode.value)
 
     def _ui_options(self) -> UiOptions:
         """The admin UI's credentials and the live figures only the gateway holds."""

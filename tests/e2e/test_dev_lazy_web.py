@@ -1,0 +1,77 @@
+"""``mailgate dev`` started as a user starts it has loaded no web stack and no httpx until
+its first HTTP request, which then builds the web app (mailgate.web.lazy) and is
+answered. The CLI runs in a subprocess whose second thread reads the banner, looks at
+``sys.modules``, sends one request over a plain socket (httpx would load itself) and
+stops the server with SIGINT, as Ctrl-C does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import Workspace, dev_args
+
+pytestmark = pytest.mark.e2e
+
+NOT_AT_START = ("fastapi", "starlette", "jinja2", "httpx")
+
+SCRIPT = r"""
+import io, json, os, re, signal, socket, sys, threading, time
+
+banner, real = io.StringIO(), sys.stdout
+
+class Tee:
+    def write(self, text):
+        banner.write(text)
+        return real.write(text)
+
+    def flush(self):
+        real.flush()
+
+def loaded():
+    return sorted({m.partition(".")[0] for m in sys.modules} & set(NOT_AT_START))
+
+def first_request():
+    deadline = time.monotonic() + 30
+    while "inbox has" not in banner.getvalue():  # the last line printed once started
+        assert time.monotonic() < deadline, banner.getvalue()
+        time.sleep(0.05)
+    port = int(re.search(r"web http://127\.0\.0\.1:(\d+)", banner.getvalue())[1])
+    before = loaded()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    status, _, rest = answer.partition(b"\r\n")
+    result = {"before": before, "after": loaded(), "status": status.decode(),
+              "body": rest.partition(b"\r\n\r\n")[2].decode()}
+    real.write("RESULT " + json.dumps(result) + "\n")
+    real.flush()
+    os.kill(os.getpid(), signal.SIGINT)
+
+NOT_AT_START = json.loads(sys.argv.pop(1))
+sys.stdout = Tee()
+threading.Thread(target=first_request, daemon=True).start()
+from mailgate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_dev_loads_the_web_stack_at_its_first_request(workspace: Workspace) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(NOT_AT_START), *dev_args(workspace)],
+        cwd=workspace.root,
+        env=workspace.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["before"] == []
+    assert result["status"] == "HTTP/1.1 200 OK", result
+    assert json.loads(result["body"]) == {"status": "ok", "mode": "dev"}
+    assert {"fastapi", "starlette", "jinja2"} <= set(result["after"])  # it built the app
