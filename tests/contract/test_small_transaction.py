@@ -16,6 +16,7 @@ from sqlalchemy import Connection, func, insert, select
 from mailgate.store import Database
 from mailgate.store import database as database_module
 from mailgate.store.group_commit import GroupCommit
+from mailgate.store.prepared import Prepared
 from mailgate.store.schema import events
 from tests.builders import NOW
 
@@ -133,3 +134,16 @@ async def test_the_wal_written_on_the_loop_is_checkpointed_in_the_thread(
     # the rows reached the database file itself, not only its write-ahead log
     assert path.stat().st_size > before + 60 * 2000
     assert await _count(sqlite_db) == 80
+
+
+async def test_statements_on_the_driver_alone_are_committed_too(database: Database) -> None:
+    """Prepared statements run on sqlite3's cursor, not through SQLAlchemy: SQLAlchemy
+    has no transaction to commit, the driver's is committed all the same."""
+    prepared = Prepared(insert(events), list(_rows(["x"])[0]))
+
+    def write(conn: Connection, name: str) -> None:
+        prepared.run(conn, _rows([name]))
+
+    await database.small_transaction(write, "driver only")
+    await database.small_transaction(write, "and again")
+    assert await _count(database) == 2  # read on another connection: committed
