@@ -227,6 +227,9 @@ def start_mailgate(args: argparse.Namespace, tmp: Path) -> Target:
         "XDG_DATA_HOME": str(tmp / "xdg-data"),
         "XDG_CONFIG_HOME": str(tmp / "xdg-config"),
         "MAILGATE_INBOX__MAX_MESSAGES": "0",
+        # memory (the default) or tempfile: big messages spooled to disk as they arrive
+        "MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE": args.storage,
+        "MAILGATE_SMTP__ATTACHMENT_STORAGE__TEMP_DIR": str(tmp / "attachments"),
     }  # every message must stay countable
     server = Server("mailgate dev", argv, log=tmp / "mailgate.log", cwd=tmp, env=env).start()
     return Target("mailgate dev", "mailgate", server, smtp_port, f"http://127.0.0.1:{http_port}")
@@ -710,6 +713,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Postfix's smtp-source (default: found in /usr/sbin)",
     )
     p.add_argument("--log-level", help="mailgate --log-level (default: mailgate's own)")
+    p.add_argument(
+        "--storage",
+        choices=["memory", "tempfile"],
+        default="memory",
+        help="mailgate's smtp.attachment_storage.mode (tempfile: DATA past 1 MiB goes to disk)",
+    )
     p.add_argument(
         "--settle",
         type=float,
