@@ -391,7 +391,7 @@ class WebhookSettings(BaseModel):
     timeout: float = Field(
         10.0, gt=0, description="Seconds a receiver has to answer one POST (connect included)."
     )
-    concurrency: int = Field(32, ge=1, description="POSTs in flight at once per endpoint.")
+    concurrency: int = Field(64, ge=1, description="POSTs in flight at once per endpoint.")
     retry_delays: list[float] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
         min_length=1,
