@@ -105,7 +105,8 @@ class AttachmentStorageSettings(BaseModel):
         "memory",
         description="memory: each attachment's content (base64) is in the capture event;"
         " tempfile: each is written to a file (0600, in a 0700 directory per message) and"
-        " the event has its `path` instead.",
+        " the event has its `path` instead; a message over 1 MiB is written to disk as it"
+        " arrives and never held whole in memory.",
     )
     temp_dir: Path | None = Field(
         None,
