@@ -200,7 +200,7 @@ class _SpoolWriter:
             if len(self._line) > MAX_DATA_LINE + 1:  # its CRLF, when it comes, is too late
                 self.long_line = True
             self._line = self._line[-(MAX_DATA_LINE + 2) :]
-        before, self._before = self._before, (self._before + piece)[-2:]
+        before, self._before = self._before, (self._before + piece[-2:])[-2:]
         if before == b"\r\n" and piece[:1] == b".":
             piece = piece[1:]
         elif before[-1:] == b"\r" and piece[:2] == b"\n.":

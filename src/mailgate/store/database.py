@@ -147,10 +147,9 @@ class Database:
         done in the thread instead, every :data:`CHECKPOINT_BYTES` written here.
         Only the caller knows its rows are small: big ones belong in :meth:`transaction`.
         """
+        if self._sqlite is None or self._write_lock is None:
+            return await self.transaction(fn, *args, **kwargs)
         with translated():
-            if self._sqlite is None or self._write_lock is None:
-                async with self.engine.begin() as aconn:
-                    return await aconn.run_sync(fn, *args, **kwargs)
             async with self._write_lock:
                 try:
                     result = self._on_loop(fn, *args, **kwargs)
@@ -166,7 +165,7 @@ class Database:
         try:
             driver.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise _Busy from exc
             self._close_loop_connection()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -125,14 +126,14 @@ class InboxStore:
     def _insert_many(
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes | RawFile]]
     ) -> list[int]:
-        streamed = sqlite_driver(conn) is not None
-        rows = [_row(record, b"" if streamed and isinstance(raw, RawFile) else _bytes(raw))
+        driver = sqlite_driver(conn)  # on SQLite a file is copied in a block at a time
+        rows = [_row(record, b"" if driver and isinstance(raw, RawFile) else _bytes(raw))
                 for record, raw in items]  # fmt: skip
         _INSERT.run(conn, rows)
-        if streamed:
+        if driver is not None:
             for record, raw in items:
                 if isinstance(raw, RawFile):
-                    _copy_in(conn, record.id, raw)
+                    _copy_in(driver, record.id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
         seen: set[tuple[str, str]] = set()
@@ -335,11 +336,9 @@ def _bytes(raw: bytes | RawFile) -> bytes:
     return raw if isinstance(raw, bytes) else raw.path.read_bytes()
 
 
-def _copy_in(conn: Connection, capture_id: str, raw: RawFile) -> None:
+def _copy_in(driver: sqlite3.Connection, capture_id: str, raw: RawFile) -> None:
     """Fill the row's ``raw`` from the file a block at a time (SQLite's incremental blob
     I/O): the message is never whole in memory. Runs in the database thread."""
-    driver = sqlite_driver(conn)
-    assert driver is not None
     driver.execute("UPDATE inbox SET raw = zeroblob(?) WHERE id = ?", (raw.size, capture_id))
     (rowid,) = driver.execute("SELECT rowid FROM inbox WHERE id = ?", (capture_id,)).fetchone()
     with raw.path.open("rb") as source, driver.blobopen("inbox", "raw", rowid) as blob:
