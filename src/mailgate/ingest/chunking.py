@@ -4,10 +4,17 @@ A BDAT chunk is ``size`` octets taken as they are: no dot-stuffing, no line rule
 terminator to search for (RFC 3030 §2), so reading it is counting. The octets may span
 reads, and the next command may follow in the same read (pipelining, §4.2).
 BODY=BINARYMIME (§3) is not offered: the message still goes to the same MIME parser and
-the same bare-LF rules as DATA's, which expect CRLF text.
+the same bare-LF rules as DATA's, which expect CRLF text. In tempfile mode a message past
+the spool's threshold goes to a file as DATA's does (:mod:`.smtp_data`'s
+:class:`~mailgate.ingest.smtp_data.SpoolFile`), so it is never whole in memory.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailgate.ingest.smtp_data import Spool, Spooled, SpoolFile
 
 __all__ = ["ChunkedBody", "bdat_args"]
 
@@ -30,16 +37,25 @@ class ChunkedBody:
     :meth:`expect` announces a chunk's size; :meth:`feed` takes its octets as they arrive
     and gives back what follows the chunk once it is complete. Past ``limit`` octets
     (0: none) the chunks are still read — the client sends them whatever the server
-    says — but thrown away, and :meth:`content` is None (552 at LAST, as DATA answers at
-    its end, RFC 5321 §4.2.5). ``keep=False`` reads a chunk only to throw it away (one
-    refused with 503: the session stays in step with the client)."""
+    says — but thrown away, and :meth:`end` has no message (552 at LAST, as DATA answers
+    at its end, RFC 5321 §4.2.5). ``keep=False`` reads a chunk only to throw it away (one
+    refused with 503: the session stays in step with the client).
 
-    __slots__ = ("_keep", "_limit", "_pieces", "declared", "remaining")
+    Once more than ``spool.threshold`` octets are held, they and all that follow go to a
+    :class:`~mailgate.ingest.smtp_data.SpoolFile` (tempfile mode), which :meth:`end` hands
+    on, closed, and :meth:`discard` removes (RSET, the client gone, too big). The octets
+    are written as they came: the file and its line-ending counts are the joined chunks'."""
 
-    def __init__(self, limit: int, *, keep: bool = True) -> None:
+    __slots__ = ("_file", "_held", "_keep", "_limit", "_pieces", "declared", "remaining",
+                 "spool")  # fmt: skip
+
+    def __init__(self, limit: int, *, keep: bool = True, spool: Spool | None = None) -> None:
         self._limit = limit
         self._keep = keep
         self._pieces: list[bytes] = []
+        self._held = 0  #: octets in ``_pieces``
+        self._file: SpoolFile | None = None  #: once past the spool's threshold
+        self.spool = spool  #: where the message goes past its threshold; None: memory
         self.declared = 0  #: octets announced so far, this chunk's included
         self.remaining = 0  #: octets of the current chunk still to come
 
@@ -52,7 +68,7 @@ class ChunkedBody:
         self.declared += size
         self.remaining = size
         if self.too_big:
-            self._pieces.clear()
+            self.discard()
 
     def feed(self, data: bytes) -> bytes | None:
         """Take the chunk's octets from ``data``: the octets after the chunk once it is
@@ -61,18 +77,65 @@ class ChunkedBody:
         keep = self._keep and not self.too_big
         if len(data) < due:
             if keep and data:
-                self._pieces.append(data)
+                self._take(data)
             self.remaining = due - len(data)
             return None
         self.remaining = 0
         if keep and due:
-            self._pieces.append(data if len(data) == due else data[:due])
+            self._take(data if len(data) == due else data[:due])
         return data[due:]
 
     def content(self) -> bytes | None:
-        """The message: every chunk, joined; None when over the limit."""
-        if self.too_big or not self._keep:
+        """The message held in memory: every chunk, joined; None when over the limit (or
+        written to a file: :meth:`end`)."""
+        if self.too_big or not self._keep or self._file is not None:
             return None
         content = b"".join(self._pieces)
         self._pieces = [content]
         return content
+
+    def end(self) -> tuple[bytes | None, Spooled | None]:
+        """The message at BDAT LAST: its octets, or the closed file they were written to
+        (its reader's to remove); neither when over the limit."""
+        file, self._file = self._file, None
+        if file is None:
+            return self.content(), None
+        try:
+            return None, file.close()
+        except BaseException:
+            file.discard()
+            raise
+
+    def discard(self) -> None:
+        """Drop the octets taken, and remove their file if they went to one."""
+        self._pieces.clear()
+        self._held = 0
+        file, self._file = self._file, None
+        if file is not None:
+            file.discard()
+
+    def _take(self, piece: bytes) -> None:
+        try:
+            if self._file is not None:
+                self._file.write(piece)
+                return
+            self._pieces.append(piece)
+            self._held += len(piece)
+            spool = self.spool
+            if spool is not None and self._held > spool.threshold:
+                self._spill(spool)
+        except BaseException:  # the file could not be written: no message is kept
+            self._keep = False
+            self.discard()
+            raise
+
+    def _spill(self, spool: Spool) -> None:
+        """Past the threshold: what is held goes to a file, and from now on every chunk."""
+        # here, not at the top: smtp_data imports smtp_session, which imports this module
+        from mailgate.ingest.smtp_data import SpoolFile
+
+        self._file = file = SpoolFile(spool.directory)
+        for piece in self._pieces:
+            file.write(piece)
+        self._pieces = []
+        self._held = 0

@@ -6,7 +6,8 @@ read DATA a line at a time (docs/benchmarks.md). Only ``CRLF.CRLF`` ends a messa
 Pure: :class:`DataReader` takes the chunks the connection received and returns a
 :class:`DataEnd`; the size and line-length limits are checked here, the replies are the
 connection's. BDAT's chunks (RFC 3030) are counted, not searched:
-:class:`~mailgate.ingest.chunking.ChunkedBody`.
+:class:`~mailgate.ingest.chunking.ChunkedBody`. Past the :class:`Spool`'s threshold either
+writes its message to a :class:`SpoolFile` instead of holding it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "DataEnd",
     "DataReader",
     "Spool",
+    "SpoolFile",
     "Spooled",
     "long_line",
     "unstuffed",
@@ -49,8 +51,9 @@ def long_line(data: bytes | bytearray, limit: int = MAX_DATA_LINE, start: int = 
 
 @dataclass(frozen=True, slots=True)
 class Spool:
-    """Where a DATA block past ``threshold`` octets is written as it arrives, instead of
-    being held in memory (``smtp.attachment_storage.mode = tempfile``)."""
+    """Where a message past ``threshold`` octets (a DATA block, or BDAT's chunks so far)
+    is written as it arrives, instead of being held in memory
+    (``smtp.attachment_storage.mode = tempfile``)."""
 
     directory: Path
     threshold: int = 1024 * 1024
@@ -58,9 +61,9 @@ class Spool:
 
 @dataclass(frozen=True, slots=True)
 class Spooled:
-    """A message written to a file (unstuffed, with its last CRLF): the file is its
-    reader's to remove. The line endings were counted on the way (``bare_line_endings``
-    needs them and must not read the file again)."""
+    """A message written to a file (DATA's unstuffed, with its last CRLF; BDAT's as
+    sent): the file is its reader's to remove. The line endings were counted on the way
+    (``bare_line_endings`` needs them and must not read the file again)."""
 
     path: Path
     size: int
@@ -169,23 +172,53 @@ class DataReader:
         return DataEnd(None, None, rest, spooled)
 
 
-class _SpoolWriter:
-    """Writes a DATA block to a file as it arrives: unstuffed (a leading dot of a line
-    goes, the CRLF before it may be in the previous piece), its line lengths checked
-    and its line endings counted, holding no more than a line's start in memory."""
+class SpoolFile:
+    """A message written to a private file of the spool as it arrives (``data-*.eml``,
+    0600: the names the sweep of a crash's files knows), its line endings counted on the
+    way (``bare_line_endings`` needs them and must not read the file again): BDAT's
+    octets as sent (:class:`~mailgate.ingest.chunking.ChunkedBody`), DATA's unstuffed
+    (:class:`_SpoolWriter`). Its owner removes it (:meth:`discard`) unless :meth:`close`
+    handed it on as a :class:`Spooled`."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="data-", suffix=".eml", dir=directory)  # 0600
         self.path = Path(name)
         self.file: BinaryIO = os.fdopen(fd, "wb")
-        self.stuffed = 0  #: octets taken, as the client sent them
         self.size = 0  #: octets written
+        self._crlf = self._lf = self._cr = 0
+        self._last = b""  #: the last octet written
+
+    def write(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._crlf += piece.count(b"\r\n") + (self._last == b"\r" and piece[:1] == b"\n")
+        self._lf += piece.count(b"\n")
+        self._cr += piece.count(b"\r")
+        self._last = piece[-1:]
+        self.size += len(piece)
+        self.file.write(piece)
+
+    def close(self) -> Spooled:
+        self.file.close()
+        return Spooled(self.path, self.size, self._crlf, self._lf, self._cr)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _SpoolWriter(SpoolFile):
+    """Writes a DATA block to a file as it arrives: unstuffed (a leading dot of a line
+    goes, the CRLF before it may be in the previous piece) and its line lengths checked,
+    holding no more than a line's start in memory."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.stuffed = 0  #: octets taken, as the client sent them
         self.long_line = False
         self._before = b"\r\n"  # the stuffed stream's last two octets: a line starts here
         self._line = b""  #: the stuffed current line's start, for the length check
-        self._crlf = self._lf = self._cr = 0
-        self._last = b""  #: the last octet written
 
     def write(self, piece: bytes) -> None:
         if not piece:
@@ -207,22 +240,7 @@ class _SpoolWriter:
             piece = b"\n" + piece[2:]
         if piece.find(b"\r\n.") >= 0:
             piece = piece.replace(b"\r\n.", b"\r\n")
-        if not piece:
-            return
-        self._crlf += piece.count(b"\r\n") + (self._last == b"\r" and piece[:1] == b"\n")
-        self._lf += piece.count(b"\n")
-        self._cr += piece.count(b"\r")
-        self._last = piece[-1:]
-        self.size += len(piece)
-        self.file.write(piece)
-
-    def close(self) -> Spooled:
-        self.file.close()
-        return Spooled(self.path, self.size, self._crlf, self._lf, self._cr)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
+        super().write(piece)
 
 
 def _after_end(tail: bytes, chunk: bytes) -> int | None:

@@ -12,7 +12,8 @@ per command line (:meth:`SmtpEngine._command`); AUTH's are :mod:`.smtp_auth`'s.
 * after DATA the bytes go to a :class:`~mailgate.ingest.smtp_data.DataReader`, after BDAT
   to the transaction's :class:`~mailgate.ingest.chunking.ChunkedBody` (RFC 3030: counted
   off, not searched); at the end of either the message goes to the handler's
-  ``handle_DATA`` (``envelope.original_content``).
+  ``handle_DATA`` (``envelope.original_content``, or ``envelope.spooled``: in tempfile
+  mode, past the spool's threshold, either writes the message to a file as it arrives).
 * one idle timer per connection, re-armed only when it fires before its deadline; a
   write timeout only while the transport's buffer is over its high-water mark
   (:meth:`SmtpEngine.pause_writing`).
@@ -152,8 +153,9 @@ class SmtpEngine(asyncio.Protocol):
             if end is None:
                 return
             self._end_data(end)
-        elif self._bdat is not None:
-            rest = self._bdat.feed(data)
+        elif (body := self._bdat) is not None:
+            body.spool = self.config.spool  # (see _end_chunk)
+            rest = body.feed(data)
             if rest is None:
                 if len(data) >= 512:  # a byte now and then does not keep the session
                     self._last_read = self._loop.time()
@@ -181,6 +183,8 @@ class SmtpEngine(asyncio.Protocol):
             self._task.cancel()
         if self._data is not None:  # gone in the middle of DATA
             self._data.discard()
+        if self.envelope.chunked is not None:  # or between or within BDAT's chunks
+            self.envelope.chunked.discard()
         if self._registered:
             self._registered = False
             self.config.sessions.discard(self)
@@ -434,6 +438,8 @@ class SmtpEngine(asyncio.Protocol):
 
     def _reset(self) -> None:
         if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
+            if self.envelope.chunked is not None:  # its chunks' file, if any, goes
+                self.envelope.chunked.discard()
             self.envelope = Envelope()
 
     # ------------------------------------------------------------------ the message's end
@@ -456,20 +462,36 @@ class SmtpEngine(asyncio.Protocol):
             self._started(self._loop.create_task(self._deliver()))
 
     def _end_chunk(self) -> None:
-        """A chunk's octets are in: its reply, or at LAST the message to the handler."""
+        """A chunk's octets are in: its reply, or at LAST the message to the handler.
+
+        The verbs make the transaction's body; the spool (tempfile mode) is given to it
+        here and as its octets arrive (:meth:`data_received`), so that the chunks go to a
+        file past its threshold whether they came in later reads or pipelined with their
+        commands. Only octets pipelined with the first BDAT are taken before it has the
+        spool: a buffer's worth, under the threshold, written out with the next chunk."""
         body, (size, last, refusal) = self._bdat, self._bdat_end
         assert body is not None
         self._bdat = None
         self._last_read = self._loop.time()
+        body.spool = self.config.spool
         if refusal is not None:
             self._reply(refusal)
         elif not last:
             self._reply(f"250 2.0.0 {size} octets received")
-        elif (content := body.content()) is None:
+        else:
+            self._end_chunks(body)
+
+    def _end_chunks(self, body: ChunkedBody) -> None:
+        """BDAT LAST: the message, in memory or in its file, to the handler."""
+        content, spooled = body.end()
+        if content is None and spooled is None:
             self.envelope = Envelope()
             self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
-        elif not (self.config.chaos.armed and self._chaos(Stage.DATA)):
+        elif self.config.chaos.armed and self._chaos(Stage.DATA):
+            _remove(spooled)
+        else:
             self.envelope.original_content = content
+            self.envelope.spooled = spooled
             self._started(self._loop.create_task(self._deliver()))
 
     async def _deliver(self) -> None:
