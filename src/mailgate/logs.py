@@ -122,6 +122,3 @@ def _quiet_libraries(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every request at INFO; `mailgate send` prints what matters itself
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # aiosqlite logs every statement with its parameters at DEBUG: stored values, a
-    # password in a webhook's URL among them (SQLAlchemy keeps its own at WARNING)
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)

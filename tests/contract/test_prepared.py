@@ -98,7 +98,7 @@ def test_insert_ids_are_the_new_rows_ids(tmp_path: Path) -> None:
 
 
 def test_elsewhere_it_is_plain_execute(tmp_path: Path) -> None:
-    """Not a ``sqlite3`` connection (PostgreSQL, aiosqlite): SQLAlchemy executes it."""
+    """Not a ``sqlite3`` connection (PostgreSQL): SQLAlchemy executes it."""
     seen: list[int] = []
 
     class Spy:

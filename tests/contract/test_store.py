@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from mailgate.errors import Conflict, NotFound
 from mailgate.inbox.search import parse_query
@@ -25,6 +25,20 @@ async def test_migrations_build_exactly_the_declared_schema(database: Database) 
 
     async with database.read() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_the_waiting_index_is_partial_on_both_engines(database: Database) -> None:
+    """Leasing walks ``ix_messages_waiting``, which holds the queued and deferred rows
+    only. The declared schema names its condition for SQLite alone (see schema.py), so
+    the migrated database is asked."""
+    query = (
+        "SELECT sql FROM sqlite_master WHERE name = 'ix_messages_waiting'"
+        if database.is_sqlite
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_waiting'"
+    )
+    async with database.read() as conn:
+        ddl = (await conn.execute(text(query))).scalar_one()
+    assert "WHERE" in ddl.upper() and "queued" in ddl and "deferred" in ddl
 
 
 async def test_migrate_twice_is_harmless(database: Database) -> None:

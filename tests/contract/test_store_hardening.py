@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -190,7 +189,7 @@ async def test_lease_owner_fits_the_column_for_any_hostname(
     owners = {new_lease_owner() for _ in range(100)}
     assert len(owners) == 100  # unique per dispatcher
     assert {len(o) for o in owners} == {16}  # fixed size, well inside the column
-    assert messages.c.lease_owner.type.compile(database.engine.dialect) == "VARCHAR(64)"
+    assert messages.c.lease_owner.type.compile(database.dialect) == "VARCHAR(64)"
     queue = QueueStore(database)
     await queue.enqueue([make_message()], NOW)
     owner = owners.pop()
@@ -222,16 +221,7 @@ async def test_unreachable_database_raises_store_unavailable(engine: str, tmp_pa
             await QueueStore(db).get("x", "default")
     finally:
         await db.aclose()
-        await asyncio.to_thread(_join_aiosqlite_workers)
     assert isinstance(write_error.value.__cause__, (sqlalchemy.exc.DBAPIError, OSError))
-
-
-def _join_aiosqlite_workers() -> None:
-    """aiosqlite stops a worker whose connect failed without waiting for it; let it
-    finish while the loop is alive, or it reports a closed loop from its thread."""
-    for thread in threading.enumerate():
-        if "_connection_worker_thread" in thread.name:
-            thread.join(timeout=5)
 
 
 async def test_constraint_violation_raises_store_error(database: Database) -> None:

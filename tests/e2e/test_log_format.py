@@ -142,9 +142,9 @@ def test_help_and_refusals(cli: RunCli, workspace: Workspace) -> None:
 
 
 def test_debug_logs_show_no_statement_parameters(mailgate: StartSync, workspace: Workspace) -> None:
-    """At DEBUG every library logs more; aiosqlite logs each call it runs, SQL statements
-    with their parameters (stored values) included. Those stay out; mailgate's own DEBUG
-    lines and the secret-free rest stay in."""
+    """At DEBUG every library logs more, and a database driver's log would show SQL
+    statements with their parameters (stored values: here a password in a webhook's URL).
+    Those stay out; mailgate's own DEBUG lines and the secret-free rest stay in."""
     password = "hook-url-pw-Rt58Lm"  # the secret the log must not show
     mg = mailgate(*dev_args(workspace, "--log-level", "DEBUG"))
     with httpx.Client(base_url=mg.web, timeout=10) as http:

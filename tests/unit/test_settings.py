@@ -44,14 +44,16 @@ def test_open_api_beyond_loopback_refuses_to_start() -> None:
 
 
 def test_database_urls_are_redacted_for_output() -> None:
-    from mailgate.store.database import async_url, redact_url
+    from mailgate.store.database import driver_url, redact_url
 
     url = "postgresql://mailgate:hunter2@db.example.com:5432/mail"
     assert "hunter2" not in redact_url(url) and "db.example.com:5432/mail" in redact_url(url)
-    assert async_url(url) == "postgresql+asyncpg://mailgate:hunter2@db.example.com:5432/mail"
-    assert async_url("sqlite:////tmp/x.sqlite3") == "sqlite+aiosqlite:////tmp/x.sqlite3"
+    assert driver_url(url) == "postgresql+asyncpg://mailgate:hunter2@db.example.com:5432/mail"
+    assert driver_url("sqlite:////tmp/x.sqlite3") == "sqlite+pysqlite:////tmp/x.sqlite3"
+    # any SQLite driver named: the standard sqlite3 runs it (in mailgate's threads)
+    assert driver_url("sqlite+aiosqlite:////tmp/x.sqlite3") == "sqlite+pysqlite:////tmp/x.sqlite3"
     with pytest.raises(ConfigError, match="unsupported database URL"):
-        async_url("mysql://u:p@h/db")
+        driver_url("mysql://u:p@h/db")
 
 
 def test_finished_mail_is_kept_seven_days_by_default() -> None:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.clock import Clock
 from mailgate.crypto import NoSecretKey, SecretBox
@@ -34,6 +33,9 @@ from mailgate.model import (
     SmtpSecurity,
 )
 from mailgate.store.database import Database
+
+if TYPE_CHECKING:
+    from mailgate.store.database import StoreConnection
 from mailgate.store.outbox import EventKind, event_row, write_events
 from mailgate.store.schema import accounts
 
@@ -201,7 +203,7 @@ class AccountStore:
         return account
 
     async def _bump(
-        self, conn: AsyncConnection, tenant: str, account_id: str, values: dict[str, Any]
+        self, conn: StoreConnection, tenant: str, account_id: str, values: dict[str, Any]
     ) -> None:
         query = (
             update(accounts)
@@ -288,7 +290,7 @@ class AccountStore:
         return AccountImap(**stored, password=self._open(row["imap_password_enc"]))
 
 
-async def _row(conn: AsyncConnection, tenant: str, account_id: str) -> RowMapping | None:
+async def _row(conn: StoreConnection, tenant: str, account_id: str) -> RowMapping | None:
     query = select(accounts).where(accounts.c.tenant == tenant, accounts.c.id == account_id)
     return (await conn.execute(query)).mappings().first()
 

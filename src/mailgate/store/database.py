@@ -6,10 +6,13 @@ avoids ``database is locked`` errors and lets readers run freely under WAL.
 
 The hot paths (leasing, settling outcomes, group commits) run as one synchronous
 function per transaction (:meth:`Database.transaction`). On SQLite that function
-runs whole in the database thread: aiosqlite hands every cursor, execute, fetch
-and close to its thread and back (four round trips a statement, each a cross-CPU
-wake-up costing 60-80 µs of CPU on a VM), which made the store most of the relay's
-CPU. On PostgreSQL the same function runs through ``run_sync`` on asyncpg.
+runs whole in the database thread: a hand-off per statement, let alone aiosqlite's
+four (cursor, execute, fetch, close, each a cross-CPU wake-up costing 60-80 µs of CPU
+on a VM), made the store most of the relay's CPU. On PostgreSQL the same function
+runs through ``run_sync`` on asyncpg. The other queries (:meth:`Database.read`,
+:meth:`Database.write`) run a statement per hand-off, on SQLAlchemy's synchronous
+engine in threads for SQLite (:mod:`mailgate.store.sqlite_threads`) and its asyncio
+layer on asyncpg for PostgreSQL.
 
 This is also where database errors cross into mailgate: :meth:`Database.write`
 and :meth:`Database.read` turn SQLAlchemy's and the drivers' exceptions into
@@ -30,15 +33,20 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Dialect, make_url
 
 from mailgate.errors import ConfigError, StoreError, StoreUnavailable
+from mailgate.store.sqlite_threads import PrefetchingConnection, ThreadedConnection, in_thread
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["Database", "async_url", "redact_url", "translated"]
+    #: what :meth:`Database.read` and :meth:`Database.write` hand out: asyncpg's
+    #: connection behind SQLAlchemy's asyncio layer, or SQLite's run in a thread
+    StoreConnection = AsyncConnection | ThreadedConnection
+
+__all__ = ["Database", "driver_url", "redact_url", "translated"]
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +59,33 @@ BUSY_TIMEOUT_MS = 30_000
 #: (SQLite's own automatic checkpoint is at 1,000 pages of 4 KiB)
 CHECKPOINT_BYTES = 4 * 1024 * 1024
 
+#: SQLite connections reading at once (each in a read block, across its awaits); the
+#: pool has room for them and the writers, so no thread ever waits for a connection
+READ_CONNECTIONS = 12
+#: threads running SQLite reads (statements, not blocks: a block holds no thread between
+#: its statements)
+READ_THREADS = 4
+
 #: PostgreSQL advisory-lock key held while migrating: "mailgate" in ASCII, a bigint.
 MIGRATION_LOCK = int.from_bytes(b"mailgate", "big")
 
 _DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+pysqlite",
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
 
 
-def async_url(url: str) -> str:
-    """``sqlite:///x`` → ``sqlite+aiosqlite:///x``; ``postgresql://`` → asyncpg."""
+def driver_url(url: str) -> str:
+    """``sqlite:///x`` → ``sqlite+pysqlite:///x`` (any SQLite driver named: the standard
+    ``sqlite3`` is the one used); ``postgresql://`` → asyncpg unless a driver is named."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in _DRIVERS:
         raise ConfigError(
             f"unsupported database URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"
         )
-    if "+" in parsed.drivername:
+    if "+" in parsed.drivername and backend != "sqlite":
         return url
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
 
@@ -83,37 +99,51 @@ class Database:
     """One engine plus the transaction helpers every store query uses."""
 
     def __init__(self, url: str) -> None:
-        self.url = async_url(url)
+        self.url = driver_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
-        if self.is_sqlite:
-            # No rollback when a connection goes back to the pool: every connection is
-            # used in a context manager that already ended its transaction, and on
-            # aiosqlite each rollback is a round trip to the driver's thread (one per
-            # transaction, a tenth of the relay's database calls).
-            kwargs.update(connect_args={"timeout": 30}, pool_reset_on_return=None)
-        else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self.engine: AsyncEngine | None = None  #: PostgreSQL's
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._sqlite: Engine | None = None  #: the same file, driven from the database thread
-        self._thread: ThreadPoolExecutor | None = None
+        self._sqlite: Engine | None = None  #: SQLite's, driven from the database threads
+        self._thread: ThreadPoolExecutor | None = None  #: SQLite's writes, one at a time
+        self._readers: ThreadPoolExecutor | None = None
+        self._reading: asyncio.Semaphore | None = None  #: READ_CONNECTIONS
         self._loop_conn: tuple[Connection, sqlite3.Connection] | None = None  #: _on_loop's
         self._unsynced = 0  #: rows written on the loop since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            # No rollback when a connection goes back to the pool: every connection is
+            # used in a context manager that already ended its transaction.
             self._sqlite = create_engine(
-                make_url(self.url).set(drivername="sqlite+pysqlite"),
-                connect_args={"timeout": 30, "check_same_thread": False},
+                self.url,
+                connect_args={
+                    "timeout": 30,
+                    "check_same_thread": False,
+                    "factory": PrefetchingConnection,
+                },
                 pool_reset_on_return=None,
+                # the readers, the write thread, the loop's connection and a checkpoint
+                pool_size=READ_CONNECTIONS + 3,
+                max_overflow=2,
             )
             event.listen(self._sqlite, "connect", _sqlite_connect)
             event.listen(self._sqlite, "begin", _sqlite_begin)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-sqlite")
+            self._readers = ThreadPoolExecutor(READ_THREADS, "mailgate-sqlite-read")
+            self._reading = asyncio.Semaphore(READ_CONNECTIONS)
+        else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            self.engine = create_async_engine(
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
         self._file = _sqlite_file(self.url) if self.is_sqlite else None
         self._file_identity: tuple[int, int] | None = None  #: (device, inode) at migrate
+
+    @property
+    def dialect(self) -> Dialect:
+        engine = self._sqlite if self._sqlite is not None else self.engine
+        assert engine is not None
+        return engine.dialect
 
     async def transaction(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
@@ -127,6 +157,7 @@ class Database:
         """
         with translated():
             if self._sqlite is None or self._write_lock is None:
+                assert self.engine is not None
                 async with self.engine.begin() as aconn:
                     return await aconn.run_sync(fn, *args, **kwargs)
             async with self._write_lock:
@@ -236,14 +267,8 @@ class Database:
     ) -> R:
         """``fn`` in a write transaction in the database thread; the caller holds the
         in-process write lock."""
-        job = asyncio.get_running_loop().run_in_executor(
-            self._thread, lambda: self._in_sqlite_thread(fn, *args, **kwargs)
-        )
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            await asyncio.wait([job])  # the next writer waits for this one to end
-            raise
+        assert self._thread is not None
+        return await in_thread(self._thread, lambda: self._in_sqlite_thread(fn, *args, **kwargs))
 
     def _in_sqlite_thread(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
@@ -255,28 +280,45 @@ class Database:
                 return fn(conn, *args, **kwargs)
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[StoreConnection]:
         """A transaction that commits on exit; serialised on SQLite.
 
         On SQLite it starts with ``BEGIN IMMEDIATE``: taking the write lock up front
         means a read-then-write (leasing) never fails half-way with SQLITE_BUSY when
-        another process shares the file; ``busy_timeout`` makes it wait instead.
+        another process shares the file; ``busy_timeout`` makes it wait instead. Its
+        statements run in the database thread that runs :meth:`transaction`'s.
         """
         with translated():
-            if self._write_lock is None:
-                async with self.engine.begin() as conn:
-                    yield conn
+            if self._sqlite is None or self._write_lock is None or self._thread is None:
+                assert self.engine is not None
+                async with self.engine.begin() as aconn:
+                    yield aconn
                 return
-            async with self._write_lock, self.engine.connect() as conn:
-                await conn.execution_options(mailgate_write=True)
-                async with conn.begin():
-                    yield conn
+            async with self._write_lock:
+                conn = await in_thread(self._thread, _begin_write, self._sqlite)
+                try:
+                    yield ThreadedConnection(conn, self._thread)
+                except BaseException:
+                    await in_thread(self._thread, conn.close)  # rolls back
+                    raise
+                await in_thread(self._thread, _commit, conn)
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[StoreConnection]:
+        """A connection to read through; on SQLite its statements run in the reading
+        threads and see one snapshot (a deferred ``BEGIN`` at the first)."""
         with translated():
-            async with self.engine.connect() as conn:
-                yield conn
+            if self._sqlite is None or self._readers is None or self._reading is None:
+                assert self.engine is not None
+                async with self.engine.connect() as aconn:
+                    yield aconn
+                return
+            async with self._reading:
+                conn = await in_thread(self._readers, self._sqlite.connect)
+                try:
+                    yield ThreadedConnection(conn, self._readers)
+                finally:
+                    await in_thread(self._readers, conn.close)  # ends the snapshot
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision shipped in the package.
@@ -327,10 +369,13 @@ class Database:
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing])
         self._close_loop_connection()
-        await self.engine.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
             self._thread.shutdown(wait=False)
+        if self._readers is not None:
+            self._readers.shutdown(wait=False)
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  #: the first 16 bytes of every SQLite 3 database
@@ -387,7 +432,7 @@ def translated() -> Iterator[None]:
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the driver, decide when transactions begin (SQLAlchemy's
-    # documented recipe for aiosqlite), so _sqlite_begin can choose the BEGIN.
+    # documented recipe for pysqlite), so _sqlite_begin can choose the BEGIN.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL: readers never block the writer; NORMAL is durable across app crashes
@@ -397,6 +442,26 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _begin_write(engine: Engine) -> Connection:
+    """A pooled connection in a write transaction (``BEGIN IMMEDIATE``, which may wait
+    up to ``busy_timeout`` for another process's writer)."""
+    conn = engine.connect()
+    try:
+        conn.execution_options(mailgate_write=True)
+        conn.begin()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _commit(conn: Connection) -> None:
+    try:
+        conn.commit()
+    finally:
+        conn.close()
 
 
 class _Busy(Exception):

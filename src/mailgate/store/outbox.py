@@ -39,13 +39,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailgate.model import State
 from mailgate.store.database import Database
 from mailgate.store.prepared import Prepared, sqlite_driver
-from mailgate.store.schema import events, outbox_consumers, outbox_deliveries
+from mailgate.store.schema import events, outbox_consumers, outbox_deliveries, upsert
 
 __all__ = [
     "EventKind",
@@ -330,10 +328,9 @@ def register_consumer(
     source_prefix: str | None = None,
 ) -> None:
     """:meth:`OutboxStore.register` inside the caller's transaction."""
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     kinds_text = None if kinds is None else " " + " ".join(sorted(set(kinds))) + " "
     fields = {"tenant": tenant, "kinds": kinds_text, "source_prefix": source_prefix}
-    statement = dialect_insert(outbox_consumers).values(
+    statement = upsert(conn.dialect, outbox_consumers).values(
         name=consumer, created_at=now, active=True, **fields
     )
     conn.execute(
@@ -358,9 +355,8 @@ def _replay(conn: Connection, consumer: str, event_id: int, now: datetime) -> bo
     ).first()
     if key is None:
         return False
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     again = {"state": "pending", "attempts": 0, "next_attempt_at": now, "updated_at": now}
-    statement = dialect_insert(outbox_deliveries).values(
+    statement = upsert(conn.dialect, outbox_deliveries).values(
         consumer=consumer, event_id=event_id, ordering_key=key[0], last_error=None, **again
     )
     conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,9 +27,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.errors import Conflict, NotFound
 from mailgate.model import (
@@ -40,6 +37,9 @@ from mailgate.model import (
 )
 from mailgate.policy import Decision
 from mailgate.store.database import Database
+
+if TYPE_CHECKING:
+    from mailgate.store.database import StoreConnection
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.leasing import Budget, WaitingAccounts, claim_due_ids
 from mailgate.store.outbox import EventKind, event_row, kind_of_state, write_events
@@ -52,7 +52,7 @@ from mailgate.store.rows import (
     message_row,
     record_from_row,
 )
-from mailgate.store.schema import attachments, attempts, messages
+from mailgate.store.schema import attachments, attempts, messages, upsert
 from mailgate.store.settle import Release, Settlement, record_many, release_many
 
 __all__ = ["Activity", "Enqueued", "Job", "LastError", "MessageRecord", "QueueStore"]
@@ -399,7 +399,7 @@ def _text_matches(text: str) -> ColumnElement[bool]:
 
 
 def _minutes_since(
-    conn: AsyncConnection, column: ColumnElement[datetime], start: datetime
+    conn: StoreConnection, column: ColumnElement[datetime], start: datetime
 ) -> ColumnElement[int]:
     """Whole minutes from ``start`` to ``column``, in SQL (each engine has its own date
     arithmetic; SQLite keeps the UTC times as text)."""
@@ -476,8 +476,7 @@ def _insert_unless_key_taken(conn: Connection) -> Insert:
     The dialect's own insert construct: both engines spell the clause the same,
     but SQLAlchemy offers it only per dialect. A NULL key never conflicts.
     """
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    stmt = dialect_insert(messages).on_conflict_do_nothing(
+    stmt = upsert(conn.dialect, messages).on_conflict_do_nothing(
         index_elements=[messages.c.tenant, messages.c.key]
     )
     return stmt.returning(messages.c.id)

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.deliver.pacing import Bucket, BucketSpec, take
 from mailgate.store.database import Database
-from mailgate.store.schema import rate_buckets
+from mailgate.store.schema import rate_buckets, upsert
+
+if TYPE_CHECKING:
+    from mailgate.store.database import StoreConnection
 
 __all__ = ["RateLimitStore"]
 
@@ -69,21 +70,21 @@ class RateLimitStore:
 
 
 async def _create_missing(
-    conn: AsyncConnection, specs: Sequence[BucketSpec], now: datetime
+    conn: StoreConnection, specs: Sequence[BucketSpec], now: datetime
 ) -> None:
     """Insert absent buckets full, so the row exists to be locked; present ones are kept.
 
     ``ON CONFLICT DO NOTHING``: two processes creating the same bucket at once both
     succeed, and the row holds whichever came first.
     """
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    stmt = dialect_insert(rate_buckets).on_conflict_do_nothing(index_elements=[rate_buckets.c.key])
+    stmt = upsert(conn.dialect, rate_buckets)
+    stmt = stmt.on_conflict_do_nothing(index_elements=[rate_buckets.c.key])
     await conn.execute(
         stmt, [{"key": s.key, "tokens": s.capacity, "updated_at": now} for s in specs]
     )
 
 
-async def _locked(conn: AsyncConnection, keys: list[str]) -> dict[str, Bucket]:
+async def _locked(conn: StoreConnection, keys: list[str]) -> dict[str, Bucket]:
     """The buckets' rows, locked until the transaction ends.
 
     PostgreSQL locks the rows; SQLite already holds the file's write lock.

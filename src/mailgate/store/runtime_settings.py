@@ -13,11 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailgate.store.database import Database
-from mailgate.store.schema import runtime_settings
+from mailgate.store.schema import runtime_settings, upsert
 
 __all__ = ["RuntimeSettingsStore", "Version"]
 
@@ -47,9 +45,8 @@ class RuntimeSettingsStore:
         if not values:
             return
         async with self.db.write() as conn:
-            dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
             for name, value in values.items():
-                statement = dialect_insert(runtime_settings).values(
+                statement = upsert(conn.dialect, runtime_settings).values(
                     name=name, value=value, updated_at=now
                 )
                 await conn.execute(

@@ -1,0 +1,106 @@
+"""SQLite's reads and writes through :mod:`mailgate.store.sqlite_threads`: statements run
+in the database threads, rows come back already read, and neither a cancelled caller
+nor more readers than connections leave a connection in two hands."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mailgate.store import Database
+from mailgate.store.database import READ_CONNECTIONS
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'threads.sqlite3'}")
+    await database.migrate()
+    async with database.write() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        await conn.execute(text("INSERT INTO t VALUES (:n)"), [{"n": n} for n in range(2000)])
+    yield database  # type: ignore[misc]
+    await database.aclose()
+
+
+async def test_rows_are_read_in_the_database_thread_not_on_the_loop(db: Database) -> None:
+    """SQLite steps a statement where its rows are fetched: every step is counted (a
+    progress handler called each few VM instructions) with the thread that ran it."""
+    steps: list[int] = []
+
+    def count(conn: object) -> None:
+        driver = conn.connection.driver_connection  # type: ignore[attr-defined]
+        driver.set_progress_handler(lambda: steps.append(threading.get_ident()) or 0, 10)
+
+    async with db.read() as conn:
+        await conn.run_sync(count)
+        result = await conn.execute(text("SELECT n FROM t ORDER BY n"))
+        loop_thread = threading.get_ident()
+        before = len(steps)
+        rows = result.scalars().all()
+        assert len(steps) == before  # reading the rows ran no SQLite
+        await conn.run_sync(lambda c: c.connection.driver_connection.set_progress_handler(None, 0))
+    assert rows == list(range(2000))
+    assert steps and loop_thread not in steps
+
+
+async def test_more_readers_than_connections_all_finish(db: Database) -> None:
+    """Each read block holds a connection across its awaits; the ones beyond the pool's
+    room wait on the loop, never in a thread the holders need for their next statement."""
+
+    async def reader(i: int) -> int:
+        async with db.read() as conn:
+            first = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+            await asyncio.sleep(0.01)
+            second = (await conn.execute(text("SELECT :i"), {"i": i})).scalar_one()
+            return int(first) + int(second)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(reader(i) for i in range(READ_CONNECTIONS * 4))), timeout=20
+    )
+    assert results == [2000 + i for i in range(READ_CONNECTIONS * 4)]
+
+
+async def test_a_cancelled_writer_rolls_back_and_frees_the_lock(db: Database) -> None:
+    """Cancelled while its statement runs in the thread: the statement ends first, the
+    transaction is rolled back, and the next writer gets the lock."""
+    started = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (-1)"))
+            started.set()
+            # a statement that runs for a while in the database thread
+            await conn.execute(
+                text(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                    " WHERE x < 3000000) SELECT count(*) FROM c"
+                )
+            )
+
+    task = asyncio.create_task(slow_writer())
+    await started.wait()
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.write() as conn:  # the lock and a connection are free again
+        await conn.execute(text("INSERT INTO t VALUES (-2)"))
+    async with db.read() as conn:
+        kept = (await conn.execute(text("SELECT n FROM t WHERE n < 0"))).scalars().all()
+    assert kept == [-2]  # the cancelled transaction's row was rolled back
+
+
+async def test_a_read_sees_one_snapshot(db: Database) -> None:
+    """A read block's statements share the snapshot of its first (a deferred BEGIN)."""
+    async with db.read() as conn:
+        before = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+        async with db.write() as writer:
+            await writer.execute(text("INSERT INTO t VALUES (5000)"))
+        again = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    assert before == again == 2000
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2001
