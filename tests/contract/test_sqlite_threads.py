@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from mailgate.store import Database
 from mailgate.store.database import READ_CONNECTIONS
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'threads.sqlite3'}")
     await database.migrate()
     async with database.write() as conn:
         await conn.execute(text("CREATE TABLE t (n INTEGER)"))
         await conn.execute(text("INSERT INTO t VALUES (:n)"), [{"n": n} for n in range(2000)])
-    yield database  # type: ignore[misc]
+    yield database
     await database.aclose()
 
 
@@ -31,18 +33,22 @@ async def test_rows_are_read_in_the_database_thread_not_on_the_loop(db: Database
     progress handler called each few VM instructions) with the thread that ran it."""
     steps: list[int] = []
 
-    def count(conn: object) -> None:
-        driver = conn.connection.driver_connection  # type: ignore[attr-defined]
-        driver.set_progress_handler(lambda: steps.append(threading.get_ident()) or 0, 10)
+    def step() -> int:
+        steps.append(threading.get_ident())
+        return 0  # go on
+
+    def watch(conn: Connection, handler: Callable[[], int] | None) -> None:
+        driver: Any = conn.connection.driver_connection
+        driver.set_progress_handler(handler, 10)
 
     async with db.read() as conn:
-        await conn.run_sync(count)
+        await conn.run_sync(watch, step)
         result = await conn.execute(text("SELECT n FROM t ORDER BY n"))
         loop_thread = threading.get_ident()
         before = len(steps)
         rows = result.scalars().all()
         assert len(steps) == before  # reading the rows ran no SQLite
-        await conn.run_sync(lambda c: c.connection.driver_connection.set_progress_handler(None, 0))
+        await conn.run_sync(watch, None)
     assert rows == list(range(2000))
     assert steps and loop_thread not in steps
 

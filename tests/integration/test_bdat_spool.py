@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import smtplib
+import ssl
 import sys
 import tracemalloc
 from email import policy
@@ -180,6 +181,26 @@ async def test_rset_between_chunks_removes_the_file(
             await asyncio.to_thread(client.close)
         [summary] = (await http.get("/inbox")).json()["items"]
         assert (await http.get(f"/inbox/{summary['id']}/raw")).content == small
+
+
+async def test_starttls_between_chunks_removes_the_file(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """STARTTLS starts the session again (RFC 3207 §4.2): the half-sent message goes, and
+    its file with it, not an hour later with the stale ones."""
+    temp_dir = tmp_path / "att"
+    async with start_gateway(Mode.DEV, smtp=_tempfile(temp_dir)) as gw:
+        client = await asyncio.to_thread(_client, gw)
+        try:
+            assert (await asyncio.to_thread(_bdat, client, _message("tls")[:1_500_000]))[0] == 250
+            assert len(_spooled(temp_dir)) == 1
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            assert (await asyncio.to_thread(client.starttls, context=context))[0] == 220
+            await asyncio.to_thread(client.ehlo)
+            assert _spooled(temp_dir) == []
+        finally:
+            await asyncio.to_thread(client.close)
 
 
 async def test_too_big_is_552_and_leaves_no_file(

@@ -154,7 +154,6 @@ class SmtpEngine(asyncio.Protocol):
                 return
             self._end_data(end)
         elif (body := self._bdat) is not None:
-            body.spool = self.config.spool  # (see _end_chunk)
             rest = body.feed(data)
             if rest is None:
                 if len(data) >= 512:  # a byte now and then does not keep the session
@@ -462,18 +461,11 @@ class SmtpEngine(asyncio.Protocol):
             self._started(self._loop.create_task(self._deliver()))
 
     def _end_chunk(self) -> None:
-        """A chunk's octets are in: its reply, or at LAST the message to the handler.
-
-        The verbs make the transaction's body; the spool (tempfile mode) is given to it
-        here and as its octets arrive (:meth:`data_received`), so that the chunks go to a
-        file past its threshold whether they came in later reads or pipelined with their
-        commands. Only octets pipelined with the first BDAT are taken before it has the
-        spool: a buffer's worth, under the threshold, written out with the next chunk."""
+        """A chunk's octets are in: its reply, or at LAST the message to the handler."""
         body, (size, last, refusal) = self._bdat, self._bdat_end
         assert body is not None
         self._bdat = None
         self._last_read = self._loop.time()
-        body.spool = self.config.spool
         if refusal is not None:
             self._reply(refusal)
         elif not last:

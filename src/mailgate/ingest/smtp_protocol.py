@@ -403,7 +403,9 @@ class SmtpConnection(SmtpAuth):
         if refusal is not None:
             body = ChunkedBody(0, keep=False)
         elif envelope.chunked is None:
-            body = envelope.chunked = ChunkedBody(self.config.max_message_size)
+            body = envelope.chunked = ChunkedBody(
+                self.config.max_message_size, spool=self.config.spool
+            )
         else:
             body = envelope.chunked
         body.expect(size)
@@ -464,6 +466,8 @@ class SmtpConnection(SmtpAuth):
         self._read_paused = False
         self._auth_needs_tls = False
         self.session = Session(self.session.peer, tls_info(secure.get_extra_info("ssl_object")))
+        if self.envelope.chunked is not None:  # its chunks' file, if any, goes
+            self.envelope.chunked.discard()
         self.envelope = Envelope()
 
 
