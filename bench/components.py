@@ -2,7 +2,7 @@
 
 Not a throughput benchmark: it times mailgate's own functions one at a time, in this
 process, on a temporary SQLite file, to explain the figures of ``capture_ingest.py`` and
-``relay.py`` (wall time and CPU time of this process, including aiosqlite's thread).
+``relay.py`` (wall time and CPU time of this process, including the database threads).
 
     .venv/bin/python bench/components.py [--ops 300] [--depths 100,2000,10000]
 
@@ -12,6 +12,7 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import statistics
 import sys
@@ -89,10 +90,26 @@ async def main_async(args: argparse.Namespace) -> int:
                 await conn.execute(text("SELECT 1"))
 
         rows.append(await timed("store: empty write transaction (SELECT 1)", ops, select_one))
+        async def read_one() -> None:
+            async with db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        rows.append(await timed("store: read (SELECT 1)", ops, read_one))
         inbox = Inbox(InboxStore(db), clock)
         meta = CaptureMeta(mail_from="bench@example.com", rcpt_to=("x@example.com",))
         rows.append(await timed("inbox.capture: parse + insert, one per transaction", ops,
                                 lambda: inbox.capture(raw, meta)))
+        newest = (await inbox.list("default", limit=1))[0][0]
+        rows.append(await timed("inbox.list: newest 50 (the web UI's and API's list)", ops,
+                                lambda: inbox.list("default", limit=50)))
+        rows.append(await timed("inbox.get: one message", ops,
+                                lambda: inbox.get(newest.id, "default")))
+
+        async def many_reads() -> None:  # what a busy UI and API clients do at once
+            await asyncio.gather(*(inbox.list("default", limit=50) for _ in range(16)))
+
+        rows.append(await timed("inbox.list x16 at once (per list)", max(ops // 16, 2),
+                                many_reads, per=16))
         queue = QueueStore(db)
         submissions = Submissions(queue, clock, default_from="a@example.com", limits=limits,
                                   on_queued=lambda: None)
