@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailgate.ids import new_id
-from mailgate.ingest import parse_message_json
+from mailgate.ingest.submission import parse_message_json
 from mailgate.model import Message
 from mailgate.settings import LimitSettings
 

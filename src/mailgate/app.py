@@ -39,12 +39,12 @@ from mailgate.inbox import Inbox
 from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
-from mailgate.ingest import Submissions
 from mailgate.ingest.chaos import Chaos, Stage, configured
 from mailgate.ingest.handlers import HandlerPool, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
 from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_submission import SubmissionHandler
+from mailgate.ingest.submission import Submissions
 from mailgate.metrics import Metrics
 from mailgate.model import Account, AccountLimits
 from mailgate.reports.sync import ReportSync, pause

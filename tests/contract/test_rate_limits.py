@@ -9,7 +9,7 @@ from mailgate.clock import SystemClock
 from mailgate.deliver.admission import RateAdmission
 from mailgate.deliver.pacing import BucketSpec, Pacer
 from mailgate.deliver.router import Route
-from mailgate.ingest import Submissions
+from mailgate.ingest.submission import Submissions
 from mailgate.model import Account, AccountLimits, AccountTransport, Message
 from mailgate.settings import LimitSettings
 from mailgate.store import Database, QueueStore

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from mailgate.ingest import Submissions
+from mailgate.ingest.submission import Submissions
 from mailgate.settings import LimitSettings
 from mailgate.store import Database, QueueStore
 from tests.integration.conftest import GatewayFactory, api

@@ -1,5 +1,5 @@
-"""Turn outside input (REST JSON, SMTP sessions, Firestore documents) into queued messages."""
+"""Turn outside input (REST JSON, SMTP sessions, Firestore documents) into queued messages.
 
-from mailgate.ingest.submission import Rejected, SubmissionReport, Submissions, parse_message_json
-
-__all__ = ["Rejected", "SubmissionReport", "Submissions", "parse_message_json"]
+The package imports nothing itself: ``mailgate.ingest.tls``, run as a child process
+to make a certificate, must not load the REST submission path with it.
+"""

@@ -17,6 +17,8 @@ import hashlib
 import ipaddress
 import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 from mailgate.errors import ConfigError
@@ -47,17 +49,50 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     """``(cert, key)`` in ``directory``: the ones there, or new ones when there are none,
-    they will expire within a month, or they do not name ``hostname``."""
+    they will expire within a month, or they do not name ``hostname``.
+
+    Making or reading a certificate takes ``cryptography``, about 16 MiB that would stay
+    in a capture server for its whole life to be used once: a short-lived child process
+    does it (:func:`ensure`), and this one reads what it wrote in :data:`INFO_FILE`.
+    """
+    cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
+    if _known_usable(cert_path, key_path, hostname):
+        return cert_path, key_path
+    child = subprocess.run(  # noqa: S603 (this interpreter, a path and a hostname; no shell)
+        [sys.executable, "-m", "mailgate.ingest.tls", str(directory), hostname],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0 or not _known_usable(cert_path, key_path, hostname):
+        reason = child.stderr.strip().splitlines()[-1:] or ["no certificate was written"]
+        raise ConfigError(f"cannot make a self-signed certificate in {directory}: {reason[0]}")
+    return cert_path, key_path
+
+
+def _known_usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
+    """Usable by what :data:`INFO_FILE` says of exactly this certificate."""
+    try:
+        pem = cert_path.read_bytes()
+        key_path.stat()
+    except OSError:
+        return False
+    facts = _read_info(cert_path.with_name(INFO_FILE), pem)
+    return facts is not None and _fits(facts, hostname)
+
+
+def ensure(directory: Path, hostname: str) -> None:
+    """What :func:`self_signed` has a child process do: look at the certificate in
+    ``directory`` (writing :data:`INFO_FILE`) and make a new one if it will not do."""
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if _usable(cert_path, key_path, hostname):
-        return cert_path, key_path
+        return
     directory.mkdir(parents=True, exist_ok=True)
     # two processes starting at once must not leave one's key beside the other's cert
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _usable(cert_path, key_path, hostname):
             _make(cert_path, key_path, hostname)
-    return cert_path, key_path
 
 
 def _make(cert_path: Path, key_path: Path, hostname: str) -> None:
@@ -103,8 +138,10 @@ def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
     except OSError:
         return False
     facts = _read_info(cert_path.with_name(INFO_FILE), pem) or _inspect(cert_path, pem)
-    if facts is None:
-        return False
+    return facts is not None and _fits(facts, hostname)
+
+
+def _fits(facts: tuple[dt.datetime, list[str]], hostname: str) -> bool:
     not_after, names = facts
     return not_after - dt.datetime.now(dt.UTC) >= _RENEW_BEFORE and hostname in names
 
@@ -144,3 +181,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         file.write(data)
     os.chmod(temporary, mode)
     temporary.replace(path)
+
+
+if __name__ == "__main__":  # self_signed's child: python -m mailgate.ingest.tls DIR HOSTNAME
+    ensure(Path(sys.argv[1]), sys.argv[2])

@@ -12,8 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from mailgate.clock import Clock
-from mailgate.ingest import Submissions
-from mailgate.ingest.submission import SubmissionReport
+from mailgate.ingest.submission import SubmissionReport, Submissions
 from mailgate.model import Attempt, State
 from mailgate.store import Activity, MessageRecord, QueueStore
 
