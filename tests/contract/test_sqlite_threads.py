@@ -5,6 +5,7 @@ nor more readers than connections leave a connection in two hands."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,8 +19,13 @@ from mailgate.store.database import READ_CONNECTIONS
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'threads.sqlite3'}")
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "threads.sqlite3"
+
+
+@pytest.fixture
+async def db(path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite:///{path}")
     await database.migrate()
     async with database.write() as conn:
         await conn.execute(text("CREATE TABLE t (n INTEGER)"))
@@ -110,3 +116,33 @@ async def test_a_read_sees_one_snapshot(db: Database) -> None:
     assert before == again == 2000
     async with db.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2001
+
+
+async def test_a_writer_cancelled_while_another_process_writes_leaves_no_transaction(
+    db: Database, path: Path
+) -> None:
+    """Cancelled while its BEGIN IMMEDIATE waits for another process's write lock (in the
+    database thread): when the BEGIN gets the lock after all, the transaction it opened is
+    rolled back at once, not held by a forgotten connection until the garbage collector
+    finds it, which would keep every later writer waiting (30 s of busy_timeout)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer
+
+    async def writer() -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (-1)"))
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.3)  # its BEGIN is waiting in the thread
+    task.cancel()
+    await asyncio.sleep(0.1)
+    other.execute("ROLLBACK")  # the BEGIN gets the lock now
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    other.execute("PRAGMA busy_timeout = 2000")
+    other.execute("BEGIN IMMEDIATE")  # free again within 2 s, not after the GC
+    other.execute("ROLLBACK")
+    other.close()
+    async with asyncio.timeout(5):
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (-2)"))

@@ -36,7 +36,12 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 
 from mailgate.errors import ConfigError, StoreError, StoreUnavailable
-from mailgate.store.sqlite_threads import PrefetchingConnection, ThreadedConnection, in_thread
+from mailgate.store.sqlite_threads import (
+    PrefetchingConnection,
+    ThreadedConnection,
+    in_thread,
+    opened_in_thread,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -295,7 +300,8 @@ class Database:
                     yield aconn
                 return
             async with self._write_lock:
-                conn = await in_thread(self._thread, _begin_write, self._sqlite)
+                engine = self._sqlite
+                conn = await opened_in_thread(self._thread, lambda: _begin_write(engine), _close)
                 try:
                     yield ThreadedConnection(conn, self._thread)
                 except BaseException:
@@ -314,7 +320,7 @@ class Database:
                     yield aconn
                 return
             async with self._reading:
-                conn = await in_thread(self._readers, self._sqlite.connect)
+                conn = await opened_in_thread(self._readers, self._sqlite.connect, _close)
                 try:
                     yield ThreadedConnection(conn, self._readers)
                 finally:
@@ -455,6 +461,10 @@ def _begin_write(engine: Engine) -> Connection:
         conn.close()
         raise
     return conn
+
+
+def _close(conn: Connection) -> None:
+    conn.close()  # rolls back what it began
 
 
 def _commit(conn: Connection) -> None:

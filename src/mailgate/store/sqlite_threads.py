@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, CursorResult, Dialect, Executable
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
-__all__ = ["PrefetchingConnection", "ThreadedConnection", "in_thread"]
+__all__ = ["PrefetchingConnection", "ThreadedConnection", "in_thread", "opened_in_thread"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +51,23 @@ async def in_thread(executor: Executor, fn: Callable[P, R], *args: P.args, **kwa
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         await asyncio.wait([job])
+        raise
+
+
+async def opened_in_thread(
+    executor: Executor, fn: Callable[[], R], close: Callable[[R], object]
+) -> R:
+    """``fn()`` in ``executor``, for what must be closed (a connection, a transaction):
+    a caller cancelled meanwhile waits for it, then has ``close`` run on what it opened,
+    in the same executor, so before anything submitted later (the next writer's BEGIN
+    runs after this one's ROLLBACK)."""
+    job = asyncio.get_running_loop().run_in_executor(executor, fn)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        if not job.cancelled() and job.exception() is None:
+            executor.submit(close, job.result())
         raise
 
 
