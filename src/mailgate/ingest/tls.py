@@ -51,12 +51,12 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     """``(cert, key)`` in ``directory``: the ones there, or new ones when there are none,
     they will expire within a month, or they do not name ``hostname``.
 
-    Making or reading a certificate takes ``cryptography``, about 16 MiB that would stay
+    Making or reading a certificate takes ``cryptography``, about 11 MiB that would stay
     in a capture server for its whole life to be used once: a short-lived child process
     does it (:func:`ensure`), and this one reads what it wrote in :data:`INFO_FILE`.
     """
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
-    if _known_usable(cert_path, key_path, hostname):
+    if _usable(cert_path, key_path, hostname, inspect=False):
         return cert_path, key_path
     child = subprocess.run(  # noqa: S603 (this interpreter, a path and a hostname; no shell)
         [sys.executable, "-m", "mailgate.ingest.tls", str(directory), hostname],
@@ -64,34 +64,23 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         text=True,
         check=False,
     )
-    if child.returncode != 0 or not _known_usable(cert_path, key_path, hostname):
+    if child.returncode != 0 or not _usable(cert_path, key_path, hostname, inspect=False):
         reason = child.stderr.strip().splitlines()[-1:] or ["no certificate was written"]
         raise ConfigError(f"cannot make a self-signed certificate in {directory}: {reason[0]}")
     return cert_path, key_path
-
-
-def _known_usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
-    """Usable by what :data:`INFO_FILE` says of exactly this certificate."""
-    try:
-        pem = cert_path.read_bytes()
-        key_path.stat()
-    except OSError:
-        return False
-    facts = _read_info(cert_path.with_name(INFO_FILE), pem)
-    return facts is not None and _fits(facts, hostname)
 
 
 def ensure(directory: Path, hostname: str) -> None:
     """What :func:`self_signed` has a child process do: look at the certificate in
     ``directory`` (writing :data:`INFO_FILE`) and make a new one if it will not do."""
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
-    if _usable(cert_path, key_path, hostname):
+    if _usable(cert_path, key_path, hostname, inspect=True):
         return
     directory.mkdir(parents=True, exist_ok=True)
     # two processes starting at once must not leave one's key beside the other's cert
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _usable(cert_path, key_path, hostname):
+        if not _usable(cert_path, key_path, hostname, inspect=True):
             _make(cert_path, key_path, hostname)
 
 
@@ -131,17 +120,19 @@ def _make(cert_path: Path, key_path: Path, hostname: str) -> None:
     _inspect(cert_path, pem)
 
 
-def _usable(cert_path: Path, key_path: Path, hostname: str) -> bool:
+def _usable(cert_path: Path, key_path: Path, hostname: str, *, inspect: bool) -> bool:
+    """Whether the certificate will do, by what :data:`INFO_FILE` says of exactly it, or,
+    with ``inspect`` (the child), by reading it when that file says nothing of it."""
     try:
         pem = cert_path.read_bytes()
         key_path.stat()
     except OSError:
         return False
-    facts = _read_info(cert_path.with_name(INFO_FILE), pem) or _inspect(cert_path, pem)
-    return facts is not None and _fits(facts, hostname)
-
-
-def _fits(facts: tuple[dt.datetime, list[str]], hostname: str) -> bool:
+    facts = _read_info(cert_path.with_name(INFO_FILE), pem)
+    if facts is None and inspect:
+        facts = _inspect(cert_path, pem)
+    if facts is None:
+        return False
     not_after, names = facts
     return not_after - dt.datetime.now(dt.UTC) >= _RENEW_BEFORE and hostname in names
 
