@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage
 from typing import BinaryIO
 
 from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
 from mailgate.mime.entity import Entity, Source, guess_boundary, read_entity, split_multipart
 from mailgate.mime.stream import DECODED, Output, decode_into
+from mailgate.mime.view import MimeView
 
 __all__ = [
     "MAX_DEPTH",
@@ -174,7 +174,7 @@ def _first(headers: dict[str, HeaderValue], name: str) -> str:
 def _view(mime: dict[str, str], default: str) -> EmailMessage:
     """An EmailMessage holding only the MIME fields: the email API's parameter
     decoding (RFC 2231, quoted strings) without scanning every header field."""
-    view = EmailMessage(policy=policy.default)
+    view = MimeView()
     view.set_default_type(default)
     for name, value in mime.items():
         view.set_raw(name.title(), value)

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage
 
 from mailgate.mime.decode import decode_8bit, safe_filename
 from mailgate.mime.entity import Entity, read_entity, split_multipart
+from mailgate.mime.view import MimeView
 
 __all__ = ["MimePart", "PartList", "mime_parts"]
 
@@ -144,7 +144,7 @@ def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root:
 
 def _view(mime: dict[str, str]) -> EmailMessage:
     """The MIME fields alone, for the email package's parameter decoding (RFC 2231)."""
-    view = EmailMessage(policy=policy.default)
+    view = MimeView()
     for name, value in mime.items():
         view.set_raw(
             name.title(), decode_8bit(value) if name != "content-transfer-encoding" else value
@@ -169,7 +169,7 @@ def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
 def _decoded(entity: Entity, view: EmailMessage) -> bytes:
     if view.get_content_maintype() == "multipart":
         return b""
-    leaf = EmailMessage(policy=policy.default)
+    leaf = MimeView()
     encoding = entity.mime.get("content-transfer-encoding")
     if encoding:
         leaf["Content-Transfer-Encoding"] = encoding

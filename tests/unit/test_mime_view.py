@@ -1,0 +1,71 @@
+"""MimeView answers as the email package's EmailMessage does, parsing each field once
+(and a field seen before, once per process) instead of at every read."""
+
+from __future__ import annotations
+
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+
+from mailgate.mime import parse_message
+from mailgate.mime.view import KEPT_LENGTH, MimeView, _parsed
+
+FIELD_SETS = [
+    {},
+    {"Content-Type": "text/plain; charset=us-ascii"},
+    {"Content-Type": 'TEXT/HTML; Charset="UTF-8"', "Content-Transfer-Encoding": "Base64"},
+    {"Content-Type": 'multipart/mixed; boundary="==b 1=="'},
+    {"Content-Type": "multipart/related; type=text/html; start=<root@x>"},
+    {"Content-Type": "application/pdf; name*=utf-8''r%C3%A9sum%C3%A9.pdf",
+     "Content-Disposition": "attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf"},
+    {"Content-Type": "image/png", "Content-Disposition": 'inline; filename="a b.png"',
+     "Content-ID": "<img1@example>"},
+    {"Content-Type": "text/plain; charset=", "Content-Disposition": "attachment;;filename"},
+    {"Content-Type": "nonsense", "Content-Disposition": "; broken"},
+    {"Content-Type": "text/plain; name=" + "x" * (KEPT_LENGTH + 50)},  # parsed anew
+]  # fmt: skip
+
+
+def _answers(view: EmailMessage) -> tuple[object, ...]:
+    return (
+        view.get_content_type(),
+        view.get_content_maintype(),
+        view.get_content_subtype(),
+        view.get_content_charset(),
+        view.get_param("charset"),
+        view.get_param("name"),
+        view.get_param("start"),
+        view.get_boundary(),
+        view.get_filename(),
+        view.get_content_disposition(),
+        view.is_attachment(),
+        str(view.get("content-id", "")),
+        str(view.get("content-transfer-encoding", "")),
+        view.get("x-absent", "absent"),
+    )
+
+
+@pytest.mark.parametrize("fields", FIELD_SETS)
+def test_the_view_answers_as_the_email_package_does(fields: dict[str, str]) -> None:
+    plain, view = EmailMessage(policy=policy.default), MimeView()
+    for message in (plain, view):
+        message.set_default_type("text/plain")
+        for name, value in fields.items():
+            message.set_raw(name, value)
+    assert _answers(view) == _answers(plain)
+    assert _answers(view) == _answers(view)  # read again, from what it kept
+
+
+def test_a_field_is_parsed_once_per_process() -> None:
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\nhi\r\n"
+    )
+    _parsed.cache_clear()
+    first = parse_message(raw)
+    parsed = _parsed.cache_info().misses
+    assert parsed == 2  # Content-Type and Content-Transfer-Encoding, each once
+    again = parse_message(raw)
+    assert _parsed.cache_info().misses == parsed  # nothing parsed anew
+    assert again == first and first.text == "hi\n"
