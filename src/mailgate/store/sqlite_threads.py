@@ -44,14 +44,7 @@ Parameters = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 async def in_thread(executor: Executor, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``fn(*args)`` in ``executor``. A caller cancelled meanwhile still waits for it to
     end, so nothing else touches its connection (or takes the write lock) while it runs."""
-    job = asyncio.get_running_loop().run_in_executor(
-        executor, functools.partial(fn, *args, **kwargs)
-    )
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        await asyncio.wait([job])
-        raise
+    return await _waited(executor, functools.partial(fn, *args, **kwargs), None)
 
 
 async def opened_in_thread(
@@ -61,12 +54,18 @@ async def opened_in_thread(
     a caller cancelled meanwhile waits for it, then has ``close`` run on what it opened,
     in the same executor, so before anything submitted later (the next writer's BEGIN
     runs after this one's ROLLBACK)."""
+    return await _waited(executor, fn, close)
+
+
+async def _waited(
+    executor: Executor, fn: Callable[[], R], close: Callable[[R], object] | None
+) -> R:
     job = asyncio.get_running_loop().run_in_executor(executor, fn)
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         await asyncio.wait([job])
-        if not job.cancelled() and job.exception() is None:
+        if close is not None and not job.cancelled() and job.exception() is None:
             executor.submit(close, job.result())
         raise
 
