@@ -371,7 +371,7 @@ class SmtpEngine(asyncio.Protocol):
         if reply is None:
             return False
         if stage is Stage.DATA:
-            self.envelope = Envelope()
+            self._new_transaction()
         self.config.recorder.smtp_refused(Refusal.CHAOS)
         answer = reply.encode("ascii")
         if reply.startswith("421"):
@@ -437,9 +437,14 @@ class SmtpEngine(asyncio.Protocol):
 
     def _reset(self) -> None:
         if self.envelope.mail_from is not None or self.envelope.rcpt_tos:
-            if self.envelope.chunked is not None:  # its chunks' file, if any, goes
-                self.envelope.chunked.discard()
-            self.envelope = Envelope()
+            self._new_transaction()
+
+    def _new_transaction(self) -> None:
+        """The transaction ends: an empty one in its place, and the file a half-sent BDAT
+        message went to, if any, is removed."""
+        if self.envelope.chunked is not None:
+            self.envelope.chunked.discard()
+        self.envelope = Envelope()
 
     # ------------------------------------------------------------------ the message's end
 
@@ -448,10 +453,10 @@ class SmtpEngine(asyncio.Protocol):
         if end.rest:
             self._buf += end.rest
         if end.refusal is Refusal.TOO_BIG:
-            self.envelope = Envelope()
+            self._new_transaction()
             self._refuse(end.refusal, "552 5.3.4 Too much mail data")
         elif end.refusal is Refusal.LINE_TOO_LONG:
-            self.envelope = Envelope()
+            self._new_transaction()
             self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
         elif self.config.chaos.armed and self._chaos(Stage.DATA):
             _remove(end.spooled)
@@ -477,7 +482,7 @@ class SmtpEngine(asyncio.Protocol):
         """BDAT LAST: the message, in memory or in its file, to the handler."""
         content, spooled = body.end()
         if content is None and spooled is None:
-            self.envelope = Envelope()
+            self._new_transaction()
             self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
         elif self.config.chaos.armed and self._chaos(Stage.DATA):
             _remove(spooled)
@@ -495,7 +500,7 @@ class SmtpEngine(asyncio.Protocol):
         finally:
             _remove(envelope.spooled)  # the handler has read it (or failed to)
             if self.envelope is envelope:
-                self.envelope = Envelope()
+                self._new_transaction()
         self._reply(reply)
 
 

@@ -40,7 +40,6 @@ from mailgate.ingest.chunking import ChunkedBody, bdat_args
 from mailgate.ingest.smtp_auth import SmtpAuth
 from mailgate.ingest.smtp_data import DataReader, Spool
 from mailgate.ingest.smtp_session import (
-    Envelope,
     Networks,
     Refusal,
     Session,
@@ -466,9 +465,7 @@ class SmtpConnection(SmtpAuth):
         self._read_paused = False
         self._auth_needs_tls = False
         self.session = Session(self.session.peer, tls_info(secure.get_extra_info("ssl_object")))
-        if self.envelope.chunked is not None:  # its chunks' file, if any, goes
-            self.envelope.chunked.discard()
-        self.envelope = Envelope()
+        self._new_transaction()
 
 
 _COMMANDS: dict[str, _Command] = {
