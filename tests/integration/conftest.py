@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,3 +77,29 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]
         elif line == "" and data:
             yield name, data
             name, data = "message", ""
+
+
+async def capture_peaks(
+    start_gateway: GatewayFactory,
+    temp_dir: Path,
+    raw: bytes,
+    send: Callable[[Gateway], Awaitable[None]],
+) -> dict[str, int]:
+    """The gateway's peak Python allocations while ``send`` (a client in another process,
+    whose copy is not counted) delivers ``raw``, in ``tempfile`` and in ``memory`` mode;
+    each time the message must have been kept byte for byte."""
+    peaks = {}
+    for mode in ("tempfile", "memory"):
+        storage = {"mode": mode, "temp_dir": str(temp_dir)}
+        smtp = {"attachment_storage": storage}
+        async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
+            tracemalloc.start()
+            try:
+                await send(gw)
+                peaks[mode] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            [summary] = (await client.get("/inbox")).json()["items"]
+            assert (await client.get(f"/inbox/{summary['id']}/raw")).content == raw
+            await client.delete("/inbox")
+    return peaks

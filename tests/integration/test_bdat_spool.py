@@ -13,7 +13,6 @@ import random
 import smtplib
 import ssl
 import sys
-import tracemalloc
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from mailgate.app import Gateway, Mode
 from mailgate.ingest.chunking import ChunkedBody
 from mailgate.ingest.smtp_data import Spool
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, capture_peaks
 
 MIB = 1024 * 1024
 BIG = os.urandom(3 * MIB)  #: past the 1 MiB threshold (4 MiB in base64)
@@ -252,23 +251,13 @@ async def test_a_big_bdat_message_is_captured_in_a_few_mb_of_memory(
     raw = _message("measured", BIG * 2)  # 6 MiB attachment, 8.6 MB message
     message_file = tmp_path / "m.eml"
     message_file.write_bytes(raw)
-    peaks = {}
-    for mode in ("tempfile", "memory"):
-        storage = {"mode": mode, "temp_dir": str(tmp_path / "att")}
-        async with (
-            start_gateway(Mode.DEV, smtp={"attachment_storage": storage}) as gw,
-            api(gw) as http,
-        ):
-            tracemalloc.start()
-            try:
-                await _send_file_in_chunks(gw, message_file, MIB)
-                peaks[mode] = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-            [summary] = (await http.get("/inbox")).json()["items"]
-            assert (await http.get(f"/inbox/{summary['id']}/raw")).content == raw
-            await http.delete("/inbox")
-        assert _spooled(tmp_path / "att") == []
+    peaks = await capture_peaks(
+        start_gateway,
+        tmp_path / "att",
+        raw,
+        lambda gw: _send_file_in_chunks(gw, message_file, MIB),
+    )
+    assert _spooled(tmp_path / "att") == []
     assert peaks["memory"] > 2 * len(raw), peaks  # the message, and copies of it
     assert peaks["tempfile"] < len(raw) / 2, peaks
 

@@ -10,7 +10,6 @@ import asyncio
 import os
 import socket
 import sys
-import tracemalloc
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from mailgate.app import Gateway, Mode
 from tests.integration import capture_handlers
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, capture_peaks
 
 KEEP = "tests.integration.capture_handlers:keep"
 
@@ -159,20 +158,9 @@ async def test_a_big_message_is_captured_in_a_few_mb_of_memory(
     its copy is not counted)."""
     raw = _message("measured", BIG * 2)  # 6 MiB attachment, 8.6 MB message
     message_file = _write(tmp_path / "m.eml", raw)
-    peaks = {}
-    for mode in ("tempfile", "memory"):
-        storage = {"mode": mode, "temp_dir": str(tmp_path / "att")}
-        smtp = {"attachment_storage": storage}
-        async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
-            tracemalloc.start()
-            try:
-                await _send_file(gw, message_file)
-                peaks[mode] = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-            [summary] = (await client.get("/inbox")).json()["items"]
-            assert (await client.get(f"/inbox/{summary['id']}/raw")).content == raw
-            await client.delete("/inbox")
+    peaks = await capture_peaks(
+        start_gateway, tmp_path / "att", raw, lambda gw: _send_file(gw, message_file)
+    )
     assert peaks["memory"] > 2 * len(raw), peaks  # the message, and copies of it
     assert peaks["tempfile"] < len(raw) / 2, peaks
 
