@@ -79,7 +79,7 @@ _REPLACEMENT = "\ufffd"
 def upsert(dialect: Dialect, table: Table) -> sqlite.Insert | postgresql.Insert:
     """The dialect's own ``INSERT`` construct, the one with ``ON CONFLICT``: both engines
     spell the clause alike, but SQLAlchemy offers it per dialect. PostgreSQL's is
-    imported only there (2 MiB that a SQLite process never needs)."""
+    imported only there (2.7 MiB that a SQLite process never needs)."""
     if dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
