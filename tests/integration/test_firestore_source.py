@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from mailgate.app import Gateway, Mode
 from tests.firestore_peer import WRITE_RETRY, Emulator
-from tests.integration.conftest import api, fast_settings
+from tests.integration.conftest import api, fast_settings, wait_for_state
 from tests.peers import Upstream
 
 Doc = dict[str, Any]
@@ -256,8 +256,9 @@ async def test_the_listener_subscribes_again_after_the_emulator_restarts(
             while gw.firestore.stats.stream_restarts < 1:  # noqa: ASYNC110 (a counter)
                 await asyncio.sleep(0.1)
         # found by the resumed stream, or else by the sweep: nothing is missed
-        await mail.document("after").set({"to": "y@example.com", "message": {"subject": "a",
-                                                                           "text": "t"}})
+        await mail.document("after").set(
+            {"to": "y@example.com", "message": {"subject": "a", "text": "t"}}
+        )
         await _doc_until(firestore_client, "mail/after",
                          lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
 
@@ -323,3 +324,97 @@ async def test_log_lines_name_the_document_and_recipients_never_the_content(
     [queued] = [line for line in lines if "queued as message" in line]
     assert "mail/logged" in queued and "p@example.com, q@example.com" in queued
     assert not [line for line in lines if "Secret subject" in line or "private words" in line]
+
+
+def _deferred_once(db_url: str, upstream: Upstream, emulator: Emulator) -> Any:
+    """Settings for a race run by hand (no listener, no poll) whose message is deferred
+    (451) on its first try and tried again a second later: until then it can be
+    withdrawn."""
+    upstream.data_replies.append("451 4.3.0 try again later")
+    quiet = {"listen": False, "poll_interval": 3600, "sweep_interval": 0}
+    settings = _settings(db_url, upstream, emulator, **quiet)
+    retry = settings.retry.model_copy(update={"initial_delay": 1.0})
+    return settings.model_copy(update={"retry": retry})
+
+
+async def test_a_lease_lost_to_a_gateway_with_the_same_message_keeps_the_message(
+    db_url: str,
+    upstream: Upstream,
+    firestore_emulator: Emulator,
+    firestore_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two gateways on one store read the same version of a document: both queue its
+    message under one key (the first queues it, the second finds it queued) and both try
+    to lease the document. When the second wins the lease, the first must not withdraw
+    the message: it is the one the winner's lease names (withdrawn, the document would
+    be stranded, never SUCCESS; seen once in CI with two listening gateways). The first
+    try is deferred (451) so that the message can still be withdrawn when the race ends."""
+    settings = _deferred_once(db_url, upstream, firestore_emulator)
+    async with (
+        Gateway(settings, mode=Mode.SERVE) as first,
+        Gateway(settings, mode=Mode.SERVE) as second,
+        api(first) as c,
+    ):
+        a, b = first.firestore, second.firestore
+        assert a is not None and b is not None
+        ref = firestore_client.collection("mail").document("raced")
+        await ref.set({"to": "r@example.com", "message": {"subject": "raced", "text": "t"}})
+        snap = await ref.get()
+        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
+        lease = a._lease
+
+        async def lease_after_the_other(*args: Any) -> bool:
+            await wait_for_state(c, args[-1], "deferred")  # tried once: it can be withdrawn
+            # ``a`` queued the message; ``b`` finds it queued and leases the document first
+            assert await b._consider_many([found]) == ["queued"]
+            return await lease(*args)
+
+        monkeypatch.setattr(a, "_lease", lease_after_the_other)
+        assert await a._consider_many([found]) == ["skipped"]
+        assert (a.stats.leases_lost, b.stats.documents_queued) == (1, 1)
+        ended = ("SUCCESS", "ERROR")
+        done = await _doc_until(firestore_client, "mail/raced",
+                                lambda d: _delivery(d).get("state") in ended)  # fmt: skip
+    assert _delivery(done)["state"] == "SUCCESS", done
+    assert [r.message["Subject"] for r in upstream.received] == ["raced"]
+
+
+async def test_a_lease_lost_to_a_change_of_the_document_withdraws_the_message(
+    db_url: str,
+    upstream: Upstream,
+    firestore_emulator: Emulator,
+    firestore_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The document changed between its read and its lease (its author rewrote it): the
+    message queued for the old version is withdrawn, and the new version is sent once."""
+    async with (
+        Gateway(_deferred_once(db_url, upstream, firestore_emulator), mode=Mode.SERVE) as gw,
+        api(gw) as c,
+    ):
+        source = gw.firestore
+        assert source is not None
+        ref = firestore_client.collection("mail").document("edited")
+        await ref.set({"to": "r@example.com", "message": {"subject": "first", "text": "t"}})
+        snap = await ref.get()
+        lease = source._lease
+        withdrawn: list[str] = []
+
+        async def lease_after_an_edit(*args: Any) -> bool:
+            withdrawn.append(args[-1])
+            await wait_for_state(c, args[-1], "deferred")
+            await ref.update({"message.subject": "second"})
+            return await lease(*args)
+
+        monkeypatch.setattr(source, "_lease", lease_after_an_edit)
+        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
+        assert await source._consider_many([found]) == ["skipped"]
+        monkeypatch.setattr(source, "_lease", lease)
+        assert (await c.get(f"/messages/{withdrawn[0]}")).json()["state"] == "cancelled"
+        snap = await ref.get()  # the new version, as the listener hands it over
+        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
+        assert await source._consider_many([found]) == ["queued"]
+        await _doc_until(firestore_client, "mail/edited",
+                         lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+    assert [r.message["Subject"] for r in upstream.received] == ["second"]

@@ -465,7 +465,10 @@ class FirestoreSource:
             return
         if not leased:
             self.stats.leases_lost += 1
-            if not w.duplicate:  # queued for a document someone else leased: withdraw it
+            # queued for a document leased with another message (it changed since it was
+            # read): withdraw ours. Another gateway that read the same version leased it
+            # with this very message (same key): withdrawing it would strand the document.
+            if not w.duplicate and not await self._leased_with(w):
                 with contextlib.suppress(MailgateError):
                     await self.cancel(w.message_id, self.options.tenant)
             return
@@ -473,6 +476,20 @@ class FirestoreSource:
         self.stats.documents_queued += 1
         log.info("firestore %s: queued as message %s (%s) to %s", w.path,
                  w.message_id, w.contract.value, _recipients(w.item))  # fmt: skip
+
+    async def _leased_with(self, w: _Work) -> bool:
+        """Whether the document, whose lease this gateway lost, is now leased with (or was
+        written back for) ``w``'s message. When it cannot be read now, True: keeping a
+        message the document may own is safe, withdrawing it is not."""
+        try:
+            snaps = await read_documents(self.client, [w.path])
+        except (google_errors.GoogleAPIError, OSError) as exc:
+            log.warning("firestore document %s: lease lost and not read now (%s); message"
+                        " %s is kept", w.path, _reason(exc), w.message_id)  # fmt: skip
+            return True
+        snap = snaps.get(w.path)
+        ours = (snap.to_dict() or {}).get("mailgate") if snap is not None and snap.exists else None
+        return isinstance(ours, dict) and ours.get("messageId") == w.message_id
 
     async def _error(
         self, doc: Found, contract: Contract | None, reason: str, outcomes: list[str], index: int
