@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
@@ -66,6 +65,7 @@ from mailgate.ui.live import Pulse
 from mailgate.ui.options import SmtpStatus, UiOptions
 from mailgate.web.lazy import LazyApp
 from mailgate.web.mailpit_options import MailpitOptions
+from mailgate.web.probes import MetricsListener, Probes
 from mailgate.web.services import Services
 
 if TYPE_CHECKING:
@@ -458,25 +458,20 @@ class Gateway:
             app.openapi()
             return app
 
-        app = await self._web_app(build)
-        self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
-        if http.metrics_port is not None:
-            metrics_app = await self._web_app(self._metrics_app)
-            self.metrics_address = await self._serve_http(
-                metrics_app, http.metrics_host, http.metrics_port, "mailgate-metrics"
-            )
-
-    async def _web_app(self, build: Callable[[], FastAPI]) -> LazyApp:
-        app = LazyApp(build)
+        # a probe is answered without the web app while it is not built: from the Hosts
+        # its DNS-rebinding check lets in when there is no API token (web.hosts)
+        hosts = None if services.api_token else http.allowed_hosts
+        probes = Probes(self.mode.value, self.readiness, allowed_hosts=hosts)
+        app = LazyApp(build, probes)
         self._stack.push_async_callback(app.aclose)  # if uvicorn never ran its lifespan
         if self.mode is Mode.SERVE:
             await app.load()
-        return app
-
-    def _metrics_app(self) -> FastAPI:
-        from mailgate.web.app import create_metrics_app
-
-        return create_metrics_app(self._scrape, self.readiness, mode=self.mode.value)
+        self.http_address = await self._serve_http(app, http.host, http.port, "mailgate-web")
+        if http.metrics_port is not None:
+            metrics = Probes(self.mode.value, self.readiness, metrics=self._scrape)
+            self.metrics_address = await self._serve_http(
+                MetricsListener(metrics), http.metrics_host, http.metrics_port, "mailgate-metrics"
+            )
 
     def _ui_options(self) -> UiOptions:
         """The admin UI's credentials and the live figures only the gateway holds."""

@@ -137,6 +137,52 @@ def watched_app(lifespan_log: list[str]) -> FastAPI:
     return app
 
 
+def _seen(response: httpx.Response) -> tuple[int, str, str, bytes]:
+    return (response.status_code, response.headers["content-type"],
+            response.headers["content-length"], response.content)  # fmt: skip
+
+
+async def test_health_probes_and_scrapes_build_nothing_and_answer_as_the_app_does(
+    start_gateway: GatewayFactory, builds: Builds
+) -> None:
+    """A compose healthcheck or a Prometheus scrape every few seconds must not build the
+    web app of an idle capture server (mailgate.web.probes); what they get is what the
+    app answers once built."""
+    async with start_gateway(Mode.DEV, http={"metrics_port": 0}) as gw:
+        assert gw.metrics_address is not None
+        metrics_url = "http://{}:{}".format(*gw.metrics_address)
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=10) as http:
+            before = {p: _seen(await http.get(p)) for p in ("/healthz", "/readyz")}
+            scraped = await http.get(f"{metrics_url}/metrics")
+            listener = {p: _seen(await http.get(metrics_url + p)) for p in ("/healthz", "/readyz")}
+            assert builds.threads == []  # answered without the web app
+            # a Host the DNS-rebinding check refuses is the app's to answer: built now
+            refused = await http.get("/healthz", headers={"Host": "evil.example"})
+            assert refused.status_code == 421 and len(builds.threads) == 1
+            after = {p: _seen(await http.get(p)) for p in ("/healthz", "/readyz")}
+            posted = await http.post("/healthz")
+    assert before == after == listener
+    assert before["/healthz"][::3] == (200, b'{"status":"ok","mode":"dev"}')
+    assert before["/readyz"][0] == 200 and before["/readyz"][3].startswith(b'{"status":"ready"')
+    assert scraped.status_code == 200 and "mailgate_queue_depth" in scraped.text
+    assert posted.status_code == 405 and len(builds.threads) == 1
+
+
+async def test_with_an_api_token_a_probe_from_any_host_builds_nothing_but_metrics_do(
+    start_gateway: GatewayFactory, builds: Builds
+) -> None:
+    """With a token the app serves any Host, so the probes do too; its /metrics wants the
+    token, which only the app checks: that request builds it."""
+    async with (
+        start_gateway(Mode.DEV, api_token="probe-token-1") as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=10) as http,
+    ):
+        probed = await http.get("/healthz", headers={"Host": "mail.internal:8025"})
+        assert probed.status_code == 200 and builds.threads == []
+        assert (await http.get("/metrics")).status_code == 401
+        assert len(builds.threads) == 1
+
+
 async def test_the_real_lifespan_runs_from_the_first_request_to_shutdown() -> None:
     lifespan_log: list[str] = []
     lazy = LazyApp(lambda: watched_app(lifespan_log))

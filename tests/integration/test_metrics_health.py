@@ -160,6 +160,8 @@ async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_els
             assert (await client.get("/healthz")).status_code == 200
             for path in ("/api/v1/messages", "/openapi.json", "/docs"):
                 assert (await client.get(path)).status_code == 404, path
+            refused = await client.post("/metrics")
+            assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
         async with httpx.AsyncClient(base_url=gw.http_url) as client:
             assert (await client.get("/metrics")).status_code == 401  # the API still guards
 

@@ -6,7 +6,7 @@ answers for 405/OPTIONS, the request-body limit, then the routes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,15 +40,11 @@ from mailgate.web.hosts import HostCheck
 from mailgate.web.limits import BodyLimit, effective_body_limit
 from mailgate.web.mailpit_options import MailpitOptions
 from mailgate.web.methods import AllowedMethods
+from mailgate.web.probes import MetricsSource, Readiness, ready_report
 from mailgate.web.responses import errors
 from mailgate.web.services import Services
 
-__all__ = ["MetricsSource", "Readiness", "Services", "create_app", "create_metrics_app"]
-
-#: the Prometheus exposition of the gateway's metrics, gathered at scrape time
-MetricsSource = Callable[[], Awaitable[bytes]]
-#: each part that must work to take mail (store, dispatcher, smtp): "ok", or why not
-Readiness = Callable[[], Awaitable[dict[str, str]]]
+__all__ = ["MetricsSource", "Readiness", "Services", "create_app"]
 
 
 class ReadyOut(BaseModel):
@@ -111,10 +107,8 @@ def create_app(
     async def readyz() -> JSONResponse:
         """Ready to take mail: the store reachable and migrated, the dispatcher running,
         the SMTP server listening (the parts this mode runs). 503 names what is not."""
-        checks = await readiness() if readiness is not None else {}
-        ready = all(state == "ok" for state in checks.values())
-        body = ReadyOut(status="ready" if ready else "not ready", checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+        status, body = ready_report(await readiness() if readiness is not None else {})
+        return JSONResponse(body, status_code=status)
 
     @app.get(
         "/metrics",
@@ -147,30 +141,6 @@ def create_app(
     app.add_middleware(AllowedMethods, paths=lambda: _path_methods(app))
     app.add_middleware(HostCheck, allowed=http.allowed_hosts, enabled=services.api_token is None)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
-
-
-def create_metrics_app(metrics: MetricsSource, readiness: Readiness, *, mode: str) -> FastAPI:
-    """The separate metrics listener (``--metrics HOST:PORT``): ``/metrics``, ``/healthz``
-    and ``/readyz`` for Prometheus and orchestrators, without a token (the operator
-    decides who reaches the address); nothing else, so no API is exposed there."""
-    app = FastAPI(title="mailgate metrics", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> Response:
-        return Response(await metrics(), media_type=METRICS_CONTENT_TYPE)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "mode": mode}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        checks = await readiness()
-        ready = all(state == "ok" for state in checks.values())
-        body = ReadyOut(status="ready" if ready else "not ready", checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
-
     return app
 
 

@@ -5,7 +5,8 @@ side, yet FastAPI, Starlette, Jinja2 and the routes' modules are about 25 MiB of
 process's memory (docs/benchmarks.md, "What the idle RSS is made of"). uvicorn
 serves a :class:`LazyApp` instead; the first HTTP request or WebSocket imports and
 builds the web app in a worker thread (the loop goes on serving SMTP sessions
-meanwhile), and requests arriving during the build wait for that one build.
+meanwhile), and requests arriving during the build wait for that one build. Health
+probes are answered without it (:mod:`mailgate.web.probes`).
 ``serve`` calls :meth:`LazyApp.load` before it listens, so its first request is not
 the slow one.
 
@@ -25,7 +26,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mailgate.web.probes import Probes
 
 __all__ = ["LazyApp"]
 
@@ -53,8 +57,11 @@ class LazyApp:
     in it may need the event loop. The built app's lifespan runs on the loop.
     """
 
-    def __init__(self, build: Callable[[], App]) -> None:
+    def __init__(self, build: Callable[[], App], probes: Probes | None = None) -> None:
+        """``probes``: answered without building the app while it is not built
+        (:mod:`mailgate.web.probes`)."""
         self._build = build
+        self._probes = probes
         self._app: App | None = None
         self._state: dict[str, Any] = {}
         self._lifespan: AbstractAsyncContextManager[Any] | None = None
@@ -96,6 +103,11 @@ class LazyApp:
         if scope["type"] == "lifespan":
             await self._run_lifespan(receive, send)
             return
+        if self._app is None and self._probes is not None:
+            answer = self._probes.answer(scope)
+            if answer is not None:
+                await answer(send)
+                return
         app = self._app or await self.load()
         if self._state:
             scope["state"] = {**scope.get("state", {}), **self._state}
