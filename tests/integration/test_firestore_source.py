@@ -326,6 +326,12 @@ async def test_log_lines_name_the_document_and_recipients_never_the_content(
     assert not [line for line in lines if "Secret subject" in line or "private words" in line]
 
 
+async def _found(ref: Any) -> tuple[str, Doc, Any]:
+    """The document as read, as the source is handed it: path, data, version."""
+    snap = await ref.get()
+    return snap.reference.path, snap.to_dict() or {}, snap.update_time
+
+
 def _deferred_once(db_url: str, upstream: Upstream, emulator: Emulator) -> Any:
     """Settings for a race run by hand (no listener, no poll) whose message is deferred
     (451) on its first try and tried again a second later: until then it can be
@@ -360,8 +366,7 @@ async def test_a_lease_lost_to_a_gateway_with_the_same_message_keeps_the_message
         assert a is not None and b is not None
         ref = firestore_client.collection("mail").document("raced")
         await ref.set({"to": "r@example.com", "message": {"subject": "raced", "text": "t"}})
-        snap = await ref.get()
-        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
+        found = await _found(ref)
         lease = a._lease
 
         async def lease_after_the_other(*args: Any) -> bool:
@@ -397,7 +402,7 @@ async def test_a_lease_lost_to_a_change_of_the_document_withdraws_the_message(
         assert source is not None
         ref = firestore_client.collection("mail").document("edited")
         await ref.set({"to": "r@example.com", "message": {"subject": "first", "text": "t"}})
-        snap = await ref.get()
+        found = await _found(ref)
         lease = source._lease
         withdrawn: list[str] = []
 
@@ -408,13 +413,11 @@ async def test_a_lease_lost_to_a_change_of_the_document_withdraws_the_message(
             return await lease(*args)
 
         monkeypatch.setattr(source, "_lease", lease_after_an_edit)
-        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
         assert await source._consider_many([found]) == ["skipped"]
         monkeypatch.setattr(source, "_lease", lease)
         assert (await c.get(f"/messages/{withdrawn[0]}")).json()["state"] == "cancelled"
-        snap = await ref.get()  # the new version, as the listener hands it over
-        found = (snap.reference.path, snap.to_dict() or {}, snap.update_time)
-        assert await source._consider_many([found]) == ["queued"]
+        # the new version, as the listener hands it over
+        assert await source._consider_many([await _found(ref)]) == ["queued"]
         await _doc_until(firestore_client, "mail/edited",
                          lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
     assert [r.message["Subject"] for r in upstream.received] == ["second"]
