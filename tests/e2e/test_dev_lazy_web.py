@@ -1,6 +1,7 @@
 """``mailgate dev`` started as a user starts it (a first start: it makes its certificate)
-has loaded no web stack and no httpx until its first HTTP request, which then builds the
-web app (mailgate.web.lazy) and is answered. The CLI runs in a subprocess whose second
+has loaded no web stack and no httpx until its first HTTP request other than a health
+probe (mailgate.web.probes), which then builds the web app (mailgate.web.lazy) and is
+answered. The CLI runs in a subprocess whose second
 thread reads the banner, looks at ``sys.modules``, sends one request over a plain socket
 (httpx would load itself) and stops the server with SIGINT, as Ctrl-C does."""
 
@@ -42,6 +43,14 @@ def loaded():
     return sorted({n for n in NOT_AT_START for m in list(sys.modules)
                    if m == n or m.startswith(n + ".")})
 
+def get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Connection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    status, _, rest = answer.partition(b"\r\n")
+    return {"status": status.decode(), "body": rest.partition(b"\r\n\r\n")[2].decode()}
+
 def first_request():
     deadline = time.monotonic() + 30
     while "inbox has" not in banner.getvalue():  # the last line printed once started
@@ -49,12 +58,11 @@ def first_request():
         time.sleep(0.05)
     port = int(re.search(r"web http://127\.0\.0\.1:(\d+)", banner.getvalue())[1])
     before = loaded()
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        answer = b"".join(iter(lambda: conn.recv(65536), b""))
-    status, _, rest = answer.partition(b"\r\n")
-    result = {"before": before, "after": loaded(), "status": status.decode(),
-              "body": rest.partition(b"\r\n\r\n")[2].decode()}
+    probe = get(port, "/healthz")  # a health probe is answered without the web app
+    after_probe = loaded()
+    inbox = get(port, "/api/v1/inbox")
+    result = {"before": before, "after_probe": after_probe, "after": loaded(),
+              "probe": probe, "inbox": inbox}
     real.write("RESULT " + json.dumps(result) + "\n")
     real.flush()
     os.kill(os.getpid(), signal.SIGINT)
@@ -79,7 +87,9 @@ def test_dev_loads_the_web_stack_at_its_first_request(workspace: Workspace) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     [line] = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     result = json.loads(line.removeprefix("RESULT "))
-    assert result["before"] == []
-    assert result["status"] == "HTTP/1.1 200 OK", result
-    assert json.loads(result["body"]) == {"status": "ok", "mode": "dev"}
+    assert result["before"] == result["after_probe"] == [], result
+    assert result["probe"]["status"] == "HTTP/1.1 200 OK", result
+    assert json.loads(result["probe"]["body"]) == {"status": "ok", "mode": "dev"}
+    assert result["inbox"]["status"] == "HTTP/1.1 200 OK", result
+    assert json.loads(result["inbox"]["body"])["items"] == []
     assert {"fastapi", "starlette", "jinja2"} <= set(result["after"])  # it built the app

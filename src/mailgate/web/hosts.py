@@ -15,8 +15,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+if TYPE_CHECKING:  # only types: the health probes use this module without Starlette
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["HostCheck", "host_allowed", "split_host"]
 
