@@ -2,7 +2,7 @@
 
 Most of the HTTP an idle capture server sees is a health probe (a compose file's
 healthcheck, Kubernetes) or a Prometheus scrape. Answered by the FastAPI app, the first
-one builds it (:mod:`mailgate.web.lazy`): about 20 MiB of memory for one line of JSON,
+one builds it (:mod:`mailgate.web.lazy`): about 25 MiB of memory for one line of JSON,
 every idle ``mailgate dev`` with a probe paying it (docs/benchmarks.md). So:
 
 * :class:`~mailgate.web.lazy.LazyApp` asks :class:`Probes` first while the web app is not
