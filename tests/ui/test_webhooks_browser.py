@@ -5,6 +5,7 @@ after a refused form."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -18,6 +19,16 @@ from tests.ui.conftest import Watched
 SECRET = "whsec-typed-in-the-page-0123456789"
 MESSAGE = {"to": "a@example.com", "subject": "hook me", "text": "x"}
 FAST = {"poll_interval": 0.05, "retry_delays": [0.2], "jitter": 0.0, "timeout": 2.0}
+
+
+def _until_recorded(gw: GatewayThread, limit: float = 10.0) -> None:
+    """Until the (only) endpoint's first attempt is in the store."""
+    deadline = time.monotonic() + limit
+    with httpx.Client(base_url=gw.url + "/api/v1", timeout=10) as api:
+        [hook] = api.get("/webhooks").json()["webhooks"]
+        while not api.get(f"/webhooks/{hook['id']}/deliveries").json()["attempts"]:
+            assert time.monotonic() < deadline, "no attempt recorded"
+            time.sleep(0.05)
 
 
 def test_an_endpoint_is_created_used_switched_and_deleted_without_showing_its_secret(
@@ -56,6 +67,7 @@ def test_an_endpoint_is_created_used_switched_and_deleted_without_showing_its_se
         sent = httpx.post(gw.url + "/api/v1/messages", json=MESSAGE, timeout=10)
         assert sent.status_code == 202, sent.text
         gw.call(rx.wait_for(1))
+        _until_recorded(gw)  # the receiver has the request before the attempt is recorded
         page.reload()
         expect(row).to_contain_text("delivered")
         page.get_by_role("button", name="Deliveries").click()
