@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +119,10 @@ async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(
         hook = await _hook(client, rx.url, kinds=["message.queued"])
         await _send(client)
         requests = await rx.wait_for(4)
+        path = f"/webhooks/{hook['id']}/deliveries"
+        deliveries = await _until(client, path, lambda d: len(d["attempts"]) == 4)
         await asyncio.sleep(0.5)  # acknowledged: never sent again
         assert len(rx.requests) == 4
-        deliveries = (await client.get(f"/webhooks/{hook['id']}/deliveries")).json()
         samples = await scrape(gw)
 
     assert {r.body for r in requests} == {requests[0].body}  # the same bytes every time
@@ -181,9 +182,7 @@ async def test_410_disables_the_endpoint_and_enabling_resumes_it(
         hook = await _hook(client, rx.url, kinds=["message.queued"])
         await _send(client)
         await rx.wait_for(1)
-        await asyncio.sleep(0.3)
-        shown = (await client.get(f"/webhooks/{hook['id']}")).json()
-        assert shown["enabled"] is False
+        shown = await _until(client, f"/webhooks/{hook['id']}", lambda w: not w["enabled"])
         assert shown["disabled_reason"].startswith("the receiver answered 410 Gone")
         await _send(client)  # taken while disabled: not for this endpoint
         await asyncio.sleep(0.3)
@@ -299,18 +298,28 @@ async def test_the_address_is_checked_again_at_post_time(
     assert value(samples, "mailgate_webhook_deliveries_total", outcome="delivered") == 0
 
 
+async def _until(
+    client: httpx.AsyncClient, path: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """``GET path`` until its JSON is ``done``: what a receiver has is recorded a moment
+    after it has it."""
+    async with asyncio.timeout(10):
+        while True:
+            found: dict[str, Any] = (await client.get(path)).json()
+            if done(found):
+                return found
+            await asyncio.sleep(0.05)
+
+
 async def _first_attempts(
     client: httpx.AsyncClient, hook_id: str, count: int = 1
 ) -> list[dict[str, Any]]:
     """The endpoint's attempts (newest first) once there are ``count``: the receiver has
     a request before the sender has its answer and records the attempt."""
-    async with asyncio.timeout(10):
-        while True:
-            deliveries = (await client.get(f"/webhooks/{hook_id}/deliveries")).json()
-            attempts: list[dict[str, Any]] = deliveries["attempts"]
-            if len(attempts) >= count:
-                return attempts
-            await asyncio.sleep(0.05)
+    path = f"/webhooks/{hook_id}/deliveries"
+    deliveries = await _until(client, path, lambda d: len(d["attempts"]) >= count)
+    attempts: list[dict[str, Any]] = deliveries["attempts"]
+    return attempts
 
 
 async def test_replay_sends_a_delivered_event_again_and_dead_letters_stop_retries(
