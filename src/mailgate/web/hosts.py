@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only types: the health probes use this module without Starlette
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["HostCheck", "host_allowed", "split_host"]
+__all__ = ["HostCheck", "admitted", "host_allowed", "split_host"]
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -74,14 +74,20 @@ class HostCheck:
         if not self.enabled or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = _header(scope, b"host")
-        if host is not None and host_allowed(host, self.allowed):
+        if admitted(scope, self.allowed):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _refuse(send, host)
+        await _refuse(send, _header(scope, b"host"))
+
+
+def admitted(scope: Scope, allowed: Iterable[str]) -> bool:
+    """Whether a request's Host is one :class:`HostCheck` serves (``allowed``: the
+    configured ``http.allowed_hosts``)."""
+    host = _header(scope, b"host")
+    return host is not None and host_allowed(host, allowed)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

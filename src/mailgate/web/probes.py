@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from mailgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mailgate.web.hosts import host_allowed
+from mailgate.web.hosts import admitted
 
 __all__ = ["MetricsListener", "MetricsSource", "Probes", "Readiness", "ready_report"]
 
@@ -58,8 +58,8 @@ class Probes:
         metrics: MetricsSource | None = None,
         allowed_hosts: Iterable[str] | None = None,
     ) -> None:
-        """``allowed_hosts``: answer only a Host :func:`~mailgate.web.hosts.host_allowed`
-        lets in (the web app's check when it has no API token); None: any Host."""
+        """``allowed_hosts``: answer only a Host the web app's check lets in
+        (:func:`~mailgate.web.hosts.admitted`, when it has no API token); None: any."""
         self.mode = mode
         self.readiness = readiness
         self.metrics = metrics
@@ -73,14 +73,11 @@ class Probes:
         if scope["type"] != "http" or scope["method"] != "GET":
             return None
         answer = self.paths.get(scope["path"])
-        if answer is None or (self.allowed_hosts is not None and not self._host_ok(scope)):
+        if answer is None or (
+            self.allowed_hosts is not None and not admitted(scope, self.allowed_hosts)
+        ):
             return None
         return answer
-
-    def _host_ok(self, scope: Scope) -> bool:
-        assert self.allowed_hosts is not None
-        hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
-        return len(hosts) == 1 and host_allowed(hosts[0].decode("latin-1"), self.allowed_hosts)
 
     async def _healthz(self, send: Send) -> None:
         await send_json(send, 200, {"status": "ok", "mode": self.mode})
