@@ -54,16 +54,26 @@ async def api(gateway: Gateway, token: str | None = None) -> AsyncIterator[httpx
         yield client
 
 
+async def wait_for_message(
+    client: httpx.AsyncClient,
+    message_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    limit: float = 10.0,
+) -> dict[str, Any]:
+    """Poll GET /messages/{id} until ``done`` says so."""
+    async with asyncio.timeout(limit):
+        while True:
+            body: dict[str, Any] = (await client.get(f"/messages/{message_id}")).json()
+            if done(body):
+                return body
+            await asyncio.sleep(0.05)
+
+
 async def wait_for_state(
     client: httpx.AsyncClient, message_id: str, *states: str, limit: float = 10.0
 ) -> dict[str, Any]:
     """Poll GET /messages/{id} until its state is one of ``states``."""
-    async with asyncio.timeout(limit):
-        while True:
-            body: dict[str, Any] = (await client.get(f"/messages/{message_id}")).json()
-            if body["state"] in states:
-                return body
-            await asyncio.sleep(0.05)
+    return await wait_for_message(client, message_id, lambda b: b["state"] in states, limit)
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:

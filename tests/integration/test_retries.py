@@ -7,14 +7,12 @@ the account's problem (waits, spends no attempt), and retries end as ``expired``
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.conftest import GatewayFactory, api, wait_for_message, wait_for_state
 from tests.peers import Upstream
 
 
@@ -24,18 +22,6 @@ async def _submit(client: httpx.AsyncClient, **kw: Any) -> str:
     assert response.status_code == 202, response.text
     mid: str = response.json()["ids"][0]
     return mid
-
-
-async def _until(
-    client: httpx.AsyncClient, mid: str, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Poll GET /messages/{mid} until ``done`` says so."""
-    async with asyncio.timeout(10):
-        while True:
-            body: dict[str, Any] = (await client.get(f"/messages/{mid}")).json()
-            if done(body):
-                return body
-            await asyncio.sleep(0.05)
 
 
 def _at(attempt: dict[str, Any]) -> datetime:
@@ -64,7 +50,7 @@ async def test_a_slow_down_reply_slows_the_account_without_spending_attempts(
     upstream.data_replies.append("451 4.7.1 Too many messages, slow down")
     async with start_gateway(relay_url=upstream.url) as gw, api(gw) as client:
         mid = await _submit(client)
-        body = await _until(client, mid, lambda b: b["wait_reason"] is not None)
+        body = await wait_for_message(client, mid, lambda b: b["wait_reason"] is not None)
     assert body["wait_reason"] == "rate limit of account 'default'"
     assert body["state"] == "deferred" and len(body["attempts"]) == 1
     assert body["attempts"][0]["failure_class"] == "throttled"
@@ -123,7 +109,7 @@ async def test_a_refused_login_waits_uncounted_and_goes_once_the_password_is_fix
     retry = {"max_attempts": 2}
     async with start_gateway(relay_url=relay, retry=retry) as gw, api(gw) as client:
         mid = await _submit(client)
-        body = await _until(client, mid, lambda b: len(b["attempts"]) >= 3)
+        body = await wait_for_message(client, mid, lambda b: len(b["attempts"]) >= 3)
         assert body["state"] == "deferred"
         assert body["wait_reason"].startswith("account 'default': 535 5.7.8")
         assert {a["failure_class"] for a in body["attempts"]} == {"auth"}

@@ -12,7 +12,7 @@ import httpx
 from mailgate.crypto import generate_key
 from tests.accounts_peers import PASSWORD, smtp_account
 from tests.content_peers import rsa_key_pair
-from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.conftest import GatewayFactory, api, wait_for_message, wait_for_state
 from tests.peers import Upstream
 
 KEY = {"secret_key": generate_key()}
@@ -65,7 +65,8 @@ async def test_mail_for_a_disabled_account_waits_then_goes_once_enabled(
     ):
         assert (await client.post("/accounts", json=smtp_account(up, "later"))).status_code == 201
         [message_id] = (await client.post("/messages", json=_mail(account="later"))).json()["ids"]
-        await asyncio.sleep(0.5)  # several dispatcher polls
+        waiting = await wait_for_message(client, message_id, lambda b: b["wait_reason"])
+        await asyncio.sleep(0.3)  # a few dispatcher polls more: it goes nowhere meanwhile
         waiting = (await client.get(f"/messages/{message_id}")).json()
         assert waiting["state"] == "queued" and waiting["attempts"] == []
         assert "later" in waiting["wait_reason"] and up.received == []
@@ -84,7 +85,8 @@ async def test_an_unknown_account_waits_and_never_falls_back_to_another_route(
         [message_id] = (await client.post("/messages", json=_mail(account="ghost"))).json()["ids"]
         [other_id] = (await client.post("/messages", json=_mail())).json()["ids"]
         await wait_for_state(client, other_id, "sent")  # the relay works...
-        await asyncio.sleep(0.3)
+        await wait_for_message(client, message_id, lambda b: b["wait_reason"])
+        await asyncio.sleep(0.3)  # a few dispatcher polls more
         ghost = (await client.get(f"/messages/{message_id}")).json()
         assert ghost["state"] == "queued"  # ...but is not used for another account's mail
         assert "ghost" in ghost["wait_reason"]
