@@ -79,6 +79,28 @@ async def test_a_1_mb_command_line_is_refused_without_being_kept(
         writer.close()
 
 
+async def test_an_auth_answer_too_long_ends_the_exchange(start_gateway: GatewayFactory) -> None:
+    """RFC 4954 §4: an answer the server cannot take ends AUTH (500 5.5.6); the lines after
+    it are commands again, not the exchange's next answer, and nobody is logged in."""
+    async with start_gateway() as gw, serving(gw) as server:
+        reader, writer = await _connect(server)
+        starts = (b"AUTH LOGIN\r\n", b"AUTH PLAIN\r\n", b"AUTH LOGIN dXNlcg==\r\n")
+        for start in starts:
+            for length in (MAX_COMMAND_LINE + 100, 300_000):  # past the buffer: dropped as read
+                writer.write(start)
+                assert (await _reply(reader)).startswith(b"334 ")
+                writer.write(b"A" * length + b"\r\nNOOP\r\n")
+                assert await _reply(reader) == (
+                    b"500 5.5.6 Authentication Exchange line is too long\r\n"
+                )
+                assert await _reply(reader) == b"250 OK\r\n"
+        [session] = server.sessions
+        assert not session.session.authenticated
+        writer.write(b"QUIT\r\n")
+        assert (await _reply(reader)).startswith(b"221 ")
+        writer.close()
+
+
 async def test_nul_bytes_are_bad_syntax(start_gateway: GatewayFactory) -> None:
     async with start_gateway() as gw, serving(gw) as server:
         reader, writer = await _connect(server)
@@ -94,7 +116,8 @@ async def test_data_without_end_is_thrown_away_as_it_comes_then_552(
     start_gateway: GatewayFactory,
 ) -> None:
     """Past ``max_message_size`` DATA is read and dropped (RFC 5321 §4.2.5: the reply
-    comes at its end); 5 MB sent, never more than the limit held."""
+    comes at its end); 5 MB sent, never more held than the limit and the third a block
+    of stuffed dots may add."""
     async with start_gateway() as gw, serving(gw) as server, api(gw) as client:
         reader, writer = await _connect(server)
         [session] = server.sessions
@@ -106,13 +129,41 @@ async def test_data_without_end_is_thrown_away_as_it_comes_then_552(
             await writer.drain()
             assert session._data is not None
             held = max(held, sum(map(len, session._data._chunks)))
-        assert held <= 100_000  # what came before the limit, then nothing
+        assert held <= 133_334  # what came before the stuffed limit, then nothing
         writer.write(b".\r\nNOOP\r\n")
         assert await _reply(reader) == b"552 5.3.4 Too much mail data\r\n"
         assert await _reply(reader) == b"250 OK\r\n"
         assert not session.in_transaction
         writer.close()
         assert (await client.get("/inbox")).json()["items"] == []
+
+
+async def test_the_size_limit_counts_a_message_without_its_stuffed_dots(
+    start_gateway: GatewayFactory,
+) -> None:
+    """RFC 1870 §3: the size is the message's octets, not the dots that stuffed its lines
+    (nor the end's dot): a message of exactly the limit is taken, however many of its
+    lines begin with a dot; one octet more is 552."""
+    limit = 1000
+    async with start_gateway() as gw, serving(gw, max_message_size=limit) as server:
+        reader, writer = await _connect(server)
+        for dotted in (0, 20, 332):  # 332: every line a dot, 4 octets on the wire for 3
+            lines = b".\r\n" * dotted
+            exact = lines + b"a" * (limit - len(lines) - 2) + b"\r\n"
+            for message, reply in ((exact, b"250 "), (exact + b"b\r\n", b"552 5.3.4")):
+                stuffed = _stuffed(message)
+                assert len(message) - limit in (0, 3) and len(stuffed) == len(message) + dotted
+                writer.write(b"MAIL FROM:<a@example.com> SIZE=%d\r\n" % len(exact))
+                writer.write(b"RCPT TO:<b@example.com>\r\nDATA\r\n")
+                assert [await _reply(reader) for _ in range(3)][-1].startswith(b"354 ")
+                writer.write(stuffed + b".\r\n")
+                assert (await _reply(reader)).startswith(reply), (dotted, len(message))
+        writer.close()
+
+
+def _stuffed(message: bytes) -> bytes:
+    """RFC 5321 §4.5.2: a dot begins each line that began with one."""
+    return (b"." if message[:1] == b"." else b"") + message.replace(b"\r\n.", b"\r\n..")
 
 
 async def test_a_client_gone_quiet_in_data_hears_421(start_gateway: GatewayFactory) -> None:

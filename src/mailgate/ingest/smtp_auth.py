@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mailgate.ingest.chaos import Stage
-from mailgate.ingest.smtp_engine import SmtpEngine
+from mailgate.ingest.smtp_engine import TOO_LONG, SmtpEngine
 from mailgate.ingest.smtp_session import Refusal
 
 __all__ = ["AuthResult", "CramMd5", "LoginPassword", "SmtpAuth"]
@@ -170,9 +170,14 @@ class SmtpAuth(SmtpEngine):
 
     async def _challenge(self, challenge: bytes) -> bytes | None:
         """``334`` with ``challenge``, then the client's answer decoded; None (answered
-        501) for ``*`` (RFC 4954 §4: the client cancels) or an answer that is not base64."""
+        501) for ``*`` (RFC 4954 §4: the client cancels) or an answer that is not base64,
+        and (answered 500) for one too long to read."""
         self._write(b"334 " + base64.b64encode(challenge) + b"\r\n")
-        answer = (await self._read_line()).strip()
+        answer = await self._read_line()
+        if answer is TOO_LONG:  # RFC 4954 §4: the exchange ends with the command
+            self._reply("500 5.5.6 Authentication Exchange line is too long")
+            return None
+        answer = answer.strip()
         if answer == b"*":
             self._reply("501 5.7.0 Auth aborted")
             return None

@@ -36,9 +36,17 @@ if TYPE_CHECKING:
     from mailgate.ingest.smtp_data import DataEnd, DataReader, Spooled
     from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpRecorder
 
-__all__ = ["SmtpEngine"]
+__all__ = ["TOO_LONG", "SmtpEngine"]
 
 log = logging.getLogger(__name__)
+
+
+class _Marker(bytes):
+    """A line that is no line: its own object, told apart with ``is``."""
+
+
+TOO_LONG: bytes = _Marker()
+"""What :meth:`SmtpEngine._take_line` gives for a line past :data:`MAX_COMMAND_LINE`."""
 
 _MAX_PENDING = 256 * 1024  #: buffered input past which reading pauses until it is used
 _MAX_VIOLATIONS = 20  #: refused commands remembered per session (a flood must not grow it)
@@ -268,31 +276,30 @@ class SmtpEngine(asyncio.Protocol):
                 self._line_waiter = None
                 if not waiter.done():
                     waiter.set_result(line)
+            elif line is TOO_LONG:
+                self._reply("500 Command line too long")
             else:
                 self._command(line)
 
     def _take_line(self) -> bytes | None:
-        """The next complete line of the buffer, without its line end. A line longer than
-        :data:`MAX_COMMAND_LINE` is answered 500 here and dropped."""
+        """The next complete line of the buffer, without its line end; :data:`TOO_LONG`
+        for a line longer than :data:`MAX_COMMAND_LINE`, which is dropped (its reader
+        answers it: a command's 500, or the end of an AUTH exchange)."""
         buf = self._buf
-        while True:
-            end = buf.find(b"\n")
-            if end < 0:
-                if len(buf) > MAX_COMMAND_LINE:
-                    buf.clear()
-                    self._discarding = True
-                return None
-            if self._discarding or end > MAX_COMMAND_LINE + 1:
-                del buf[: end + 1]
-                self._discarding = False
-                self._reply("500 Command line too long")
-                if self._closing:
-                    return None
-                continue
-            line = bytes(buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end])
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > MAX_COMMAND_LINE:
+                buf.clear()
+                self._discarding = True
+            return None
+        self._last_read = self._loop.time()
+        if self._discarding or end > MAX_COMMAND_LINE + 1:
             del buf[: end + 1]
-            self._last_read = self._loop.time()
-            return line
+            self._discarding = False
+            return TOO_LONG
+        line = bytes(buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end])
+        del buf[: end + 1]
+        return line
 
     def _command(self, line: bytes) -> None:
         """Run one command line. :class:`~mailgate.ingest.smtp_protocol.SmtpConnection`
@@ -332,7 +339,8 @@ class SmtpEngine(asyncio.Protocol):
         self._reply("451 4.3.0 Error: local error in processing, try again later")
 
     async def _read_line(self) -> bytes:
-        """The client's next line (an AUTH answer), as soon as it is there."""
+        """The client's next line (an AUTH answer), as soon as it is there; :data:`TOO_LONG`
+        (compare with ``is``) for one past :data:`MAX_COMMAND_LINE`."""
         line = self._take_line()
         if line is not None:
             return line
