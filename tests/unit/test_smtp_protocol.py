@@ -200,16 +200,17 @@ def test_over_the_limit_the_rest_is_read_and_thrown_away() -> None:
     line = b"x" * 98 + b"\r\n"
     for _ in range(5000):  # 500 kB
         assert reader.feed(line) is None
-        assert sum(map(len, reader._chunks)) <= 1000
+        assert sum(map(len, reader._chunks)) <= 1334  # the limit, and a third for stuffing
     assert reader.feed(b"\r\n.") is None
     assert reader.feed(b"\r\nNOOP\r\n") == DataEnd(None, Refusal.TOO_BIG, b"NOOP\r\n")
 
 
 @pytest.mark.parametrize(("size", "refused"), [(1000, False), (1001, True)])
-def test_the_limit_counts_the_content_as_sent(size: int, refused: bool) -> None:
-    """As aiosmtpd counted: every line with its CRLF and its stuffing dot, not the end."""
-    body = b"." + b"y" * (size - 4) + b"\r\n"  # the stuffed line: size - 1 octets
-    assert len(b"." + body) == size
+def test_the_limit_counts_the_message_without_its_stuffing(size: int, refused: bool) -> None:
+    """RFC 1870 §3: every line with its CRLF, not the dot that stuffed it, nor the end's
+    (aiosmtpd counted the stuffing: a message of the limit with a dotted line was 552)."""
+    body = b"." + b"y" * (size - 3) + b"\r\n"  # a line of size octets, sent with one more
+    assert len(body) == size
     end = _read([b"." + body + b".\r\n"], limit=1000)
     assert (end.refusal is Refusal.TOO_BIG) is refused
     assert end.content == (None if refused else body)

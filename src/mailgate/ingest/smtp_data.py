@@ -88,18 +88,22 @@ class DataReader:
     as the first CRLF, so ``.CRLF`` right away is an empty message, and a terminator split
     across chunks is found (the last four octets are kept for that). The chunks are kept
     as they came and joined once at the end: no buffer grown and copied as they arrive.
-    Past ``limit`` octets (0: none) the rest is read and thrown away and the block is
-    refused at its end, as RFC 5321 §4.2.5 has the server answer only then.
+    A message over ``limit`` octets (0: none) is refused at the end of its block, as RFC
+    5321 §4.2.5 has the server answer only then. Its size is RFC 1870's: the octets of the
+    message, its last CRLF included, without the end's dot or the dots that stuffed its
+    lines; so the block may run a third longer (every line a stuffed ``.``) before the
+    rest is read and thrown away as it comes.
     """
 
-    __slots__ = ("_chunks", "_held", "_limit", "_received", "_spool", "_tail", "_too_big",
-                 "_writer")  # fmt: skip
+    __slots__ = ("_chunks", "_held", "_limit", "_received", "_spool", "_stuffed_limit",
+                 "_tail", "_too_big", "_writer")  # fmt: skip
 
     def __init__(self, limit: int, spool: Spool | None = None) -> None:
         self._chunks: list[bytes] = []
         self._held = 0  #: octets in ``_chunks``
         self._tail = b"\r\n"  # the DATA line's CRLF: a line starts here
         self._limit = limit
+        self._stuffed_limit = limit + limit // 3 + 1  #: ``..CRLF`` is 4 octets of 3
         self._received = 0
         self._too_big = False
         self._spool = spool
@@ -112,7 +116,7 @@ class DataReader:
         self._received = received
         after = _after_end(tail, chunk)
         if after is None:  # not yet; up to 3 octets (".\r\n") may be the end's
-            if self._limit and received - 3 > self._limit:
+            if self._limit and received - 3 > self._stuffed_limit:
                 self._too_big = True
                 self._chunks.clear()
                 self.discard()
@@ -126,16 +130,19 @@ class DataReader:
             return None
         rest = chunk[after:]
         size = received - len(rest) - 3  # the stuffed content, its last CRLF included
-        if self._too_big or (self._limit and size > self._limit):
+        if self._too_big:
             self.discard()
             return DataEnd(None, Refusal.TOO_BIG, rest)
         if self._writer is not None:
             return self._spooled(chunk, size, rest)
         content = _joined(self._chunks, chunk, size)
         self._chunks = []
+        message = unstuffed(content)
+        if self._limit and len(message) > self._limit:
+            return DataEnd(None, Refusal.TOO_BIG, rest)
         if long_line(content):
             return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
-        return DataEnd(unstuffed(content), None, rest)
+        return DataEnd(message, None, rest)
 
     def discard(self) -> None:
         """Remove the spool file, if any (the block was refused, or the client left)."""
@@ -166,6 +173,9 @@ class DataReader:
         except BaseException:
             writer.discard()
             raise
+        if self._limit and spooled.size > self._limit:
+            writer.discard()
+            return DataEnd(None, Refusal.TOO_BIG, rest)
         if writer.long_line:
             writer.discard()
             return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
