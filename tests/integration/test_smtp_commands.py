@@ -62,3 +62,35 @@ async def test_every_command_gets_its_answer_and_the_session_goes_on(
     [problem] = event["message"]["problems"]
     assert problem.startswith("the session had 5 command(s) refused before this message")
     assert 'command "FROBNICATE" not recognized' in problem and "RCPT TO:<address>" in problem
+
+
+async def test_a_quoted_local_part_may_hold_spaces(start_gateway: GatewayFactory) -> None:
+    """RFC 5321 §4.1.2: ``Quoted-string`` local parts, spaces and escapes included."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            b'MAIL FROM:<"john smith"@example.com> SIZE=100\r\n',
+            b'RCPT TO:<"a \\"b\\" c"@example.org>\r\n',
+            b'RCPT TO:<"a b@example.org>\r\n',  # the quote never closes: no closing bracket
+            b"DATA\r\n",
+            b"Subject: quoted\r\n\r\nbody\r\n.\r\n",
+        ])  # fmt: skip
+        [item] = (await client.get("/inbox")).json()["items"]
+        event = (await client.get(f"/inbox/{item['id']}")).json()
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "501", "354", "250"], replies
+    assert event["envelope"]["from"] == '"john smith"@example.com'
+    assert event["envelope"]["to"] == ['"a \\"b\\" c"@example.org']
+
+
+async def test_unknown_commands_are_answered_until_the_twentieth(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A client that speaks something else is sent away with 421 (as Postfix's
+    ``smtpd_hard_error_limit``, 20); until then each unknown command is a 500."""
+    async with start_gateway(Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        commands = [b"GET / HTTP/1.1\r\n"] * 19 + [b"NOOP\r\n", b"FOO\r\n"]
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, commands)
+    assert replies[1:20] == ['500 Error: command "GET" not recognized'] * 19
+    assert replies[20:] == ["250 OK", "421 4.7.0 Too many unrecognized commands, closing"]

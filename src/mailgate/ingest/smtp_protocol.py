@@ -58,7 +58,10 @@ __all__ = ["SmtpConfig", "SmtpConnection", "SmtpRecorder"]
 
 log = logging.getLogger(__name__)
 
-_MAX_BOGUS = 5  #: unknown commands before the session is ended (as aiosmtpd: 502, close)
+#: unknown commands before the session is ended (with 421, as Postfix's
+#: ``smtpd_hard_error_limit``; aiosmtpd ended it after 5): a client that speaks something
+#: else (HTTP to the SMTP port) is sent away, one with a typo or two is not
+_MAX_BOGUS = 20
 
 
 class SmtpRecorder(Protocol):
@@ -180,8 +183,7 @@ class SmtpConnection(SmtpAuth):
         if method is None:
             self._bogus += 1
             if self._bogus >= _MAX_BOGUS:
-                self._reply("502 5.5.1 Too many unrecognized commands, goodbye.")
-                self._close()
+                self.say_goodbye(b"421 4.7.0 Too many unrecognized commands, closing")
                 return
             self._reply(f'500 Error: command "{verb[:32]}" not recognized')
             return

@@ -94,6 +94,19 @@ def after_keyword(arg: str | None, keyword: str) -> str | None:
 def unbalanced(path: str) -> bool:
     """A path opened with ``<`` and not closed, or closed and not opened (the RFC 5322
     parser would take ``<a@example.com`` as an address). A bare address without brackets
-    is let through, as most servers do."""
-    path = path.split(" ", 1)[0]
-    return path.startswith("<") != path.endswith(">")
+    is let through, as most servers do. A quoted local part may hold spaces
+    (``<"a b"@example.com>``, RFC 5321 §4.1.2 ``qtextSMTP``)."""
+    first = path.split(" ", 1)[0]
+    if '"' not in first or not first.startswith("<"):
+        return first.startswith("<") != first.endswith(">")
+    quoted = escaped = False
+    for char in path[1:]:
+        if escaped:
+            escaped = False
+        elif char == '"':
+            quoted = not quoted
+        elif quoted:
+            escaped = char == "\\"
+        elif char in "> ":
+            return char == " "
+    return True
