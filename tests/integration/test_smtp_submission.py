@@ -284,3 +284,100 @@ async def test_the_api_keeps_passwords_write_only_and_names_problems(
         await asyncio.to_thread(
             _send, _address(gateway), _message(), login=("app", "a-new-password")
         )
+
+
+async def test_a_session_sends_as_its_user_is_now(gateway: Gateway) -> None:
+    """A user's senders are checked as they are at each MAIL, not as they were at AUTH;
+    a user removed, or whose password changed, cannot send on a session it opened
+    before: 530, and AUTH again (which then fails, or takes the new password)."""
+
+    def session(steps: list[tuple[str, str]]) -> list[tuple[int, bytes]]:
+        replies = []
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            smtp.login("app", PASSWORD)
+            for step, arg in steps:
+                if step == "api":
+                    asyncio.run_coroutine_threadsafe(change(arg), loop).result(20)
+                    continue
+                replies.append(smtp.mail(arg))
+                smtp.rset()
+            return replies
+
+    async def change(what: str) -> None:
+        async with api(gateway) as client:
+            if what == "senders":
+                reply = await client.patch("/smtp-users/app", json={"senders": ["@other.test"]})
+            elif what == "password":
+                reply = await client.patch("/smtp-users/app", json={"password": "a-new-one-2"})
+            else:
+                reply = await client.delete("/smtp-users/app")
+            assert reply.status_code in (200, 204), reply.text
+
+    loop = asyncio.get_running_loop()
+    first = await asyncio.to_thread(session, [
+        ("mail", "app@example.com"), ("api", "senders"),
+        ("mail", "app@example.com"), ("mail", "app@other.test"), ("api", "password"),
+        ("mail", "app@other.test"), ("mail", "app@other.test"),
+    ])  # fmt: skip
+    assert [code for code, _ in first] == [250, 553, 250, 530, 530]
+    assert first[3][1].startswith(b"5.7.0 Authentication required: app was removed")
+    async with api(gateway) as client:  # the user again, with its first password
+        assert (await client.delete("/smtp-users/app")).status_code == 204
+        await _add_user(client, "app")
+
+    second = await asyncio.to_thread(session, [("api", "delete"), ("mail", "app@example.com")])
+    assert [code for code, _ in second] == [530]
+
+    def again() -> tuple[int, bytes]:
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            smtp.login("app", PASSWORD)
+            return smtp.mail("app@example.com")
+
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await asyncio.to_thread(again)
+
+
+async def test_plain_may_not_ask_to_act_as_another_user(gateway: Gateway) -> None:
+    """RFC 4616 §2: an authorization identity other than the user's own is refused (no
+    user here may act as another); its own, or none, is the user."""
+    async with api(gateway) as client:
+        await _add_user(client, "other")
+
+    def login(authzid: str) -> int:
+        blob = base64.b64encode(f"{authzid}\0app\0{PASSWORD}".encode()).decode()
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            return smtp.docmd("AUTH", "PLAIN " + blob)[0]
+
+    assert await asyncio.to_thread(login, "other") == 535
+    assert await asyncio.to_thread(login, "app") == 235
+    assert await asyncio.to_thread(login, "") == 235
+
+
+async def test_the_auth_parameter_of_mail_is_taken_and_dropped(gateway: Gateway) -> None:
+    """RFC 4954 §5: a server that offers AUTH parses MAIL's AUTH= and may drop it; a
+    malformed value is a syntax error."""
+
+    def mail(parameter: str) -> tuple[int, bytes]:
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            smtp.login("app", PASSWORD)
+            return smtp.docmd("MAIL", f"FROM:<app@example.com> {parameter}")
+
+    assert (await asyncio.to_thread(mail, "AUTH=<>"))[0] == 250
+    assert (await asyncio.to_thread(mail, "AUTH=app+40example.com"))[0] == 250
+    assert (await asyncio.to_thread(mail, "AUTH=a+b"))[0] == 501  # + must spell a hex pair
+    assert (await asyncio.to_thread(mail, "AUTH"))[0] == 501
+
+
+async def test_a_password_with_nul_is_refused(gateway: Gateway) -> None:
+    """AUTH PLAIN separates its fields with NUL: such a password could never log in."""
+    secret = "abc\0defgh123"
+    async with api(gateway) as client:
+        made = await client.post("/smtp-users", json={"username": "nul", "password": secret})
+        changed = await client.patch("/smtp-users/app", json={"password": secret})
+    for reply in (made, changed):
+        assert reply.status_code == 422 and "NUL" in reply.text
+        assert "defgh123" not in reply.text

@@ -211,7 +211,9 @@ class CaptureHandler(EnvelopeHooks):
         auth: dict[str, str | None]
         if isinstance(data, LoginPassword):
             username, password = _text(data.login) or "", _text(data.password) or ""
-            known = self.users is None or _known(self.users, username, password)
+            known = self.users is None or (
+                data.as_itself and _known(self.users, username, password)
+            )
             auth = {"mechanism": mechanism, "username": username, "password": password}
         elif isinstance(data, CramMd5):
             username = _text(data.username) or ""

@@ -32,10 +32,17 @@ _LOGIN_PASSWORD = b"Password\x00"
 
 
 class LoginPassword(NamedTuple):
-    """The credentials of AUTH PLAIN or LOGIN, as the client sent them."""
+    """The credentials of AUTH PLAIN or LOGIN, as the client sent them; ``authzid`` is
+    PLAIN's authorization identity (RFC 4616 §2), whom the client asks to act as."""
 
     login: bytes
     password: bytes
+    authzid: bytes = b""
+
+    @property
+    def as_itself(self) -> bool:
+        """No authorization identity, or its own: no one here may act as another user."""
+        return not self.authzid or self.authzid == self.login
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class SmtpAuth(SmtpEngine):
         if len(parts) != 3:
             self._reply("501 5.5.2 Can't split auth value")
             return AuthResult(success=False)
-        return self._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
+        return self._authenticate("PLAIN", LoginPassword(parts[1], parts[2], parts[0]))
 
     async def _login(self, initial: str | None) -> AuthResult:
         if initial is None:

@@ -48,6 +48,7 @@ from mailgate.ingest.smtp_session import (
 )
 from mailgate.ingest.smtp_syntax import (
     after_keyword,
+    is_xtext,
     mail_params,
     parse_path,
     split_command,
@@ -316,7 +317,7 @@ class SmtpConnection(SmtpAuth):
 
     def _mail_params(self, options: list[str], syntax: str) -> str | None:
         """The refusal of MAIL's parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531
-        SMTPUTF8), or None."""
+        SMTPUTF8, RFC 4954 AUTH where AUTH is offered), or None."""
         params = mail_params(options)
         if params is None:
             return syntax
@@ -325,6 +326,10 @@ class SmtpConnection(SmtpAuth):
             return "501 Error: BODY can only be one of 7BIT, 8BITMIME"
         if params.pop("SMTPUTF8", True) is not True:
             return "501 Error: SMTPUTF8 takes no arguments"
+        if "AUTH" in params and self.config.mechanisms:  # RFC 4954 §5: parsed, then dropped
+            auth = params.pop("AUTH")
+            if not isinstance(auth, str) or not is_xtext(auth):
+                return syntax
         size = params.pop("SIZE", None)
         if size is not None:
             if not isinstance(size, str) or not size.isdigit():

@@ -77,7 +77,7 @@ class SubmissionHandler(EnvelopeHooks):
 
     async def verify(self, credentials: object) -> SmtpUser | None:
         """The SMTP user of AUTH's credentials (what the session keeps), or None."""
-        if not isinstance(credentials, LoginPassword):
+        if not isinstance(credentials, LoginPassword) or not credentials.as_itself:
             return None
         login, password = (_text(credentials.login), _text(credentials.password))
         if not login or len(login) > 255:
@@ -99,6 +99,15 @@ class SubmissionHandler(EnvelopeHooks):
         user = session.auth_data
         if not isinstance(user, SmtpUser):  # the protocol answered 530 before this
             return "530 5.7.0 Authentication required"
+        try:
+            current = await self.users.current(user)
+        except StoreError:
+            log.warning("SMTP MAIL from %s could not read the users", user.username)
+            return "451 4.3.0 Could not read the SMTP users, try again later"
+        if current is None:  # removed, or its password changed: log in again
+            session.authenticated, session.auth_data = False, None
+            return f"530 5.7.0 Authentication required: {user.username} was removed or changed"
+        session.auth_data = user = current  # its senders and account as they are now
         if not address:
             return "553 5.7.1 Submission needs a sender address, not <>"
         if not may_send_as(user, address):

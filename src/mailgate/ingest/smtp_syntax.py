@@ -16,6 +16,7 @@ from email.errors import HeaderParseError
 __all__ = [
     "MAX_COMMAND_LINE",
     "after_keyword",
+    "is_xtext",
     "mail_params",
     "parse_path",
     "split_command",
@@ -82,6 +83,14 @@ def mail_params(options: list[str]) -> dict[str, str | bool] | None:
             return None
         params[keyword] = value if eq else True
     return params
+
+
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})+")
+
+
+def is_xtext(value: str) -> bool:
+    """RFC 3461 §4 ``xtext``: printable ASCII but ``+`` and ``=``, which ``+XX`` spells."""
+    return _XTEXT.fullmatch(value) is not None
 
 
 def after_keyword(arg: str | None, keyword: str) -> str | None:

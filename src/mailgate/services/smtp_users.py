@@ -97,6 +97,12 @@ def _senders(values: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(_sender(v) for v in values))
 
 
+def _password(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and "\0" in value.get_secret_value():
+        raise ValueError("a password cannot hold NUL: AUTH PLAIN could not carry it")
+    return value
+
+
 Sender = Annotated[str, Field(pattern=SENDER_PATTERN, max_length=_MAX_SENDER)]
 
 
@@ -120,6 +126,7 @@ class SmtpUserIn(BaseModel):
     )
 
     _check_senders = field_validator("senders")(_senders)
+    _check_password = field_validator("password")(_password)
 
 
 class SmtpUserPatch(BaseModel):
@@ -132,6 +139,7 @@ class SmtpUserPatch(BaseModel):
     account: str | None = Field(None, min_length=1, max_length=64)
 
     _check_senders = field_validator("senders")(_senders)
+    _check_password = field_validator("password")(_password)
 
 
 def smtp_user_view(user: SmtpUser) -> dict[str, Any]:
@@ -209,6 +217,15 @@ class SmtpUsersService:
 
     async def delete(self, tenant: str, username: str) -> None:
         await self.store.delete(tenant, username)
+
+    async def current(self, user: SmtpUser) -> SmtpUser | None:
+        """``user`` as it is now (its senders and account may have changed), or None when
+        it was removed, or made again, or its password changed since it logged in: a
+        session that logged in as it may no longer send."""
+        now = await self.store.by_username(user.username)
+        if now is None or now.id != user.id or now.password_hash != user.password_hash:
+            return None
+        return now
 
     async def authenticate(self, username: str, password: str) -> SmtpUser | None:
         """The user these credentials are, or None. As slow for an unknown username as
