@@ -15,8 +15,8 @@ base64. Layout: ``<temp_dir>/mailgate-<store>/<capture id>/<n>-<name>``.
 
 A message's directory goes when the message is deleted (:meth:`AttachmentFiles.remove`)
 and, through :meth:`AttachmentFiles.sweep`, when the inbox no longer has the message
-(pruned by ``inbox.max_messages`` or ``inbox.max_age_days``) or it is older than
-``cleanup_after``. The sweep touches only names this module makes.
+(pruned by ``inbox.max_messages``, at once, or ``inbox.max_age_days``) or it is older
+than ``cleanup_after``. The sweep touches only names this module makes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ _STAGED = re.compile(rf"att-{_CAPTURE_ID.pattern}")  #: a message's staged attac
 #: seconds after its last write a spool file counts as left behind (the client's DATA,
 #: however slow, writes to it at least every read_timeout)
 SPOOL_STALE = 3600.0
+#: seconds at least between two sweeps that :meth:`AttachmentFiles.sweep_soon` asked for
+SWEEP_GAP = 0.5
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 100  #: characters of the filename kept (its end: the extension survives)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -71,6 +73,7 @@ class AttachmentFiles:
         #: where the SMTP server writes big messages as they arrive (each file removed
         #: once captured; one a crash left is swept after ``SPOOL_STALE`` seconds)
         self.spool_dir = self.dir / "spool"
+        self._wake = asyncio.Event()  #: :meth:`sweep_soon` was asked
 
     async def write(self, capture_id: str, attachments: Sequence[ParsedAttachment]) -> list[str]:
         """Write each attachment to its file (in a worker thread: never on the event
@@ -134,16 +137,26 @@ class AttachmentFiles:
         stale = await asyncio.to_thread(_remove_stale, self.spool_dir, now - SPOOL_STALE)
         return len(doomed) + stale
 
+    def sweep_soon(self) -> None:
+        """Have :meth:`sweep_every` sweep now (messages left the inbox: ``max_messages``
+        made room). Asks made while a sweep runs, or within ``SWEEP_GAP`` of the last,
+        are one sweep: a prune on every capture must not list the directory each time."""
+        self._wake.set()
+
     async def sweep_every(self, existing: Existing) -> None:
-        """:meth:`sweep` at start, then every half ``cleanup_after`` (a minute at most)."""
+        """:meth:`sweep` at start, then every half ``cleanup_after`` (a minute at most)
+        or when :meth:`sweep_soon` asks, ``SWEEP_GAP`` apart at least."""
         interval = min(max(self.cleanup_after / 2, 0.05), 60.0)
         while True:
+            self._wake.clear()
             try:
                 if gone := await self.sweep(existing):
                     log.debug("removed the attachment files of %d captured messages", gone)
             except Exception:
                 log.exception("attachment file sweep failed; trying again in %g s", interval)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(SWEEP_GAP, interval))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(interval - SWEEP_GAP, 0))
 
     def _write(self, capture_id: str, attachments: Sequence[ParsedAttachment]) -> list[str]:
         if not _CAPTURE_ID.fullmatch(capture_id):

@@ -174,6 +174,8 @@ class Inbox:
             self.events.publish(
                 InboxEvent(EventKind.PRUNE, record.tenant, box=record.box, count=pruned)
             )
+            if self.files is not None:  # and the pruned messages' files go
+                self.files.sweep_soon()
         return record
 
     async def attachment_paths(
