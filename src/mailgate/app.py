@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
@@ -599,8 +600,10 @@ class Gateway:
 
         client = httpx.AsyncClient(timeout=s.pool.timeout)
         self._stack.push_async_callback(client.aclose)
+        threads = ThreadPoolExecutor(s.pool.num_workers, thread_name_prefix="mailgate-handler")
+        self._stack.callback(threads.shutdown, wait=False, cancel_futures=True)
         pool = HandlerPool(
-            load_handlers(s.handlers, client),
+            load_handlers(s.handlers, client, threads),
             workers=s.pool.num_workers,
             timeout=s.pool.timeout,
             recorder=self.metrics,

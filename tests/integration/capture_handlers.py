@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 SEEN: list[dict[str, Any]] = []  #: every event a handler here was given
@@ -45,4 +46,15 @@ async def stuck(event: dict[str, Any]) -> str:
     except asyncio.CancelledError:
         CANCELLED.append(event["id"])
         raise
+    return "CONTINUE"
+
+
+UNBLOCK = threading.Event()  #: set it to let ``blocked`` return
+BLOCKED_IN: list[str] = []  #: the threads ``blocked`` ran in
+
+
+def blocked(event: dict[str, Any]) -> str:
+    """A sync handler stuck until :data:`UNBLOCK` (30 s at most)."""
+    BLOCKED_IN.append(threading.current_thread().name)
+    UNBLOCK.wait(30)
     return "CONTINUE"

@@ -9,14 +9,17 @@ import asyncio
 import base64
 import smtplib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 import pytest
 
 from mailgate.app import Mode
 from mailgate.errors import ConfigError
+from mailgate.ingest.handlers import HandlerFailed, HandlerPool, load_handlers
 from tests.http_peer import Receiver, always
 from tests.integration import capture_handlers
 from tests.integration.conftest import GatewayFactory, api
@@ -173,3 +176,28 @@ async def test_handlers_get_attachment_content_and_raw_only_when_asked(
     assert attachment["filename"] == "data.bin" and attachment["size"] == len(payload)
     assert base64.b64decode(attachment["content"]) == payload
     assert event["message"]["raw"] == (raw.decode() if include_raw else None)
+
+
+async def test_stuck_sync_handlers_keep_to_their_own_threads() -> None:
+    """A sync handler that timed out still holds its thread until it returns; ten of them
+    must not take asyncio's default executor (where messages are parsed and the store
+    read): it still answers, and the stuck ones hold ``num_workers`` threads, no more."""
+    threads = ThreadPoolExecutor(2, thread_name_prefix="mailgate-handler")
+    async with httpx.AsyncClient() as client:
+        handlers = load_handlers(["tests.integration.capture_handlers:blocked"], client, threads)
+    pool = HandlerPool(handlers, workers=2, timeout=0.2)
+    try:
+        outcomes = await asyncio.gather(
+            *(pool.run({"id": str(i)}) for i in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(o, HandlerFailed) for o in outcomes), outcomes
+        async with asyncio.timeout(5):  # the default executor is free
+            assert await asyncio.to_thread(lambda: "free") == "free"
+        names = set(capture_handlers.BLOCKED_IN)
+        assert len(names) == 2 and all(n.startswith("mailgate-handler") for n in names)
+    finally:
+        capture_handlers.UNBLOCK.set()
+        await pool.aclose()
+        threads.shutdown(wait=True)
+        capture_handlers.UNBLOCK.clear()
+        capture_handlers.BLOCKED_IN.clear()

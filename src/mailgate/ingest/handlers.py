@@ -15,6 +15,11 @@ On shutdown the SMTP server stops first, giving a handler already running the gr
 period to answer (``smtp.shutdown_grace``); then :meth:`HandlerPool.aclose` cancels
 whatever still runs and takes nothing more. A sync handler's worker thread cannot be
 interrupted: it runs to its end and its answer is dropped.
+
+Sync handlers run in threads of their own, ``num_workers`` of them: one that timed out
+still holds its thread until it returns, and stuck handlers must never take the threads
+that parse messages and read the store (asyncio's default executor) from everyone else.
+A call that finds every such thread stuck waits for one within its time-out.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -121,20 +127,21 @@ class HandlerPool:
             self.recorder.smtp_handler(kind, outcome, time.monotonic() - started)
 
 
-def load_handlers(specs: Sequence[str], client: httpx.AsyncClient) -> list[tuple[str, Handler]]:
-    """The handlers named by ``specs``; ConfigError for one that cannot be used (an
-    unimportable module, a name that is not callable), at start, not at the first mail."""
-    return [_load(spec, client) for spec in specs]
+def load_handlers(
+    specs: Sequence[str], client: httpx.AsyncClient, threads: Executor
+) -> list[tuple[str, Handler]]:
+    """The handlers named by ``specs``, sync functions called in ``threads``; ConfigError
+    for one that cannot be used (an unimportable module, a name that is not callable), at
+    start, not at the first mail."""
+    return [_load(spec, client, threads) for spec in specs]
 
 
-def _load(spec: str, client: httpx.AsyncClient) -> tuple[str, Handler]:
+def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str, Handler]:
     if spec.startswith(("http://", "https://")):
         return "webhook", _webhook(spec, client)
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise ConfigError(
-            f"smtp.handlers: {spec!r} is neither an http(s) URL nor module:function"
-        )
+        raise ConfigError(f"smtp.handlers: {spec!r} is neither an http(s) URL nor module:function")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -142,7 +149,7 @@ def _load(spec: str, client: httpx.AsyncClient) -> tuple[str, Handler]:
     function = getattr(module, attribute, None)
     if not callable(function):
         raise ConfigError(f"smtp.handlers: {spec!r} is not a function")
-    return "python", _python(function)
+    return "python", _python(function, threads)
 
 
 def _webhook(url: str, client: httpx.AsyncClient) -> Handler:
@@ -155,7 +162,7 @@ def _webhook(url: str, client: httpx.AsyncClient) -> Handler:
     return post
 
 
-def _python(function: Callable[..., Any]) -> Handler:
+def _python(function: Callable[..., Any], threads: Executor) -> Handler:
     if inspect.iscoroutinefunction(function):
 
         async def call_async(event: dict[str, Any]) -> Verdict:
@@ -164,7 +171,7 @@ def _python(function: Callable[..., Any]) -> Handler:
         return call_async
 
     async def call(event: dict[str, Any]) -> Verdict:
-        result = await asyncio.to_thread(function, event)
+        result = await asyncio.get_running_loop().run_in_executor(threads, function, event)
         if inspect.isawaitable(result):
             result = await result
         return _verdict(result)
