@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from mailgate.ids import new_id
 from mailgate.store import CapturedRecord, Database, InboxStore
 from mailgate.store import inbox as inbox_module
 from mailgate.store.inbox import RawFile
+from mailgate.store.schema import inbox_raw
 from tests.contract.test_inbox_bounds import BASE
 
 
@@ -39,3 +41,53 @@ async def test_raw_from_a_file_is_stored_exactly(
     nothing = _record("empty")
     await store.add(nothing, RawFile(empty, 0))
     assert await store.raw(nothing.id, "default") == b""
+
+
+def _peak_rss() -> int:
+    """The process's peak resident set since :func:`_reset_peak`, in bytes (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from now
+
+
+async def test_a_big_file_goes_into_sqlite_never_whole_in_memory(tmp_path: Path) -> None:
+    """SQLite's allocations are not Python's (tracemalloc cannot see them): the process's
+    peak RSS must not rise by anything like the message's size. A zeroblob outside a
+    record's last column made SQLite build the message's size in zeros, twice."""
+    size = 48 * 1024 * 1024
+    path = tmp_path / "big.eml"
+    with path.open("wb") as f:
+        for _ in range(size // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await db.migrate()
+    try:
+        store = InboxStore(db)
+        await store.add(_record("warm-up"), b"small")  # threads, connections, caches
+        _reset_peak()
+        before = _peak_rss()
+        big = _record("big")
+        await store.add(big, RawFile(path, size))
+        grown = _peak_rss() - before
+        assert grown < size // 4, f"peak RSS grew {grown / 2**20:.1f} MiB"
+        assert await store.raw(big.id, "default") == path.read_bytes()
+    finally:
+        await db.aclose()
+
+
+async def test_deleting_a_message_deletes_its_bytes(database: Database) -> None:
+    """``inbox_raw`` goes with its row, whichever way the row goes (ON DELETE CASCADE)."""
+    store = InboxStore(database)
+    gone, cleared, too = _record("gone"), _record("cleared"), _record("too")
+    for record in (gone, cleared, too):
+        await store.add(record, b"bytes of " + record.subject.encode())
+    await store.delete(gone.id, "default")
+    await store.clear("default", query=[])  # the rest
+    async with database.read() as conn:
+        left = (await conn.execute(select(func.count()).select_from(inbox_raw))).scalar_one()
+    assert left == 0

@@ -270,6 +270,7 @@ async def test_old_captures_get_the_defaults_and_their_message_id(store_url: str
         assert (old.box, old.read, old.tags, old.message_id) == (
             "default", False, [], "old-1@example.com"
         )  # fmt: skip
+        assert await InboxStore(db).raw("01900000", "default") == b"x"  # 0011 moved it
         async with db.read() as conn:
             assert (await conn.execute(select(inbox.c.box))).scalar_one() == "default"
     finally:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, insert
 
 from mailgate.store.prepared import Prepared, sqlite_driver
-from mailgate.store.schema import events, inbox, metadata
+from mailgate.store.schema import events, inbox, inbox_raw, metadata
 
 
 def _inbox_row(i: int) -> dict[str, Any]:
@@ -35,7 +35,6 @@ def _inbox_row(i: int) -> dict[str, Any]:
         "html_body": "<p>x</p>",
         "attachments": [],
         "size": 1234,
-        "raw": b"\x00\xff raw",
         "box": "default",
         "read": False,
         "tags": ["x"],
@@ -50,11 +49,14 @@ def _dump(path: Path, table: str) -> list[tuple[Any, ...]]:
         return plain.execute(f"SELECT {select} FROM {table} ORDER BY rowid").fetchall()
 
 
-@pytest.mark.parametrize("table", ["inbox", "events"])
+@pytest.mark.parametrize("table", ["inbox", "inbox_raw", "events"])
 def test_prepared_rows_are_stored_as_sqlalchemy_stores_them(tmp_path: Path, table: str) -> None:
     rows: list[dict[str, Any]]
     if table == "inbox":
         rows, statement = [_inbox_row(1), _inbox_row(2)], insert(inbox)
+    elif table == "inbox_raw":
+        rows = [{"id": f"id-{i}", "raw": b"\x00\xff raw"} for i in range(2)]
+        statement = insert(inbox_raw)
     else:
         at = datetime(2026, 12, 6, 5, 6, 7, tzinfo=UTC)
         rows = [{"tenant": "default", "message_id": None, "inbox_id": "x", "source": "smtp",

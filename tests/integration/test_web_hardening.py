@@ -329,7 +329,6 @@ async def test_deep_stored_capture_never_fails_the_inbox(start_gateway: GatewayF
             "headers": _nested(300),
             "attachments": [],
             "size": 1,
-            "raw": b"x",
         }
         async with gw.inbox.store.db.write() as conn:
             await conn.execute(insert(inbox), [row])

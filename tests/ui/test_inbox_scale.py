@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from mailgate.app import Mode
-from mailgate.store.schema import inbox
+from mailgate.store.schema import inbox, inbox_raw
 from mailgate.threaded import GatewayThread
 from tests.ui.scale import TOTAL, best_of_ten, fill
 
@@ -35,7 +35,6 @@ def _row(n: int, now: datetime) -> dict[str, object]:
         "text_body": "body",
         "attachments": [],
         "size": len(RAW),
-        "raw": RAW,
         "box": f"box{n % 4}",
         "read": n % 3 == 0,
         "tags": [],
@@ -46,6 +45,7 @@ def test_the_inbox_pages_render_one_page_of_100_000_messages(
     ui_gateway: Callable[..., GatewayThread], db_url: str
 ) -> None:
     fill(db_url, inbox, _row)
+    fill(db_url, inbox_raw, lambda n, _: {"id": _id(n), "raw": RAW})
     gw = ui_gateway(Mode.DEV)
     newest = _id(TOTAL - 1)
     with httpx.Client(base_url=gw.url, timeout=10) as http:

@@ -29,7 +29,7 @@ from mailgate.store.group_commit import GroupCommit
 from mailgate.store.inbox_search import matching
 from mailgate.store.outbox import EventKind, event_row, write_events
 from mailgate.store.prepared import Prepared, sqlite_driver
-from mailgate.store.schema import inbox
+from mailgate.store.schema import inbox, inbox_raw
 
 if TYPE_CHECKING:
     from mailgate.inbox.search import Term
@@ -80,7 +80,7 @@ class Pruned:
     count: int
 
 
-_SUMMARY = [c for c in inbox.c if c.name != "raw"]
+_SUMMARY = list(inbox.c)  #: a message's row: everything but its bytes (in ``inbox_raw``)
 
 
 def _received(r: CapturedRecord) -> dict[str, Any]:
@@ -127,13 +127,14 @@ class InboxStore:
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes | RawFile]]
     ) -> list[int]:
         driver = sqlite_driver(conn)  # on SQLite a file is copied in a block at a time
-        rows = [_row(record, b"" if driver and isinstance(raw, RawFile) else _bytes(raw))
-                for record, raw in items]  # fmt: skip
-        _INSERT.run(conn, rows)
+        _INSERT.run(conn, [_row(record) for record, _ in items])
+        in_blocks = [(r.id, raw) for r, raw in items if driver and isinstance(raw, RawFile)]
+        _INSERT_RAW.run(conn, [{"id": r.id, "raw": _bytes(raw)} for r, raw in items
+                               if not (driver and isinstance(raw, RawFile))])  # fmt: skip
         if driver is not None:
-            for record, raw in items:
-                if isinstance(raw, RawFile):
-                    _copy_in(driver, record.id, raw)
+            for capture_id, raw in in_blocks:
+                assert isinstance(raw, RawFile)
+                _copy_in(driver, capture_id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
         seen: set[tuple[str, str]] = set()
@@ -254,7 +255,9 @@ class InboxStore:
         async with self.db.read() as conn:
             raw = (
                 await conn.execute(
-                    select(inbox.c.raw).where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+                    select(inbox_raw.c.raw)
+                    .join(inbox, inbox.c.id == inbox_raw.c.id)
+                    .where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
                 )
             ).scalar_one_or_none()
         if raw is None:
@@ -337,11 +340,15 @@ def _bytes(raw: bytes | RawFile) -> bytes:
 
 
 def _copy_in(driver: sqlite3.Connection, capture_id: str, raw: RawFile) -> None:
-    """Fill the row's ``raw`` from the file a block at a time (SQLite's incremental blob
-    I/O): the message is never whole in memory. Runs in the database thread."""
-    driver.execute("UPDATE inbox SET raw = zeroblob(?) WHERE id = ?", (raw.size, capture_id))
-    (rowid,) = driver.execute("SELECT rowid FROM inbox WHERE id = ?", (capture_id,)).fetchone()
-    with raw.path.open("rb") as source, driver.blobopen("inbox", "raw", rowid) as blob:
+    """Store the message's bytes from the file a block at a time (SQLite's incremental
+    blob I/O into a zeroblob, which SQLite leaves unwritten as the last column of
+    ``inbox_raw``): the message is never whole in memory. Runs in the database thread."""
+    cursor = driver.execute(
+        "INSERT INTO inbox_raw (id, raw) VALUES (?, zeroblob(?))", (capture_id, raw.size)
+    )
+    rowid = cursor.lastrowid
+    assert rowid is not None
+    with raw.path.open("rb") as source, driver.blobopen("inbox_raw", "raw", rowid) as blob:
         while block := source.read(_BLOCK):
             blob.write(block)
 
@@ -363,9 +370,10 @@ def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
 
 
 _INSERT = Prepared(insert(inbox), [c.key for c in inbox.c])  #: _row gives every column
+_INSERT_RAW = Prepared(insert(inbox_raw), ["id", "raw"])
 
 
-def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
+def _row(r: CapturedRecord) -> dict[str, Any]:
     return {
         "id": r.id,
         "tenant": r.tenant,
@@ -384,7 +392,6 @@ def _row(r: CapturedRecord, raw: bytes) -> dict[str, Any]:
         "html_body": r.html,
         "attachments": r.attachments,
         "size": r.size,
-        "raw": raw,
         "box": r.box,
         "read": r.read,
         "tags": r.tags,

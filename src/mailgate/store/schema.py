@@ -60,6 +60,7 @@ __all__ = [
     "attempts",
     "events",
     "inbox",
+    "inbox_raw",
     "messages",
     "metadata",
     "outbox_consumers",
@@ -382,7 +383,6 @@ inbox = Table(
     Column("html_body", SafeText),
     Column("attachments", SafeJSON, nullable=False),  # metadata only; bytes come from raw
     Column("size", Integer, nullable=False),
-    Column("raw", LargeBinary, nullable=False),
     # issue 10: the inbox it was sorted into (inbox.sort_by), read or not, its tags
     # (plus-addresses, X-Tags, the API) and its Message-ID for ``message-id:`` searches
     Column("box", SafeString(64), nullable=False, server_default="default"),
@@ -392,6 +392,16 @@ inbox = Table(
     Index("ix_inbox_tenant_id", "tenant", "id"),
     Index("ix_inbox_tenant_box_id", "tenant", "box", "id"),  # one inbox, newest first
     Index("ix_inbox_tenant_box_read", "tenant", "box", "read"),  # each inbox's counts
+)
+
+# A captured message's bytes, apart from its row: SQLite writes a big message in with
+# incremental blob I/O into a zeroblob, and only a zeroblob in a record's last column is
+# left unwritten (elsewhere SQLite makes the message's size in zeros in memory, twice)
+inbox_raw = Table(
+    "inbox_raw",
+    metadata,
+    Column("id", SafeString(36), ForeignKey("inbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("raw", LargeBinary, nullable=False),  # last: see above
 )
 
 # Sending identities (issue 6): an SMTP account or a provider, per tenant. Secrets are
