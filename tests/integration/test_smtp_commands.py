@@ -5,7 +5,11 @@ NOOP and QUIT, pipelined commands in one write."""
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import socket
+from pathlib import Path
+
+import pytest
 
 from mailgate.app import Mode
 from tests.integration.conftest import GatewayFactory, api
@@ -94,3 +98,30 @@ async def test_unknown_commands_are_answered_until_the_twentieth(
         replies = await asyncio.to_thread(_converse, gw.smtp_address, commands)
     assert replies[1:20] == ['500 Error: command "GET" not recognized'] * 19
     assert replies[20:] == ["250 OK", "421 4.7.0 Too many unrecognized commands, closing"]
+
+
+@pytest.mark.parametrize("mode", ["memory", "tempfile"])  # tempfile: written as it comes
+async def test_a_big_message_with_bare_lf_lines_is_kept_and_flagged(
+    start_gateway: GatewayFactory, tmp_path: Path, mode: str
+) -> None:
+    """``smtplib`` sends bytes as they are: a message written with ``\\n`` arrives with
+    bare LFs. Its lines are 77 octets, not one line as long as the message: kept, and
+    its line endings named in ``problems``."""
+    body = b"".join(b"%076d\n" % n for n in range(20_000))  # 1.5 MB
+    raw = b"Subject: bare lf\n\n" + body
+    storage = {"mode": mode, "temp_dir": str(tmp_path)}
+    smtp = {"max_message_size": 0, "attachment_storage": storage}
+    async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        address = gw.smtp_address
+
+        def send() -> object:
+            with smtplib.SMTP(*address, timeout=30) as smtp:
+                return smtp.sendmail("a@example.com", ["b@example.com"], raw)
+
+        assert await asyncio.to_thread(send) == {}
+        [item] = (await client.get("/inbox")).json()["items"]
+        event = (await client.get(f"/inbox/{item['id']}")).json()
+    assert item["subject"] == "bare lf"
+    [problem] = event["message"]["problems"]
+    assert problem.startswith("DATA has 20002 bare LF line ending(s)")

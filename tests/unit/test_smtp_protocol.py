@@ -227,15 +227,26 @@ def _split(stream: bytes, size: int) -> list[bytes]:
     return [stream[i : i + size] for i in range(0, len(stream), size)]
 
 
-def test_long_line_agrees_with_splitting_on_crlf() -> None:
+def test_long_line_agrees_with_splitting_into_lines() -> None:
+    """A line ends at CRLF or at a bare LF (a bare CR is part of its line)."""
     rng = random.Random(9)
     alphabet = [b"x", b"\r", b"\n", b"\r\n", b"."]
-    for _ in range(300):
+    for _ in range(3000):
         limit = rng.randint(1, 40)
         parts = rng.choices(alphabet, weights=[60, 3, 3, 8, 2], k=rng.randint(0, 400))
-        data = b"".join(parts) + b"\r\n"
-        naive = max(len(line) for line in data.split(b"\r\n")) > limit
+        data = b"".join(parts) + rng.choice([b"\r\n", b"\n"])
+        lines = [line.removesuffix(b"\r") for line in data.split(b"\n")[:-1]]
+        naive = max(map(len, lines)) > limit
         assert long_line(data, limit) is naive, (limit, data)
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b"\n"])
+def test_a_line_ends_at_crlf_or_a_bare_lf(end: bytes) -> None:
+    """A message with bare LFs (Python's ``smtplib`` sends bytes as they are) has lines
+    as short as they look, not one line as long as the message."""
+    assert not long_line((b"x" * 76 + end) * 100_000)
+    assert not long_line(b"y" * MAX_DATA_LINE + end)
+    assert long_line(b"y" * (MAX_DATA_LINE + 1) + end)
 
 
 def test_a_10_mb_message_in_256_kib_reads() -> None:

@@ -37,15 +37,20 @@ a transparency dot; the 1,001 aiosmtpd allowed, so nothing it took is refused no
 
 
 def long_line(data: bytes | bytearray, limit: int = MAX_DATA_LINE, start: int = 0) -> bool:
-    """Whether a CRLF-ended line of ``data[start:]`` is longer than ``limit`` octets
-    without its CRLF. Hops a window at a time (the last CRLF in each window starts the
-    next), so a 10 MB message costs some ten thousand searches, not one per line."""
+    """Whether a line of ``data[start:]`` is longer than ``limit`` octets without its
+    line end: CRLF, or a bare LF (as Postfix and aiosmtpd count lines; capture keeps a
+    message with bare LFs, whose lines are then as short as they look). Hops a window at
+    a time (the last LF in each window starts the next), so a 10 MB message costs some
+    ten thousand searches, not one per line."""
     end = len(data)
     while end - start > limit:
-        crlf = data.rfind(b"\r\n", start, start + limit + 2)
-        if crlf < 0:
+        last = start + limit + 1  # where a CRLF's LF ends a line of ``limit`` octets
+        lf = data.rfind(b"\n", start, last + 1)
+        if lf < 0:
             return True
-        start = crlf + 2
+        if lf == last and data[lf - 1] != 13 and data.find(b"\n", start, lf) < 0:
+            return True  # a bare LF after limit + 1 octets
+        start = lf + 1
     return False
 
 
@@ -236,11 +241,11 @@ class _SpoolWriter(SpoolFile):
         self.stuffed += len(piece)
         if not self.long_line:
             line = self._line + piece
-            end = line.rfind(b"\r\n")
-            if end >= 0 and long_line(line[: end + 2]):
+            end = line.rfind(b"\n")
+            if end >= 0 and long_line(line[: end + 1]):
                 self.long_line = True
-            self._line = line[end + 2 :] if end >= 0 else line
-            if len(self._line) > MAX_DATA_LINE + 1:  # its CRLF, when it comes, is too late
+            self._line = line[end + 1 :] if end >= 0 else line
+            if len(self._line) > MAX_DATA_LINE + 1:  # its line end, when it comes, is too late
                 self.long_line = True
             self._line = self._line[-(MAX_DATA_LINE + 2) :]
         before, self._before = self._before, (self._before + piece[-2:])[-2:]
