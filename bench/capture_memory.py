@@ -1,0 +1,113 @@
+"""Memory of `mailgate dev` while it captures one message with a big attachment.
+
+Starts `mailgate dev` (from ``--src``, default this checkout's ``src``) on a new SQLite
+store, sends one message with an attachment of ``--mib`` MiB (CRLF lines, as SMTP has
+them) with smtplib, and samples the server's ``RssAnon`` (its heap: not the files it
+maps) every 10 ms. Prints the idle figure, the peak and the time the client waited for
+its 250, in each attachment storage mode asked for.
+
+    .venv/bin/python bench/capture_memory.py [--mib 50] [--modes memory,tempfile]
+        [--src /path/to/other/checkout/src]
+
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _anon_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError("no RssAnon")
+
+
+def _message(mib: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.com", "big"
+    msg.set_content("see attached")
+    msg.add_attachment(os.urandom(mib << 20), maintype="application",
+                       subtype="octet-stream", filename="big.bin")  # fmt: skip
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def measure(src: Path, mode: str, raw: bytes) -> str:
+    work = Path(tempfile.mkdtemp(prefix="mailgate-capture-memory-"))
+    smtp, http = _free_port(), _free_port()
+    env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
+               MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
+               MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE=mode,
+               MAILGATE_SMTP__ATTACHMENT_STORAGE__TEMP_DIR=str(work / "att"))  # fmt: skip
+    command = [sys.executable, "-m", "mailgate", "dev", "--db", f"sqlite:///{work}/m.db",
+               "--smtp", f"127.0.0.1:{smtp}", "--http", f"127.0.0.1:{http}"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", smtp), 1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(2)  # settled
+        idle = peak = _anon_mib(server.pid)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _anon_mib(server.pid))
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        began = time.perf_counter()
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=300) as client:
+            client.sendmail("a@example.com", ["b@example.com"], raw)
+        waited = time.perf_counter() - began
+        time.sleep(1)
+        done.set()
+        sampler.join()
+        return (f"{mode:8}  RssAnon idle {idle} MiB, peak {peak} MiB (+{peak - idle}), "
+                f"250 after {waited:.2f} s")  # fmt: skip
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=50, help="the attachment's size")
+    parser.add_argument("--modes", default="memory,tempfile")
+    parser.add_argument("--src", type=Path, default=Path(__file__).parent.parent / "src")
+    args = parser.parse_args()
+    raw = _message(args.mib)
+    print(f"{args.src}: one message of {len(raw) / 2**20:.1f} MiB "
+          f"({args.mib} MiB attachment)")  # fmt: skip
+    for mode in args.modes.split(","):
+        print(measure(args.src, mode, raw), flush=True)
+
+
+if __name__ == "__main__":
+    main()
