@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailgate.mime import ParsedMessage, parse_message, stream
+from mailgate.mime.parts import mime_parts
 from tests.unit import test_mailpit_compat, test_mime, test_parse_corpus, test_parse_limits
 
 DATA = Path(__file__).parent.parent / "data"
@@ -223,6 +224,27 @@ def test_a_message_that_is_a_wrapper_streams_the_wrapped_attachments(
         parsed = assert_streams_alike(raw + cte + b"\r\n\r\n" + encoded, tmp_path / cte.decode())
         assert parsed.text == "inner text"
         assert [a.content for a in parsed.attachments] == [BLOB]
+
+
+_ALIKE_IN_MEMORY = [
+    *(pytest.param(_mixed(b"\r\nthe text", body), id=name) for name, body in sorted(ODD.items())),
+    *(pytest.param(path.read_bytes(), id=path.name) for path in sorted(DATA.glob("*.eml"))),
+]
+
+
+@pytest.mark.parametrize("block", [3, 64, stream.BLOCK])
+@pytest.mark.parametrize("raw", _ALIKE_IN_MEMORY)
+def test_big_bodies_decode_into_memory_as_the_email_package_decodes_them(
+    raw: bytes, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``REFERENCE_SIZE`` a body is decoded a block at a time even into memory: with
+    the size at 0 every body is, and each message parses (and splits into parts, as the
+    attachment download reads them) as the email package decodes it."""
+    monkeypatch.setattr(stream, "BLOCK", block)
+    expected, parts = parse_message(raw), mime_parts(raw)
+    monkeypatch.setattr(stream, "REFERENCE_SIZE", 0)
+    assert parse_message(raw) == expected
+    assert mime_parts(raw) == parts
 
 
 def _email_package(cte: str, body: bytes) -> bytes:

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
 from mailgate.mime.entity import Entity, Source, guess_boundary, read_entity, split_multipart
-from mailgate.mime.stream import DECODED, Output, decode_into
+from mailgate.mime.stream import DECODED, Output, decode_into, decoded
 from mailgate.mime.view import MimeView
 
 __all__ = [
@@ -253,8 +253,6 @@ def _unwrap(root: _Part, walk: _Walk) -> _Part:
         source, start, end = root.source, root.start, root.end
         if _encoding(root) in DECODED:
             inner = _decoded(root)
-            if inner is None:
-                break
             source, start, end = inner, 0, len(inner)
         entity = read_entity(source, start=start, end=end)
         root = _tree(entity, walk, depth=depth + 1, default="text/plain")
@@ -305,21 +303,15 @@ def _encoding(part: _Part) -> str:
     return str(part.view.get("content-transfer-encoding", "")).lower()
 
 
-def _decoded(part: _Part) -> bytes | None:
-    """A leaf's body decoded in memory by the email package."""
-    body = part.source[part.start : part.end]
-    part.view.set_payload(body.decode("ascii", "surrogateescape"))
-    payload = part.view.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else None
+def _decoded(part: _Part) -> bytes:
+    """A leaf's body decoded into memory."""
+    return decoded(part.source, part.start, part.end, _encoding(part))
 
 
 def _content(part: _Part | None) -> str | None:
     if part is None:
         return None
-    payload = _decoded(part)
-    if payload is None:
-        return None
-    return decode_text(payload, part.view.get_content_charset())
+    return decode_text(_decoded(part), part.view.get_content_charset())
 
 
 def _attachment(part: _Part, index: int, sink: AttachmentSink | None) -> ParsedAttachment:
@@ -327,7 +319,7 @@ def _attachment(part: _Part, index: int, sink: AttachmentSink | None) -> ParsedA
     filename = _filename(part)
     named_by_subject = filename is None and part.content_type in _WRAPPERS
     if sink is None:
-        content = _decoded(part) or b""
+        content = _decoded(part)
         size, head = len(content), content
     else:
         content, size, head = b"", *_stream(part, sink(index), named_by_subject)

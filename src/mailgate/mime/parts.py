@@ -29,6 +29,7 @@ from email.message import EmailMessage
 
 from mailgate.mime.decode import decode_8bit, safe_filename
 from mailgate.mime.entity import Entity, read_entity, split_multipart
+from mailgate.mime.stream import decoded
 from mailgate.mime.view import MimeView
 
 __all__ = ["MimePart", "PartList", "mime_parts"]
@@ -169,10 +170,5 @@ def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
 def _decoded(entity: Entity, view: EmailMessage) -> bytes:
     if view.get_content_maintype() == "multipart":
         return b""
-    leaf = MimeView()
-    encoding = entity.mime.get("content-transfer-encoding")
-    if encoding:
-        leaf["Content-Transfer-Encoding"] = encoding
-    leaf.set_payload(entity.body.decode("ascii", "surrogateescape"))
-    payload = leaf.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else entity.body
+    encoding = str(view.get("content-transfer-encoding", "")).lower()
+    return decoded(entity.source, entity.body_start, entity.end, encoding)
