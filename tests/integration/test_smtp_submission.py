@@ -9,17 +9,19 @@ import base64
 import smtplib
 import ssl
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
-from mailgate.app import Gateway
+from mailgate.app import Gateway, Mode
 from mailgate.ingest.tls import self_signed
-from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.conftest import GatewayFactory, api, fast_settings, wait_for_state
 from tests.peers import Upstream
 
 PASSWORD = "app-password-1"
@@ -381,3 +383,30 @@ async def test_a_password_with_nul_is_refused(gateway: Gateway) -> None:
     for reply in (made, changed):
         assert reply.status_code == 422 and "NUL" in reply.text
         assert "defgh123" not in reply.text
+
+
+async def test_sessions_on_postgresql_open_connections_in_auth_and_mail(
+    upstream: Upstream, postgres_url: str
+) -> None:
+    """On PostgreSQL, AUTH and MAIL read the users through asyncpg, whose connect has a
+    time-out that needs a current task: with no idle connection in the pool (none yet,
+    or all busy) they open one. Every session of many at once gets its 250."""
+    database = postgres_url.rsplit("/", 1)[0] + "/mailgate_submission"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS mailgate_submission")
+        await admin.execute("CREATE DATABASE mailgate_submission")
+    finally:
+        await admin.close()
+    settings = fast_settings(database, relay_url=upstream.url, smtp={"mode": "submission"})
+    async with Gateway(settings, mode=Mode.SERVE) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app", senders=["@example.com"])
+        assert gw._db is not None and gw._db.engine is not None
+        await gw._db.engine.dispose()  # the first AUTH connects, and MAIL after it
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(16) as clients:  # not the server's threads (scrypt runs there)
+            sent = await asyncio.gather(
+                *(loop.run_in_executor(clients, _send, _address(gw), _message()) for _ in range(16))
+            )
+    assert [code for code, _ in sent] == [250] * 16

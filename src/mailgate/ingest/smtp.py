@@ -90,6 +90,10 @@ class EnvelopeHooks:
     ``max_recipients``."""
 
     max_recipients: int
+    #: the verbs whose hooks may wait on I/O (the store, a thread): they run in a task
+    #: from their first step, where the others' first step runs at once (libraries'
+    #: time-outs, asyncpg's among them, need a current task)
+    io_verbs: frozenset[str] = frozenset()
 
     async def handle_EHLO(
         self,

@@ -9,6 +9,9 @@ per command line (:meth:`SmtpEngine._command`); AUTH's are :mod:`.smtp_auth`'s.
   stepped in place and only becomes a task if it has to wait (a store commit, a password
   hash, an AUTH answer still to come, a TLS handshake), while later lines wait in the
   buffer. DATA is always a task: the handler's work (parse, commit, capture handlers) is.
+  So is a verb whose hooks wait on the store (``io_verbs``: submission's AUTH and MAIL):
+  a first step outside any task has no current task, which the time-outs of libraries
+  under it need (asyncpg's connect: "Timeout should be used inside a task").
 * after DATA the bytes go to a :class:`~mailgate.ingest.smtp_data.DataReader`, after BDAT
   to the transaction's :class:`~mailgate.ingest.chunking.ChunkedBody` (RFC 3030: counted
   off, not searched); at the end of either the message goes to the handler's

@@ -138,10 +138,12 @@ class SmtpConfig:
     rcpt_hook: Hook | None = field(init=False)
     data_hook: Hook | None = field(init=False)
     verify: Hook | None = field(init=False)
+    in_task: frozenset[str] = field(init=False)  #: verbs run in a task from the start
 
     def __post_init__(self) -> None:
         greeting = f"220 {self.hostname} {self.ident}\r\n".encode("ascii", "replace")
         object.__setattr__(self, "greeting", greeting)
+        object.__setattr__(self, "in_task", frozenset(getattr(self.handler, "io_verbs", ())))
         for attribute, name in (("ehlo_hook", "handle_EHLO"), ("mail_hook", "handle_MAIL"),
                                 ("rcpt_hook", "handle_RCPT"), ("data_hook", "handle_DATA"),
                                 ("verify", "verify")):  # fmt: skip
@@ -188,7 +190,10 @@ class SmtpConnection(SmtpAuth):
                 return
             self._reply(f'500 Error: command "{verb[:32]}" not recognized')
             return
-        self._run(method(self, arg))
+        if verb in self.config.in_task:
+            self._started(self._loop.create_task(method(self, arg)))
+        else:
+            self._run(method(self, arg))
 
     # ------------------------------------------------------------------ commands
 

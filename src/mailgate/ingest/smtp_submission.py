@@ -49,6 +49,8 @@ _MAX_ADDRESS = 998  #: an address list longer than a header line cannot be sent 
 class SubmissionHandler(EnvelopeHooks):
     """The hooks of a submission session."""
 
+    io_verbs = frozenset({"AUTH", "MAIL"})  #: the users are read from the store
+
     def __init__(
         self,
         users: SmtpUsersService,
