@@ -80,6 +80,38 @@ async def test_a_big_file_goes_into_sqlite_never_whole_in_memory(tmp_path: Path)
         await db.aclose()
 
 
+async def test_big_bytes_are_stored_exactly(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes past a block go into SQLite a block at a time, as a file does."""
+    monkeypatch.setattr(inbox_module, "_BLOCK", 4096)
+    store = InboxStore(database)
+    for size in (4096, 4097, 3 * 4096 + 123):
+        raw = os.urandom(size)
+        record = _record(f"{size} octets")
+        await store.add(record, raw)
+        assert await store.raw(record.id, "default") == raw
+
+
+async def test_big_bytes_go_into_sqlite_without_a_copy(tmp_path: Path) -> None:
+    """Bound whole, SQLite copied a message twice (the value, then its record)."""
+    size = 48 * 1024 * 1024
+    raw = os.urandom(size)
+    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await db.migrate()
+    try:
+        store = InboxStore(db)
+        await store.add(_record("warm-up"), b"small")
+        _reset_peak()
+        before = _peak_rss()
+        big = _record("big")
+        await store.add(big, raw)
+        grown = _peak_rss() - before
+        assert grown < size // 4, f"peak RSS grew {grown / 2**20:.1f} MiB"
+    finally:
+        await db.aclose()
+
+
 async def test_deleting_a_message_deletes_its_bytes(database: Database) -> None:
     """``inbox_raw`` goes with its row, whichever way the row goes (ON DELETE CASCADE)."""
     store = InboxStore(database)

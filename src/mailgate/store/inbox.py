@@ -126,14 +126,13 @@ class InboxStore:
     def _insert_many(
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes | RawFile]]
     ) -> list[int]:
-        driver = sqlite_driver(conn)  # on SQLite a file is copied in a block at a time
+        driver = sqlite_driver(conn)  # on SQLite a big message is copied in by blocks
         _INSERT.run(conn, [_row(record) for record, _ in items])
-        in_blocks = [(r.id, raw) for r, raw in items if driver and isinstance(raw, RawFile)]
+        in_blocks = [(r.id, raw) for r, raw in items if driver and _by_blocks(raw)]
         _INSERT_RAW.run(conn, [{"id": r.id, "raw": _bytes(raw)} for r, raw in items
-                               if not (driver and isinstance(raw, RawFile))])  # fmt: skip
+                               if not (driver and _by_blocks(raw))])  # fmt: skip
         if driver is not None:
             for capture_id, raw in in_blocks:
-                assert isinstance(raw, RawFile)
                 _copy_in(driver, capture_id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
@@ -339,18 +338,32 @@ def _bytes(raw: bytes | RawFile) -> bytes:
     return raw if isinstance(raw, bytes) else raw.path.read_bytes()
 
 
-def _copy_in(driver: sqlite3.Connection, capture_id: str, raw: RawFile) -> None:
-    """Store the message's bytes from the file a block at a time (SQLite's incremental
-    blob I/O into a zeroblob, which SQLite leaves unwritten as the last column of
-    ``inbox_raw``): the message is never whole in memory. Runs in the database thread."""
+def _by_blocks(raw: bytes | RawFile) -> bool:
+    """Whether SQLite takes ``raw`` a block at a time: a file always; bytes past a block,
+    which bound whole SQLite would copy twice (the bound value, then its record)."""
+    return isinstance(raw, RawFile) or len(raw) > _BLOCK
+
+
+def _copy_in(driver: sqlite3.Connection, capture_id: str, raw: bytes | RawFile) -> None:
+    """Store the message's bytes a block at a time (SQLite's incremental blob I/O into a
+    zeroblob, which SQLite leaves unwritten as the last column of ``inbox_raw``): from a
+    file, the message is never whole in memory; from bytes, never copied. Runs in the
+    database thread."""
+    size = raw.size if isinstance(raw, RawFile) else len(raw)
     cursor = driver.execute(
-        "INSERT INTO inbox_raw (id, raw) VALUES (?, zeroblob(?))", (capture_id, raw.size)
+        "INSERT INTO inbox_raw (id, raw) VALUES (?, zeroblob(?))", (capture_id, size)
     )
     rowid = cursor.lastrowid
     assert rowid is not None
-    with raw.path.open("rb") as source, driver.blobopen("inbox_raw", "raw", rowid) as blob:
-        while block := source.read(_BLOCK):
-            blob.write(block)
+    with driver.blobopen("inbox_raw", "raw", rowid) as blob:
+        if isinstance(raw, bytes):
+            view = memoryview(raw)
+            for start in range(0, size, _BLOCK):
+                blob.write(view[start : start + _BLOCK])
+            return
+        with raw.path.open("rb") as source:
+            while block := source.read(_BLOCK):
+                blob.write(block)
 
 
 def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
