@@ -87,17 +87,22 @@ async def test_a_quoted_local_part_may_hold_spaces(start_gateway: GatewayFactory
     assert event["envelope"]["to"] == ['"a \\"b\\" c"@example.org']
 
 
-async def test_unknown_commands_are_answered_until_the_twentieth(
+async def test_lines_that_are_no_command_are_answered_until_the_twentieth(
     start_gateway: GatewayFactory,
 ) -> None:
-    """A client that speaks something else is sent away with 421 (as Postfix's
-    ``smtpd_hard_error_limit``, 20); until then each unknown command is a 500."""
+    """A client that speaks something else (an HTTP request: a verb SMTP does not know,
+    then header lines and an empty line, which are no command at all) is sent away with
+    421 at the 20th such line (as Postfix's ``smtpd_hard_error_limit``); until then each
+    is a 500, and the session goes on."""
+    http = [b"GET / HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"Accept: */*\r\n", b"\r\n"]
     async with start_gateway(Mode.DEV) as gw:
         assert gw.smtp_address is not None
-        commands = [b"GET / HTTP/1.1\r\n"] * 19 + [b"NOOP\r\n", b"FOO\r\n"]
+        commands = http * 4 + [b"NOOP\r\n"] + http[:3] + [b"FOO\r\n"]
         replies = await asyncio.to_thread(_converse, gw.smtp_address, commands)
-    assert replies[1:20] == ['500 Error: command "GET" not recognized'] * 19
-    assert replies[20:] == ["250 OK", "421 4.7.0 Too many unrecognized commands, closing"]
+    unknown, bad = '500 Error: command "GET" not recognized', "500 Error: bad syntax"
+    assert replies[1:17] == [unknown, bad, bad, bad] * 4
+    assert replies[17:] == ["250 OK", unknown, bad, bad,
+                            "421 4.7.0 Too many unrecognized commands, closing"]  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["memory", "tempfile"])  # tempfile: written as it comes

@@ -9,6 +9,7 @@ with small limits; its connections are looked at to check what they hold."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ssl
 import time
@@ -98,6 +99,48 @@ async def test_an_auth_answer_too_long_ends_the_exchange(start_gateway: GatewayF
         assert not session.session.authenticated
         writer.write(b"QUIT\r\n")
         assert (await _reply(reader)).startswith(b"221 ")
+        writer.close()
+
+
+async def test_the_line_limit_is_the_same_however_the_line_arrives(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``MAX_COMMAND_LINE`` octets before the line end, CRLF or bare LF, in one write or
+    with the CR and the LF apart: a command, and an AUTH answer, are taken; one octet
+    more is refused."""
+    async with start_gateway() as gw, serving(gw) as server:
+        reader, writer = await _connect(server)
+        longest = b"NOOP " + b"y" * (MAX_COMMAND_LINE - 5)
+        for pieces, reply in (
+            ([longest + b"\r\n"], b"250 OK\r\n"),
+            ([longest + b"\r", b"\n"], b"250 OK\r\n"),
+            ([longest + b"\n"], b"250 OK\r\n"),
+            ([longest + b"y\r", b"\n"], b"500 Command line too long\r\n"),
+            ([longest + b"y\n"], b"500 Command line too long\r\n"),
+        ):
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            assert await _reply(reader) == reply, pieces
+        answer = base64.b64encode(b"u" * 1536)  # 2,048 octets
+        assert len(answer) == MAX_COMMAND_LINE
+        too_long = b"500 5.5.6 Authentication Exchange line is too long\r\n"
+        for pieces, reply in (
+            ([answer + b"\r", b"\n"], b"334 UGFzc3dvcmQA\r\n"),
+            ([answer + b"=\n"], too_long),
+            ([answer + b"=\r", b"\n"], too_long),
+        ):
+            writer.write(b"AUTH LOGIN\r\n")
+            assert (await _reply(reader)).startswith(b"334 ")
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            assert await _reply(reader) == reply, pieces
+            if reply.startswith(b"334"):
+                writer.write(b"*\r\n")  # cancel at the password
+                assert await _reply(reader) == b"501 5.7.0 Auth aborted\r\n"
         writer.close()
 
 

@@ -98,6 +98,16 @@ def test_the_fast_path_takes_plain_addresses_without_the_email_parser(
     assert parse_path("<o'neil+x@mail.example.org>") == ("o'neil+x@mail.example.org", "")
 
 
+@pytest.mark.parametrize(
+    "arg", ['<"a b"@c.d> (x) BODY=8BITMIME', '<"ab"@c.d>(SIZE=999999999999) BODY=8BITMIME']
+)
+def test_a_comment_after_a_path_is_malformed(arg: str) -> None:
+    """RFC 5321 has no comments in a path or after it: the RFC 5322 parser, which reads
+    quoted local parts, must not drop one (and a parameter inside it) unseen."""
+    assert parse_path(arg) is None
+    assert parse_path('<"a b"@c.d> BODY=8BITMIME') == ('"a b"@c.d', "BODY=8BITMIME")
+
+
 def test_the_null_path_is_an_empty_address() -> None:
     """RFC 5321 §4.5.5: ``MAIL FROM:<>`` (aiosmtpd took the two brackets as the address)."""
     assert parse_path("<>") == ("", "")

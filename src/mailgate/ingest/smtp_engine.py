@@ -291,16 +291,17 @@ class SmtpEngine(asyncio.Protocol):
         buf = self._buf
         end = buf.find(b"\n")
         if end < 0:
-            if len(buf) > MAX_COMMAND_LINE:
+            if len(buf) > MAX_COMMAND_LINE + 1:  # past a line and the CR of its CRLF
                 buf.clear()
                 self._discarding = True
             return None
         self._last_read = self._loop.time()
-        if self._discarding or end > MAX_COMMAND_LINE + 1:
+        length = end - 1 if end and buf[end - 1] == 13 else end  # its line end not counted
+        if self._discarding or length > MAX_COMMAND_LINE:
             del buf[: end + 1]
             self._discarding = False
             return TOO_LONG
-        line = bytes(buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end])
+        line = bytes(buf[:length])
         del buf[: end + 1]
         return line
 

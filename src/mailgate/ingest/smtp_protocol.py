@@ -59,9 +59,11 @@ __all__ = ["SmtpConfig", "SmtpConnection", "SmtpRecorder"]
 
 log = logging.getLogger(__name__)
 
-#: unknown commands before the session is ended (with 421, as Postfix's
-#: ``smtpd_hard_error_limit``; aiosmtpd ended it after 5): a client that speaks something
-#: else (HTTP to the SMTP port) is sent away, one with a typo or two is not
+#: lines that are no command (unknown verbs, bad syntax, empty lines) before the session
+#: is ended with 421 (aiosmtpd ended it at the 5th unknown verb): a client that speaks
+#: something else (HTTP to the SMTP port) is sent away, one with a typo or two is not.
+#: 20 as Postfix's ``smtpd_hard_error_limit``, which counts every error reply; a known
+#: verb refused (501, 503, 5xx of a hook) is not counted here
 _MAX_BOGUS = 20
 
 
@@ -178,18 +180,18 @@ class SmtpConnection(SmtpAuth):
 
     def _command(self, line: bytes) -> None:
         parts = split_command(line)
-        if parts is None:
-            self._reply("500 Error: bad syntax")
-            return
-        verb, arg = parts
-        method = _COMMANDS.get(verb)
+        method = _COMMANDS.get(parts[0]) if parts is not None else None
         if method is None:
             self._bogus += 1
             if self._bogus >= _MAX_BOGUS:
                 self.say_goodbye(b"421 4.7.0 Too many unrecognized commands, closing")
-                return
-            self._reply(f'500 Error: command "{verb[:32]}" not recognized')
+            elif parts is None:
+                self._reply("500 Error: bad syntax")
+            else:
+                self._reply(f'500 Error: command "{parts[0][:32]}" not recognized')
             return
+        assert parts is not None
+        verb, arg = parts
         if verb in self.config.in_task:
             self._started(self._loop.create_task(method(self, arg)))
         else:

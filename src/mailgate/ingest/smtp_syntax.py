@@ -24,9 +24,10 @@ __all__ = [
 ]
 
 MAX_COMMAND_LINE = 2048
-"""Octets of a command line, its LF not counted. RFC 5321 §4.5.3.1.4 allows 512 and its
-extensions more (RFC 1870's SIZE, RFC 4954's AUTH initial response); longer lines are
-refused with 500 and thrown away up to their end, so no line is ever buffered whole."""
+"""Octets of a command line, its line end (CRLF or a bare LF) not counted. RFC 5321
+§4.5.3.1.4 allows 512 and its extensions more (RFC 1870's SIZE, RFC 4954's AUTH initial
+response); longer lines are refused with 500 and thrown away up to their end, so no line
+is ever buffered whole."""
 
 
 def split_command(line: bytes | bytearray) -> tuple[str, str | None] | None:
@@ -64,6 +65,8 @@ def parse_path(arg: str) -> tuple[str, str] | None:
     try:
         if arg.lstrip().startswith("<"):
             angle, rest = get_angle_addr(arg)
+            if not arg[: len(arg) - len(rest)].rstrip().endswith(">"):
+                return None  # a comment after the path (RFC 5322 CFWS; no such thing in SMTP)
             address = angle.addr_spec
         else:
             spec, rest = get_addr_spec(arg)
