@@ -45,6 +45,20 @@ def start_gateway(db_url: str) -> GatewayFactory:
     return start
 
 
+async def fresh_postgres_database(postgres_url: str, name: str) -> str:
+    """The URL of a new, empty database ``name`` on the session's PostgreSQL cluster (a
+    test's own: dropped first if a run before left it)."""
+    import asyncpg
+
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
 @contextlib.asynccontextmanager
 async def api(gateway: Gateway, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -6,12 +6,11 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from mailgate.app import Mode
-from tests.integration.conftest import GatewayFactory, api, wait_for_state
+from tests.integration.conftest import GatewayFactory, api, fresh_postgres_database, wait_for_state
 from tests.peers import Upstream
 from tests.tls import server_context
 
@@ -357,13 +356,7 @@ async def test_gateway_on_postgresql(upstream: Upstream, postgres_url: str) -> N
     from mailgate.app import Gateway
     from tests.integration.conftest import fast_settings
 
-    database = postgres_url.rsplit("/", 1)[0] + "/mailgate_gateway"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS mailgate_gateway")
-        await admin.execute("CREATE DATABASE mailgate_gateway")
-    finally:
-        await admin.close()
+    database = await fresh_postgres_database(postgres_url, "mailgate_gateway")
     settings = fast_settings(database, relay_url=upstream.url)
     async with Gateway(settings, mode=Mode.SERVE) as gw, api(gw) as client:
         ids = await submit(client, message(id="pg-1"), message(to="b@example.com"))

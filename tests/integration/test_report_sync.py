@@ -12,7 +12,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -20,7 +19,13 @@ from mailgate.app import Gateway, Mode
 from mailgate.store import Database
 from mailgate.store.outbox import OutboxStore
 from tests.http_peer import Receiver, Request, always, fail_first
-from tests.integration.conftest import GatewayFactory, api, fast_settings, wait_for_state
+from tests.integration.conftest import (
+    GatewayFactory,
+    api,
+    fast_settings,
+    fresh_postgres_database,
+    wait_for_state,
+)
 from tests.integration.test_metrics_health import scrape, value
 from tests.peers import Upstream
 
@@ -242,13 +247,7 @@ async def _ready(gw: Gateway) -> str:
 async def test_two_gateways_on_postgresql_share_the_reports_without_duplicates(
     postgres_url: str,
 ) -> None:
-    database = postgres_url.rsplit("/", 1)[0] + "/mailgate_report_sync"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS mailgate_report_sync")
-        await admin.execute("CREATE DATABASE mailgate_report_sync")
-    finally:
-        await admin.close()
+    database = await fresh_postgres_database(postgres_url, "mailgate_report_sync")
     async with Receiver(lambda n, r: (200, 0.3)) as rx:  # slow: the other one claims meanwhile
         settings = fast_settings(database, **_reports(rx.url, batch=3, interval=0.05))
         async with (

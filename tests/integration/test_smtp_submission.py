@@ -15,13 +15,18 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from mailgate.app import Gateway, Mode
 from mailgate.ingest.tls import self_signed
-from tests.integration.conftest import GatewayFactory, api, fast_settings, wait_for_state
+from tests.integration.conftest import (
+    GatewayFactory,
+    api,
+    fast_settings,
+    fresh_postgres_database,
+    wait_for_state,
+)
 from tests.peers import Upstream
 
 PASSWORD = "app-password-1"
@@ -391,13 +396,7 @@ async def test_sessions_on_postgresql_open_connections_in_auth_and_mail(
     """On PostgreSQL, AUTH and MAIL read the users through asyncpg, whose connect has a
     time-out that needs a current task: with no idle connection in the pool (none yet,
     or all busy) they open one. Every session of many at once gets its 250."""
-    database = postgres_url.rsplit("/", 1)[0] + "/mailgate_submission"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS mailgate_submission")
-        await admin.execute("CREATE DATABASE mailgate_submission")
-    finally:
-        await admin.close()
+    database = await fresh_postgres_database(postgres_url, "mailgate_submission")
     settings = fast_settings(database, relay_url=upstream.url, smtp={"mode": "submission"})
     async with Gateway(settings, mode=Mode.SERVE) as gw:
         async with api(gw) as client:
