@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import smtplib
+import sys
+import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email import policy
@@ -19,7 +21,7 @@ import pytest
 
 from mailgate.app import Mode
 from mailgate.errors import ConfigError
-from mailgate.ingest.handlers import HandlerFailed, HandlerPool, load_handlers
+from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict, load_handlers
 from tests.http_peer import Receiver, always
 from tests.integration import capture_handlers
 from tests.integration.conftest import GatewayFactory, api
@@ -86,6 +88,57 @@ async def test_close_ends_the_session_after_the_250(
             kept = (await client.get("/inbox")).json()["items"]
     assert outcomes == [{}, 221]  # the first was accepted, then 221 and the line closed
     assert [m["subject"] for m in kept] == ["1"]
+
+
+_BIG_ANSWER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            head += conn.recv(65536)
+        header, _, body = head.partition(b"\\r\\n\\r\\n")
+        length = int(header.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+        while len(body) < length:
+            body += conn.recv(65536)
+        size = 20_000_000
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % size)
+        try:
+            for _ in range(size // 100_000):
+                conn.sendall(b"x" * 100_000)
+        except OSError:
+            pass  # the client stopped reading: what it should do
+"""
+
+
+async def test_a_webhook_answer_is_read_no_further_than_a_verdict_needs() -> None:
+    """An answer past 1 KiB is no CLOSE, however it goes on: CONTINUE, and the rest of it
+    (here 20 MB, from a server in another process) is never read into memory."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _BIG_ANSWER, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        port = int(await server.stdout.readline())
+        async with httpx.AsyncClient() as client:
+            with ThreadPoolExecutor(1) as threads:
+                url = f"http://127.0.0.1:{port}/capture"
+                pool = HandlerPool(load_handlers([url], client, threads), workers=1, timeout=30)
+                tracemalloc.start()
+                try:
+                    verdict = await pool.run({"id": "big-answer"})
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                    await pool.aclose()
+    finally:
+        server.kill()
+        await server.wait()
+    assert verdict is Verdict.CONTINUE
+    assert peak < 5_000_000, f"{peak / 1e6:.1f} MB read"
 
 
 @pytest.mark.parametrize(

@@ -152,12 +152,22 @@ def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str,
     return "python", _python(function, threads)
 
 
+#: octets of a webhook's answer read: ``CLOSE`` with room for space and quotes; a longer
+#: answer is something else (CONTINUE), and the rest is never read into memory
+_MAX_ANSWER = 1024
+
+
 def _webhook(url: str, client: httpx.AsyncClient) -> Handler:
     async def post(event: dict[str, Any]) -> Verdict:
-        response = await client.post(url, json=event)
-        if not response.is_success:
-            raise HandlerFailed(f"{url} answered {response.status_code}")
-        return _verdict(response.text)
+        async with client.stream("POST", url, json=event) as response:
+            if not response.is_success:
+                raise HandlerFailed(f"{url} answered {response.status_code}")
+            answer = b""
+            async for chunk in response.aiter_bytes():
+                answer += chunk[: _MAX_ANSWER + 1 - len(answer)]
+                if len(answer) > _MAX_ANSWER:
+                    return Verdict.CONTINUE
+        return _verdict(answer)
 
     return post
 
