@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
 from mailgate.mime.entity import Entity, Source, guess_boundary, read_entity, split_multipart
-from mailgate.mime.stream import DECODED, Output, decode_into, decoded
+from mailgate.mime.stream import DECODED, Output, decode_into, decoded, transfer_encoding
 from mailgate.mime.view import MimeView
 
 __all__ = [
@@ -299,13 +299,12 @@ def _leaves(part: _Part) -> Iterator[_Part]:
 
 
 def _encoding(part: _Part) -> str:
-    """The Content-Transfer-Encoding as ``EmailMessage.get_payload`` reads it."""
-    return str(part.view.get("content-transfer-encoding", "")).lower()
+    return transfer_encoding(part.view)
 
 
 def _decoded(part: _Part) -> bytes:
     """A leaf's body decoded into memory."""
-    return decoded(part.source, part.start, part.end, _encoding(part))
+    return decoded(part.source, part.start, part.end, part.view)
 
 
 def _content(part: _Part | None) -> str | None:

@@ -170,5 +170,4 @@ def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
 def _decoded(entity: Entity, view: EmailMessage) -> bytes:
     if view.get_content_maintype() == "multipart":
         return b""
-    encoding = str(view.get("content-transfer-encoding", "")).lower()
-    return decoded(entity.source, entity.body_start, entity.end, encoding)
+    return decoded(entity.source, entity.body_start, entity.end, view)

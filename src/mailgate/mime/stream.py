@@ -20,12 +20,22 @@ from __future__ import annotations
 import binascii
 import io
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mailgate.mime.entity import Source
-from mailgate.mime.view import MimeView
 
-__all__ = ["BLOCK", "DECODED", "REFERENCE_SIZE", "Output", "decode_into", "decoded"]
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+__all__ = [
+    "BLOCK",
+    "DECODED",
+    "REFERENCE_SIZE",
+    "Output",
+    "decode_into",
+    "decoded",
+    "transfer_encoding",
+]
 
 BLOCK = 1 << 20  #: input bytes decoded at a time
 #: Bodies up to this size are decoded into memory by the email package, the reference
@@ -73,18 +83,20 @@ class Output:
         self.head.clear()
 
 
-def decoded(source: Source, start: int, end: int, encoding: str) -> bytes:
-    """The body ``source[start:end]`` decoded into memory as ``encoding`` (the lower-case
-    Content-Transfer-Encoding, as the email package reads it), as the email package
-    decodes it."""
+def transfer_encoding(view: EmailMessage) -> str:
+    """The Content-Transfer-Encoding of a part's fields, as ``get_payload`` reads it."""
+    return str(view.get("content-transfer-encoding", "")).lower()
+
+
+def decoded(source: Source, start: int, end: int, view: EmailMessage) -> bytes:
+    """The body ``source[start:end]`` of the part whose fields ``view`` holds, decoded
+    into memory as the email package decodes it (small: by the email package, on
+    ``view``, whose payload it becomes)."""
     if end - start > REFERENCE_SIZE:
         buffer = io.BytesIO()
-        decode_into(source, start, end, encoding, Output(buffer))
+        decode_into(source, start, end, transfer_encoding(view), Output(buffer))
         return buffer.getvalue()
     body = source[start:end]
-    view = MimeView()
-    if encoding:
-        view["Content-Transfer-Encoding"] = encoding
     view.set_payload(body.decode("ascii", "surrogateescape"))
     payload = view.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else bytes(body)
