@@ -180,22 +180,26 @@ class SmtpConnection(SmtpAuth):
 
     def _command(self, line: bytes) -> None:
         parts = split_command(line)
-        method = _COMMANDS.get(parts[0]) if parts is not None else None
-        if method is None:
-            self._bogus += 1
-            if self._bogus >= _MAX_BOGUS:
-                self.say_goodbye(b"421 4.7.0 Too many unrecognized commands, closing")
-            elif parts is None:
-                self._reply("500 Error: bad syntax")
-            else:
-                self._reply(f'500 Error: command "{parts[0][:32]}" not recognized')
+        if parts is None:
+            self._no_command("500 Error: bad syntax")
             return
-        assert parts is not None
         verb, arg = parts
+        method = _COMMANDS.get(verb)
+        if method is None:
+            self._no_command(f'500 Error: command "{verb[:32]}" not recognized')
+            return
         if verb in self.config.in_task:
             self._started(self._loop.create_task(method(self, arg)))
         else:
             self._run(method(self, arg))
+
+    def _no_command(self, reply: str) -> None:
+        """Answer a line that is no command; at the ``_MAX_BOGUS``-th, 421 and close."""
+        self._bogus += 1
+        if self._bogus >= _MAX_BOGUS:
+            self.say_goodbye(b"421 4.7.0 Too many unrecognized commands, closing")
+        else:
+            self._reply(reply)
 
     # ------------------------------------------------------------------ commands
 
