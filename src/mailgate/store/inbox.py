@@ -128,9 +128,13 @@ class InboxStore:
     ) -> list[int]:
         driver = sqlite_driver(conn)  # on SQLite a big message is copied in by blocks
         _INSERT.run(conn, [_row(record) for record, _ in items])
-        in_blocks = [(r.id, raw) for r, raw in items if driver and _by_blocks(raw)]
-        _INSERT_RAW.run(conn, [{"id": r.id, "raw": _bytes(raw)} for r, raw in items
-                               if not (driver and _by_blocks(raw))])  # fmt: skip
+        whole, in_blocks = [], []
+        for record, raw in items:
+            if driver is not None and _by_blocks(raw):
+                in_blocks.append((record.id, raw))
+            else:
+                whole.append({"id": record.id, "raw": _bytes(raw)})
+        _INSERT_RAW.run(conn, whole)
         if driver is not None:
             for capture_id, raw in in_blocks:
                 _copy_in(driver, capture_id, raw)
