@@ -87,6 +87,38 @@ async def test_a_quoted_local_part_may_hold_spaces(start_gateway: GatewayFactory
     assert event["envelope"]["to"] == ['"a \\"b\\" c"@example.org']
 
 
+async def test_a_path_with_a_control_character_or_bytes_not_utf8_is_refused(
+    start_gateway: GatewayFactory,
+) -> None:
+    """No path holds a control character or an octet that is not UTF-8 (RFC 5321 §4.1.2,
+    RFC 6531): each is refused ``553`` and told on the message that follows, never stored
+    as another address (the RFC 5322 parser drops a vertical tab and makes ``\\xff`` a
+    U+FFFD)."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<a@exa\x0bmple.com>\r\n",
+            b"MAIL FROM:<a@example.com>\r\n",
+            b"RCPT TO:<b\xff@example.com>\r\n",
+            b'RCPT TO:<"b\x01c"@example.com>\r\n',
+            b"RCPT TO:<ok@exam\x7fple.com>\r\n",
+            b"RCPT TO:<\xc3\xbc@example.com>\r\n",  # UTF-8 is fine
+            b"DATA\r\n",
+            b"Subject: controls\r\n\r\nbody\r\n.\r\n",
+        ])  # fmt: skip
+        [item] = (await client.get("/inbox")).json()["items"]
+        event = (await client.get(f"/inbox/{item['id']}")).json()
+    assert [r[:3] for r in replies] == [
+        "220", "250", "553", "250", "553", "553", "553", "250", "354", "250"
+    ], replies  # fmt: skip
+    assert event["envelope"]["from"] == "a@example.com"
+    assert event["envelope"]["to"] == ["\u00fc@example.com"]
+    [problem] = event["message"]["problems"]
+    assert problem.startswith("the session had 4 command(s) refused before this message")
+    assert "553 5.1.3" in problem
+
+
 async def test_lines_that_are_no_command_are_answered_until_the_twentieth(
     start_gateway: GatewayFactory,
 ) -> None:

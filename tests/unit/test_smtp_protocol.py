@@ -108,6 +108,27 @@ def test_a_comment_after_a_path_is_malformed(arg: str) -> None:
     assert parse_path('<"a b"@c.d> BODY=8BITMIME') == ('"a b"@c.d', "BODY=8BITMIME")
 
 
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@exa\x0bmple.com>",
+        "<a\tb@c.d>",
+        '<"b\x01c"@c.d>',
+        "<a@b\x7fc.d>",
+        "<b\udcff@c.d>",
+        "a\x1b@c.d SIZE=1",
+    ],
+)
+def test_a_path_with_a_control_character_or_bytes_not_utf8_is_malformed(arg: str) -> None:
+    assert parse_path(arg) is None
+
+
+def test_a_control_character_after_the_path_is_the_parameters_business() -> None:
+    for arg, address in [("<a@b.c>\tSIZE=1", "a@b.c"), ('<"a b"@b.c>\tSIZE=1', '"a b"@b.c')]:
+        parsed = parse_path(arg)
+        assert parsed is not None and parsed[0] == address and parsed[1].split() == ["SIZE=1"]
+
+
 def test_the_null_path_is_an_empty_address() -> None:
     """RFC 5321 §4.5.5: ``MAIL FROM:<>`` (aiosmtpd took the two brackets as the address)."""
     assert parse_path("<>") == ("", "")

@@ -48,6 +48,9 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 #: ``<Dot-string@Domain>`` (RFC 5321 §4.1.2), nearly every path a client sends
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>")
+#: what no path may hold (RFC 5321 §4.1.2, RFC 6531 §3.3): a control character, or an
+#: octet that is not UTF-8 (kept by :func:`split_command` as a lone surrogate)
+_NOT_IN_A_PATH = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 
 def parse_path(arg: str) -> tuple[str, str] | None:
@@ -56,7 +59,10 @@ def parse_path(arg: str) -> tuple[str, str] | None:
 
     A plain ``<local@domain>`` is matched with one regular expression; anything else
     (quoted local parts, source routes, address literals, non-ASCII, no brackets) goes to
-    the email package's RFC 5322 parser, as aiosmtpd parsed every address."""
+    the email package's RFC 5322 parser, as aiosmtpd parsed every address. A path with a
+    control character or an octet that is not UTF-8 is malformed: that parser would drop
+    the one (``<a@exa\vmple.com>`` read as ``a@example.com``) and keep the other as
+    U+FFFD, so the address stored would not be the one the client sent."""
     plain = _PLAIN_PATH.match(arg)
     if plain is not None:
         return plain.group(1), arg[plain.end() :]
@@ -73,6 +79,8 @@ def parse_path(arg: str) -> tuple[str, str] | None:
             address = spec.addr_spec
     except (HeaderParseError, IndexError):
         return None
+    if _NOT_IN_A_PATH.search(arg[: len(arg) - len(rest)].rstrip()):
+        return None  # (the parser takes white space after the path with it)
     return (address, rest) if address else None
 
 
