@@ -1,13 +1,13 @@
 """Memory of `mailgate dev` while it captures one message with a big attachment.
 
 Starts `mailgate dev` (from ``--src``, default this checkout's ``src``) on a new SQLite
-store, sends one message with an attachment of ``--mib`` MiB (CRLF lines, as SMTP has
-them) with smtplib, and samples the server's ``RssAnon`` (its heap: not the files it
-maps) every 10 ms. Prints the idle figure, the peak and the time the client waited for
+store (or on ``--db``, a PostgreSQL URL), sends one message with an attachment of
+``--mib`` MiB (CRLF lines, as SMTP has them) with smtplib, and samples the server's
+``RssAnon`` (its heap: not the files it maps) every 10 ms. Prints the idle figure, the peak and the time the client waited for
 its 250, in each attachment storage mode asked for.
 
     .venv/bin/python bench/capture_memory.py [--mib 50] [--modes memory,tempfile]
-        [--src /path/to/other/checkout/src]
+        [--src /path/to/other/checkout/src] [--db postgresql://…]
 
 Figures are printed, never asserted.
 """
@@ -52,14 +52,14 @@ def _message(mib: int) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
-def measure(src: Path, mode: str, raw: bytes) -> str:
+def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
     work = Path(tempfile.mkdtemp(prefix="mailgate-capture-memory-"))
     smtp, http = _free_port(), _free_port()
     env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
                MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
                MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE=mode,
                MAILGATE_SMTP__ATTACHMENT_STORAGE__TEMP_DIR=str(work / "att"))  # fmt: skip
-    command = [sys.executable, "-m", "mailgate", "dev", "--db", f"sqlite:///{work}/m.db",
+    command = [sys.executable, "-m", "mailgate", "dev", "--db", db or f"sqlite:///{work}/m.db",
                "--smtp", f"127.0.0.1:{smtp}", "--http", f"127.0.0.1:{http}"]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -101,12 +101,13 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=50, help="the attachment's size")
     parser.add_argument("--modes", default="memory,tempfile")
     parser.add_argument("--src", type=Path, default=Path(__file__).parent.parent / "src")
+    parser.add_argument("--db", help="a PostgreSQL URL (default: a new SQLite file)")
     args = parser.parse_args()
     raw = _message(args.mib)
     print(f"{args.src}: one message of {len(raw) / 2**20:.1f} MiB "
           f"({args.mib} MiB attachment)")  # fmt: skip
     for mode in args.modes.split(","):
-        print(measure(args.src, mode, raw), flush=True)
+        print(measure(args.src, mode, raw, args.db), flush=True)
 
 
 if __name__ == "__main__":

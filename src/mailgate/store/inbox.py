@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.util import await_only
 
 from mailgate.errors import NotFound
 from mailgate.store.database import Database
@@ -120,24 +123,28 @@ class InboxStore:
         """Commit one captured message; concurrent adds share a transaction. Returns how
         many of its inbox's oldest went to make room (counted on one message of each
         inbox in the shared transaction, 0 on the others). ``raw`` may be a file
-        (:class:`RawFile`): on SQLite it is copied into the row a block at a time."""
+        (:class:`RawFile`): it is copied into the row a block at a time, as are bytes
+        past a block."""
         return await self._writer.submit((record, raw))
 
     def _insert_many(
         self, conn: Connection, items: Sequence[tuple[CapturedRecord, bytes | RawFile]]
     ) -> list[int]:
-        driver = sqlite_driver(conn)  # on SQLite a big message is copied in by blocks
         _INSERT.run(conn, [_row(record) for record, _ in items])
         whole, in_blocks = [], []
         for record, raw in items:
-            if driver is not None and _by_blocks(raw):
+            if _by_blocks(raw):
                 in_blocks.append((record.id, raw))
             else:
                 whole.append({"id": record.id, "raw": _bytes(raw)})
         _INSERT_RAW.run(conn, whole)
-        if driver is not None:
+        if in_blocks:
+            driver = sqlite_driver(conn)
             for capture_id, raw in in_blocks:
-                _copy_in(driver, capture_id, raw)
+                if driver is not None:
+                    _copy_in(driver, capture_id, raw)
+                else:
+                    _copy_in_postgres(conn, capture_id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
         seen: set[tuple[str, str]] = set()
@@ -338,13 +345,14 @@ _BLOCK = 1024 * 1024  #: octets copied from a spooled message into its row at a 
 
 
 def _bytes(raw: bytes | RawFile) -> bytes:
-    """The message's bytes: read whole where the driver cannot take them in blocks."""
+    """The message's bytes, to be bound whole: a small message's."""
     return raw if isinstance(raw, bytes) else raw.path.read_bytes()
 
 
 def _by_blocks(raw: bytes | RawFile) -> bool:
-    """Whether SQLite takes ``raw`` a block at a time: a file always; bytes past a block,
-    which bound whole SQLite would copy twice (the bound value, then its record)."""
+    """Whether ``raw`` goes in a block at a time: a file always (never read whole); bytes
+    past a block, which bound whole SQLite would copy twice (the bound value, then its
+    record) and asyncpg once more into its output buffer."""
     return isinstance(raw, RawFile) or len(raw) > _BLOCK
 
 
@@ -368,6 +376,46 @@ def _copy_in(driver: sqlite3.Connection, capture_id: str, raw: bytes | RawFile) 
         with raw.path.open("rb") as source:
             while block := source.read(_BLOCK):
                 blob.write(block)
+
+
+def _copy_in_postgres(conn: Connection, capture_id: str, raw: bytes | RawFile) -> None:
+    """Store the message's bytes on PostgreSQL by ``COPY … FROM STDIN`` in its binary
+    format, which sends one field as a length and then its octets in as many messages as
+    it takes: a block at a time from the file (read in a thread) or from the bytes, in
+    the open transaction. Bound as a parameter, the value would be whole in memory and
+    copied again by asyncpg. Runs in ``run_sync``'s greenlet, which may await."""
+    size = raw.size if isinstance(raw, RawFile) else len(raw)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # an open connection's asyncpg connection
+    rows = _copy_rows(capture_id.encode(), size, raw)
+    await_only(
+        driver.copy_to_table(
+            inbox_raw.name, schema_name=inbox_raw.schema, source=rows,
+            columns=["id", "raw"], format="binary",
+        )
+    )  # fmt: skip
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + struct.pack("!ii", 0, 0)  #: flags, no extension
+_COPY_TRAILER = struct.pack("!h", -1)
+
+
+async def _copy_rows(capture_id: bytes, size: int, raw: bytes | RawFile) -> AsyncIterator[bytes]:
+    """One row of ``(id, raw)`` in COPY's binary format (PostgreSQL's "COPY", File
+    Formats): a field is its length (int32) and its octets, text as UTF-8."""
+    yield _COPY_HEADER + struct.pack("!hi", 2, len(capture_id)) + capture_id
+    yield struct.pack("!i", size)
+    if isinstance(raw, bytes):
+        view = memoryview(raw)
+        for start in range(0, size, _BLOCK):
+            yield bytes(view[start : start + _BLOCK])
+    else:
+        with raw.path.open("rb") as source:
+            left = size  # the length told: a file that grew is read no further
+            while left and (block := await asyncio.to_thread(source.read, min(left, _BLOCK))):
+                left -= len(block)
+                yield block
+    yield _COPY_TRAILER
 
 
 def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
