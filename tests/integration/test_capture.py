@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import smtplib
 from email.message import EmailMessage
@@ -41,6 +42,32 @@ def _capture_message() -> EmailMessage:
     msg.add_alternative("<p>Hello <b>HTML</b></p>", subtype="html")
     msg.add_attachment(BLOB, maintype="application", subtype="octet-stream", filename="blob.bin")
     return msg
+
+
+def _send_as_another(host: str, port: int) -> int:
+    """AUTH PLAIN with an authorization identity (RFC 4616 §2) that is not the login."""
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        client.ehlo()
+        code, _ = client.docmd("AUTH", "PLAIN " + base64.b64encode(b"boss\0app\0pw").decode())
+        client.sendmail("app@example.com", ["user@example.com"], b"Subject: as boss\r\n\r\nx\r\n")
+        return code
+
+
+async def test_capture_records_plain_s_authorization_identity(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        host, port = _smtp_address(gw)
+        assert await asyncio.to_thread(_send_as_another, host, port) == 235
+        [summary] = (await client.get("/inbox")).json()["items"]
+        event = (await client.get(f"/inbox/{summary['id']}")).json()
+    assert event["authentication"] == {
+        "attempted": True,
+        "mechanism": "PLAIN",
+        "username": "app",
+        "password": "pw",
+        "authzid": "boss",
+    }
 
 
 async def test_capture_round_trip_with_auth_utf8_subject_and_binary_attachment(

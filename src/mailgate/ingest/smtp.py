@@ -210,8 +210,9 @@ class CaptureHandler(EnvelopeHooks):
         data: Any,
     ) -> AuthResult:
         """Accept any credentials (or, with ``users``, only theirs) and keep them on the
-        session for the capture event: CRAM-MD5's without a password, which it never
-        sends, but with its challenge and response. A refusal is ``535 5.7.8``."""
+        session for the capture event: PLAIN's authorization identity when it has one;
+        CRAM-MD5's without a password, which it never sends, but with its challenge and
+        response. A refusal is ``535 5.7.8``."""
         auth: dict[str, str | None]
         if isinstance(data, LoginPassword):
             username, password = _text(data.login) or "", _text(data.password) or ""
@@ -219,6 +220,8 @@ class CaptureHandler(EnvelopeHooks):
                 data.as_itself and _known(self.users, username, password)
             )
             auth = {"mechanism": mechanism, "username": username, "password": password}
+            if data.authzid:  # RFC 4616: whom the client asked to act as
+                auth["authzid"] = _text(data.authzid)
         elif isinstance(data, CramMd5):
             username = _text(data.username) or ""
             known = self.users is None or _known_digest(self.users, username, data)
