@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
+import struct
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,85 @@ async def test_a_certificate_that_does_not_load_is_named(db_url: str, tmp_path: 
     with pytest.raises(ConfigError, match=r"cert\.pem"):
         async with Gateway(settings, mode=Mode.DEV):
             pass
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a client that vanishes does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _starttls_then_vanish(address: tuple[str, int]) -> None:
+    """EHLO, STARTTLS, its 220, then gone before the handshake: no TLS octet sent."""
+    sock = socket.create_connection(address, timeout=10)
+    replies = sock.makefile("rb")
+    replies.readline()
+    sock.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+    while not (line := replies.readline()).startswith(b"220"):
+        assert line.startswith(b"250"), line
+    _reset(sock)
+
+
+def _greeting(address: tuple[str, int], cert: Path | None = None) -> bytes:
+    """The server's first line, over TLS from the start when ``cert`` is given."""
+    sock = socket.create_connection(address, timeout=10)
+    if cert is not None:
+        sock = _verifying(cert).wrap_socket(sock, server_hostname="localhost")
+    with sock:
+        return sock.makefile("rb").readline()
+
+
+async def test_a_failed_starttls_handshake_gives_its_slot_back(
+    db_url: str, data_home: Path
+) -> None:
+    """asyncio tells a protocol nothing of a transport whose TLS handshake failed: each
+    client that vanished after STARTTLS kept a slot for ever, and ``max_connections`` of
+    them turned every later client away with 421."""
+    settings = fast_settings(db_url, smtp={"max_connections": 2})
+    async with Gateway(settings, mode=Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        for _ in range(3):
+            await asyncio.to_thread(_starttls_then_vanish, gw.smtp_address)
+            await _until_no_session(gw)
+        assert (await asyncio.to_thread(_greeting, gw.smtp_address)).startswith(b"220 ")
+
+
+async def _until_no_session(gw: Gateway) -> None:
+    for _ in range(200):
+        if not _sessions(gw):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(_sessions(gw))} session(s) still open")
+
+
+async def test_handshakes_on_the_implicit_tls_port_hold_a_slot(
+    db_url: str, data_home: Path
+) -> None:
+    """A connection to the implicit-TLS port counts against ``max_connections`` from its
+    accept, not from the end of its handshake: clients that connect and send nothing
+    cannot open descriptors past the limit. One whose handshake fails gives its slot back."""
+    settings = fast_settings(db_url, smtp={"tls_port": 0, "max_connections": 2})
+    async with Gateway(settings, mode=Mode.DEV) as gw:
+        assert gw.smtp_address is not None and gw.smtps_address is not None
+        cert = data_home / "tls" / "cert.pem"
+        silent = [socket.create_connection(gw.smtps_address) for _ in range(2)]
+        try:
+            for _ in range(200):
+                if len(_sessions(gw)) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            greeting = await asyncio.to_thread(_greeting, gw.smtp_address)
+            assert greeting.startswith(b"421 4.7.0"), greeting
+        finally:
+            for sock in silent:
+                sock.sendall(b"not a TLS hello\r\n")  # a failed handshake
+                _reset(sock)
+        await _until_no_session(gw)
+        assert (await asyncio.to_thread(_greeting, gw.smtps_address, cert)).startswith(b"220 ")
+
+
+def _sessions(gw: Gateway) -> set[object]:
+    """The SMTP listeners' open sessions (both listeners share one set)."""
+    server = gw._smtp_server
+    assert server is not None
+    return set(server.sessions)

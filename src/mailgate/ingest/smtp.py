@@ -392,7 +392,9 @@ class SmtpServer:
             spool=spool,
         )
         # on the implicit-TLS listener the connection is TLS already: no STARTTLS
-        self._tls_config = dataclasses.replace(self._config, tls_context=None)
+        self._tls_config = dataclasses.replace(
+            self._config, tls_context=None, implicit_tls=self.tls_context
+        )
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
 
@@ -422,13 +424,10 @@ class SmtpServer:
             raise ValueError("an implicit-TLS listener needs a certificate")
         loop = asyncio.get_running_loop()
         try:
+            # a plain listener whose sessions start TLS themselves, so that a
+            # connection holds its slot (max_connections) during its handshake
             self._tls_server = await loop.create_server(
-                lambda: self._session(implicit_tls=True),
-                host,
-                port,
-                ssl=self.tls_context,
-                ssl_handshake_timeout=min(self.timeout, 30.0),
-                backlog=1024,
+                lambda: self._session(implicit_tls=True), host, port, backlog=1024
             )
         except OSError as exc:
             message = f"SMTP TLS listener cannot listen on {host}:{port}: {exc.strerror}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -136,21 +137,70 @@ class SmtpEngine(asyncio.Protocol):
         self._registered = True
         config.recorder.smtp_connected()
         peer = transport.get_extra_info("peername")
-        ssl_object = transport.get_extra_info("ssl_object")
-        self._tls = ssl_object is not None
-        self.session = Session(peer, tls_info(ssl_object))
+        self.session = Session(peer)
         networks = config.cleartext_auth_from
-        self._auth_needs_tls = networks is not None and not self._tls and not within(peer, networks)
+        self._auth_needs_tls = networks is not None and not within(peer, networks)
         self._last_read = now = self._loop.time()
         self._timer = self._loop.call_at(now + config.read_timeout, self._idle)
+        if config.implicit_tls is not None:
+            self._run(self._implicit_tls(config.implicit_tls))
+            return
         transport.write(config.greeting)
 
+    async def _implicit_tls(self, context: ssl.SSLContext) -> None:
+        """RFC 8314 §3.3: TLS from the first octet, then the greeting. The connection
+        holds its slot from the moment it is accepted, so handshakes in progress count
+        against ``max_connections`` too."""
+        if await self._handshake(context):
+            assert self.transport is not None
+            self.transport.write(self.config.greeting)
+
+    async def _handshake(self, context: ssl.SSLContext) -> bool:
+        """Turn the connection to TLS (after STARTTLS, or first on an implicit-TLS
+        listener): True once it is, with a new :class:`Session`. False when the handshake
+        failed or timed out, the session then let go here: asyncio tells a protocol
+        nothing of a transport whose handshake failed (no ``connection_lost``), and the
+        session would keep its slot, and the listener fill up, for ever."""
+        transport = self.transport
+        assert transport is not None
+        self._upgrading = True
+        try:
+            secure = await self._loop.start_tls(
+                transport, self, context, server_side=True,
+                ssl_handshake_timeout=min(self.config.read_timeout, 30.0),
+            )  # fmt: skip
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("SMTP %s: TLS handshake failed: %s", peer_text(self.session.peer), exc)
+            self._let_go(transport, exc)
+            return False
+        except BaseException:  # cancelled (shutdown's grace is over)
+            self._let_go(transport, None)
+            raise
+        finally:
+            self._upgrading = False
+        if secure is None or self._closing:
+            return False
+        assert isinstance(secure, asyncio.Transport)
+        self.transport = secure
+        self._tls = True
+        self._read_paused = False
+        self._auth_needs_tls = False
+        self.session = Session(self.session.peer, tls_info(secure.get_extra_info("ssl_object")))
+        return True
+
+    def _let_go(self, transport: asyncio.Transport, exc: Exception | None) -> None:
+        transport.abort()
+        self.connection_lost(exc)
+
     def _turn_away(self, transport: asyncio.Transport) -> None:
-        """RFC 5321 §3.1: a server that will not serve says 421 instead of 220."""
+        """RFC 5321 §3.1: a server that will not serve says 421 instead of 220. On an
+        implicit-TLS listener the connection is closed before any TLS: a handshake only
+        to say 421 would cost as much CPU as serving it."""
         self._turned_away = self._closing = True
         self.config.recorder.smtp_refused(Refusal.TOO_MANY_CONNECTIONS)
-        host = self.config.hostname.encode("ascii", "replace")
-        transport.write(b"421 4.7.0 " + host + b" Too many connections, try again later\r\n")
+        if self.config.implicit_tls is None:
+            host = self.config.hostname.encode("ascii", "replace")
+            transport.write(b"421 4.7.0 " + host + b" Too many connections, try again later\r\n")
         transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -408,7 +458,10 @@ class SmtpEngine(asyncio.Protocol):
     def say_goodbye(self, reply: bytes = b"421 4.3.2 Service shutting down") -> None:
         """RFC 5321 §3.8: a server shutting down answers 421 and closes."""
         transport = self.transport
-        if transport is not None and not self._closing and not transport.is_closing():
+        # (after "220 Ready to start TLS" nothing but TLS is sent: not while upgrading)
+        if transport is not None and not (
+            self._closing or self._upgrading or transport.is_closing()
+        ):
             transport.write(reply + b"\r\n")
         self._close()
 

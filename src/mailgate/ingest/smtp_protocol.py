@@ -28,7 +28,6 @@ optional async ``verify`` checks credentials off the loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -42,9 +41,6 @@ from mailgate.ingest.smtp_data import DataReader, Spool
 from mailgate.ingest.smtp_session import (
     Networks,
     Refusal,
-    Session,
-    peer_text,
-    tls_info,
 )
 from mailgate.ingest.smtp_syntax import (
     after_keyword,
@@ -112,7 +108,8 @@ class SmtpConfig:
 
     ``sessions``: the open connections (shutdown finds them there; at
     ``max_connections`` the next one hears 421). ``tls_context``: STARTTLS is offered
-    with it (None on an implicit-TLS listener). ``cleartext_auth_from``: AUTH only over
+    with it (None on an implicit-TLS listener). ``implicit_tls``: the listener speaks
+    TLS from the first octet with it (RFC 8314 §3.3). ``cleartext_auth_from``: AUTH only over
     TLS but from these networks (submission); None: no such rule. ``auth_required``:
     AUTH before MAIL (530). ``mechanisms``: the AUTH mechanisms offered. ``chaos``: the
     triggers refusing AUTH, MAIL, RCPT or a message on purpose (capture); one never
@@ -127,6 +124,7 @@ class SmtpConfig:
     sessions: set[SmtpConnection]
     max_connections: int = 500
     tls_context: ssl.SSLContext | None = None
+    implicit_tls: ssl.SSLContext | None = None
     auth_required: bool = False
     cleartext_auth_from: Networks | None = None
     throttle: Throttle | None = None
@@ -459,31 +457,10 @@ class SmtpConnection(SmtpAuth):
         if self._tls:
             self._reply("554 5.5.1 Error: TLS already active")
             return
-        transport = self.transport
-        assert transport is not None
         self._buf.clear()  # §4: pipelined commands after STARTTLS are not taken
         self._reply("220 Ready to start TLS")
-        self._upgrading = True
-        try:
-            secure = await self._loop.start_tls(
-                transport, self, context, server_side=True,
-                ssl_handshake_timeout=min(self.config.read_timeout, 30.0),
-            )  # fmt: skip
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("SMTP %s: TLS handshake failed: %s", peer_text(self.session.peer), exc)
-            transport.abort()
-            return
-        finally:
-            self._upgrading = False
-        if secure is None or self._closing:
-            return
-        assert isinstance(secure, asyncio.Transport)
-        self.transport = secure
-        self._tls = True
-        self._read_paused = False
-        self._auth_needs_tls = False
-        self.session = Session(self.session.peer, tls_info(secure.get_extra_info("ssl_object")))
-        self._new_transaction()
+        if await self._handshake(context):
+            self._new_transaction()
 
 
 _COMMANDS: dict[str, _Command] = {
