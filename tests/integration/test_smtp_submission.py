@@ -204,6 +204,76 @@ async def test_failed_auth_is_rate_limited_per_client(
         )
 
 
+def _code(smtp: smtplib.SMTP) -> int:
+    """The reply's code; 421 for a connection closed instead (after its 421)."""
+    try:
+        return smtp.getreply()[0]
+    except smtplib.SMTPServerDisconnected:
+        return 421
+
+
+async def test_passwords_checked_at_once_count_against_the_limit(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """A password is checked off the loop; 40 sessions that each sent one wrong AUTH at
+    the same moment all had theirs checked (40 guesses where 3 were allowed). Checks in
+    progress now count: at most 3 are answered 535, the rest 421."""
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+
+        def burst() -> list[int]:
+            sessions = [smtplib.SMTP(*_address(gw), timeout=20) for _ in range(40)]
+            try:
+                for smtp in sessions:
+                    smtp.ehlo("client.test")
+                for smtp in sessions:  # all sent before any is read
+                    smtp.putcmd("AUTH", _plain("app", "wrong-password"))
+                with ThreadPoolExecutor(40) as pool:
+                    return list(pool.map(_code, sessions))
+            finally:
+                for smtp in sessions:
+                    smtp.close()
+
+        codes = await asyncio.to_thread(burst)
+    assert codes.count(535) == 3 and codes.count(421) == 37, codes
+
+
+async def test_a_blocked_client_s_waiting_sessions_are_never_checked(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """Sessions left at AUTH LOGIN's password prompt before the address was blocked had
+    their guesses checked afterwards, and the right password logged in and sent mail."""
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+
+        def attack() -> tuple[list[int], int]:
+            staged = [smtplib.SMTP(*_address(gw), timeout=20) for _ in range(2)]
+            for smtp in staged:
+                smtp.ehlo("client.test")
+                login = base64.b64encode(b"app").decode()
+                assert smtp.docmd("AUTH", "LOGIN " + login)[0] == 334  # the password prompt
+            with smtplib.SMTP(*_address(gw), timeout=20) as smtp:
+                smtp.ehlo("client.test")
+                failures = [smtp.docmd("AUTH", _plain("app", "wrong"))[0] for _ in range(3)]
+            password = base64.b64encode(PASSWORD.encode()).decode()
+            try:
+                code = staged[0].docmd(password)[0]
+            except smtplib.SMTPServerDisconnected:
+                code = 421
+            for smtp in staged:
+                smtp.close()
+            return failures, code
+
+        failures, code = await asyncio.to_thread(attack)
+    assert failures == [535, 535, 535]
+    assert code == 421  # blocked: the right password is not even checked
+    assert upstream.received == []
+
+
 async def test_auth_needs_tls_from_other_networks(
     start_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -287,12 +287,43 @@ def _text(value: bytes | str | None) -> str | None:
 class AuthThrottle:
     """Failed AUTH attempts per client address (as Postfix's anvil counts them): past
     ``max_failures`` within ``window`` seconds the address is turned away (421) until
-    its oldest failure in the window is older than that. Kept per process."""
+    its oldest failure in the window is older than that. Kept per process.
+
+    Checking a password takes time (a hash, off the loop), so a client could have many
+    checked at once, or leave sessions waiting at the password prompt, and so try more
+    than ``max_failures`` before the first failure counts. Each check is therefore
+    admitted (:meth:`admit`) only while the address's failures plus the checks in
+    progress are under the limit, else it waits for one of them to end, and never once
+    the address is blocked."""
 
     def __init__(self, max_failures: int, window: float) -> None:
         self.max_failures = max_failures
         self.window = window
         self._failures: dict[str, list[float]] = {}
+        self._checking: dict[str, int] = {}
+        self._ended: dict[str, asyncio.Event] = {}
+
+    async def admit(self, client: str) -> bool:
+        """Wait until a password of ``client`` may be checked: True, and the check
+        counts as in progress until :meth:`done`; False once the address is blocked."""
+        while not self.blocked(client):
+            checking = self._checking.get(client, 0)
+            if len(self._recent(client)) + checking < self.max_failures:
+                self._checking[client] = checking + 1
+                return True
+            ended = self._ended.setdefault(client, asyncio.Event())
+            await ended.wait()
+        return False
+
+    def done(self, client: str, *, failed: bool) -> None:
+        """A check admitted by :meth:`admit` has ended (``failed``: counted as such)."""
+        if failed:
+            self.failed(client)
+        left = self._checking.pop(client, 1) - 1
+        if left:
+            self._checking[client] = left
+        if (ended := self._ended.pop(client, None)) is not None:
+            ended.set()  # the waiting look again
 
     def _recent(self, client: str) -> list[float]:
         since = time.monotonic() - self.window

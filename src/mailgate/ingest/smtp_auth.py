@@ -80,8 +80,7 @@ class SmtpAuth(SmtpEngine):
     async def _auth(self, arg: str | None) -> None:
         throttle = self.config.throttle
         if throttle is not None and throttle.blocked(self._client()):
-            self.config.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
-            self.say_goodbye(b"421 4.7.0 Too many failed authentication attempts, try later")
+            self._throttled()
             return
         if self._needs_helo("EHLO"):
             return
@@ -107,6 +106,10 @@ class SmtpAuth(SmtpEngine):
             elif not result.handled:
                 self._reply(result.message or _CODE_INVALID)
 
+    def _throttled(self) -> None:
+        self.config.recorder.smtp_refused(Refusal.AUTH_THROTTLED)
+        self.say_goodbye(b"421 4.7.0 Too many failed authentication attempts, try later")
+
     async def _attempt(self, mechanism: str, initial: str | None) -> AuthResult:
         """One AUTH attempt: the mechanism's exchange, the handler's verdict, then ``verify``
         (off the loop: submission's password hashes). Anything short of success (RFC 4954
@@ -117,18 +120,26 @@ class SmtpAuth(SmtpEngine):
             result = await self._login(initial)
         else:
             result = await self._cram_md5(initial)
-        verify = self.config.verify
+        verify, throttle = self.config.verify, self.config.throttle
+        client = self._client()
         if result.success and verify is not None:
-            identity = await verify(result.auth_data)
+            if throttle is not None and not await throttle.admit(client):
+                self._throttled()  # blocked while the client answered, or while it waited
+                return AuthResult(success=False)
+            identity, checked = None, False
+            try:
+                identity, checked = await verify(result.auth_data), True
+            finally:  # (a check that broke off, the store down, is no failed login)
+                if throttle is not None:
+                    throttle.done(client, failed=checked and identity is None)
             result = (
                 AuthResult(success=False, handled=False)
                 if identity is None
                 else AuthResult(success=True, auth_data=identity)
             )
+        elif not result.success and throttle is not None:
+            throttle.failed(client)
         self.config.recorder.smtp_auth(mechanism, success=result.success)
-        throttle = self.config.throttle
-        if not result.success and throttle is not None:
-            throttle.failed(self._client())
         return result
 
     async def _plain(self, initial: str | None) -> AuthResult:
