@@ -60,6 +60,7 @@ from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
 from mailgate.store.runtime_settings import RuntimeSettingsStore
+from mailgate.store.schema import MAX_STORED_MESSAGE
 from mailgate.store.smtp_users import SmtpUserStore
 from mailgate.store.webhooks import WebhookStore
 from mailgate.ui.live import Pulse
@@ -573,7 +574,7 @@ class Gateway:
             throttle=throttle,
             cleartext_auth_from=tuple(s.smtp.cleartext_auth_from),
             hostname=s.smtp.hostname,
-            max_message_size=s.smtp.max_message_size,
+            max_message_size=_storable(s.smtp.max_message_size),
             timeout=s.smtp.read_timeout,
             write_timeout=s.smtp.write_timeout,
             metrics=self.metrics,
@@ -791,6 +792,17 @@ def firestore_ttl(s: FirestoreSettings) -> timedelta | None:
     if s.ttl_expire_type == "never":
         return None
     return timedelta(days=days[s.ttl_expire_type] * s.ttl_expire_value)
+
+
+def _storable(max_message_size: int) -> int:
+    """``smtp.max_message_size`` within what the store keeps (0, no limit of one's own,
+    is that); larger is said once, at start-up."""
+    if max_message_size > MAX_STORED_MESSAGE:
+        log.warning(
+            "smtp.max_message_size %d is more than the store keeps: %d is announced",
+            max_message_size, MAX_STORED_MESSAGE,
+        )  # fmt: skip
+    return min(max_message_size or MAX_STORED_MESSAGE, MAX_STORED_MESSAGE)
 
 
 def format_hostport(host: str, port: int) -> str:

@@ -219,7 +219,7 @@ class SmtpSettings(BaseModel):
         10 * 1024 * 1024,
         ge=0,
         description="Largest message in bytes, announced in EHLO SIZE (552 5.3.4 past it);"
-        " 0: no limit.",
+        " 0: no limit of its own (the store's, 999,000,000, as for anything larger).",
     )
     max_recipients: int = Field(100, ge=1, description="RCPT TO per message; past it 452 4.5.3.")
     auth_max_failures: int = Field(

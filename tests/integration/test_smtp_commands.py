@@ -162,3 +162,29 @@ async def test_a_big_message_with_bare_lf_lines_is_kept_and_flagged(
     assert item["subject"] == "bare lf"
     [problem] = event["message"]["problems"]
     assert problem.startswith("DATA has 20002 bare LF line ending(s)")
+
+
+@pytest.mark.parametrize("configured", [0, 2_000_000_000])  # no limit; past the store's
+async def test_no_message_larger_than_the_store_keeps_is_taken(
+    start_gateway: GatewayFactory, configured: int
+) -> None:
+    """A message past 10^9 octets cannot be stored (SQLite's limit; PostgreSQL's bytea
+    ends at 1 GiB): it got 451 after its DATA, and the client retried for ever. SIZE
+    announces the store's limit and a larger message is refused for good (552)."""
+    async with start_gateway(Mode.DEV, smtp={"max_message_size": configured}) as gw:
+        assert gw.smtp_address is not None
+        address = gw.smtp_address
+        replies = await asyncio.to_thread(_converse, address, [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<a@example.com> SIZE=999000001\r\n",
+            b"MAIL FROM:<a@example.com> SIZE=999000000\r\n",
+        ])  # fmt: skip
+
+        def size_line() -> str:
+            with smtplib.SMTP(*address, timeout=10) as smtp:
+                smtp.ehlo("client.test")
+                return smtp.esmtp_features["size"]
+
+        announced = await asyncio.to_thread(size_line)
+    assert announced == "999000000"
+    assert [r[:3] for r in replies[2:]] == ["552", "250"], replies

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 WAITING_SQL = text("state IN ('queued', 'deferred')")
 
 __all__ = [
+    "MAX_STORED_MESSAGE",
     "WAITING_SQL",
     "SafeJSON",
     "SafeString",
@@ -397,6 +398,12 @@ inbox = Table(
 # A captured message's bytes, apart from its row: SQLite writes a big message in with
 # incremental blob I/O into a zeroblob, and only a zeroblob in a record's last column is
 # left unwritten (elsewhere SQLite makes the message's size in zeros in memory, twice)
+MAX_STORED_MESSAGE = 999_000_000
+"""Octets of the largest message a store keeps (``inbox_raw.raw``, ``messages``' bytes):
+SQLite's blobs and rows end at 10^9 (``SQLITE_MAX_LENGTH``), PostgreSQL's ``bytea`` at
+1 GiB; one MB is left for the rest of the row. The SMTP server announces no larger SIZE
+(552 past it), so a message no store can take is refused for good, never retried."""
+
 inbox_raw = Table(
     "inbox_raw",
     metadata,
