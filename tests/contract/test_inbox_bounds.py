@@ -85,3 +85,41 @@ async def test_each_inbox_ages_out_at_its_own_cutoff(database: Database) -> None
 
 async def _subjects(store: InboxStore, box: str) -> list[str]:
     return sorted(r.subject for r in (await store.list("default", box=box, limit=50))[0])
+
+
+async def test_two_processes_committing_to_one_inbox_keep_max_messages(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL, two connections as two processes would: each commits a new message to
+    a full inbox, the second pruning while the first has not committed. Under READ
+    COMMITTED each counted the other's new row out, and the inbox held one too many.
+    (SQLite has one writer at a time: there the second cannot begin.)"""
+    from sqlalchemy import func, select
+
+    from mailgate.store.schema import inbox
+    from tests.contract.conftest import _reset
+
+    db = Database(postgres_url)
+    await _reset(db)
+    await db.migrate()
+    try:
+        store = InboxStore(db, max_messages=2)
+        for subject in ("old-1", "old-2"):
+            await store.add(_record(subject), b"x")
+        assert db.engine is not None
+        async with db.engine.connect() as first, db.engine.connect() as second:
+            await first.begin()
+            await first.run_sync(store._insert_many, [(_record("new-1"), b"x")])
+            await second.begin()
+            pruning = asyncio.create_task(
+                second.run_sync(store._insert_many, [(_record("new-2"), b"x")])
+            )
+            await asyncio.sleep(0.5)  # the second prunes now, or waits for the first
+            await first.commit()
+            await pruning
+            await second.commit()
+        async with db.read() as conn:
+            count = (await conn.execute(select(func.count()).select_from(inbox))).scalar_one()
+        assert count == 2
+    finally:
+        await db.aclose()

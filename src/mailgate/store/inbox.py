@@ -21,6 +21,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -32,7 +33,7 @@ from mailgate.store.group_commit import GroupCommit
 from mailgate.store.inbox_search import matching
 from mailgate.store.outbox import EventKind, event_row, write_events
 from mailgate.store.prepared import Prepared, sqlite_driver
-from mailgate.store.schema import inbox, inbox_raw
+from mailgate.store.schema import inbox, inbox_raw, sanitize_text
 
 if TYPE_CHECKING:
     from mailgate.inbox.search import Term
@@ -147,15 +148,18 @@ class InboxStore:
                     _copy_in_postgres(conn, capture_id, raw)
         write_events(conn, [_received(record) for record, _ in items])
         pruned = [0] * len(items)
-        seen: set[tuple[str, str]] = set()
+        first: dict[tuple[str, str], int] = {}  # each inbox, at its first message
         for i, (record, _) in enumerate(items):
-            key = (record.tenant, record.box)
-            if key in seen:
-                continue
-            seen.add(key)
-            if keep := self.box_max_messages.get(record.box, self.max_messages):
-                pruned[i] = _keep_newest(conn, record.tenant, record.box, keep)
+            first.setdefault((record.tenant, record.box), i)
+        bounded = {key: i for key, i in first.items() if self._keep(key[1])}
+        if sqlite_driver(conn) is None:
+            _lock_inboxes(conn, sorted(bounded))
+        for (tenant, box), i in bounded.items():
+            pruned[i] = _keep_newest(conn, tenant, box, self._keep(box))
         return pruned
+
+    def _keep(self, box: str) -> int:
+        return self.box_max_messages.get(box, self.max_messages)
 
     async def prune_older(
         self, cutoff: datetime | None, *, box_cutoffs: Mapping[str, datetime | None] | None = None
@@ -416,6 +420,20 @@ async def _copy_rows(capture_id: bytes, size: int, raw: bytes | RawFile) -> Asyn
                 left -= len(block)
                 yield block
     yield _COPY_TRAILER
+
+
+def _lock_inboxes(conn: Connection, boxes: Sequence[tuple[str, str]]) -> None:
+    """On PostgreSQL, take each inbox's lock until the transaction ends, in one order
+    (no deadlock), before pruning it. Two processes committing new mail to one inbox
+    at once each counted the other's uncommitted rows out (READ COMMITTED), and both
+    kept ``keep`` with their own: one more than ``max_messages``. The second now prunes
+    once the first has committed, with a snapshot that holds its rows."""
+    for tenant, box in boxes:
+        name = sanitize_text(f"mailgate inbox {len(tenant)}:{tenant}{box}")
+        conn.execute(_INBOX_LOCK, {"name": name})
+
+
+_INBOX_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
 
 
 def _keep_newest(conn: Connection, tenant: str, box: str, keep: int) -> int:
