@@ -115,3 +115,37 @@ async def test_deleting_a_message_deletes_its_bytes(database: Database) -> None:
     async with database.read() as conn:
         left = (await conn.execute(select(func.count()).select_from(inbox_raw))).scalar_one()
     assert left == 0
+
+
+async def test_a_big_message_does_not_hold_back_small_ones_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Captures share one flusher's transactions (group commit); a 48 MiB message copied
+    in made every small one queued behind it wait for its copy, and every other SMTP
+    session's 250 with it. A big message is now written in a transaction of its own,
+    beside the batches: a small one submitted after it is committed first."""
+    from tests.contract.conftest import _reset
+
+    size = 48 * 1024 * 1024
+    path = tmp_path / "big.eml"
+    with path.open("wb") as f:
+        for _ in range(size // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    db = Database(postgres_url)
+    await _reset(db)
+    await db.migrate()
+    try:
+        store = InboxStore(db)
+        await store.add(_record("warm-up"), b"small")
+        order: list[str] = []
+
+        async def add(subject: str, raw: bytes | RawFile) -> None:
+            await store.add(_record(subject), raw)
+            order.append(subject)
+
+        big = asyncio.create_task(add("big", RawFile(path, size)))
+        await asyncio.sleep(0)  # the big one is submitted first
+        await asyncio.gather(big, add("small", b"tiny"))
+        assert order == ["small", "big"]
+    finally:
+        await db.aclose()

@@ -49,13 +49,15 @@ class GroupCommit(Generic[T, R]):
         small: Callable[[Sequence[T]], bool] | None = None,
     ) -> None:
         """``small``: whether a batch is small enough for
-        :meth:`Database.small_transaction` (on SQLite: written on the event loop)."""
+        :meth:`Database.small_transaction` (on SQLite: written on the event loop); an
+        item that is not small alone is written in a transaction of its own."""
         self.db = db
         self.write = write
         self.max_batch = max_batch
         self.small = small
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._alone: set[asyncio.Task[None]] = set()  #: big items being written
 
     async def submit(self, item: T) -> R:
         """Return ``item``'s result once it is committed; raise what writing *it* raised.
@@ -64,12 +66,25 @@ class GroupCommit(Generic[T, R]):
         or every item if the database is unavailable or the commit itself failed.
         """
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        # a cancelled caller cancels only its own future: the flusher writes the batch
-        # (its item too) and skips futures already done
+        if self.small is not None and not self.small([item]):
+            # a big item (a 50 MB message copied in) is written beside the batches, in
+            # a transaction of its own: small ones must not wait for it (on PostgreSQL;
+            # SQLite has one writer at a time, whatever is done here)
+            alone = asyncio.create_task(self._commit_big((item, done)))
+            self._alone.add(alone)
+            alone.add_done_callback(self._alone.discard)
+        else:
+            self._pending.append((item, done))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+        # a cancelled caller cancels only its own future: its item is written all the
+        # same (the flusher's batch, or the big item's task), futures already done skipped
         return await done
+
+    async def _commit_big(self, pair: tuple[T, asyncio.Future[R]]) -> None:
+        failure, _ = await self._commit([pair])
+        if failure is not None:
+            _fail([pair], failure)
 
     async def _flush(self) -> None:
         while self._pending:
