@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mailgate.errors import InvalidInput, NotFound
 from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.inbox.search import Term, parse_query
-from mailgate.inbox.service import CaptureMeta, Inbox
+from mailgate.inbox.service import CaptureMeta, Download, Inbox
 from mailgate.inbox.sorting import clean_tag
 from mailgate.mime.parts import PartList, mime_parts
 from mailgate.store import CapturedRecord
@@ -95,6 +95,12 @@ class Mailbox:
         if box is not None:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
         return await self.inbox.raw(capture_id, tenant)
+
+    async def raw_download(self, capture_id: str, tenant: str, box: str | None) -> Download:
+        """:meth:`raw` for a download (a big message through a file)."""
+        if box is not None:
+            await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
+        return await self.inbox.raw_download(capture_id, tenant)
 
     async def parts(self, capture_id: str, tenant: str, box: str | None) -> PartList:
         """The message's attachments and inline parts (parsed in a worker thread)."""

@@ -11,11 +11,13 @@ import base64
 import contextlib
 import mmap
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
@@ -30,7 +32,7 @@ from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount, Pruned, RawFile
 
-__all__ = ["PROBLEMS_KEY", "CaptureMeta", "Inbox", "capture_event"]
+__all__ = ["PROBLEMS_KEY", "CaptureMeta", "Download", "Inbox", "capture_event"]
 
 #: Where a record keeps its parse problems: in the headers JSON, under a key that
 #: can never be a header field name (RFC 5322 §2.2: field names contain no ":").
@@ -264,6 +266,48 @@ class Inbox:
         """The message exactly as it arrived."""
         return await self.store.raw(capture_id, tenant)
 
+    async def raw_download(self, capture_id: str, tenant: str) -> Download:
+        """:meth:`raw` for a download: a big message in a file copied from the store a
+        block at a time (read from its start), never whole in memory."""
+        record = await self.store.get(capture_id, tenant)
+        if record.size <= STREAM_ABOVE:
+            raw = await self.store.raw(capture_id, tenant)
+            return Download(None, "message/rfc822", len(raw), content=raw)
+        file = tempfile.TemporaryFile()  # noqa: SIM115 (handed on open; gone once closed)
+        try:
+            await self.store.copy_raw(capture_id, tenant, file)
+            size = file.tell()
+            file.seek(0)
+        except BaseException:
+            file.close()
+            raise
+        return Download(None, "message/rfc822", size, file=file)
+
+    async def attachment_download(self, capture_id: str, index: int, tenant: str) -> Download:
+        """:meth:`attachment` for a download. Of a big message, the message is copied
+        from the store into a file a block at a time and parsed from there as tempfile
+        mode captures it, this attachment decoded into a file of its own (the others
+        decoded into nothing): four downloads of a 50 MiB attachment at once cost 500
+        MiB when each parse held the message and its attachments in memory."""
+        record = await self.store.get(capture_id, tenant)
+        if record.size <= STREAM_ABOVE:
+            att = await self.attachment(capture_id, index, tenant)
+            return Download(att.filename, att.content_type, len(att.content), content=att.content)
+        if not 0 <= index < len(record.attachments):
+            raise NotFound(f"captured message {capture_id} has no attachment {index}")
+        folder = Path(tempfile.mkdtemp(prefix="mailgate-download-"))
+        try:
+            with (folder / "raw").open("wb") as raw:
+                await self.store.copy_raw(capture_id, tenant, raw)
+            parsed = await asyncio.to_thread(_one_attachment, folder, index)
+            if index >= len(parsed.attachments):  # (the record's came from such a parse)
+                raise NotFound(f"captured message {capture_id} has no attachment {index}")
+            file = (folder / "attachment").open("rb")  # read on once its name is gone
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+        att = parsed.attachments[index]
+        return Download(att.filename, att.content_type, att.size, file=file)
+
     async def delete(self, capture_id: str, tenant: str, *, box: str | None = None) -> None:
         """Delete a captured message (only from ``box``, when given), and its attachment
         files."""
@@ -466,6 +510,36 @@ def _parse_file(path: Path, staging: Staging | None) -> ParsedMessage:
             return parse_message(b"")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             return parse_message(mapped, attachment_sink=staging.sink if staging else None)
+
+
+def _one_attachment(folder: Path, index: int) -> ParsedMessage:
+    """Parse ``folder/raw`` (in a worker thread) with attachment ``index`` decoded into
+    ``folder/attachment`` and every other one into nothing."""
+
+    def sink(i: int) -> BinaryIO:
+        return (folder / "attachment").open("wb") if i == index else open(os.devnull, "wb")
+
+    with (folder / "raw").open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return parse_message(b"")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return parse_message(mapped, attachment_sink=sink)
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """What a download sends: ``content`` in memory, or ``file`` (read from its start,
+    closed by whoever sends it; its name is already gone)."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    content: bytes = b""
+    file: BinaryIO | None = None
+
+
+#: a message larger than this is downloaded through a file (:meth:`Inbox.raw_download`)
+STREAM_ABOVE = 1024 * 1024
 
 
 def _parsed_on_loop(raw: bytes) -> bool:

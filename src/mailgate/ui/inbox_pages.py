@@ -309,18 +309,20 @@ async def message_html(capture_id: str, request: Request, remote: bool = False) 
 @router.get("/inbox/{capture_id}/attachments/{index}")
 async def attachment(capture_id: str, index: int, request: Request) -> Response:
     """The attachment's exact bytes, always as a download (web/downloads.py)."""
-    att = await _services(request).inbox.attachment(capture_id, index, TENANT)
+    att = await _services(request).inbox.attachment_download(capture_id, index, TENANT)
     downloads, _, _ = _web()
     headers = downloads.download_headers(att.filename, att.content_type, index)
-    return Response(att.content, headers=headers)
+    response: Response = downloads.download_response(att, headers)
+    return response
 
 
 @router.get("/inbox/{capture_id}/raw")
 async def raw_source(capture_id: str, request: Request) -> Response:
-    raw = await _services(request).inbox.raw(capture_id, TENANT)
+    raw = await _services(request).inbox.raw_download(capture_id, TENANT)
     downloads, _, _ = _web()
     headers = downloads.download_headers(f"{capture_id}.eml", "message/rfc822", 0)
-    return Response(raw, headers=headers)
+    response: Response = downloads.download_response(raw, headers)
+    return response
 
 
 def _is_htmx(request: Request) -> bool:

@@ -20,7 +20,7 @@ from mailgate.inbox.sorting import MAX_TAGS
 from mailgate.inbox.wait import Since, WaitFor
 from mailgate.store import CapturedRecord
 from mailgate.web.deps import ServicesDep, TenantDep, require_token
-from mailgate.web.downloads import download_headers
+from mailgate.web.downloads import download_headers, download_response
 from mailgate.web.rendering import encode, encode_item, json_response, page_response
 from mailgate.web.responses import ErrorOut, errors
 
@@ -252,8 +252,8 @@ async def update_captured(
     responses={200: {"content": {"message/rfc822": {}}}, **errors(404)},
 )
 async def get_raw(capture_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    raw = await services.inbox.raw(capture_id, tenant)
-    return Response(raw, media_type="message/rfc822")
+    download = await services.inbox.raw_download(capture_id, tenant)
+    return download_response(download, {"content-type": "message/rfc822"})
 
 
 @router.get(
@@ -275,8 +275,8 @@ async def get_attachment(
     Whatever its type, it is never shown on the API's origin: ``attachment``
     disposition with a safe base name, ``nosniff`` and a ``sandbox`` CSP.
     """
-    att = await services.inbox.attachment(capture_id, index, tenant)
-    return Response(att.content, headers=download_headers(att.filename, att.content_type, index))
+    att = await services.inbox.attachment_download(capture_id, index, tenant)
+    return download_response(att, download_headers(att.filename, att.content_type, index))
 
 
 @router.delete("/inbox/{capture_id}", responses=errors(404))

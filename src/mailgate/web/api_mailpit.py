@@ -37,6 +37,7 @@ from mailgate.inbox.mailbox import Mailbox, search_terms
 from mailgate.inbox.release import ReleaseRefused
 from mailgate.ingest.chaos import Stage, Trigger, Triggers, trigger
 from mailgate.web.deps import ServicesDep, TenantDep, admin_only
+from mailgate.web.downloads import download_response
 from mailgate.web.mailpit_checks import html_check, link_check
 from mailgate.web.mailpit_events import router as events_router
 from mailgate.web.mailpit_json import headers_json, message_json, summary_json
@@ -294,11 +295,11 @@ async def get_headers(capture_id: str, request: Request, ctx: CtxDep) -> Respons
 async def get_raw(capture_id: str, request: Request, ctx: CtxDep) -> Response:
     """The source as it arrived; ``?dl=1`` as a download named ``{id}.eml``."""
     capture_id = await ctx.resolve(capture_id, request)
-    raw = await ctx.mailbox.raw(capture_id, ctx.tenant, ctx.box)
-    headers = {"X-Content-Type-Options": "nosniff"}
+    raw = await ctx.mailbox.raw_download(capture_id, ctx.tenant, ctx.box)
+    headers = {"content-type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
     if request.query_params.get("dl") == "1":
         headers["Content-Disposition"] = f'attachment; filename="{capture_id}.eml"'
-    return Response(raw, media_type="text/plain; charset=utf-8", headers=headers)
+    return download_response(raw, headers)
 
 
 @router.get("/api/v1/message/{capture_id}/part/{part_id}")

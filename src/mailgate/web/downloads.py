@@ -14,9 +14,16 @@ from __future__ import annotations
 import mimetypes
 import re
 import unicodedata
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
-__all__ = ["download_headers", "safe_filename", "safe_media_type"]
+from starlette.responses import Response, StreamingResponse
+
+if TYPE_CHECKING:
+    from mailgate.inbox.service import Download
+
+__all__ = ["download_headers", "download_response", "safe_filename", "safe_media_type"]
 
 #: RFC 6838 §4.2 type/subtype names; anything else goes out as octet-stream.
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -35,6 +42,24 @@ def download_headers(filename: str | None, content_type: str, index: int) -> dic
         "x-content-type-options": "nosniff",
         "content-security-policy": "sandbox",
     }
+
+
+def download_response(download: Download, headers: dict[str, str]) -> Response:
+    """``download`` with ``headers``: its bytes, or its file sent a block at a time
+    (read in Starlette's thread pool) and closed when sent."""
+    if download.file is None:
+        return Response(download.content, headers=headers)
+    sized = {**headers, "content-length": str(download.size)}
+    return StreamingResponse(_blocks(download.file), headers=sized)
+
+
+def _blocks(file: BinaryIO) -> Iterator[bytes]:
+    with file:
+        while block := file.read(_BLOCK):
+            yield block
+
+
+_BLOCK = 1024 * 1024
 
 
 def safe_media_type(content_type: str) -> str:
