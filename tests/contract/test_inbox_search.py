@@ -16,6 +16,7 @@ from mailgate.inbox.search import parse_query
 from mailgate.store import CapturedRecord, Database, InboxStore
 from mailgate.store.database import alembic_config
 from mailgate.store.inbox import BoxCount
+from mailgate.store.inbox_bulk import InboxBulk
 from mailgate.store.schema import UTCDateTime, inbox
 from tests.builders import NOW
 from tests.contract.conftest import _reset
@@ -236,6 +237,51 @@ WELCOME, GRUSS, DISCOUNT = "Welcome aboard", "Grüße aus Köln – 你好", "Yo
 )
 async def test_search_syntax(corpus: InboxStore, query: str, expected: list[str]) -> None:
     assert await _found(corpus, query) == sorted(expected)
+
+
+async def test_nul_and_lone_surrogates_search_what_is_stored_in_their_place(
+    database: Database,
+) -> None:
+    """A NUL or a lone surrogate in a search is cleaned as stored text is (U+FFFD), in
+    every field. Bound raw, PostgreSQL refused a NUL compared with a header read from
+    the ``headers`` JSON (``q=%00``, ``cc:`` ``to:`` ``bcc:`` ``reply-to:``
+    ``addressed:``: a 500), and SQLite ended the pattern at the NUL, so ``q=%00``
+    matched every message and ``DELETE ?q=%00`` emptied the inbox."""
+    store = InboxStore(database)
+    await _add(
+        store,
+        _record("clean"),
+        _record(
+            "odd\x00one",
+            rcpt_to=["user@example.com", "env\x00rcpt@example.com"],
+            headers={"Cc": "nul\x00cc@example.com", "Reply-To": "r\ud800@example.com"},
+        ),
+    )
+    queries = ["\x00", "cc:\x00", "to:\x00", "addressed:\x00", "bcc:env\x00rcpt", "\ud800",
+               "reply-to:\ud800", "subject:odd\x00one"]  # fmt: skip
+    for query in queries:
+        assert await _found(store, query) == ["odd\ufffdone"], ascii(query)  # as stored
+        assert await _found(store, f"-{query}") == ["clean"], ascii(query)
+    assert await store.clear("default", query=parse_query("x\x00y")) == 0
+    assert await store.clear("default", query=parse_query("cc:\x00")) == 1
+    assert [r.subject for r in (await store.list("default"))[0]] == ["clean"]
+
+
+async def test_renaming_or_removing_a_tag_named_with_nul_changes_nothing(
+    database: Database,
+) -> None:
+    """``DELETE /tags/%00`` and ``PUT /tags/x%00y``: the name is cleaned as stored text
+    is, so it names no tag (tags keep none of those characters); bound raw, PostgreSQL
+    refused it (a 500)."""
+    store, bulk = InboxStore(database), InboxBulk(database)
+    tagged = _record("tagged", tags=["keep", "x y"])
+    await _add(store, tagged)
+    assert await bulk.retag("default", "\x00", None) == 0
+    assert await bulk.retag("default", "x\x00y", "z") == 0
+    assert await bulk.retag("default", "x\ud800y", "z") == 0
+    assert (await store.get(tagged.id, "default")).tags == ["keep", "x y"]
+    assert await bulk.retag("default", "X Y", "z") == 1  # a real name still works
+    assert (await store.get(tagged.id, "default")).tags == ["keep", "z"]
 
 
 async def test_delete_by_search_takes_only_the_matches_of_one_inbox(database: Database) -> None:

@@ -22,7 +22,12 @@ from sqlalchemy import insert
 
 from mailgate.app import Gateway, Mode
 from mailgate.store.schema import inbox, messages
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import (
+    GatewayFactory,
+    api,
+    fast_settings,
+    fresh_postgres_database,
+)
 
 LIMIT = 64 * 1024
 CHUNK = 64 * 1024
@@ -342,6 +347,64 @@ async def test_deep_stored_capture_never_fails_the_inbox(start_gateway: GatewayF
         assert event.status_code == 200
         assert event.json()["message"]["headers"] == _nested(300)
         assert event.json()["envelope"]["error"].startswith("envelope could not be shown")
+
+
+# --- search and tag parameters no engine refuses --------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def dev_on_each_engine(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Gateway]:
+    """``mailgate dev`` on a SQLite file and on a fresh PostgreSQL database, holding one
+    message (Cc'd, tagged ``x y``)."""
+    url = db_url
+    if request.param == "postgresql":
+        postgres_url = request.getfixturevalue("postgres_url")
+        url = await fresh_postgres_database(postgres_url, "mailgate_web_hardening")
+    async with Gateway(fast_settings(url), mode=Mode.DEV) as gw:
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=10) as client:
+            sent = await client.post(
+                "/mailpit/api/v1/send",
+                json={"From": {"Email": "app@example.com"}, "To": [{"Email": "to@example.com"}],
+                      "Cc": [{"Email": "cc@example.com"}], "Subject": "hi", "Text": "x",
+                      "Tags": ["x y"]},
+            )  # fmt: skip
+            assert sent.status_code == 200
+        yield gw
+
+
+async def test_nul_in_a_search_or_a_tag_name_is_cleaned_as_stored_text_is(
+    dev_on_each_engine: Gateway,
+) -> None:
+    """A NUL (or a lone surrogate, in a JSON body) in a search or a tag name searches for
+    the U+FFFD a stored value holds in its place, so here it matches nothing. Each of
+    these was a 500 on PostgreSQL ('invalid byte sequence for encoding "UTF8": 0x00');
+    on SQLite ``q=%00`` matched every message, so ``DELETE ?q=%00`` deleted them all."""
+    async with httpx.AsyncClient(base_url=dev_on_each_engine.http_url, timeout=10) as client:
+        for q in ("\x00", "to:\x00", "cc:\x00", "bcc:\x00", "reply-to:\x00", "addressed:\x00"):
+            found = await client.get("/api/v1/inbox", params={"q": q})
+            assert (found.status_code, found.json()["items"]) == (200, []), q
+        for q in ("\x00", "x\x00y"):
+            cleared = await client.delete("/api/v1/inbox", params={"q": q})
+            assert (cleared.status_code, cleared.json()) == (200, {"deleted": 0})
+        waited = await client.get("/api/v1/inbox/wait", params={"q": "\x00", "timeout": 0})
+        assert waited.status_code == 408
+
+        mp = "/mailpit/api/v1"
+        search = await client.get(f"{mp}/search", params={"query": "\x00"})
+        assert (search.status_code, search.json()["messages_count"]) == (200, 0)
+        latest = await client.get(f"{mp}/message/latest", params={"query": "\x00"})
+        assert (latest.status_code, latest.text) == (404, "Message not found")
+        for body in (
+            '{"Search": "cc:\\u0000", "Read": true}',
+            '{"Search": "cc:\\ud800", "Read": true}',
+        ):
+            marked = await client.put(f"{mp}/messages", content=body, headers=JSON)
+            assert (marked.status_code, marked.text) == (200, "ok"), body
+        assert (await client.delete(f"{mp}/tags/%00")).text == "ok"
+        assert (await client.put(f"{mp}/tags/x%00y", json={"Name": "z"})).text == "ok"
+
+        listed = (await client.get(f"{mp}/messages")).json()
+        assert (listed["total"], listed["unread"], listed["tags"]) == (1, 1, ["x y"])
 
 
 # --- Host header check (item 13) -------------------------------------------------------

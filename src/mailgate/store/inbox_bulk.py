@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Text, and_, case, cast, func, select, upda
 
 from mailgate.store.database import Database
 from mailgate.store.inbox import _SUMMARY, CapturedRecord, _record, _scope
-from mailgate.store.inbox_search import escape_like, matching
+from mailgate.store.inbox_search import has_tag, matching
 from mailgate.store.schema import inbox
 
 if TYPE_CHECKING:
@@ -122,13 +122,11 @@ class InboxBulk:
     async def retag(self, tenant: str, old: str, new: str | None, *, box: str | None = None) -> int:
         """Rename the tag ``old`` (compared ignoring case) to ``new`` on every message of
         the scope, or remove it with ``None``; how many messages changed."""
-        pattern = f'%"{escape_like(old)}"%'
-        has_tag = cast(inbox.c.tags, Text).ilike(pattern, escape="\\")
         changed = 0
         async with self.db.write() as conn:
             rows = (
                 await conn.execute(
-                    select(inbox.c.id, inbox.c.tags).where(_scope(tenant, box), has_tag)
+                    select(inbox.c.id, inbox.c.tags).where(_scope(tenant, box), has_tag(old))
                 )
             ).all()
             for capture_id, tags in rows:

@@ -15,6 +15,13 @@ address is stored escaped); tags in the ``tags`` JSON text as ``"name"`` (tag na
 hold no character JSON escapes); whether an attachment is inline in the
 ``attachments`` JSON as written by the default serializer (``"inline": true``; a
 contract test on both engines pins it).
+
+The searched text is cleaned as stored text is (:func:`~mailgate.store.schema.sanitize_text`:
+NUL and lone surrogates become U+FFFD) in the two places that bind it, :func:`_contains` and
+:func:`_in_json`, so a search finds what a stored value holds in their place. Bound raw, a
+NUL compared with a header read from JSON (``->>`` is no :class:`SafeText` column to clean
+it) was refused by PostgreSQL, a 500; on SQLite it ended the pattern there, so ``q=%00``
+matched every message (and ``DELETE ?q=%00`` emptied the inbox).
 """
 
 from __future__ import annotations
@@ -25,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Text, and_, cast, false, func, not_, or_, true
 
-from mailgate.store.schema import inbox
+from mailgate.store.schema import inbox, sanitize_text
 
 if TYPE_CHECKING:  # at run time the store needs the terms' attributes only
     from mailgate.inbox.search import Term
 
-__all__ = ["escape_like", "matching"]
+__all__ = ["escape_like", "has_tag", "matching"]
 
 _c = inbox.c
 
@@ -75,7 +82,7 @@ def escape_like(text: str) -> str:
 
 
 def _contains(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-    pattern = f"%{escape_like(text)}%"
+    pattern = f"%{escape_like(sanitize_text(text))}%"
     return func.coalesce(column, "").ilike(pattern, escape="\\")
 
 
@@ -87,8 +94,9 @@ def _header(name: str) -> ColumnElement[Any]:
 
 
 def _in_json(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-    """``text`` inside a JSON column's text, as JSON writes it (escapes included)."""
-    return _contains(cast(column, Text), json.dumps(text)[1:-1])
+    """``text`` inside a JSON column's text, as :class:`SafeJSON` writes it (cleaned,
+    then escaped)."""
+    return _contains(cast(column, Text), json.dumps(sanitize_text(text))[1:-1])
 
 
 def _from(text: str) -> ColumnElement[bool]:
@@ -128,7 +136,8 @@ def _text(text: str) -> ColumnElement[bool]:
     )
 
 
-def _tag(name: str) -> ColumnElement[bool]:
+def has_tag(name: str) -> ColumnElement[bool]:
+    """The rows with the tag ``name``, the whole name ignoring case."""
     return _contains(cast(_c.tags, Text), f'"{name}"')
 
 
@@ -142,5 +151,5 @@ _TEXT_FIELDS = {
     "addressed": _addressed,
     "subject": lambda text: _contains(_c.subject, text),
     "message-id": lambda text: _contains(_c.message_id, text),
-    "tag": _tag,
+    "tag": has_tag,
 }
