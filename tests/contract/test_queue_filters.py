@@ -43,6 +43,20 @@ async def test_filters_narrow_the_list_across_tenants(database: Database) -> Non
     assert (records[0].tenant, records[0].source) == ("t2", "rest")
 
 
+async def test_a_nul_or_lone_surrogate_in_the_text_finds_what_is_stored_in_its_place(
+    database: Database,
+) -> None:
+    """The text is cleaned as stored text is (U+FFFD): PostgreSQL refused a NUL bound
+    raw beside the cast To JSON, SQLite ended the pattern at it and listed every
+    message, and a lone surrogate failed the query on both."""
+    queue = QueueStore(database)
+    odd = make_message(subject="odd\x00one", sender="s\ud800@example.org")
+    await queue.enqueue([make_message(subject="plain"), odd], NOW)
+    for text in ("\x00", "odd\x00one", "\ud800", "s\ud800@"):
+        records, _ = await queue.list(None, text=text)
+        assert [r.id for r in records] == [odd.id], ascii(text)
+
+
 async def test_a_cursor_pages_the_matches_newest_first(database: Database) -> None:
     queue = QueueStore(database)
     batch = [make_message(subject=f"page {i}" if i % 2 else "other") for i in range(7)]

@@ -52,7 +52,7 @@ from mailgate.store.rows import (
     message_row,
     record_from_row,
 )
-from mailgate.store.schema import attachments, attempts, messages, upsert
+from mailgate.store.schema import attachments, attempts, messages, sanitize_text, upsert
 from mailgate.store.settle import Release, Settlement, record_many, release_many
 
 __all__ = ["Activity", "Enqueued", "Job", "LastError", "MessageRecord", "QueueStore"]
@@ -386,8 +386,12 @@ class QueueStore:
 
 def _text_matches(text: str) -> ColumnElement[bool]:
     """An id or key as given, or ``text`` inside the subject, sender or To (LIKE's own
-    ``%`` and ``_`` taken literally)."""
+    ``%`` and ``_`` taken literally). The pattern is cleaned as stored text is: the cast
+    JSON of To is no :class:`SafeText` column, so a NUL bound raw was refused by
+    PostgreSQL (the queue page's ``?q=%00`` was a 500) and ended SQLite's pattern there
+    (it matched every message)."""
     c = messages.c
+    text = sanitize_text(text)
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return or_(
         c.id == text,
