@@ -231,6 +231,16 @@ WELCOME, GRUSS, DISCOUNT = "Welcome aboard", "Grüße aus Köln – 你好", "Yo
         ("larger:4kb", [WELCOME, DISCOUNT]),
         ("smaller:1kb", [GRUSS]),
         ("-larger:50k", [WELCOME, GRUSS]),
+        # past what the size column holds (2**31 - 1, PostgreSQL's INTEGER), or 64 bits:
+        # none is larger, all are smaller (bound, they were out of range: a 500)
+        ("larger:2147483646", []),
+        ("larger:2147483647", []),
+        ("larger:2048mb", []),
+        ("-larger:2048mb", [WELCOME, GRUSS, DISCOUNT]),
+        ("smaller:2147483648", [WELCOME, GRUSS, DISCOUNT]),
+        ("smaller:99999999999999999999", [WELCOME, GRUSS, DISCOUNT]),
+        ("-smaller:99999999999999999999", []),
+        ("larger:" + "9" * 400, []),
         # terms combine
         ("subject:your has:attachment -is:read", [DISCOUNT]),
     ],

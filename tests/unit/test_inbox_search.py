@@ -91,6 +91,15 @@ def test_a_date_without_zone_is_in_the_given_zone() -> None:
     assert term.value == datetime(2024, 1, 9, 23, tzinfo=UTC)
 
 
+def test_a_size_of_any_length_is_read() -> None:
+    """Read as a float, 309 digits were infinite and ``int()`` of that an OverflowError
+    (a 500 for ``larger:999…``); past 2**53 bytes a float was not exact either."""
+    [huge] = parse_query("larger:" + "9" * 5000)  # past int()'s 4,300 digits too
+    assert huge.field is Field.LARGER and isinstance(huge.value, int) and huge.value > 10**4999
+    assert parse_query("smaller:9007199254740993") == (Term(Field.SMALLER, 2**53 + 1),)
+    assert parse_query("larger:2048mb") == (Term(Field.LARGER, 2**31),)
+
+
 @pytest.mark.parametrize("query", ["before:someday", "after:2024-13-45", "larger:lots"])
 def test_unreadable_dates_and_sizes_are_refused(query: str) -> None:
     """Mailpit ignores them; here DELETE ?q=before:garbage must not delete everything."""

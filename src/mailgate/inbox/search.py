@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
@@ -189,9 +190,12 @@ def _iso_or_rfc5322(text: str) -> datetime | None:
 
 
 def parse_size(text: str) -> int:
-    """Bytes from ``123``, ``2kb``, ``1.5m`` (K and M are 1024-based, as in Mailpit)."""
+    """Bytes from ``123``, ``2kb``, ``1.5m`` (K and M are 1024-based, as in Mailpit), however
+    many digits: as a :class:`Decimal` (exact to 28 digits, far past any size), not a float,
+    which 309 digits made infinite and ``int()`` of it an OverflowError (a 500), nor an
+    ``int()`` of the text, which refuses 4,300. The store judges a size past any message's."""
     match = _SIZE.fullmatch(text.strip())
     if match is None:
         raise InvalidInput(f"search: cannot read the size {text!r}; write 2048, 2kb or 1.5mb")
     unit = (match.group(2) or "").lower()[:1]
-    return int(float(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[unit])
+    return int(Decimal(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[unit])

@@ -40,6 +40,10 @@ if TYPE_CHECKING:  # at run time the store needs the terms' attributes only
 __all__ = ["escape_like", "has_tag", "matching"]
 
 _c = inbox.c
+#: the largest ``size`` the column holds (``INTEGER``: 32 bits on PostgreSQL). A size
+#: search past it is decided here (no message is larger, every one is smaller): bound,
+#: it was out of asyncpg's range (``larger:2048mb`` was a 500), past 64 bits SQLite's
+_MAX_SIZE = 2**31 - 1
 
 
 def matching(terms: Sequence[Term]) -> ColumnElement[bool]:
@@ -71,9 +75,11 @@ def _condition(term: Term) -> ColumnElement[bool]:
         case "after":
             return _c.received_at >= value
         case "larger":
-            return _c.size > value
+            assert isinstance(value, int)
+            return _c.size > value if value < _MAX_SIZE else false()
         case "smaller":
-            return _c.size < value
+            assert isinstance(value, int)
+            return _c.size < value if value <= _MAX_SIZE else true()
     return false()
 
 
