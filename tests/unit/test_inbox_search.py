@@ -85,6 +85,14 @@ def test_dates(text: str, expected: datetime) -> None:
     assert term == Term(Field.BEFORE, expected)
 
 
+@pytest.mark.parametrize("text", ["999999999999", "99999999999999999999", "9" * 400, "²"])
+def test_a_unix_time_past_the_year_9999_is_refused(text: str) -> None:
+    """``datetime.fromtimestamp`` raised ValueError, OSError or OverflowError (and
+    ``int()`` ValueError for a digit it does not read): a 500 instead of a 4xx."""
+    with pytest.raises(InvalidInput, match=r"search: cannot read the date .*year 10000"):
+        parse_query(f"before:{text}")
+
+
 def test_a_date_without_zone_is_in_the_given_zone() -> None:
     cet = timezone(timedelta(hours=1))
     [term] = parse_query("after:2024-01-10", tz=cet)

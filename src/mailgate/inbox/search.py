@@ -161,9 +161,8 @@ def _text_term(field: Field, value: str, negated: bool) -> Term | None:
 def parse_date(text: str, tz: tzinfo = UTC) -> datetime:
     """An instant from the date forms listed in the module docstring; naive ones in ``tz``."""
     text = text.strip()
-    if text.isdigit():  # a Unix time, in milliseconds from 13 digits on
-        seconds = int(text) / 1000 if len(text) >= 13 else int(text)
-        return datetime.fromtimestamp(seconds, UTC)
+    if text.isdigit():
+        return _unix_time(text)
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=tz)
@@ -176,6 +175,20 @@ def parse_date(text: str, tz: tzinfo = UTC) -> datetime:
             ' (quote a date with a time: before:"2024-04-01 10:30")'
         )
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+
+
+def _unix_time(text: str) -> datetime:
+    """A Unix time, in milliseconds from 13 digits on. One past the year 9999 (or with
+    a digit ``int()`` does not read, such as ``²``) is refused like any unreadable date,
+    not clamped (``DELETE ?q=before:99999999999999`` must not delete everything); it
+    raised ValueError, OverflowError or OSError, a 500."""
+    try:
+        seconds = int(text) / 1000 if len(text) >= 13 else int(text)
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidInput(
+            f"search: cannot read the date {text!r}: not a Unix time before the year 10000"
+        ) from None
 
 
 def _iso_or_rfc5322(text: str) -> datetime | None:
