@@ -349,7 +349,7 @@ async def test_deep_stored_capture_never_fails_the_inbox(start_gateway: GatewayF
         assert event.json()["envelope"]["error"].startswith("envelope could not be shown")
 
 
-# --- search and tag parameters no engine refuses --------------------------------------
+# --- search, tag and paging parameters no engine refuses -------------------------------
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -405,6 +405,51 @@ async def test_nul_in_a_search_or_a_tag_name_is_cleaned_as_stored_text_is(
 
         listed = (await client.get(f"{mp}/messages")).json()
         assert (listed["total"], listed["unread"], listed["tags"]) == (1, 1, ["x y"])
+
+
+#: size searches past the size column (INTEGER), and how many of the one message match
+HUGE_SIZES = [
+    ("larger:2048mb", 0),
+    ("larger:2147483648", 0),
+    ("smaller:2048mb", 1),
+    ("larger:" + "9" * 400, 0),
+    ("-larger:99999999999999999999", 1),
+]
+#: Mailpit paging past 64 bits, and how many messages the page holds
+HUGE_PAGING = [
+    ({"start": "99999999999999999999"}, 0),
+    ({"limit": "9223372036854775808"}, 1),
+    ({"start": str(2**63 - 1), "limit": "99999999999999999999"}, 0),
+    ({"start": "0", "limit": "9" * 5000}, 1),  # past int()'s 4,300 digits: the default
+]
+
+
+async def test_numbers_past_what_a_column_holds_are_clamped_or_refused(
+    dev_on_each_engine: Gateway,
+) -> None:
+    """A size past the size column (INTEGER) or a Mailpit ``start``/``limit`` past 64
+    bits were bound as they were: a 500 on PostgreSQL (out of int32/int64 range), past 64
+    bits on SQLite too. A size search past any message matches nothing (``larger:``) or
+    everything (``smaller:``), a start past the end is an empty page and a limit all;
+    a Unix time past the year 9999 is refused like any unreadable date."""
+    async with httpx.AsyncClient(base_url=dev_on_each_engine.http_url, timeout=10) as client:
+        for q, count in HUGE_SIZES:
+            found = await client.get("/api/v1/inbox", params={"q": q})
+            assert (found.status_code, len(found.json()["items"])) == (200, count), q[:30]
+        for q in ("before:99999999999999999999", "after:999999999999"):
+            refused = await client.get("/api/v1/inbox", params={"q": q})
+            assert refused.status_code == 422 and "year 10000" in refused.text
+
+        mp = "/mailpit/api/v1"
+        for params, count in HUGE_PAGING:
+            page = await client.get(f"{mp}/messages", params=params)
+            assert (page.status_code, page.json()["count"]) == (200, count), params
+            found = await client.get(f"{mp}/search", params={"query": "hi", **params})
+            assert (found.status_code, found.json()["count"]) == (200, count), params
+        past = await client.get(f"{mp}/messages", params={"start": "99999999999999999999"})
+        assert (past.json()["start"], past.json()["total"]) == (2**63 - 1, 1)
+        refused = await client.get(f"{mp}/search", params={"query": "before:99999999999999999999"})
+        assert refused.status_code == 400 and "year 10000" in refused.text
 
 
 # --- Host header check (item 13) -------------------------------------------------------

@@ -49,6 +49,7 @@ __all__ = ["MailpitOptions", "create_mailpit_app"]
 _BOX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SLASHES = re.compile(r"/{2,}")
 _NOT_FOUND = "404 page not found"
+_INT64_MAX = 2**63 - 1  #: Go's int, and the most OFFSET and LIMIT take
 
 
 def create_mailpit_app(options: MailpitOptions | None = None) -> ASGIApp:
@@ -158,12 +159,18 @@ def ok() -> Response:
 
 
 def _int(request: Request, name: str, default: int) -> int:
-    """A whole number from the query, as Go's ``strconv.Atoi`` reads it; else ``default``."""
+    """A whole number from the query, as Go's ``strconv.Atoi`` reads it; else ``default``.
+
+    Past 64 bits Atoi fails and Mailpit takes the default (a ``start`` past every message
+    showed the first page); here such a number is the largest 64 bits hold, what the
+    databases' OFFSET and LIMIT take: a ``start`` past the end is an empty page, as one
+    within 64 bits is, and a ``limit`` is everything. Bound whole, it was out of
+    PostgreSQL's BIGINT range (a 500)."""
     try:
         value = int(request.query_params.get(name, ""))
     except ValueError:
         return default
-    return value if value >= 0 else default
+    return min(value, _INT64_MAX) if value >= 0 else default
 
 
 async def _body(request: Request) -> dict[str, Any] | None:
