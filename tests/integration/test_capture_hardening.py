@@ -115,6 +115,40 @@ async def test_deep_nesting_and_40000_headers_are_captured_over_smtp(
         assert raw.count(b"X-Filler-") == 40_000  # the raw source keeps every field
 
 
+def _three_parts(html_type: bytes) -> bytes:
+    """A good text/plain, a text/html of content type ``html_type`` and a PDF."""
+    return (
+        b"From: a@example.com\r\nSubject: three parts\r\n"
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+        b"--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain\r\n"
+        b"--m\r\nContent-Type: " + html_type + b"\r\n\r\n<p>caf\xc3\xa9</p>\r\n"
+        b"--m\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "charset", [b"a\x00b", b"idna", b"a\x01b", b"x" * 900], ids=["nul", "idna", "ctl", "long"]
+)
+async def test_a_charset_python_cannot_decode_with_costs_no_other_part(
+    start_gateway: GatewayFactory, charset: bytes
+) -> None:
+    """The audit's message was stored (250) with no body, html or attachment, its
+    attachment 404 and ``mime: body not parsed (ValueError)``: a NUL in one part's
+    charset made ``bytes.decode`` raise ValueError, and only LookupError was caught."""
+    raw = _three_parts(b'text/html; charset="' + charset + b'"')
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        assert await asyncio.to_thread(_sendmail, _address(gw), raw) == {}
+        [item] = (await client.get("/inbox")).json()["items"]
+        shown = (await client.get(f"/inbox/{item['id']}")).json()
+        assert shown["message"]["body"] == "plain"
+        assert shown["message"]["html"] == "<p>café</p>"  # read as no charset: UTF-8
+        assert shown["message"]["problems"] == []
+        assert [a["filename"] for a in shown["attachments"]] == ["a.pdf"]
+        pdf = await client.get(f"/inbox/{item['id']}/attachments/0")
+        assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
+
+
 async def test_a_message_being_parsed_does_not_hold_up_other_sessions(
     start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

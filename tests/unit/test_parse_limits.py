@@ -185,6 +185,46 @@ def test_text_decoding_never_shows_replacement_characters_for_valid_utf8() -> No
     assert decode_text("日本".encode("euc-jp"), "EUC-JP") == "日本"
 
 
+#: charset names Python's codecs refuse with something other than LookupError
+UNREADABLE_CHARSETS = [
+    "a\x00b",  # ValueError: embedded null character
+    "utf-8\x00",
+    "\udcff",  # UnicodeEncodeError: the codec registry encodes the name to look it up
+    "utf-8\udcff",
+    "idna",  # UnicodeError: refuses the "replace" error handler
+    "undefined",  # UnicodeError whatever it is given
+    "punycode",  # UnicodeDecodeError on a non-ASCII byte, "replace" or not
+    "a\x01b",  # control characters and very long names: LookupError, as before
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("charset", UNREADABLE_CHARSETS)
+def test_a_charset_python_cannot_decode_with_reads_as_unknown(charset: str) -> None:
+    """``charset="a\\x00b"`` made ``bytes.decode`` raise ValueError, which only
+    LookupError was caught for: the parser's catch-all then dropped the message's text,
+    html and attachments. Such a name is an unknown charset: UTF-8, else latin-1."""
+    assert decode_text("Grüße\r\n".encode(), charset) == "Grüße\n"
+    assert decode_text(b"Gr\xfc\xdfe", charset) == "Grüße"
+    assert decode_header(f"=?{charset}?Q?caf=C3=A9?= ok") == "café ok"
+
+
+@pytest.mark.parametrize("charset", UNREADABLE_CHARSETS)
+def test_a_part_with_an_unreadable_charset_costs_no_other_part(charset: str) -> None:
+    """The audit's message: a good text/plain, a text/html whose charset has a NUL in
+    it, a PDF. All three were lost ("mime: body not parsed (ValueError)")."""
+    raw = (
+        'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+        "--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain\r\n"
+        f'--m\r\nContent-Type: text/html; charset="{charset}"\r\n\r\n<p>caf\xe9</p>\r\n'
+        "--m\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n"
+    ).encode("latin-1", "surrogateescape")
+    parsed = parse_message(raw)
+    assert (parsed.text, parsed.html, parsed.problems) == ("plain", "<p>café</p>", ())
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("a.pdf", b"%PDF-1.4\n")]
+
+
 def test_header_decoding_keeps_what_it_cannot_decode() -> None:
     assert decode_header("=?utf-8?B?not base64!?=") == "=?utf-8?B?not base64!?="
     assert decode_header("=?x-unknown?Q?caf=C3=A9?=") == "café"

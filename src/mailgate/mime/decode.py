@@ -91,7 +91,8 @@ def decode_text(payload: bytes, charset: str | None) -> str:
     A declared charset is used (unreadable bytes become U+FFFD). With none, or a
     declared US-ASCII that the bytes contradict, or an unknown one: strict UTF-8
     first, then latin-1 (every byte is a latin-1 character), so valid UTF-8 never
-    shows U+FFFD.
+    shows U+FFFD. A charset name Python cannot decode with (a NUL in it, a lone
+    surrogate, "idna") counts as unknown: it must never cost the message its text.
     """
     return _decode(payload, charset).replace("\r\n", "\n")
 
@@ -103,7 +104,11 @@ def _decode(data: bytes, charset: str | None) -> str:
     if name and name not in ("us-ascii", "ascii", "unknown-8bit", "x-unknown"):
         try:
             return data.decode(name, "replace")
-        except LookupError:  # unknown, or not a text codec ("base64")
+        except (LookupError, ValueError):
+            # unknown, or not a text codec ("base64"): LookupError; a name the codec
+            # registry refuses (a NUL: ValueError, a lone surrogate: UnicodeEncodeError)
+            # or a codec that fails whatever the error handler ("idna", "undefined",
+            # "punycode"): UnicodeError. All are read as no charset at all.
             pass
     try:
         return data.decode("utf-8")
