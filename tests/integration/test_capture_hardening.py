@@ -17,6 +17,7 @@ from mailgate.app import Gateway, Mode
 from mailgate.inbox import service
 from mailgate.mime import ParsedMessage, parse_message
 from tests.integration.conftest import GatewayFactory, api
+from tests.integration.test_mailpit_api import mailpit
 from tests.unit.test_parse_limits import many_headers, nested
 
 
@@ -115,15 +116,16 @@ async def test_deep_nesting_and_40000_headers_are_captured_over_smtp(
         assert raw.count(b"X-Filler-") == 40_000  # the raw source keeps every field
 
 
-def _three_parts(html_type: bytes) -> bytes:
-    """A good text/plain, a text/html of content type ``html_type`` and a PDF."""
+def _three_parts(html_type: bytes, pdf: bytes = b"attachment; filename=a.pdf") -> bytes:
+    """A good text/plain, a text/html of content type ``html_type`` and a PDF (its
+    Content-Disposition ``pdf``)."""
     return (
         b"From: a@example.com\r\nSubject: three parts\r\n"
         b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
         b"--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain\r\n"
         b"--m\r\nContent-Type: " + html_type + b"\r\n\r\n<p>caf\xc3\xa9</p>\r\n"
         b"--m\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
-        b"Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n"
+        b"Content-Disposition: " + pdf + b"\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n"
     )
 
 
@@ -147,6 +149,31 @@ async def test_a_charset_python_cannot_decode_with_costs_no_other_part(
         assert [a["filename"] for a in shown["attachments"]] == ["a.pdf"]
         pdf = await client.get(f"/inbox/{item['id']}/attachments/0")
         assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
+
+
+@pytest.mark.parametrize("label", [b"a\x00b", b"idna"], ids=["nul", "idna"])
+async def test_an_rfc_2231_charset_python_cannot_decode_with_costs_no_other_part(
+    start_gateway: GatewayFactory, label: bytes
+) -> None:
+    """The same charsets as RFC 2231 labels (``charset*=a\\x00b''utf-8``) were lost in
+    the email package's parameter decoding: the message was stored with no body, html
+    or attachment, and Mailpit's message view failed (its part list raised)."""
+    raw = _three_parts(
+        b"text/html; charset*=" + label + b"''utf-8",
+        b"attachment; filename*=" + label + b"''r%C3%A9sum%C3%A9.pdf",
+    )
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client, mailpit(gw) as mp:
+        assert await asyncio.to_thread(_sendmail, _address(gw), raw) == {}
+        [item] = (await client.get("/inbox")).json()["items"]
+        shown = (await client.get(f"/inbox/{item['id']}")).json()
+        assert (shown["message"]["body"], shown["message"]["html"]) == ("plain", "<p>café</p>")
+        assert shown["message"]["problems"] == []
+        assert [a["filename"] for a in shown["attachments"]] == ["résumé.pdf"]
+        pdf = await client.get(f"/inbox/{item['id']}/attachments/0")
+        assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
+        viewed = await mp.get(f"/api/v1/message/{item['id']}")
+        assert viewed.status_code == 200
+        assert [a["FileName"] for a in viewed.json()["Attachments"]] == ["résumé.pdf"]
 
 
 async def test_a_message_being_parsed_does_not_hold_up_other_sessions(

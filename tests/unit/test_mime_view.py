@@ -9,6 +9,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.mime import parse_message
+from mailgate.mime.parts import mime_parts
 from mailgate.mime.view import KEPT_LENGTH, MimeView, _parsed
 
 FIELD_SETS = [
@@ -69,3 +70,36 @@ def test_a_field_is_parsed_once_per_process() -> None:
     again = parse_message(raw)
     assert _parsed.cache_info().misses == parsed  # nothing parsed anew
     assert again == first and first.text == "hi\n"
+
+
+@pytest.mark.parametrize("label", ["a\x00b", "\udcff", "idna", "undefined", "punycode"])
+def test_an_rfc_2231_charset_the_codecs_refuse_reads_as_unknown(label: str) -> None:
+    """The email package decodes ``name*=charset''value`` catching only LookupError:
+    with a NUL in the charset (ValueError), or ``idna`` (UnicodeError), every read of
+    the field raised, and the message lost its text, html and attachments (and
+    Mailpit's part list raised). The field now reads as with an unknown charset."""
+    view = MimeView()
+    view.set_raw("Content-Type", f"text/html; charset*={label}''utf-8; boundary*={label}''b")
+    view.set_raw("Content-Disposition", f"attachment; filename*={label}''r%C3%A9sum%C3%A9.pdf")
+    assert view.get_content_type() == "text/html" and view.get_content_charset() == "utf-8"
+    assert view.get_boundary() == "b" and view.get_filename() == "résumé.pdf"
+    assert view.is_attachment()
+
+
+@pytest.mark.parametrize("label", ["a\x00b", "idna", "undefined", "punycode"])
+def test_a_part_with_an_rfc_2231_charset_the_codecs_refuse_costs_no_other_part(
+    label: str,
+) -> None:
+    """As the audit's ``charset="a\\x00b"``, but in a parameter's RFC 2231 charset."""
+    raw = (
+        "Content-Type: multipart/mixed; boundary=m\r\n\r\n"
+        "--m\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+        f"--m\r\nContent-Type: text/html; charset*={label}''utf-8\r\n\r\n<p>caf\xc3\xa9</p>\r\n"
+        "--m\r\nContent-Type: application/pdf\r\n"
+        f"Content-Disposition: attachment; filename*={label}''r%C3%A9sum%C3%A9.pdf\r\n\r\n"
+        "%PDF\r\n--m--\r\n"
+    ).encode("latin-1")
+    parsed = parse_message(raw)
+    assert (parsed.text, parsed.html, parsed.problems) == ("plain", "<p>café</p>", ())
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("résumé.pdf", b"%PDF")]
+    assert [(p.part_id, p.filename) for p in mime_parts(raw).attachments] == [("3", "résumé.pdf")]
