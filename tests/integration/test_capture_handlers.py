@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import smtplib
+import socket
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -254,3 +255,63 @@ async def test_stuck_sync_handlers_keep_to_their_own_threads() -> None:
         threads.shutdown(wait=True)
         capture_handlers.UNBLOCK.clear()
         capture_handlers.BLOCKED_IN.clear()
+
+
+#: What a client can put in text the store cleans: a Subject whose encoded words
+#: decode to a NUL and to a lone surrogate (``unicode-escape`` makes one of
+#: ``\udcff``), and a raw NUL in another header.
+UNCLEAN = (
+    b"From: a@example.com\r\nTo: b@example.com\r\n"
+    b"Subject: =?utf-8?Q?nul=00subj?= =?unicode-escape?Q?=5Cudcff?=\r\n"
+    b"X-Nul: a\x00b\r\n\r\nbody\r\n"
+)
+#: ... as the store keeps it: each NUL and lone surrogate U+FFFD
+CLEAN_SUBJECT = "nul\ufffdsubj\ufffd"
+
+
+def send_unclean(address: tuple[str, int], message: bytes = UNCLEAN) -> bytes:
+    """One session by a raw socket (smtplib sends no byte that is not ASCII): EHLO
+    with a byte that is not UTF-8, which the server keeps as a surrogate escape, then
+    ``message``; the reply to its DATA."""
+    with socket.create_connection(address, timeout=20) as sock, sock.makefile("rb") as replies:
+
+        def say(line: bytes) -> bytes:
+            sock.sendall(line)
+            while (reply := replies.readline())[3:4] == b"-":
+                pass
+            return reply
+
+        replies.readline()  # 220
+        for line in (b"EHLO \xff.example\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                     b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"):  # fmt: skip
+            assert say(line)[:1] in (b"2", b"3"), line
+        reply = say(message + b".\r\n")
+        say(b"QUIT\r\n")
+        return reply
+
+
+def assert_cleaned(event: dict[str, Any]) -> None:
+    """``event`` (a capture event or GET /inbox/{id}) holds the text as the store keeps it."""
+    assert event["envelope"]["helo"] == "\ufffd.example"
+    headers = event["message"]["headers"]
+    assert event["message"]["subject"] == headers["Subject"] == CLEAN_SUBJECT
+    assert headers["X-Nul"] == "a\ufffdb"
+
+
+async def test_handlers_get_the_text_the_store_keeps(start_gateway: GatewayFactory) -> None:
+    """The record handed to handlers carried the client's raw strings: ``EHLO \\xff``
+    (a lone surrogate) made the webhook's JSON unencodable, so the client got 451 on
+    every retry, and a Python handler saw NUL and surrogates where a read from the
+    store shows U+FFFD."""
+    async with Receiver(always(200), body=lambda n, r: "CONTINUE") as hook:
+        handlers = [hook.url + "/capture", "tests.integration.capture_handlers:keep"]
+        async with start_gateway(Mode.DEV, smtp={"handlers": handlers}) as gw, api(gw) as client:
+            assert gw.smtp_address is not None
+            reply = await asyncio.to_thread(send_unclean, gw.smtp_address)
+            assert reply.startswith(b"250 "), reply
+            [posted] = await hook.wait_for(1)
+            [item] = (await client.get("/inbox")).json()["items"]
+            read = (await client.get(f"/inbox/{item['id']}")).json()
+    [called] = capture_handlers.SEEN
+    for event in (posted.json(), called, read):
+        assert_cleaned(event)

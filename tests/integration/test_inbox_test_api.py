@@ -16,6 +16,7 @@ from mailgate.app import Gateway, Mode
 from mailgate.clock import SystemClock
 from mailgate.store import TokenStore
 from tests.integration.conftest import GatewayFactory, api, sse_events
+from tests.integration.test_capture_handlers import CLEAN_SUBJECT, assert_cleaned, send_unclean
 
 BUTTON = "https://app.example.com/auth/confirm?token=Zm9vYmFy&amp;next=%2Fhome"
 BUTTON_URL = "https://app.example.com/auth/confirm?token=Zm9vYmFy&next=%2Fhome"
@@ -294,3 +295,23 @@ async def test_events_stream_new_and_delete_to_the_tenant_only(
             name, data = await asyncio.wait_for(anext(acme_events), 5)
             assert name == "new" and json.loads(data)["subject"] == "x"
         await _until(lambda: gw.inbox.events.count() == 0)  # both streams unsubscribed
+
+
+async def test_events_stream_the_text_the_store_keeps(start_gateway: GatewayFactory) -> None:
+    """The live event carried the record as the client wrote it (``"nul\\u0000subj"``,
+    a lone surrogate) while GET /inbox/{id} showed the stored text, U+FFFD in their
+    place: a page showing both disagreed with itself."""
+    async with (
+        start_gateway(Mode.DEV) as gw,
+        api(gw) as client,
+        client.stream("GET", "/inbox/events") as stream,
+    ):
+        assert gw.smtp_address is not None
+        events = sse_events(stream)
+        assert (await asyncio.to_thread(send_unclean, gw.smtp_address)).startswith(b"250 ")
+        name, data = await asyncio.wait_for(anext(events), 5)
+        summary = json.loads(data)
+        assert name == "new" and summary["subject"] == CLEAN_SUBJECT
+        read = (await client.get(f"/inbox/{summary['id']}")).json()
+        assert read["message"]["subject"] == CLEAN_SUBJECT
+        assert_cleaned(read)

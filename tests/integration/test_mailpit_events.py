@@ -21,6 +21,7 @@ from mailgate.clock import SystemClock
 from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.store import TokenStore
 from tests.integration.conftest import GatewayFactory
+from tests.integration.test_capture_handlers import CLEAN_SUBJECT, send_unclean
 from tests.integration.test_mailpit_api import mailpit, plain, rich_message, send
 
 TOKEN = "s3cret-token-for-tests"
@@ -176,3 +177,16 @@ async def test_reader_that_falls_behind_is_closed(start_gateway: GatewayFactory)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
             await send(gw, plain("still heard"))  # the reader that kept up goes on
             assert (await frame(ws))["Data"]["Subject"] == "still heard"
+
+
+async def test_new_carries_the_text_the_store_keeps(start_gateway: GatewayFactory) -> None:
+    """A Subject decoding to a lone surrogate went into the frame as it was: the
+    frames are encoded without ``ensure_ascii``, so encoding failed and the WebSocket
+    dropped with an ASGI exception; a NUL went out where the API shows U+FFFD."""
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp, events(gw) as ws:
+        assert gw.smtp_address is not None
+        assert (await asyncio.to_thread(send_unclean, gw.smtp_address)).startswith(b"250 ")
+        new = await frame(ws)
+        assert new["Type"] == "new" and new["Data"]["Subject"] == CLEAN_SUBJECT
+        message = (await mp.get(f"/api/v1/message/{new['Data']['ID']}")).json()
+        assert message["Subject"] == CLEAN_SUBJECT

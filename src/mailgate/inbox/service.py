@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -31,6 +31,7 @@ from mailgate.inbox.wait import WaitFor, wait_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount, Pruned, RawFile
+from mailgate.store.schema import sanitize_json
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Download", "Inbox", "capture_event"]
 
@@ -144,7 +145,14 @@ class Inbox:
     def _record(
         self, capture_id: str, parsed: ParsedMessage, meta: CaptureMeta, size: int
     ) -> CapturedRecord:
-        return CapturedRecord(
+        """The record as the store keeps it: every string cleaned by the store's own
+        rule (:func:`sanitize_json`: NUL and lone surrogates become U+FFFD) before
+        anyone sees it, so the handlers, the live event streams and a read from the
+        store get the same text. Left as the client sent it, a HELO with a byte that is
+        not UTF-8 (kept as a surrogate escape) made a webhook's JSON unencodable (451 on
+        every retry) and the Mailpit WebSocket drop, and a NUL in a Subject reached the
+        SSE stream while a read showed U+FFFD."""
+        record = CapturedRecord(
             id=capture_id,
             tenant=meta.tenant,
             source=meta.source,
@@ -167,6 +175,8 @@ class Inbox:
             tags=tags_for(parsed.headers, meta.rcpt_to),
             message_id=message_id(parsed.headers),
         )
+        cleaned = {f.name: sanitize_json(getattr(record, f.name)) for f in fields(record)}
+        return replace(record, **cleaned)
 
     async def _added(self, record: CapturedRecord, raw: bytes | RawFile) -> CapturedRecord:
         """Commit a captured message and announce it (and what made room for it)."""
