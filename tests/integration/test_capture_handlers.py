@@ -230,6 +230,28 @@ async def test_handlers_get_attachment_content_and_raw_only_when_asked(
     assert attachment["filename"] == "data.bin" and attachment["size"] == len(payload)
     assert base64.b64decode(attachment["content"]) == payload
     assert event["message"]["raw"] == (raw.decode() if include_raw else None)
+    assert "raw_base64" not in event["message"]  # UTF-8 (here ASCII): raw is exact
+
+
+async def test_raw_that_is_not_utf8_reaches_handlers_byte_for_byte(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``message.raw`` is text, so a latin-1 body reached handlers as U+FFFD and could
+    not be had back; ``message.raw_base64`` now carries such a message exactly."""
+    raw = b"From: a@example.com\r\nSubject: 8 bits\r\n\r\ncaf\xe9 \xff\xfe\r\n"
+    smtp = {"handlers": ["tests.integration.capture_handlers:keep"], "include_raw": True}
+    async with start_gateway(Mode.DEV, smtp=smtp) as gw:
+        assert gw.smtp_address is not None
+        address = gw.smtp_address
+
+        def send() -> object:
+            with smtplib.SMTP(*address, timeout=20) as client:
+                return client.sendmail("a@example.com", ["b@example.com"], raw)
+
+        assert await asyncio.to_thread(send) == {}
+    [event] = capture_handlers.SEEN
+    assert base64.b64decode(event["message"]["raw_base64"]) == raw
+    assert event["message"]["raw"] == raw.decode("utf-8", "replace")
 
 
 async def test_stuck_sync_handlers_keep_to_their_own_threads() -> None:

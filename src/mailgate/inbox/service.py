@@ -491,10 +491,23 @@ def capture_event(
             "html": record.html,
             "raw": raw.decode("utf-8", "replace") if raw is not None else None,
             "problems": problems,
+            **_raw_bytes(raw),
         },
         "size": record.size,
         "attachments": attachments,
     }
+
+
+def _raw_bytes(raw: bytes | None) -> dict[str, str]:
+    """``raw_base64``, the message byte for byte, when ``raw`` (text: U+FFFD for what is
+    not UTF-8) cannot give it back: 8-bit mail in latin-1, say."""
+    if raw is None or raw.isascii():
+        return {}
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"raw_base64": base64.b64encode(raw).decode("ascii")}
+    return {}
 
 
 def _auth(auth: dict[str, Any] | None) -> dict[str, Any]:
