@@ -57,6 +57,17 @@ async def test_a_nul_or_lone_surrogate_in_the_text_finds_what_is_stored_in_its_p
         assert [r.id for r in records] == [odd.id], ascii(text)
 
 
+async def test_a_non_ascii_recipient_is_found(database: Database) -> None:
+    """To is JSON text with non-ASCII escaped (``zo\\u00e9``): the text as typed found
+    nothing."""
+    queue = QueueStore(database)
+    zoe = make_message(to=("zoé@example.org",))
+    await queue.enqueue([make_message(), zoe], NOW)
+    for text in ("zoé", "zoé@example.org"):
+        records, _ = await queue.list(None, text=text)
+        assert [r.id for r in records] == [zoe.id], text
+
+
 async def test_a_cursor_pages_the_matches_newest_first(database: Database) -> None:
     queue = QueueStore(database)
     batch = [make_message(subject=f"page {i}" if i % 2 else "other") for i in range(7)]

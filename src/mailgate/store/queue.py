@@ -7,6 +7,7 @@ the statement runs under the database's write lock, which serialises it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from mailgate.store.database import Database
 if TYPE_CHECKING:
     from mailgate.store.database import StoreConnection
 from mailgate.store.group_commit import GroupCommit
+from mailgate.store.inbox_search import escape_like
 from mailgate.store.leasing import Budget, WaitingAccounts, claim_due_ids
 from mailgate.store.outbox import EventKind, event_row, kind_of_state, write_events
 from mailgate.store.rows import (
@@ -392,13 +394,15 @@ def _text_matches(text: str) -> ColumnElement[bool]:
     (it matched every message)."""
     c = messages.c
     text = sanitize_text(text)
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = f"%{escape_like(text)}%"
+    # To is JSON text, where a non-ASCII address is written escaped (zo\u00e9@…)
+    in_to = f"%{escape_like(json.dumps(text)[1:-1])}%"
     return or_(
         c.id == text,
         c.key == text,
         c.subject.ilike(pattern, escape="\\"),
         c.sender.ilike(pattern, escape="\\"),
-        cast(c.to_addrs, Text).ilike(pattern, escape="\\"),
+        cast(c.to_addrs, Text).ilike(in_to, escape="\\"),
     )
 
 
