@@ -19,36 +19,19 @@ import json
 import os
 import signal
 import smtplib
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from capture_memory import _anon_mib, _free_port, _message
+from capture_memory import _anon_mib, _message, start_dev
 
 
 def measure(src: Path, mode: str, raw: bytes, parallel: list[int], db: str | None) -> None:
-    work = Path(tempfile.mkdtemp(prefix="mailgate-capture-downloads-"))
-    smtp, http = _free_port(), _free_port()
-    env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
-               MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
-               MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE=mode,
-               MAILGATE_SMTP__ATTACHMENT_STORAGE__TEMP_DIR=str(work / "att"))  # fmt: skip
-    command = [sys.executable, "-m", "mailgate", "dev", "--db", db or f"sqlite:///{work}/m.db",
-               "--smtp", f"127.0.0.1:{smtp}", "--http", f"127.0.0.1:{http}"]  # fmt: skip
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    server, smtp, http = start_dev(src, mode, db)
     try:
-        for _ in range(200):
-            try:
-                with smtplib.SMTP("127.0.0.1", smtp, timeout=300) as client:
-                    client.sendmail("a@example.com", ["b@example.com"], raw)
-                break
-            except OSError:
-                time.sleep(0.05)
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=300) as client:
+            client.sendmail("a@example.com", ["b@example.com"], raw)
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/inbox") as listing:
             capture_id = json.load(listing)["items"][0]["id"]
         url = f"http://127.0.0.1:{http}/api/v1/inbox/{capture_id}/attachments/0"

@@ -3,8 +3,9 @@
 Starts `mailgate dev` (from ``--src``, default this checkout's ``src``) on a new SQLite
 store (or on ``--db``, a PostgreSQL URL), sends one message with an attachment of
 ``--mib`` MiB (CRLF lines, as SMTP has them) with smtplib, and samples the server's
-``RssAnon`` (its heap: not the files it maps) every 10 ms. Prints the idle figure, the peak and the time the client waited for
-its 250, in each attachment storage mode asked for.
+``RssAnon`` (its heap: not the files it maps) every 10 ms. Prints the idle figure, the
+peak and the time the client waited for its 250, in each attachment storage mode asked
+for.
 
     .venv/bin/python bench/capture_memory.py [--mib 50] [--modes memory,tempfile]
         [--src /path/to/other/checkout/src] [--db postgresql://…]
@@ -52,8 +53,11 @@ def _message(mib: int) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
-def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
-    work = Path(tempfile.mkdtemp(prefix="mailgate-capture-memory-"))
+def start_dev(src: Path, mode: str, db: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`mailgate dev` from ``src`` in attachment storage ``mode``, on ``db`` or a new
+    SQLite file, with no message size limit, once it answers on SMTP: the process (in a
+    session of its own), its SMTP port, its HTTP port."""
+    work = Path(tempfile.mkdtemp(prefix="mailgate-bench-"))
     smtp, http = _free_port(), _free_port()
     env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
                MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
@@ -63,13 +67,18 @@ def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
                "--smtp", f"127.0.0.1:{smtp}", "--http", f"127.0.0.1:{http}"]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", smtp), 1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, smtp, http
+
+
+def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
+    server, smtp, _ = start_dev(src, mode, db)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", smtp), 1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         time.sleep(2)  # settled
         idle = peak = _anon_mib(server.pid)
         done = threading.Event()

@@ -44,6 +44,14 @@ async def test_raw_from_a_file_is_stored_exactly(
     assert await store.raw(nothing.id, "default") == b""
 
 
+def _random_file(path: Path, size: int) -> Path:
+    """``size`` random octets (a whole number of MiB) in ``path``, written a MiB at a time."""
+    with path.open("wb") as f:
+        for _ in range(size // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
 def _peak_rss() -> int:
     """The process's peak resident set since :func:`_reset_peak`, in bytes (VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -62,10 +70,7 @@ async def test_a_big_file_goes_in_never_whole_in_memory(database: Database, tmp_
     A zeroblob outside a record's last column made SQLite build the message's size in
     zeros, twice; bound as a parameter, PostgreSQL's value was read whole and copied."""
     size = 48 * 1024 * 1024
-    path = tmp_path / "big.eml"
-    with path.open("wb") as f:
-        for _ in range(size // (1 << 20)):
-            f.write(os.urandom(1 << 20))
+    path = _random_file(tmp_path / "big.eml", size)
     store = InboxStore(database)
     await store.add(_record("warm-up"), b"small")  # threads, connections, caches
     _reset_peak()
@@ -128,10 +133,7 @@ async def test_a_big_message_does_not_hold_back_small_ones_on_postgresql(
     from tests.contract.conftest import _reset
 
     size = 48 * 1024 * 1024
-    path = tmp_path / "big.eml"
-    with path.open("wb") as f:
-        for _ in range(size // (1 << 20)):
-            f.write(os.urandom(1 << 20))
+    path = _random_file(tmp_path / "big.eml", size)
     db = Database(postgres_url)
     await _reset(db)
     await db.migrate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import smtplib
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -57,6 +58,18 @@ async def fresh_postgres_database(postgres_url: str, name: str) -> str:
     finally:
         await admin.close()
     return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def send_raw(gw: Gateway, raw: bytes) -> None:
+    """Send ``raw`` as it is with smtplib, from a@example.com to b@example.com; all taken."""
+    assert gw.smtp_address is not None
+    address = gw.smtp_address
+
+    def send() -> object:
+        with smtplib.SMTP(*address, timeout=20) as client:
+            return client.sendmail("a@example.com", ["b@example.com"], raw)
+
+    assert await asyncio.to_thread(send) == {}
 
 
 @contextlib.asynccontextmanager

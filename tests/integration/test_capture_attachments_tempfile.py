@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from mailgate.app import Gateway, Mode
+from mailgate.app import Mode
 from mailgate.inbox.attachment_files import file_name
 from tests.integration import capture_handlers
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, send_raw
 
 KEEP = "tests.integration.capture_handlers:keep"
 PDF = b"%PDF-1.4\n" + os.urandom(70_000)
@@ -50,17 +50,6 @@ def _message(subject: str = "two attachments") -> bytes:
     return message.as_bytes(policy=policy.SMTP)
 
 
-async def _send(gw: Gateway, raw: bytes) -> None:
-    assert gw.smtp_address is not None
-    address = gw.smtp_address
-
-    def send() -> object:
-        with smtplib.SMTP(*address, timeout=20) as client:
-            return client.sendmail("a@example.com", ["b@example.com"], raw)
-
-    assert await asyncio.to_thread(send) == {}
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
@@ -76,7 +65,7 @@ async def test_tempfile_mode_hands_over_private_files_with_the_exact_bytes(
 ) -> None:
     temp_dir = tmp_path / "attachments"
     async with start_gateway(Mode.DEV, smtp=_tempfile(temp_dir)) as gw, api(gw) as client:
-        await _send(gw, _message())
+        await send_raw(gw, _message())
         [event] = capture_handlers.SEEN
         paths = [Path(a["path"]) for a in event["attachments"]]
         assert [a["filename"] for a in event["attachments"]] == ["report.pdf", "authorized keys"]
@@ -101,7 +90,7 @@ async def test_files_go_after_cleanup_after_and_the_message_stays(
 ) -> None:
     smtp = _tempfile(tmp_path / "att", cleanup_after=0.5)
     async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
-        await _send(gw, _message())
+        await send_raw(gw, _message())
         paths = [Path(a["path"]) for a in capture_handlers.SEEN[0]["attachments"]]
         assert all(p.exists() for p in paths)
         await _gone(paths)
@@ -118,8 +107,8 @@ async def test_files_of_pruned_and_cleared_messages_go_with_them(
         start_gateway(Mode.DEV, smtp=smtp, inbox={"max_messages": 1}) as gw,
         api(gw) as client,
     ):
-        await _send(gw, _message("first"))
-        await _send(gw, _message("second"))  # prunes the first from the inbox
+        await send_raw(gw, _message("first"))
+        await send_raw(gw, _message("second"))  # prunes the first from the inbox
         first, second = ([Path(a["path"]) for a in e["attachments"]] for e in capture_handlers.SEEN)
         await _gone(first)  # at once, not at the next periodic sweep (a minute)
         assert all(p.exists() for p in second)
@@ -179,7 +168,7 @@ async def test_memory_mode_hands_over_content_and_writes_no_file(
     smtp = {"handlers": [KEEP], "attachment_storage": storage}
     async with start_gateway(Mode.DEV, smtp=smtp) as gw:
         assert gw.inbox.files is None
-        await _send(gw, _message())
+        await send_raw(gw, _message())
     [event] = capture_handlers.SEEN
     assert [base64.b64decode(a["content"]) for a in event["attachments"]] == [PDF, BLOB]
     assert all("path" not in a for a in event["attachments"])

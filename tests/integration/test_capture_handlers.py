@@ -25,7 +25,7 @@ from mailgate.errors import ConfigError
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict, load_handlers
 from tests.http_peer import Receiver, always
 from tests.integration import capture_handlers
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, send_raw
 from tests.integration.test_metrics_health import scrape, value
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: %d\r\n\r\nbody\r\n"
@@ -217,14 +217,7 @@ async def test_handlers_get_attachment_content_and_raw_only_when_asked(
     raw = message.as_bytes(policy=policy.SMTP)
     smtp = {"handlers": ["tests.integration.capture_handlers:keep"], "include_raw": include_raw}
     async with start_gateway(Mode.DEV, smtp=smtp) as gw:
-        assert gw.smtp_address is not None
-        address = gw.smtp_address
-
-        def send() -> object:
-            with smtplib.SMTP(*address, timeout=20) as client:
-                return client.sendmail("a@example.com", ["b@example.com"], raw)
-
-        assert await asyncio.to_thread(send) == {}
+        await send_raw(gw, raw)
     [event] = capture_handlers.SEEN
     [attachment] = event["attachments"]
     assert attachment["filename"] == "data.bin" and attachment["size"] == len(payload)
@@ -241,14 +234,7 @@ async def test_raw_that_is_not_utf8_reaches_handlers_byte_for_byte(
     raw = b"From: a@example.com\r\nSubject: 8 bits\r\n\r\ncaf\xe9 \xff\xfe\r\n"
     smtp = {"handlers": ["tests.integration.capture_handlers:keep"], "include_raw": True}
     async with start_gateway(Mode.DEV, smtp=smtp) as gw:
-        assert gw.smtp_address is not None
-        address = gw.smtp_address
-
-        def send() -> object:
-            with smtplib.SMTP(*address, timeout=20) as client:
-                return client.sendmail("a@example.com", ["b@example.com"], raw)
-
-        assert await asyncio.to_thread(send) == {}
+        await send_raw(gw, raw)
     [event] = capture_handlers.SEEN
     assert base64.b64decode(event["message"]["raw_base64"]) == raw
     assert event["message"]["raw"] == raw.decode("utf-8", "replace")
