@@ -8,15 +8,18 @@ import asyncio
 import os
 import smtplib
 import threading
+import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from mailgate.app import Gateway, Mode
-from tests.integration.conftest import api, fast_settings, fresh_postgres_database
+from mailgate.mime.parts import mime_parts
+from tests.integration.conftest import api, fast_settings, fresh_postgres_database, send_raw
 
 BIG = os.urandom(3 * 1024 * 1024)  # past the 1 MiB above which downloads use a file
 
@@ -124,3 +127,36 @@ def _anon() -> int:
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no RssAnon")
+
+
+async def test_a_big_message_is_parsed_for_one_reader_at_a_time(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mailpit's message view parses the whole message for its parts: four readers of a
+    68 MiB message at once held four copies (+475 MiB). A big one is now read and parsed
+    for one reader at a time; a small one for all at once."""
+    from mailgate.inbox import service
+
+    running, most = 0, 0
+
+    def counted(raw: bytes) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        time.sleep(0.2)  # long enough for the others to start, if they may
+        running -= 1
+        return mime_parts(raw)
+
+    monkeypatch.setattr(service, "mime_parts", counted)
+    settings = fast_settings(db_url, smtp={"max_message_size": 0})
+    async with Gateway(settings, mode=Mode.DEV) as gw, api(gw) as client:
+        await send_raw(gw, _message(BIG))
+        await send_raw(gw, _message(b"small"))
+        big, small = [m["id"] for m in reversed((await client.get("/inbox")).json()["items"])]
+        async with httpx.AsyncClient(base_url=f"{gw.http_url}/mailpit", timeout=30) as mailpit:
+            views = await asyncio.gather(*(mailpit.get(f"/api/v1/message/{big}") for _ in range(4)))
+            assert [v.json()["Attachments"][1]["Size"] for v in views] == [len(BIG)] * 4
+            assert most == 1
+            most = 0
+            await asyncio.gather(*(mailpit.get(f"/api/v1/message/{small}") for _ in range(4)))
+            assert most > 1

@@ -9,7 +9,6 @@ remove attachment files and are published to waiters); the rest are single queri
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.inbox.search import Term, parse_query
 from mailgate.inbox.service import CaptureMeta, Download, Inbox
 from mailgate.inbox.sorting import clean_tag
-from mailgate.mime.parts import PartList, mime_parts
+from mailgate.mime.parts import PartList
 from mailgate.store import CapturedRecord
 from mailgate.store.inbox_bulk import Counts, InboxBulk
 
@@ -103,8 +102,10 @@ class Mailbox:
         return await self.inbox.raw_download(capture_id, tenant)
 
     async def parts(self, capture_id: str, tenant: str, box: str | None) -> PartList:
-        """The message's attachments and inline parts (parsed in a worker thread)."""
-        return await asyncio.to_thread(mime_parts, await self.raw(capture_id, tenant, box))
+        """The message's attachments and inline parts (:meth:`Inbox.parts`)."""
+        if box is not None:
+            await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
+        return await self.inbox.parts(capture_id, tenant)
 
     async def set_read(
         self,
