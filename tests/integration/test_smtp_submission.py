@@ -274,6 +274,44 @@ async def test_a_blocked_client_s_waiting_sessions_are_never_checked(
     assert upstream.received == []
 
 
+async def test_a_client_leaving_during_its_check_still_counts(
+    start_gateway: GatewayFactory, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that hung up while its password was checked left nothing counted, so it
+    could have any number of passwords checked (each a hash) and was never blocked."""
+    from mailgate.services.smtp_users import SmtpUsersService
+
+    check = SmtpUsersService.authenticate
+
+    async def slow(self: SmtpUsersService, username: str, password: str) -> Any:
+        await asyncio.sleep(0.3)  # a hash that takes a while: the client leaves first
+        return await check(self, username, password)
+
+    monkeypatch.setattr(SmtpUsersService, "authenticate", slow)
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+        host, port = _address(gw)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(host, port)
+            await reader.readline()
+            auth = b"AUTH " + _plain("app", "wrong").encode()
+            writer.write(b"EHLO client.test\r\n" + auth + b"\r\n")
+            while not (await reader.readline()).startswith(b"250 "):
+                pass
+            await asyncio.sleep(0.1)  # the check has begun
+            writer.transport.abort()
+        await asyncio.sleep(0.5)
+
+        def again() -> int:
+            with smtplib.SMTP(host, port, timeout=20) as smtp:
+                smtp.ehlo("client.test")
+                return smtp.docmd("AUTH", _plain("app", PASSWORD))[0]
+
+        assert await asyncio.to_thread(again) == 421
+
+
 async def test_auth_needs_tls_from_other_networks(
     start_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:

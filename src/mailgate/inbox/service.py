@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import mmap
 import os
 import shutil
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
@@ -33,6 +34,9 @@ from mailgate.mime.parts import PartList, mime_parts
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount, Pruned, RawFile
 from mailgate.store.schema import sanitize_json
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Download", "Inbox", "capture_event"]
 
@@ -555,13 +559,24 @@ def _one_attachment(folder: Path, index: int) -> ParsedMessage:
     ``folder/attachment`` and every other one into nothing."""
 
     def sink(i: int) -> BinaryIO:
-        return (folder / "attachment").open("wb") if i == index else open(os.devnull, "wb")
+        return (folder / "attachment").open("wb") if i == index else _Discard()
 
     with (folder / "raw").open("rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             return parse_message(b"")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             return parse_message(mapped, attachment_sink=sink)
+
+
+class _Discard(io.BytesIO):
+    """A file that keeps nothing, for the attachments a download does not want: it
+    seeks and truncates as a real one (a body that does not decode after all is written
+    again from its start; ``/dev/null`` cannot be truncated)."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        size = memoryview(data).nbytes
+        self.seek(size, io.SEEK_CUR)
+        return size
 
 
 @dataclass(frozen=True, slots=True)

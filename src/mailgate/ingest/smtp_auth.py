@@ -11,6 +11,7 @@ aiosmtpd 1.4's.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -126,12 +127,18 @@ class SmtpAuth(SmtpEngine):
             if throttle is not None and not await throttle.admit(client):
                 self._throttled()  # blocked while the client answered, or while it waited
                 return AuthResult(success=False)
-            identity, checked = None, False
+            identity, failed = None, False
             try:
-                identity, checked = await verify(result.auth_data), True
+                identity = await verify(result.auth_data)
+                failed = identity is None
+            except asyncio.CancelledError:
+                # the client left during the check: its guess counts all the same, or
+                # leaving at once would make guesses free (each still costs a hash)
+                failed = True
+                raise
             finally:  # (a check that broke off, the store down, is no failed login)
                 if throttle is not None:
-                    throttle.done(client, failed=checked and identity is None)
+                    throttle.done(client, failed=failed)
             result = (
                 AuthResult(success=False, handled=False)
                 if identity is None

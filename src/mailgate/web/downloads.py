@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from mailgate.inbox.service import Download
@@ -50,13 +51,29 @@ def download_response(download: Download, headers: dict[str, str]) -> Response:
     if download.file is None:
         return Response(download.content, headers=headers)
     sized = {**headers, "content-length": str(download.size)}
-    return StreamingResponse(_blocks(download.file), headers=sized)
+    return _FileResponse(download.file, headers=sized)
+
+
+class _FileResponse(StreamingResponse):
+    """An open file sent a block at a time, closed once the response is done, or the
+    client gone: Starlette stops the stream without closing its iterator, so a file
+    closed by the iterator stayed open (its disk space held: its name is gone) until
+    the garbage collector came by."""
+
+    def __init__(self, file: BinaryIO, headers: dict[str, str]) -> None:
+        self._file = file
+        super().__init__(_blocks(file), headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._file.close()
 
 
 def _blocks(file: BinaryIO) -> Iterator[bytes]:
-    with file:
-        while block := file.read(_BLOCK):
-            yield block
+    while block := file.read(_BLOCK):
+        yield block
 
 
 _BLOCK = 1024 * 1024
