@@ -220,3 +220,33 @@ def _deleted_files() -> int:
         with contextlib.suppress(FileNotFoundError):  # closed meanwhile
             deleted += os.readlink(fd).endswith(" (deleted)")
     return deleted
+
+
+async def test_big_downloads_copy_two_at_a_time(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each copy of a big message holds one of the store's reading connections while it
+    runs; sixteen at once kept the inbox's lists waiting for one. Two copy at a time."""
+    from mailgate.store.inbox import InboxStore
+
+    copy = InboxStore.copy_raw
+    running, most = 0, 0
+
+    async def counted(self: InboxStore, capture_id: str, tenant: str, into: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.1)
+            await copy(self, capture_id, tenant, into)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(InboxStore, "copy_raw", counted)
+    async with Gateway(fast_settings(db_url), mode=Mode.DEV) as gw, api(gw) as client:
+        await send_raw(gw, _message(BIG))
+        [item] = (await client.get("/inbox")).json()["items"]
+        paths = [f"/inbox/{item['id']}/attachments/1", f"/inbox/{item['id']}/raw"] * 3
+        got = await asyncio.gather(*(client.get(path) for path in paths))
+    assert [g.status_code for g in got] == [200] * 6 and got[0].content == BIG
+    assert most == 2

@@ -98,6 +98,10 @@ class Inbox:
         self.events = InboxEvents()
         #: held while a big message is read whole and parsed (:meth:`parts`)
         self._big_parse = asyncio.Semaphore(1)
+        #: held while a big message is copied out for a download: each copy holds one
+        #: of the store's reading connections throughout, and the inbox's lists wait
+        #: for one (16 downloads at once made a list take 1.1 s)
+        self._big_copies = asyncio.Semaphore(2)
 
     async def capture(self, raw: bytes, meta: CaptureMeta) -> CapturedRecord:
         """Parse and commit; when this returns the message is durable.
@@ -304,7 +308,8 @@ class Inbox:
             return Download(None, "message/rfc822", len(raw), content=raw)
         file = tempfile.TemporaryFile()  # noqa: SIM115 (handed on open; gone once closed)
         try:
-            await self.store.copy_raw(capture_id, tenant, file)
+            async with self._big_copies:
+                await self.store.copy_raw(capture_id, tenant, file)
             size = file.tell()
             file.seek(0)
         except BaseException:
@@ -327,7 +332,8 @@ class Inbox:
         folder = Path(tempfile.mkdtemp(prefix="mailgate-download-"))
         try:
             with (folder / "raw").open("wb") as raw:
-                await self.store.copy_raw(capture_id, tenant, raw)
+                async with self._big_copies:
+                    await self.store.copy_raw(capture_id, tenant, raw)
             parsed = await asyncio.to_thread(_one_attachment, folder, index)
             if index >= len(parsed.attachments):  # (the record's came from such a parse)
                 raise NotFound(f"captured message {capture_id} has no attachment {index}")
