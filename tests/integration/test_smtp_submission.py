@@ -165,6 +165,35 @@ async def test_senders_bound_mail_from_and_the_from_header(gateway: Gateway) -> 
         assert (await client.get("/messages")).json()["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("sender", "refusal"),
+    [
+        ("=?utf-8?q?app=40example.com?= <boss@evil.test>", b"5.7.1"),  # a name, then
+        # decoded, these read as "app@example.com (" <boss@evil.test>: as sent, they
+        # are no address list at all
+        ("=?utf-8?q?app=40example.com_(?= <boss@evil.test> =?utf-8?q?)?=", b"5.6.0"),
+        ('"x" =?utf-8?q?<app=40example.com>_(?= <boss@evil.test> =?utf-8?q?)?=', b"5.6.0"),
+    ],
+)
+async def test_an_encoded_word_is_never_an_address(
+    gateway: Gateway, sender: str, refusal: bytes
+) -> None:
+    """RFC 2047 §5: an encoded word is display text. The check read the From: field
+    decoded, and let these out as app@example.com's."""
+    code, text = await asyncio.to_thread(_send, _address(gateway), _message(sender))
+    assert (code, text[:5]) == (550, refusal), text
+    async with api(gateway) as client:
+        assert (await client.get("/messages")).json()["items"] == []
+
+
+async def test_a_from_field_past_a_thousand_others_is_counted(gateway: Gateway) -> None:
+    """The parser keeps the first 1,000 header fields: a second From: after them was
+    never seen by the check, and went out with the message."""
+    extra = b"".join(b"X-P%d: a\r\n" % i for i in range(1005)) + b"From: boss@evil.test\r\n"
+    code, text = await asyncio.to_thread(_send, _address(gateway), _message(extra=extra))
+    assert (code, text[:5]) == (550, b"5.6.0")
+
+
 async def test_a_smuggled_second_message_is_refused_with_the_first(
     gateway: Gateway, upstream: Upstream
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
@@ -34,6 +35,8 @@ from mailgate.ingest.smtp_protocol import SmtpConnection
 from mailgate.ingest.smtp_session import Envelope, Session
 from mailgate.ingest.submission import Submissions
 from mailgate.mime import parse_message
+from mailgate.mime.decode import decode_8bit
+from mailgate.mime.entity import read_entity
 from mailgate.mime.headers import without_fields
 from mailgate.model import Message, mailbox
 from mailgate.services.smtp_users import SmtpUsersService, may_send_as
@@ -162,7 +165,12 @@ class SubmissionHandler(EnvelopeHooks):
         """The queued message, or :class:`_Refused` with the reply (in a worker thread:
         parsing is CPU work proportional to the message)."""
         parsed = parse_message(raw)
-        from_values = _values(parsed.headers, "From")
+        # Every field as it is in the message, not decoded: the parser keeps the first
+        # 1,000 (a second From: after them went unchecked, and out), and an encoded word
+        # is display text only (decoded first, "=?utf-8?q?alice=40example.com_(?=
+        # <evil@…>" passed for alice@example.com).
+        fields = read_entity(raw, keep=sys.maxsize).fields
+        from_values = _as_sent(fields, "from")
         if len(from_values) != 1:
             raise _Refused("550 5.6.0 Message refused: it needs exactly one From: field")
         try:
@@ -176,13 +184,13 @@ class SubmissionHandler(EnvelopeHooks):
                     f"550 5.7.1 Message refused: From: {address} is not a sender"
                     f" {user.username} may use"
                 )
-        header_id = _values(parsed.headers, "Message-ID")
+        header_id = _as_sent(fields, "message-id")
         added_id = None if header_id else make_msgid(domain=self.hostname)
         stamp = _received(session, self.hostname, message_id, now)
         raw = prepare_submitted(raw, stamp, message_id=added_id, date=now)
         return Message(
             id=message_id,
-            sender=from_values[0],
+            sender=(_values(parsed.headers, "From") or from_values)[0],  # shown decoded
             to=tuple(envelope.rcpt_tos),
             subject=parsed.subject,
             message_id=header_id[0].strip() if header_id else added_id or "",
@@ -224,6 +232,15 @@ def _received(session: Session, hostname: str, message_id: str, now: datetime) -
         f"Received: from {helo} ([{peer}])\r\n\tby {hostname} (mailgate) with {protocol}"
         f" id {message_id};\r\n\t{format_datetime(now)}"
     )
+
+
+def _as_sent(fields: list[tuple[str, str]], name: str) -> list[str]:
+    """The values of the fields ``name`` (lower case), unfolded, 8-bit bytes read as
+    UTF-8 (else latin-1), encoded words left as they are."""
+    return [_FOLD.sub("", decode_8bit(v)) for n, v in fields if n.lower() == name]
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def _values(headers: dict[str, str | list[str]], name: str) -> list[str]:
