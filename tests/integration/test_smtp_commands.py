@@ -99,24 +99,41 @@ async def test_a_path_with_a_control_character_or_bytes_not_utf8_is_refused(
         replies = await asyncio.to_thread(_converse, gw.smtp_address, [
             b"EHLO client.test\r\n",
             b"MAIL FROM:<a@exa\x0bmple.com>\r\n",
-            b"MAIL FROM:<a@example.com>\r\n",
+            b"MAIL FROM:<\xc3\xbc@example.com>\r\n",  # UTF-8, not declared (RFC 6531)
+            b"MAIL FROM:<a@example.com> SMTPUTF8\r\n",
             b"RCPT TO:<b\xff@example.com>\r\n",
             b'RCPT TO:<"b\x01c"@example.com>\r\n',
             b"RCPT TO:<ok@exam\x7fple.com>\r\n",
-            b"RCPT TO:<\xc3\xbc@example.com>\r\n",  # UTF-8 is fine
+            b"RCPT TO:<\xc3\xbc@example.com>\r\n",  # UTF-8 is fine, declared
             b"DATA\r\n",
             b"Subject: controls\r\n\r\nbody\r\n.\r\n",
         ])  # fmt: skip
         [item] = (await client.get("/inbox")).json()["items"]
         event = (await client.get(f"/inbox/{item['id']}")).json()
     assert [r[:3] for r in replies] == [
-        "220", "250", "553", "250", "553", "553", "553", "250", "354", "250"
+        "220", "250", "553", "553", "250", "553", "553", "553", "250", "354", "250"
     ], replies  # fmt: skip
+    assert replies[3] == "553 5.6.7 Must declare SMTPUTF8 to send Unicode address"
     assert event["envelope"]["from"] == "a@example.com"
     assert event["envelope"]["to"] == ["\u00fc@example.com"]
     [problem] = event["message"]["problems"]
-    assert problem.startswith("the session had 4 command(s) refused before this message")
+    assert problem.startswith("the session had 5 command(s) refused before this message")
     assert "553 5.1.3" in problem
+
+
+async def test_a_unicode_recipient_needs_smtputf8_declared(start_gateway: GatewayFactory) -> None:
+    """RFC 6531 §3.4: without MAIL's SMTPUTF8 the transaction is ASCII; a server that took
+    a Unicode address anyway passed the client's mistake on to the next hop."""
+    async with start_gateway(Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<a@example.com>\r\n",
+            b"RCPT TO:<z\xc3\xb6e@example.com>\r\n",
+            b"RCPT TO:<zoe@example.com>\r\n",
+        ])  # fmt: skip
+    assert replies[3] == "553 5.6.7 Must declare SMTPUTF8 to send Unicode address"
+    assert replies[4].startswith("250")
 
 
 async def test_lines_that_are_no_command_are_answered_until_the_twentieth(

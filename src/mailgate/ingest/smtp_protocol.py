@@ -166,6 +166,9 @@ class SmtpConfig:
         return lines
 
 
+#: RFC 6531 §3.4: an address that is not ASCII needs MAIL's SMTPUTF8 (Postfix's words)
+_UNDECLARED_UTF8 = "553 5.6.7 Must declare SMTPUTF8 to send Unicode address"
+
 _Command = Callable[["SmtpConnection", "str | None"], Coroutine[Any, Any, None]]
 
 
@@ -299,6 +302,9 @@ class SmtpConnection(SmtpAuth):
             else:
                 self._reply(reply)
             return
+        if not address.isascii() and "SMTPUTF8" not in options:
+            self._refuse(Refusal.BAD_ADDRESS, _UNDECLARED_UTF8)
+            return
         if self.config.chaos.armed and self._chaos(Stage.MAIL):
             return
         envelope.smtp_utf8 = "SMTPUTF8" in options
@@ -373,6 +379,9 @@ class SmtpConnection(SmtpAuth):
             return
         if params:
             self._reply("555 RCPT TO parameters not recognized or not implemented")
+            return
+        if not address.isascii() and not envelope.smtp_utf8:
+            self._refuse(Refusal.BAD_ADDRESS, _UNDECLARED_UTF8)
             return
         if self.config.chaos.armed and self._chaos(Stage.RCPT):
             return
