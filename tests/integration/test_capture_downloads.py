@@ -250,3 +250,27 @@ async def test_big_downloads_copy_two_at_a_time(
         got = await asyncio.gather(*(client.get(path) for path in paths))
     assert [g.status_code for g in got] == [200] * 6 and got[0].content == BIG
     assert most == 2
+
+
+async def test_header_views_read_the_header_block_only_or_all_when_it_is_longer(
+    db_url: str,
+) -> None:
+    """Mailpit's /headers and the UI's headers tab read the whole message for its fields;
+    now its first 256 KiB, or all of it when the header block goes on past them."""
+    settings = fast_settings(db_url, smtp={"max_message_size": 0})
+    long_header = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 200) for i in range(1500))
+    async with Gateway(settings, mode=Mode.DEV) as gw, api(gw) as client:
+        await send_raw(gw, _message(BIG))
+        await send_raw(gw, long_header + b"X-Last: here\r\n" + _message(b"small"))
+        items = (await client.get("/inbox")).json()["items"]
+        long_id, big_id = items[0]["id"], items[1]["id"]
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as web:
+            big = (await web.get(f"/mailpit/api/v1/message/{big_id}/headers")).json()
+            assert big["Subject"] == ["big"] and "Content-Type" in big
+            assert "see attached" not in str(big)  # the body is no header
+            long = (await web.get(f"/mailpit/api/v1/message/{long_id}/headers")).json()
+            assert long["X-Last"] == ["here"] and long["Subject"] == ["big"]
+            tab = await web.get(f"/inbox/{long_id}?tab=headers")
+            assert tab.status_code == 200 and "X-Last" in tab.text
+            source = await web.get(f"/inbox/{big_id}?tab=raw")
+            assert source.status_code == 200 and "Subject: big" in source.text

@@ -95,6 +95,12 @@ class Mailbox:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
         return await self.inbox.raw(capture_id, tenant)
 
+    async def header_block(self, capture_id: str, tenant: str, box: str | None) -> bytes:
+        """The message's header block (:meth:`Inbox.header_block`)."""
+        if box is not None:
+            await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
+        return await self.inbox.header_block(capture_id, tenant)
+
     async def raw_download(self, capture_id: str, tenant: str, box: str | None) -> Download:
         """:meth:`raw` for a download (a big message through a file)."""
         if box is not None:

@@ -12,6 +12,7 @@ import contextlib
 import io
 import mmap
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -283,8 +284,17 @@ class Inbox:
         """The tenant's inboxes holding mail, with their total and unread counts."""
         return await self.store.boxes(tenant)
 
-    async def raw(self, capture_id: str, tenant: str) -> bytes:
-        """The message exactly as it arrived."""
+    async def raw(self, capture_id: str, tenant: str, *, head: int | None = None) -> bytes:
+        """The message exactly as it arrived (its first ``head`` octets, when given)."""
+        return await self.store.raw(capture_id, tenant, head=head)
+
+    async def header_block(self, capture_id: str, tenant: str) -> bytes:
+        """The message's start, its header block whole: the first :data:`HEAD` octets
+        when the block ends within them, else all of it (Mailpit's and the UI's header
+        views read 68 MiB for a few hundred octets of fields)."""
+        head = await self.store.raw(capture_id, tenant, head=HEAD)
+        if len(head) < HEAD or _BLANK_LINE.search(head) is not None:
+            return head
         return await self.store.raw(capture_id, tenant)
 
     async def parts(self, capture_id: str, tenant: str) -> PartList:
@@ -599,6 +609,10 @@ class Download:
 
 #: a message larger than this is downloaded through a file (:meth:`Inbox.raw_download`)
 STREAM_ABOVE = 1024 * 1024
+#: octets read for a message's header block (:meth:`Inbox.header_block`)
+HEAD = 256 * 1024
+#: the end of a header block: an empty line (RFC 5322 §2.1)
+_BLANK_LINE = re.compile(rb"(?:^|\n)\r?\n")
 
 
 def _parsed_on_loop(raw: bytes) -> bool:

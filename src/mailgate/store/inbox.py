@@ -265,15 +265,21 @@ class InboxStore:
             rows = (await conn.execute(stmt)).all()
         return tuple(BoxCount(name, int(total), int(unread or 0)) for name, total, unread in rows)
 
-    async def raw(self, capture_id: str, tenant: str) -> bytes:
+    async def raw(self, capture_id: str, tenant: str, *, head: int | None = None) -> bytes:
+        """The message's bytes; only its first ``head`` octets when given (read by the
+        database, not cut from the whole: a big message's header block or the start
+        shown of it)."""
         async with self.db.read() as conn:
-            raw = (
-                await conn.execute(
-                    select(inbox_raw.c.raw)
-                    .join(inbox, inbox.c.id == inbox_raw.c.id)
-                    .where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
-                )
-            ).scalar_one_or_none()
+            if head is not None:
+                raw = await conn.run_sync(_head, capture_id, tenant, head)
+            else:
+                raw = (
+                    await conn.execute(
+                        select(inbox_raw.c.raw)
+                        .join(inbox, inbox.c.id == inbox_raw.c.id)
+                        .where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
+                    )
+                ).scalar_one_or_none()
         if raw is None:
             raise NotFound(f"no captured message {capture_id}")
         return bytes(raw)
@@ -461,6 +467,26 @@ def _copy_out(conn: Connection, capture_id: str, tenant: str, into: BinaryIO) ->
             return False
         await_only(asyncio.to_thread(into.write, part))
     return True
+
+
+def _head(conn: Connection, capture_id: str, tenant: str, size: int) -> bytes | None:
+    """The message's first ``size`` octets: on SQLite by blob I/O (its ``substr`` reads
+    the whole value first: 68 MiB for a header block), on PostgreSQL by ``substr`` (of
+    ``bytea`` stored uncompressed, which reads only the pages it needs)."""
+    driver = sqlite_driver(conn)
+    if driver is None:
+        return conn.execute(
+            select(func.substr(inbox_raw.c.raw, 1, size)).join(inbox, inbox.c.id == inbox_raw.c.id)
+            .where(inbox_raw.c.id == capture_id, inbox.c.tenant == tenant)
+        ).scalar_one_or_none()  # fmt: skip
+    row = driver.execute(_ROWID, (capture_id, tenant)).fetchone()
+    if row is None:
+        return None
+    try:
+        with driver.blobopen("inbox_raw", "raw", row[0], readonly=True) as blob:
+            return blob.read(size)
+    except sqlite3.OperationalError:  # the row went meanwhile
+        return None
 
 
 _ROWID = (

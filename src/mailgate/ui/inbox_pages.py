@@ -273,12 +273,12 @@ async def _tab_view(request: Request, record: CapturedRecord, tab: str) -> dict[
     services = _services(request)
     _, _, mailpit_json = _web()
     if tab == "headers":
-        raw = await services.inbox.raw(record.id, TENANT)
-        return {"headers": mailpit_json.headers_json(raw)}
-    if tab == "raw":
-        raw = await services.inbox.raw(record.id, TENANT)
+        head = await services.inbox.header_block(record.id, TENANT)
+        return {"headers": mailpit_json.headers_json(head)}
+    if tab == "raw":  # (at most 4 octets a character: the start is enough)
+        raw = await services.inbox.raw(record.id, TENANT, head=RAW_SHOWN * 4)
         text = raw.decode("utf-8", "replace")
-        return {"raw": text[:RAW_SHOWN], "raw_cut": len(text) > RAW_SHOWN}
+        return {"raw": text[:RAW_SHOWN], "raw_cut": len(text) > RAW_SHOWN or len(raw) < record.size}
     if tab == "links":
         return {"links": await services.inbox.links(record.id, TENANT)}
     return {}

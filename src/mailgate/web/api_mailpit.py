@@ -295,7 +295,8 @@ async def get_message(capture_id: str, request: Request, ctx: CtxDep) -> Respons
 @router.get("/api/v1/message/{capture_id}/headers")
 async def get_headers(capture_id: str, request: Request, ctx: CtxDep) -> Response:
     capture_id = await ctx.resolve(capture_id, request)
-    return JSONResponse(headers_json(await ctx.mailbox.raw(capture_id, ctx.tenant, ctx.box)))
+    head = await ctx.mailbox.header_block(capture_id, ctx.tenant, ctx.box)
+    return JSONResponse(headers_json(head))
 
 
 @router.get("/api/v1/message/{capture_id}/raw")
