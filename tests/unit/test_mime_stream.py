@@ -25,8 +25,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from mailgate.mime import ParsedMessage, parse_message, stream
-from mailgate.mime.parts import mime_parts
+from mailgate.mime import ParsedMessage, parse_message, parts, stream
+from mailgate.mime.parts import digests, mime_parts
 from tests.unit import test_mailpit_compat, test_mime, test_parse_corpus, test_parse_limits
 
 DATA = Path(__file__).parent.parent / "data"
@@ -245,6 +245,27 @@ def test_big_bodies_decode_into_memory_as_the_email_package_decodes_them(
     monkeypatch.setattr(stream, "REFERENCE_SIZE", 0)
     assert parse_message(raw) == expected
     assert mime_parts(raw) == parts
+
+
+@pytest.mark.parametrize("block", [3, stream.BLOCK])
+@pytest.mark.parametrize("raw", _ALIKE_IN_MEMORY)
+def test_parts_listed_without_contents_have_their_contents_digests(
+    raw: bytes, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mailpit's message view lists a big message's parts without holding them: each
+    body decoded a block at a time into its size and digests, which must be those of
+    the contents the parts have when decoded into memory."""
+    monkeypatch.setattr(stream, "BLOCK", block)
+    full = mime_parts(raw)
+    monkeypatch.setattr(parts, "REFERENCE_SIZE", 0)  # every body through the hashes
+    listed = mime_parts(raw, contents=False)
+    expected = [
+        (p.part_id, p.filename, digests(p.content)) for p in (*full.inline, *full.attachments)
+    ]
+    assert [
+        (p.part_id, p.filename, p.digests) for p in (*listed.inline, *listed.attachments)
+    ] == expected
+    assert all(p.content == b"" for p in (*listed.inline, *listed.attachments))
 
 
 def _email_package(cte: str, body: bytes) -> bytes:

@@ -107,11 +107,13 @@ class Mailbox:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
         return await self.inbox.raw_download(capture_id, tenant)
 
-    async def parts(self, capture_id: str, tenant: str, box: str | None) -> PartList:
+    async def parts(
+        self, capture_id: str, tenant: str, box: str | None, *, contents: bool = True
+    ) -> PartList:
         """The message's attachments and inline parts (:meth:`Inbox.parts`)."""
         if box is not None:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
-        return await self.inbox.parts(capture_id, tenant)
+        return await self.inbox.parts(capture_id, tenant, contents=contents)
 
     async def set_read(
         self,

@@ -297,14 +297,23 @@ class Inbox:
             return head
         return await self.store.raw(capture_id, tenant)
 
-    async def parts(self, capture_id: str, tenant: str) -> PartList:
-        """Mailpit's attachments and inline parts of the message, decoded (parsed in a
-        worker thread). A big message is read and parsed by one caller at a time: each
-        of four readers at once held the 68 MiB message and its decoded parts (+475
-        MiB); now at most one does, the others wait their turn."""
+    async def parts(self, capture_id: str, tenant: str, *, contents: bool = True) -> PartList:
+        """Mailpit's attachments and inline parts of the message (parsed in a worker
+        thread), decoded, or without ``contents`` only their sizes and digests.
+
+        Of a big message, the list alone is made as downloads are: the message copied
+        into a file a block at a time and parsed from there, each part decoded into
+        its digests (four views of a 68 MiB message held +475 MiB, parsed in memory).
+        Its parts' contents are read and decoded for one caller at a time."""
         record = await self.store.get(capture_id, tenant)
         if record.size <= STREAM_ABOVE:
-            return await asyncio.to_thread(mime_parts, await self.store.raw(capture_id, tenant))
+            raw = await self.store.raw(capture_id, tenant)
+            return await asyncio.to_thread(mime_parts, raw, contents=contents)
+        if not contents:
+            with tempfile.TemporaryFile() as file:
+                async with self._big_copies:
+                    await self.store.copy_raw(capture_id, tenant, file)
+                return await asyncio.to_thread(_listed, file)
         async with self._big_parse:
             raw = await self.store.raw(capture_id, tenant)
             return await asyncio.to_thread(mime_parts, raw)
@@ -593,6 +602,16 @@ class _Discard(io.BytesIO):
         size = memoryview(data).nbytes
         self.seek(size, io.SEEK_CUR)
         return size
+
+
+def _listed(file: BinaryIO) -> PartList:
+    """:func:`mime_parts` of the message in ``file`` without contents, parsed (in a
+    worker thread) from the file mapped into memory."""
+    file.flush()
+    if os.fstat(file.fileno()).st_size == 0:
+        return mime_parts(b"", contents=False)
+    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return mime_parts(mapped, contents=False)
 
 
 @dataclass(frozen=True, slots=True)

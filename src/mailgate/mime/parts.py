@@ -23,16 +23,22 @@ with a file name or a Content-ID (the file name falling back to the Content-ID),
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections import deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from mailgate.mime.decode import decode_8bit, safe_filename
-from mailgate.mime.entity import Entity, read_entity, split_multipart
-from mailgate.mime.stream import decoded
+from mailgate.mime.entity import Entity, Source, read_entity, split_multipart
+from mailgate.mime.stream import REFERENCE_SIZE, Output, decode_into, decoded, transfer_encoding
 from mailgate.mime.view import MimeView
 
-__all__ = ["MimePart", "PartList", "mime_parts"]
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = ["MimePart", "PartList", "digests", "mime_parts"]
 
 MAX_DEPTH = 64  #: multipart levels walked, as ``mailgate.mime.parse``
 MAX_PARTS = 1000  #: parts numbered per message
@@ -46,6 +52,9 @@ class MimePart:
     filename: str  #: the file name, else the Content-ID (Mailpit's ``FileName``)
     content_id: str
     content: bytes  #: decoded (base64, quoted-printable); the source bytes otherwise
+    #: without contents (:func:`mime_parts`): the decoded size, and its MD5, SHA-1 and
+    #: SHA-256 in hex, as Mailpit lists them; None with them (computed from ``content``)
+    digests: tuple[int, str, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +79,14 @@ class _Node:
     multipart: bool = False
 
 
-def mime_parts(raw: bytes) -> PartList:
-    """Mailpit's ``Attachments`` and ``Inline`` of ``raw`` (never raises on bad MIME)."""
+def mime_parts(raw: Source, *, contents: bool = True) -> PartList:
+    """Mailpit's ``Attachments`` and ``Inline`` of ``raw`` (never raises on bad MIME).
+
+    Without ``contents`` each part's body is decoded a block at a time into its digests
+    (:attr:`MimePart.digests`), never held: what Mailpit's message view lists of a big
+    message, which is then best an ``mmap`` of it."""
     counter = [0]
-    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True)
+    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True, contents=contents)
     if not root.multipart:
         return _single(root.part)
     nodes = _breadth_first(root)
@@ -116,7 +129,9 @@ def _breadth_first(root: _Node) -> list[_Node]:
     return found
 
 
-def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool) -> _Node:
+def _walk(
+    entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool, contents: bool
+) -> _Node:
     view = _view(entity.mime)
     boundary = view.get_boundary()
     parts = None
@@ -124,8 +139,8 @@ def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root:
         split = split_multipart(entity.source, boundary, entity.body_start, entity.end)
         parts = split[0] if split is not None else None
     if parts is None:
-        return _Node(_leaf(entity, view, part_id))
-    node = _Node(_leaf(entity, view, part_id), multipart=True)
+        return _Node(_leaf(entity, view, part_id, contents))
+    node = _Node(_leaf(entity, view, part_id, contents), multipart=True)
     for index, (start, end) in enumerate(parts, start=1):
         counter[0] += 1
         if counter[0] > MAX_PARTS:
@@ -138,6 +153,7 @@ def _walk(entity: Entity, part_id: str, *, depth: int, counter: list[int], root:
                 depth=depth + 1,
                 counter=counter,
                 root=False,
+                contents=contents,
             )
         )
     return node
@@ -153,7 +169,7 @@ def _view(mime: dict[str, str]) -> EmailMessage:
     return view
 
 
-def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
+def _leaf(entity: Entity, view: EmailMessage, part_id: str, contents: bool) -> MimePart:
     cid = str(view.get("content-id", "") or "").strip().strip("<>").strip()
     disposition = view.get_content_disposition() or ""
     filename = safe_filename(view.get_filename()) or cid
@@ -163,7 +179,8 @@ def _leaf(entity: Entity, view: EmailMessage, part_id: str) -> MimePart:
         disposition=disposition,
         filename=filename,
         content_id=cid,
-        content=_decoded(entity, view),
+        content=_decoded(entity, view) if contents else b"",
+        digests=None if contents else _digested(entity, view),
     )
 
 
@@ -171,3 +188,66 @@ def _decoded(entity: Entity, view: EmailMessage) -> bytes:
     if view.get_content_maintype() == "multipart":
         return b""
     return decoded(entity.source, entity.body_start, entity.end, view)
+
+
+def _digested(entity: Entity, view: EmailMessage) -> tuple[int, str, str, str]:
+    """:func:`digests` of :func:`_decoded`, a big body decoded a block at a time into
+    the hashes (a small one, decoded in memory as the email package decodes it)."""
+    start, end = entity.body_start, entity.end
+    if view.get_content_maintype() == "multipart" or end - start <= REFERENCE_SIZE:
+        return digests(_decoded(entity, view))
+    sink = _Hashing()
+    decode_into(entity.source, start, end, transfer_encoding(view), Output(sink))
+    return sink.digests()
+
+
+def digests(content: bytes) -> tuple[int, str, str, str]:
+    """The size of ``content`` and its MD5, SHA-1 and SHA-256 in hex (Mailpit's
+    ``Size`` and ``Checksums``)."""
+    return (
+        len(content),
+        hashlib.md5(content, usedforsecurity=False).hexdigest(),
+        hashlib.sha1(content, usedforsecurity=False).hexdigest(),
+        hashlib.sha256(content).hexdigest(),
+    )
+
+
+class _Hashing(io.BytesIO):
+    """A file that keeps only the digests of what is written to it. A body that does
+    not decode after all is written again from its start (seek, truncate): the digests
+    start again with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        for hashed in (self._md5, self._sha1, self._sha256):
+            hashed.update(data)
+        size = memoryview(data).nbytes
+        self._size += size
+        return size
+
+    def tell(self) -> int:
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._size
+
+    def truncate(self, size: int | None = None, /) -> int:
+        self._reset()
+        return 0
+
+    def digests(self) -> tuple[int, str, str, str]:
+        return (
+            self._size,
+            self._md5.hexdigest(),
+            self._sha1.hexdigest(),
+            self._sha256.hexdigest(),
+        )

@@ -288,7 +288,7 @@ async def get_message(capture_id: str, request: Request, ctx: CtxDep) -> Respons
     """The message (``latest`` allowed); marks it read."""
     capture_id = await ctx.resolve(capture_id, request)
     record = await ctx.mailbox.get(capture_id, ctx.tenant, ctx.box, mark_read=True)
-    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)
+    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box, contents=False)
     return JSONResponse(message_json(record, parts))
 
 

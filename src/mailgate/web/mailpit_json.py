@@ -9,7 +9,6 @@ it), and ``Bcc`` lists the envelope recipients that no To/Cc/Bcc field names.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from mailgate.mime.entity import read_entity
-from mailgate.mime.parts import MimePart, PartList
+from mailgate.mime.parts import MimePart, PartList, digests
 from mailgate.store import CapturedRecord
 
 __all__ = ["go_time", "headers_json", "message_json", "snippet", "summary_json"]
@@ -100,18 +99,14 @@ def message_json(r: CapturedRecord, parts: PartList) -> dict[str, Any]:
 
 
 def attachment_json(part: MimePart) -> dict[str, Any]:
-    content = part.content
+    size, md5, sha1, sha256 = part.digests or digests(part.content)
     return {
         "PartID": part.part_id,
         "FileName": part.filename,
         "ContentType": part.content_type,
         "ContentID": part.content_id,
-        "Size": len(content),
-        "Checksums": {
-            "MD5": hashlib.md5(content, usedforsecurity=False).hexdigest(),
-            "SHA1": hashlib.sha1(content, usedforsecurity=False).hexdigest(),
-            "SHA256": hashlib.sha256(content).hexdigest(),
-        },
+        "Size": size,
+        "Checksums": {"MD5": md5, "SHA1": sha1, "SHA256": sha256},
     }
 
 
