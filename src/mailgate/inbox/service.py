@@ -570,13 +570,11 @@ _LOOP_PARSE_BOUNDARIES = 64
 
 
 def _parse_file(path: Path, staging: Staging | None) -> ParsedMessage:
-    """Parse a spooled message (in a worker thread) from its file mapped into memory:
-    the pages are the file's, read as the parse needs them, never a copy of it all."""
+    """Parse a spooled message (in a worker thread), its attachments decoded into the
+    files ``staging`` opens."""
+    sink = staging.sink if staging else None
     with path.open("rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return parse_message(b"")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return parse_message(mapped, attachment_sink=staging.sink if staging else None)
+        return _mapped(f, lambda source: parse_message(source, attachment_sink=sink))
 
 
 def _one_attachment(folder: Path, index: int) -> ParsedMessage:
@@ -587,10 +585,23 @@ def _one_attachment(folder: Path, index: int) -> ParsedMessage:
         return (folder / "attachment").open("wb") if i == index else _Discard()
 
     with (folder / "raw").open("rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return parse_message(b"")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return parse_message(mapped, attachment_sink=sink)
+        return _mapped(f, lambda source: parse_message(source, attachment_sink=sink))
+
+
+def _listed(file: BinaryIO) -> PartList:
+    """:func:`mime_parts` of the message in ``file`` without contents (in a worker
+    thread)."""
+    file.flush()
+    return _mapped(file, lambda source: mime_parts(source, contents=False))
+
+
+def _mapped(file: BinaryIO, parse: Callable[[bytes | mmap.mmap], T]) -> T:
+    """``parse`` of the message in ``file``, mapped into memory: its pages are the
+    file's, read as the parse needs them, never a copy of it all."""
+    if os.fstat(file.fileno()).st_size == 0:
+        return parse(b"")  # (an empty file cannot be mapped)
+    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return parse(mapped)
 
 
 class _Discard(io.BytesIO):
@@ -602,16 +613,6 @@ class _Discard(io.BytesIO):
         size = memoryview(data).nbytes
         self.seek(size, io.SEEK_CUR)
         return size
-
-
-def _listed(file: BinaryIO) -> PartList:
-    """:func:`mime_parts` of the message in ``file`` without contents, parsed (in a
-    worker thread) from the file mapped into memory."""
-    file.flush()
-    if os.fstat(file.fileno()).st_size == 0:
-        return mime_parts(b"", contents=False)
-    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        return mime_parts(mapped, contents=False)
 
 
 @dataclass(frozen=True, slots=True)

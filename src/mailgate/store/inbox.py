@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from mailgate.inbox.search import Term
 
 __all__ = ["BoxCount", "CapturedRecord", "InboxStore", "RawFile"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,16 +444,7 @@ def _copy_out(conn: Connection, capture_id: str, tenant: str, into: BinaryIO) ->
     in ``run_sync``'s greenlet, which may await). False when there is no such message."""
     driver = sqlite_driver(conn)
     if driver is not None:
-        row = driver.execute(_ROWID, (capture_id, tenant)).fetchone()
-        if row is None:
-            return False
-        try:
-            with driver.blobopen("inbox_raw", "raw", row[0], readonly=True) as blob:
-                while block := blob.read(_BLOCK):
-                    into.write(block)
-        except sqlite3.OperationalError:  # the row went while it was read
-            return False
-        return True
+        return _read_blob(driver, capture_id, tenant, lambda blob: _drain(blob, into)) is not None
     mine = inbox_raw.c.id == capture_id
     size = conn.execute(
         select(func.length(inbox_raw.c.raw)).join(inbox, inbox.c.id == inbox_raw.c.id)
@@ -479,14 +472,28 @@ def _head(conn: Connection, capture_id: str, tenant: str, size: int) -> bytes | 
             select(func.substr(inbox_raw.c.raw, 1, size)).join(inbox, inbox.c.id == inbox_raw.c.id)
             .where(inbox_raw.c.id == capture_id, inbox.c.tenant == tenant)
         ).scalar_one_or_none()  # fmt: skip
+    return _read_blob(driver, capture_id, tenant, lambda blob: blob.read(size))
+
+
+def _read_blob(
+    driver: sqlite3.Connection, capture_id: str, tenant: str, read: Callable[[sqlite3.Blob], T]
+) -> T | None:
+    """``read`` of the message's bytes by SQLite's blob I/O (in the database thread);
+    None when there is no such message, or it went while it was read."""
     row = driver.execute(_ROWID, (capture_id, tenant)).fetchone()
     if row is None:
         return None
     try:
         with driver.blobopen("inbox_raw", "raw", row[0], readonly=True) as blob:
-            return blob.read(size)
-    except sqlite3.OperationalError:  # the row went meanwhile
+            return read(blob)
+    except sqlite3.OperationalError:  # the row went while it was read
         return None
+
+
+def _drain(blob: sqlite3.Blob, into: BinaryIO) -> bool:
+    while block := blob.read(_BLOCK):
+        into.write(block)
+    return True
 
 
 _ROWID = (
