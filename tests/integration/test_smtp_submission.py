@@ -186,6 +186,20 @@ async def test_an_encoded_word_is_never_an_address(
         assert (await client.get("/messages")).json()["items"] == []
 
 
+@pytest.mark.parametrize(
+    "message",
+    [_message(extra=b"Subject: n\x00ul\r\n"), _message(body=b"a NUL \x00 in the body\r\n")],
+)
+async def test_a_nul_in_a_message_is_refused(gateway: Gateway, message: bytes) -> None:
+    """Text, 8-bit included (RFC 6152), holds no NUL; only BINARYMIME, which is not
+    offered, could carry one. It was relayed as it came, to a next hop that may cut
+    the message there."""
+    code, text = await asyncio.to_thread(_send, _address(gateway), message)
+    assert (code, text[:5]) == (550, b"5.6.0"), text
+    async with api(gateway) as client:
+        assert (await client.get("/messages")).json()["items"] == []
+
+
 async def test_a_from_field_past_a_thousand_others_is_counted(gateway: Gateway) -> None:
     """The parser keeps the first 1,000 header fields: a second From: after them was
     never seen by the check, and went out with the message."""

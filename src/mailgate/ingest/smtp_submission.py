@@ -9,7 +9,8 @@ The session rules (RFC 6409, as Postfix's submission service applies them):
   (``550 5.7.1``): an application can send only as itself.
 * DATA with a bare LF or CR is refused (``550 5.5.2``, as Postfix's
   ``smtpd_forbid_bare_newline``): a relay further on that ends DATA at ``LF.LF`` could
-  otherwise be handed a second, smuggled message.
+  otherwise be handed a second, smuggled message. So is one with a NUL (``550 5.6.0``):
+  text, even 8-bit (RFC 6152), has none, and a relay further on may cut it there.
 * The message is kept as sent, but for what a submission server adds (RFC 6409 §8): a
   ``Received:`` field on top, ``Message-ID:`` and ``Date:`` if missing, and no ``Bcc:``
   field (its recipients are in the envelope). It is committed to the queue before the
@@ -130,6 +131,8 @@ class SubmissionHandler(EnvelopeHooks):
         raw = envelope.original_content or b""
         if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
             return "550 5.5.2 Message refused: bare LF or CR in DATA (lines end in CRLF)"
+        if b"\0" in raw:  # RFC 5322 §2.3, RFC 6152: only BINARYMIME (not offered) has NUL
+            return "550 5.6.0 Message refused: a NUL octet in DATA (text only)"
         now = self.clock.now()
         message_id = new_id()
         try:
