@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import mmap
 import os
 import re
@@ -32,12 +31,13 @@ from mailgate.inbox.sorting import SortBy, box_for, clean_tags, message_id, tags
 from mailgate.inbox.wait import WaitFor, wait_for
 from mailgate.mime import ParsedAttachment, ParsedMessage, parse_message
 from mailgate.mime.parts import PartList, mime_parts
+from mailgate.mime.stream import Discard
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount, Pruned, RawFile
 from mailgate.store.schema import sanitize_json
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+    pass
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Download", "Inbox", "capture_event"]
 
@@ -582,7 +582,7 @@ def _one_attachment(folder: Path, index: int) -> ParsedMessage:
     ``folder/attachment`` and every other one into nothing."""
 
     def sink(i: int) -> BinaryIO:
-        return (folder / "attachment").open("wb") if i == index else _Discard()
+        return (folder / "attachment").open("wb") if i == index else Discard()
 
     with (folder / "raw").open("rb") as f:
         return _mapped(f, lambda source: parse_message(source, attachment_sink=sink))
@@ -602,17 +602,6 @@ def _mapped(file: BinaryIO, parse: Callable[[bytes | mmap.mmap], T]) -> T:
         return parse(b"")  # (an empty file cannot be mapped)
     with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         return parse(mapped)
-
-
-class _Discard(io.BytesIO):
-    """A file that keeps nothing, for the attachments a download does not want: it
-    seeks and truncates as a real one (a body that does not decode after all is written
-    again from its start; ``/dev/null`` cannot be truncated)."""
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        size = memoryview(data).nbytes
-        self.seek(size, io.SEEK_CUR)
-        return size
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ with a file name or a Content-ID (the file name falling back to the Content-ID),
 from __future__ import annotations
 
 import hashlib
-import io
 from collections import deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -32,7 +31,14 @@ from typing import TYPE_CHECKING
 
 from mailgate.mime.decode import decode_8bit, safe_filename
 from mailgate.mime.entity import Entity, Source, read_entity, split_multipart
-from mailgate.mime.stream import REFERENCE_SIZE, Output, decode_into, decoded, transfer_encoding
+from mailgate.mime.stream import (
+    REFERENCE_SIZE,
+    Discard,
+    Output,
+    decode_into,
+    decoded,
+    transfer_encoding,
+)
 from mailgate.mime.view import MimeView
 
 if TYPE_CHECKING:
@@ -212,17 +218,15 @@ def digests(content: bytes) -> tuple[int, str, str, str]:
     )
 
 
-class _Hashing(io.BytesIO):
-    """A file that keeps only the digests of what is written to it. A body that does
-    not decode after all is written again from its start (seek, truncate): the digests
-    start again with it."""
+class _Hashing(Discard):
+    """A file that keeps only the digests of what is written to it; a body written again
+    from its start (:meth:`Output.restart`) starts them again."""
 
     def __init__(self) -> None:
         super().__init__()
         self._reset()
 
     def _reset(self) -> None:
-        self._size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha1 = hashlib.sha1(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
@@ -230,23 +234,15 @@ class _Hashing(io.BytesIO):
     def write(self, data: ReadableBuffer, /) -> int:
         for hashed in (self._md5, self._sha1, self._sha256):
             hashed.update(data)
-        size = memoryview(data).nbytes
-        self._size += size
-        return size
-
-    def tell(self) -> int:
-        return self._size
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
-        return self._size
+        return super().write(data)
 
     def truncate(self, size: int | None = None, /) -> int:
         self._reset()
-        return 0
+        return super().truncate(size)
 
     def digests(self) -> tuple[int, str, str, str]:
         return (
-            self._size,
+            self.tell(),
             self._md5.hexdigest(),
             self._sha1.hexdigest(),
             self._sha256.hexdigest(),

@@ -27,10 +27,13 @@ from mailgate.mime.entity import Source
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from _typeshed import ReadableBuffer
+
 __all__ = [
     "BLOCK",
     "DECODED",
     "REFERENCE_SIZE",
+    "Discard",
     "Output",
     "decode_into",
     "decoded",
@@ -51,6 +54,18 @@ DECODED = frozenset({"base64", "quoted-printable", *_UU})
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _SKIPPED = bytes(sorted(set(range(256)) - set(_ALPHABET) - {ord("=")}))
 _EQUALS = ord("=")
+
+
+class Discard(io.BytesIO):
+    """A file that keeps nothing of what is written to it, for bodies decoded only to be
+    counted or hashed or not wanted at all. It seeks and truncates as a real one (a body
+    that does not decode after all is written again from its start, see
+    :meth:`Output.restart`; ``/dev/null`` cannot be truncated)."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        size = memoryview(data).nbytes
+        self.seek(size, io.SEEK_CUR)
+        return size
 
 
 class Output:
