@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
     case,
     delete,
@@ -276,11 +277,7 @@ class InboxStore:
                 raw = await conn.run_sync(_head, capture_id, tenant, head)
             else:
                 raw = (
-                    await conn.execute(
-                        select(inbox_raw.c.raw)
-                        .join(inbox, inbox.c.id == inbox_raw.c.id)
-                        .where(inbox.c.id == capture_id, inbox.c.tenant == tenant)
-                    )
+                    await conn.execute(_of_message(inbox_raw.c.raw, capture_id, tenant))
                 ).scalar_one_or_none()
         if raw is None:
             raise NotFound(f"no captured message {capture_id}")
@@ -447,9 +444,8 @@ def _copy_out(conn: Connection, capture_id: str, tenant: str, into: BinaryIO) ->
         return _read_blob(driver, capture_id, tenant, lambda blob: _drain(blob, into)) is not None
     mine = inbox_raw.c.id == capture_id
     size = conn.execute(
-        select(func.length(inbox_raw.c.raw)).join(inbox, inbox.c.id == inbox_raw.c.id)
-        .where(mine, inbox.c.tenant == tenant)
-    ).scalar_one_or_none()  # fmt: skip
+        _of_message(func.length(inbox_raw.c.raw), capture_id, tenant)
+    ).scalar_one_or_none()
     if size is None:
         return False
     for start in range(0, size, _BLOCK):  # bytea is stored uncompressed: see 0012
@@ -469,10 +465,18 @@ def _head(conn: Connection, capture_id: str, tenant: str, size: int) -> bytes | 
     driver = sqlite_driver(conn)
     if driver is None:
         return conn.execute(
-            select(func.substr(inbox_raw.c.raw, 1, size)).join(inbox, inbox.c.id == inbox_raw.c.id)
-            .where(inbox_raw.c.id == capture_id, inbox.c.tenant == tenant)
-        ).scalar_one_or_none()  # fmt: skip
+            _of_message(func.substr(inbox_raw.c.raw, 1, size), capture_id, tenant)
+        ).scalar_one_or_none()
     return _read_blob(driver, capture_id, tenant, lambda blob: blob.read(size))
+
+
+def _of_message(value: ColumnElement[Any], capture_id: str, tenant: str) -> Select[Any]:
+    """``value`` of a message's bytes (``inbox_raw``), when it is the tenant's."""
+    return (
+        select(value)
+        .join(inbox, inbox.c.id == inbox_raw.c.id)
+        .where(inbox_raw.c.id == capture_id, inbox.c.tenant == tenant)
+    )
 
 
 def _read_blob(
