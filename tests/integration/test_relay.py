@@ -235,6 +235,11 @@ async def test_cancel_list_and_errors(start_gateway: GatewayFactory) -> None:
             await client.get("/messages", params={"limit": 2, "cursor": page["next_cursor"]})
         ).json()
         assert [m["id"] for m in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+        for made_up in ("garbage", ids[0].upper(), ids[0] + "0"):  # not a page's: 422
+            bad = await client.get("/messages", params={"cursor": made_up})
+            assert bad.status_code == 422 and "cursor" in bad.text
+            bad = await client.get("/inbox", params={"cursor": made_up})
+            assert bad.status_code == 422 and "cursor" in bad.text
         only = (await client.get("/messages", params={"state": "cancelled"})).json()["items"]
         assert [m["id"] for m in only] == [ids[0]]
         again = await client.post(f"/messages/{ids[1]}/retry")  # already queued: a no-op

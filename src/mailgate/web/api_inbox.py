@@ -19,7 +19,7 @@ from mailgate.inbox.extract import MAX_PATTERN_CHARS
 from mailgate.inbox.sorting import MAX_TAGS
 from mailgate.inbox.wait import Since, WaitFor
 from mailgate.store import CapturedRecord
-from mailgate.web.deps import ServicesDep, TenantDep, require_token
+from mailgate.web.deps import CursorParam, ServicesDep, TenantDep, require_token
 from mailgate.web.downloads import download_headers, download_response
 from mailgate.web.rendering import encode, encode_item, json_response, page_response
 from mailgate.web.responses import ErrorOut, errors
@@ -85,7 +85,7 @@ async def list_inbox(
     q: SearchParam = None,
     inbox: InboxParam = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: CursorParam = None,
 ) -> Response:
     """Newest first; ``q`` searches (a plain word: subject, addresses, body)."""
     try:

@@ -14,7 +14,7 @@ from mailgate.ingest.submission import Rejected
 from mailgate.model import FailureClass, State
 from mailgate.services.messages import message_view
 from mailgate.store import MessageRecord
-from mailgate.web.deps import ServicesDep, TenantDep, require_token
+from mailgate.web.deps import CursorParam, ServicesDep, TenantDep, require_token
 from mailgate.web.rendering import encode, encode_item, json_response, page_response
 from mailgate.web.responses import errors
 
@@ -202,7 +202,7 @@ async def list_messages(
     tenant: TenantDep,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: CursorParam = None,
 ) -> Response:
     records, next_cursor = await services.messages.list(
         tenant, state=state, limit=limit, cursor=cursor

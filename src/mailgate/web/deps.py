@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Query
 from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
@@ -13,6 +13,7 @@ from mailgate.http_auth import basic_credentials
 from mailgate.web.services import Services
 
 __all__ = [
+    "CursorParam",
     "ServicesDep",
     "TenantDep",
     "admin_only",
@@ -88,6 +89,16 @@ def _is_admin(given: str, expected: SecretStr | None) -> bool:
 
 
 TenantDep = Annotated[str, Depends(require_token)]
+
+#: ``?cursor=``: a page's ``next_cursor`` (an id), or 422: a made-up one used to give the
+#: first page, as if the listing had started again
+CursorParam = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="the next_cursor of the page before",
+    ),
+]
 
 
 def admin_only(tenant: str, why: str) -> None:
