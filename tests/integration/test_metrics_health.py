@@ -22,7 +22,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 async def scrape(gw: Gateway, token: str | None = None) -> Samples:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=gw.http_url, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=gw.http_url, headers=headers, timeout=30) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -90,7 +90,7 @@ async def test_metrics_are_the_operators(start_gateway: GatewayFactory) -> None:
     messages elsewhere, so it gets no figures that cover every tenant."""
     async with start_gateway(api_token="admin-token-9") as gw:
         _, tenant_token = await TokenStore(gw.accounts.db, SystemClock()).create("acme", "t")
-        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
             assert (await client.get("/metrics")).status_code == 401
             bearer = {"Authorization": f"Bearer {tenant_token}"}
             assert (await client.get("/metrics", headers=bearer)).status_code == 403
@@ -99,7 +99,7 @@ async def test_metrics_are_the_operators(start_gateway: GatewayFactory) -> None:
 
 
 async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFactory) -> None:
-    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {
@@ -130,7 +130,10 @@ async def test_readyz_names_the_part_that_is_not_ready(start_gateway: GatewayFac
 
 
 async def test_readyz_in_dev_checks_the_smtp_server(start_gateway: GatewayFactory) -> None:
-    async with start_gateway(Mode.DEV) as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+    async with (
+        start_gateway(Mode.DEV) as gw,
+        httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client,
+    ):
         checks = (await client.get("/readyz")).json()["checks"]
         assert gw._smtp_server is not None and gw.smtp_address is not None
         await gw._smtp_server.stop(0)  # no longer listening; the rest still runs
@@ -152,7 +155,7 @@ async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_els
     async with start_gateway(**settings) as gw:
         assert gw.metrics_address is not None
         host, port = gw.metrics_address
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
             metrics = await client.get("/metrics")
             assert metrics.status_code == 200
             assert "mailgate_queue_depth" in metrics.text
@@ -162,7 +165,7 @@ async def test_a_separate_metrics_listener_needs_no_token_and_serves_nothing_els
                 assert (await client.get(path)).status_code == 404, path
             refused = await client.post("/metrics")
             assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
-        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
             assert (await client.get("/metrics")).status_code == 401  # the API still guards
 
 

@@ -52,7 +52,7 @@ async def test_readyz_is_503_naming_the_store_when_the_database_file_is_unreadab
     start_gateway: GatewayFactory, db_url: str, spoil: Callable[[Path], None]
 ) -> None:
     path = Path(db_url.removeprefix("sqlite:///"))
-    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
         assert (await client.get("/readyz")).json()["checks"]["store"] == "ok"
         spoil(path)
         not_ready = await client.get("/readyz")

@@ -286,7 +286,7 @@ async def test_token_auth(start_gateway: GatewayFactory) -> None:
             assert (
                 await client.get("/inbox", headers={"Authorization": "", "X-API-Token": "s3cret"})
             ).status_code == 200
-        async with httpx.AsyncClient(base_url=gw.http_url) as root:
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as root:
             assert (await root.get("/healthz")).status_code == 200  # health needs no token
             assert (await root.get("/openapi.json")).json()["components"]["schemas"]["MessageIn"]
 

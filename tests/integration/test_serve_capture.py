@@ -17,7 +17,7 @@ RAW = b"From: app@example.com\r\nTo: you@example.com\r\nSubject: served\r\n\r\nb
 
 
 async def _readiness(gw: Gateway) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=gw.http_url) as client:
+    async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
         checks: dict[str, Any] = (await client.get("/readyz")).json()["checks"]
         return checks
 

@@ -147,7 +147,7 @@ async def test_mailpits_route_and_mailgates_share_one_state(start_gateway: Gatew
     async with (
         start_gateway(Mode.DEV) as gw,
         api(gw) as client,
-        httpx.AsyncClient(base_url=f"{gw.http_url}/mailpit") as mp,
+        httpx.AsyncClient(base_url=f"{gw.http_url}/mailpit", timeout=30) as mp,
     ):
         put = await client.put(
             "/chaos", json={"rcpt": {"code": 550, "probability": 12.5}, "data": {"probability": 5}}
@@ -199,7 +199,7 @@ async def test_chaos_is_the_operators(start_gateway: GatewayFactory) -> None:
         _, tenant_token = await TokenStore(gw.accounts.db, SystemClock()).create("acme", "t")
         tenant = {"Authorization": f"Bearer {tenant_token}"}
         admin = {"Authorization": "Bearer admin-token-9"}
-        async with httpx.AsyncClient(base_url=gw.http_url) as client:
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
             assert (await client.get("/api/v1/chaos")).status_code == 401
             assert (await client.get("/api/v1/chaos", headers=tenant)).status_code == 403
             set_ = {"rcpt": {"probability": 5}}

@@ -549,7 +549,7 @@ async def test_submission_errors_have_the_documented_shapes(
 
 
 async def test_docs_reference_only_same_origin_assets(start_gateway: GatewayFactory) -> None:
-    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url) as client:
+    async with start_gateway() as gw, httpx.AsyncClient(base_url=gw.http_url, timeout=30) as client:
         page = await client.get("/docs")
         assert page.status_code == 200
         urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'""", page.text)
