@@ -121,15 +121,18 @@ async def test_a_submitted_message_is_queued_before_250_and_delivered_as_sent(
     assert f"id {message_id}" in parsed["Received"]
 
 
-async def test_a_message_id_is_added_when_missing_and_the_api_shows_it(
-    gateway: Gateway, upstream: Upstream
+@pytest.mark.parametrize("field", [b"", b"Message-ID:\r\n", b"Message-ID:  \r\n \r\n"])
+async def test_a_message_id_is_added_when_missing_or_blank(
+    gateway: Gateway, upstream: Upstream, field: bytes
 ) -> None:
-    raw = _message().replace(b"Message-ID: <m1@example.com>\r\n", b"")
+    raw = _message().replace(b"Message-ID: <m1@example.com>\r\n", field)
     code, text = await asyncio.to_thread(_send, _address(gateway), raw)
     assert code == 250, text
     await upstream.wait_for(1)
-    parsed = BytesParser(policy=default_policy).parsebytes(upstream.received[0].raw)
+    got = upstream.received[0].raw
+    parsed = BytesParser(policy=default_policy).parsebytes(got)
     assert parsed["Message-ID"].endswith("@mailgate.local>")
+    assert got.lower().count(b"message-id:") == 1  # the blank one is gone
 
 
 async def test_mail_before_auth_is_530_and_a_wrong_password_535(gateway: Gateway) -> None:

@@ -187,7 +187,8 @@ class SubmissionHandler(EnvelopeHooks):
                     f"550 5.7.1 Message refused: From: {address} is not a sender"
                     f" {user.username} may use"
                 )
-        header_id = _as_sent(fields, "message-id")
+        # A blank Message-ID: is none at all (RFC 5322 §3.6.4 needs an id): replaced
+        header_id = [v.strip() for v in _as_sent(fields, "message-id") if v.strip()]
         added_id = None if header_id else make_msgid(domain=self.hostname)
         stamp = _received(session, self.hostname, message_id, now)
         raw = prepare_submitted(raw, stamp, message_id=added_id, date=now)
@@ -196,7 +197,7 @@ class SubmissionHandler(EnvelopeHooks):
             sender=(_values(parsed.headers, "From") or from_values)[0],  # shown decoded
             to=tuple(envelope.rcpt_tos),
             subject=parsed.subject,
-            message_id=header_id[0].strip() if header_id else added_id or "",
+            message_id=header_id[0] if header_id else added_id or "",
             created_at=now,
             tenant=user.tenant,
             account=user.account,
@@ -215,9 +216,12 @@ def prepare_submitted(
     raw: bytes, received: str, *, message_id: str | None, date: datetime | None
 ) -> bytes:
     """``raw`` as the submission server passes it on: ``received`` on top, then a
-    ``Message-ID:`` (``message_id`` given: it was missing) and a ``Date:`` if there is
-    none; the header's ``Bcc:`` fields removed. The body is left byte for byte."""
-    kept, body, names = without_fields(raw, {b"bcc"})
+    ``Message-ID:`` (``message_id`` given: it was missing or blank, and a blank one is
+    removed) and a ``Date:`` if there is none; the header's ``Bcc:`` fields removed. The
+    body is left byte for byte."""
+    kept, body, names = without_fields(
+        raw, {b"bcc", b"message-id"} if message_id is not None else {b"bcc"}
+    )
     added = [received.encode("utf-8")]
     if message_id is not None:
         added.append(f"Message-ID: {message_id}".encode("ascii"))
