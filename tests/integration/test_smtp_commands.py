@@ -87,6 +87,27 @@ async def test_a_quoted_local_part_may_hold_spaces(start_gateway: GatewayFactory
     assert event["envelope"]["to"] == ['"a \\"b\\" c"@example.org']
 
 
+async def test_parameters_follow_the_path_after_white_space_whatever_the_path(
+    start_gateway: GatewayFactory,
+) -> None:
+    """RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``: a tab is taken as the space (as
+    Postfix does), and a parameter stuck to the path is a 501, for a plain path, a quoted
+    local part and the null path alike (the quoted one took both the other way round)."""
+    async with start_gateway(Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        paths = [b"<a@example.com>", b'<"a b"@example.com>', b"<>"]
+        chunks = [b"EHLO client.test\r\n"]
+        for path in paths:
+            chunks += [b"MAIL FROM:" + path + b"\tSIZE=10\r\nRSET\r\n"]
+            chunks += [b"MAIL FROM:" + path + b"SIZE=10\r\n"]
+        chunks += [b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>NOTIFY=NEVER\r\n"]
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, chunks)
+    assert [r[:3] for r in replies] == [
+        "220", "250", "250", "250", "501", "250", "250", "501", "250", "250", "501",
+        "250", "501",
+    ], replies  # fmt: skip
+
+
 async def test_a_path_with_a_control_character_or_bytes_not_utf8_is_refused(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import SMTP
 from mailgate.ingest.chunking import ChunkedBody, bdat_args
 from mailgate.ingest.smtp_data import MAX_DATA_LINE, DataEnd, DataReader, long_line
 from mailgate.ingest.smtp_session import Refusal
-from mailgate.ingest.smtp_syntax import mail_params, parse_path, split_command
+from mailgate.ingest.smtp_syntax import mail_params, parse_path, path_params, split_command
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,8 @@ def test_a_comment_after_a_path_is_malformed(arg: str) -> None:
     """RFC 5321 has no comments in a path or after it: the RFC 5322 parser, which reads
     quoted local parts, must not drop one (and a parameter inside it) unseen."""
     assert parse_path(arg) is None
-    assert parse_path('<"a b"@c.d> BODY=8BITMIME') == ('"a b"@c.d', "BODY=8BITMIME")
+    assert parse_path('<"a b"@c.d> BODY=8BITMIME') == ('"a b"@c.d', " BODY=8BITMIME")
+    assert parse_path('<"a b"@c.d>BODY=8BITMIME') == ('"a b"@c.d', "BODY=8BITMIME")
 
 
 @pytest.mark.parametrize(
@@ -334,3 +335,18 @@ def test_chunks_past_the_limit_are_read_but_not_kept() -> None:
 )  # fmt: skip
 def test_bdat_args(arg: str | None, expected: tuple[int, bool] | None) -> None:
     assert bdat_args(arg) == expected
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("", []),
+        (" size=1  body=8bitmime", ["SIZE=1", "BODY=8BITMIME"]),
+        ("\tSIZE=1\t SMTPUTF8 ", ["SIZE=1", "SMTPUTF8"]),
+        ("SIZE=1", None),  # stuck to the path
+        ("\x0bSIZE=1", None),  # a vertical tab is no space
+        (" SIZE=1\x0bBODY=7BIT", ["SIZE=1\x0bBODY=7BIT"]),  # one malformed parameter
+    ],
+)
+def test_path_params(rest: str, expected: list[str] | None) -> None:
+    assert path_params(rest) == expected

@@ -47,6 +47,7 @@ from mailgate.ingest.smtp_syntax import (
     is_xtext,
     mail_params,
     parse_path,
+    path_params,
     split_command,
     unbalanced,
 )
@@ -330,7 +331,11 @@ class SmtpConnection(SmtpAuth):
             self._refuse(Refusal.BAD_ADDRESS, "553 5.1.3 Error: malformed address")
             return None
         address, rest = parsed
-        return address, rest.upper().split(), syntax
+        params = path_params(rest)
+        if params is None:  # RFC 5321 §4.1.1.2: a space between
+            self._reply(syntax)
+            return None
+        return address, params, syntax
 
     def _mail_params(self, options: list[str], syntax: str) -> str | None:
         """The refusal of MAIL's parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531

@@ -19,6 +19,7 @@ __all__ = [
     "is_xtext",
     "mail_params",
     "parse_path",
+    "path_params",
     "split_command",
     "unbalanced",
 ]
@@ -55,7 +56,8 @@ _NOT_IN_A_PATH = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 def parse_path(arg: str) -> tuple[str, str] | None:
     """The address of a MAIL FROM or RCPT TO path (RFC 5321 §4.1.2) and the text after it
-    (its parameters): ``""`` for the null path ``<>``, None when it is malformed.
+    (its parameters, from the white space before them): ``""`` for the null path ``<>``,
+    None when it is malformed.
 
     A plain ``<local@domain>`` is matched with one regular expression; anything else
     (quoted local parts, source routes, address literals, non-ASCII, no brackets) goes to
@@ -79,9 +81,10 @@ def parse_path(arg: str) -> tuple[str, str] | None:
             address = spec.addr_spec
     except (HeaderParseError, IndexError):
         return None
-    if _NOT_IN_A_PATH.search(arg[: len(arg) - len(rest)].rstrip()):
-        return None  # (the parser takes white space after the path with it)
-    return (address, rest) if address else None
+    path = arg[: len(arg) - len(rest)].rstrip()  # (the parser takes white space after it)
+    if _NOT_IN_A_PATH.search(path):
+        return None
+    return (address, arg[len(path) :]) if address else None
 
 
 def mail_params(options: list[str]) -> dict[str, str | bool] | None:
@@ -111,12 +114,25 @@ def after_keyword(arg: str | None, keyword: str) -> str | None:
     return arg[len(keyword) :].strip()
 
 
+#: what separates a path and its parameters: spaces, a tab taken as one
+_BLANKS = re.compile("[ \t]+")
+
+
+def path_params(rest: str) -> list[str] | None:
+    """The parameters after a path (upper case; see :func:`parse_path`), or None when the
+    first does not follow the path after white space (``<a@b.c>SIZE=1``)."""
+    if rest[:1] not in ("", " ", "\t"):
+        return None
+    return [param for param in _BLANKS.split(rest.upper()) if param]
+
+
 def unbalanced(path: str) -> bool:
     """A path opened with ``<`` and not closed, or closed and not opened (the RFC 5322
     parser would take ``<a@example.com`` as an address). A bare address without brackets
     is let through, as most servers do. A quoted local part may hold spaces
-    (``<"a b"@example.com>``, RFC 5321 §4.1.2 ``qtextSMTP``)."""
-    first = path.split(" ", 1)[0]
+    (``<"a b"@example.com>``, RFC 5321 §4.1.2 ``qtextSMTP``). The path ends at white
+    space, a tab as a space."""
+    first = _BLANKS.split(path, maxsplit=1)[0]
     if '"' not in first or not first.startswith("<"):
         return first.startswith("<") != first.endswith(">")
     quoted = escaped = False
@@ -127,6 +143,6 @@ def unbalanced(path: str) -> bool:
             quoted = not quoted
         elif quoted:
             escaped = char == "\\"
-        elif char in "> ":
-            return char == " "
+        elif char in "> \t":
+            return char != ">"
     return True
