@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import io
 import mmap
 import quopri
 import random
@@ -26,7 +27,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailgate.mime import ParsedMessage, parse_message, parts, stream
-from mailgate.mime.parts import digests, mime_parts
+from mailgate.mime.parts import MimePart, PartList, digests, mime_parts, mime_parts_into
 from tests.unit import test_mailpit_compat, test_mime, test_parse_corpus, test_parse_limits
 
 DATA = Path(__file__).parent.parent / "data"
@@ -266,6 +267,41 @@ def test_parts_listed_without_contents_have_their_contents_digests(
         (p.part_id, p.filename, p.digests) for p in (*listed.inline, *listed.attachments)
     ] == expected
     assert all(p.content == b"" for p in (*listed.inline, *listed.attachments))
+
+
+@pytest.mark.parametrize("block", [3, stream.BLOCK])
+@pytest.mark.parametrize("raw", _ALIKE_IN_MEMORY)
+def test_one_part_decoded_into_a_file_is_its_contents_and_no_other_is_decoded(
+    raw: bytes, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mailpit's part download of a big message decodes the part it asks for into a
+    file, a block at a time, and no other: numbered as the parts decoded into memory,
+    the file holds the same bytes as the part's ``content``."""
+    monkeypatch.setattr(stream, "BLOCK", block)
+    full = mime_parts(raw)
+    monkeypatch.setattr(parts, "REFERENCE_SIZE", 0)  # every body a block at a time
+    for wanted in full.each():
+        decoded, asked, listed = _decoded_alone(raw, wanted.part_id)
+        assert decoded == wanted.content, wanted.part_id
+        assert asked == [p.part_id for p in full.each()]
+        assert [(p.part_id, p.filename, p.content_type) for p in listed.each()] == [
+            (p.part_id, p.filename, p.content_type) for p in full.each()
+        ]
+        assert all(p.content == b"" and p.digests is None for p in listed.each())
+
+
+def _decoded_alone(raw: bytes, part_id: str) -> tuple[bytes, list[str], PartList]:
+    """:func:`mime_parts_into` asked for ``part_id``: what it decoded into its file, the
+    parts it asked about, and its list."""
+    asked: list[str] = []
+    decoded = io.BytesIO()
+
+    def into(part: MimePart) -> BinaryIO | None:
+        asked.append(part.part_id)
+        return decoded if part.part_id == part_id else None
+
+    listed = mime_parts_into(raw, into)
+    return decoded.getvalue(), asked, listed
 
 
 def _email_package(cte: str, body: bytes) -> bytes:

@@ -23,11 +23,13 @@ with a file name or a Content-ID (the file name falling back to the Content-ID),
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from mailgate.mime.decode import decode_8bit, safe_filename
 from mailgate.mime.entity import Entity, Source, read_entity, split_multipart
@@ -44,7 +46,7 @@ from mailgate.mime.view import MimeView
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["MimePart", "PartList", "digests", "mime_parts"]
+__all__ = ["MimePart", "PartList", "digests", "mime_parts", "mime_parts_into"]
 
 MAX_DEPTH = 64  #: multipart levels walked, as ``mailgate.mime.parse``
 MAX_PARTS = 1000  #: parts numbered per message
@@ -57,9 +59,12 @@ class MimePart:
     disposition: str  #: "attachment", "inline" or "" (none)
     filename: str  #: the file name, else the Content-ID (Mailpit's ``FileName``)
     content_id: str
-    content: bytes  #: decoded (base64, quoted-printable); the source bytes otherwise
+    #: decoded (base64, quoted-printable); the source bytes otherwise; empty when listed
+    #: without contents or decoded into a file (:func:`mime_parts_into`)
+    content: bytes
     #: without contents (:func:`mime_parts`): the decoded size, and its MD5, SHA-1 and
     #: SHA-256 in hex, as Mailpit lists them; None with them (computed from ``content``)
+    #: and from :func:`mime_parts_into`
     digests: tuple[int, str, str, str] | None = None
 
 
@@ -72,15 +77,33 @@ class PartList:
 
     def find(self, part_id: str) -> MimePart | None:
         """The part Mailpit serves for ``part_id`` (inlines first, as it looks them up)."""
-        for part in (*self.inline, *self.attachments):
+        for part in self.each():
             if part.part_id == part_id:
                 return part
         return None
+
+    def each(self) -> tuple[MimePart, ...]:
+        """Every listed part once, in the order :meth:`find` looks them up (an inline
+        ``application/octet-stream`` part is both an attachment and an inline)."""
+        seen: dict[str, MimePart] = {}
+        for part in (*self.inline, *self.attachments):
+            seen.setdefault(part.part_id, part)
+        return tuple(seen.values())
+
+
+class _Body(enum.Enum):
+    """What becomes of each part's body while the parts are numbered."""
+
+    CONTENTS = enum.auto()  #: decoded into :attr:`MimePart.content`
+    DIGESTS = enum.auto()  #: decoded into :attr:`MimePart.digests`, a block at a time
+    NONE = enum.auto()  #: left in the source (:func:`mime_parts_into` decodes some)
 
 
 @dataclass(slots=True)
 class _Node:
     part: MimePart
+    entity: Entity
+    view: EmailMessage
     children: list[_Node] = field(default_factory=list)
     multipart: bool = False
 
@@ -91,18 +114,40 @@ def mime_parts(raw: Source, *, contents: bool = True) -> PartList:
     Without ``contents`` each part's body is decoded a block at a time into its digests
     (:attr:`MimePart.digests`), never held: what Mailpit's message view lists of a big
     message, which is then best an ``mmap`` of it."""
+    listed, _ = _listed(raw, _Body.CONTENTS if contents else _Body.DIGESTS)
+    return listed
+
+
+def mime_parts_into(raw: Source, into: Callable[[MimePart], BinaryIO | None]) -> PartList:
+    """:func:`mime_parts` numbered the same, with no part decoded (``content`` empty,
+    ``digests`` None) but those ``into`` gives a file for, each decoded into its file a
+    block at a time, the same bytes as its ``content``: one part of a big message
+    (Mailpit's part download, the UI's inline images), the message best an ``mmap``.
+    ``into`` is asked once per listed part (:meth:`PartList.each`); the files stay its."""
+    listed, nodes = _listed(raw, _Body.NONE)
+    for part in listed.each():
+        file = into(part)
+        if file is not None:
+            node = nodes[part.part_id]
+            _body_into(node.entity, node.view, file)
+    return listed
+
+
+def _listed(raw: Source, body: _Body) -> tuple[PartList, dict[str, _Node]]:
+    """The listed parts, and every numbered node by its part id."""
     counter = [0]
-    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True, contents=contents)
+    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True, body=body)
     if not root.multipart:
-        return _single(root.part)
+        return _single(root.part), {"0": root}
     nodes = _breadth_first(root)
     attachments = [n.part for n in nodes if _is_attachment(n)]
     inlines = [n.part for n in nodes if n.part.disposition == "inline" and not n.multipart]
     others = [n.part for n in nodes if _is_other(n)]
-    return PartList(
+    listed = PartList(
         attachments=tuple(p for p in attachments if p.filename),
         inline=tuple(p for p in (*inlines, *others) if p.filename),
     )
+    return listed, {n.part.part_id: n for n in nodes}
 
 
 def _single(part: MimePart) -> PartList:
@@ -136,7 +181,7 @@ def _breadth_first(root: _Node) -> list[_Node]:
 
 
 def _walk(
-    entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool, contents: bool
+    entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool, body: _Body
 ) -> _Node:
     view = _view(entity.mime)
     boundary = view.get_boundary()
@@ -145,8 +190,8 @@ def _walk(
         split = split_multipart(entity.source, boundary, entity.body_start, entity.end)
         parts = split[0] if split is not None else None
     if parts is None:
-        return _Node(_leaf(entity, view, part_id, contents))
-    node = _Node(_leaf(entity, view, part_id, contents), multipart=True)
+        return _Node(_leaf(entity, view, part_id, body), entity, view)
+    node = _Node(_leaf(entity, view, part_id, body), entity, view, multipart=True)
     for index, (start, end) in enumerate(parts, start=1):
         counter[0] += 1
         if counter[0] > MAX_PARTS:
@@ -159,7 +204,7 @@ def _walk(
                 depth=depth + 1,
                 counter=counter,
                 root=False,
-                contents=contents,
+                body=body,
             )
         )
     return node
@@ -175,7 +220,7 @@ def _view(mime: dict[str, str]) -> EmailMessage:
     return view
 
 
-def _leaf(entity: Entity, view: EmailMessage, part_id: str, contents: bool) -> MimePart:
+def _leaf(entity: Entity, view: EmailMessage, part_id: str, body: _Body) -> MimePart:
     cid = str(view.get("content-id", "") or "").strip().strip("<>").strip()
     disposition = view.get_content_disposition() or ""
     filename = safe_filename(view.get_filename()) or cid
@@ -185,8 +230,8 @@ def _leaf(entity: Entity, view: EmailMessage, part_id: str, contents: bool) -> M
         disposition=disposition,
         filename=filename,
         content_id=cid,
-        content=_decoded(entity, view) if contents else b"",
-        digests=None if contents else _digested(entity, view),
+        content=_decoded(entity, view) if body is _Body.CONTENTS else b"",
+        digests=_digested(entity, view) if body is _Body.DIGESTS else None,
     )
 
 
@@ -197,14 +242,20 @@ def _decoded(entity: Entity, view: EmailMessage) -> bytes:
 
 
 def _digested(entity: Entity, view: EmailMessage) -> tuple[int, str, str, str]:
-    """:func:`digests` of :func:`_decoded`, a big body decoded a block at a time into
-    the hashes (a small one, decoded in memory as the email package decodes it)."""
+    """:func:`digests` of :func:`_decoded`, never held (:func:`_body_into`)."""
+    sink = _Hashing()
+    _body_into(entity, view, sink)
+    return sink.digests()
+
+
+def _body_into(entity: Entity, view: EmailMessage, file: BinaryIO) -> None:
+    """Write :func:`_decoded` into ``file``: a big body decoded a block at a time, a
+    small one in memory as the email package decodes it."""
     start, end = entity.body_start, entity.end
     if view.get_content_maintype() == "multipart" or end - start <= REFERENCE_SIZE:
-        return digests(_decoded(entity, view))
-    sink = _Hashing()
-    decode_into(entity.source, start, end, transfer_encoding(view), Output(sink))
-    return sink.digests()
+        file.write(_decoded(entity, view))
+        return
+    decode_into(entity.source, start, end, transfer_encoding(view), Output(file))
 
 
 def digests(content: bytes) -> tuple[int, str, str, str]:
