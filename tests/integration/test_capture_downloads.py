@@ -1,6 +1,7 @@
-"""Downloads of a big captured message (issue 9): its attachments and its source go out
-through a file, copied from the store a block at a time, never whole in memory, on
-SQLite and PostgreSQL, from the REST API, the UI and Mailpit's API alike."""
+"""Downloads of a big captured message (issue 9): its attachments, its parts (Mailpit's
+part downloads, the UI's inline images) and its source go out through a file, copied
+from the store a block at a time, never whole in memory, on SQLite and PostgreSQL, from
+the REST API, the UI and Mailpit's API alike."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import contextlib
 import gc
 import hashlib
 import os
+import re
 import smtplib
 import threading
-import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from mailgate.app import Gateway, Mode
 from mailgate.mime.parts import mime_parts
 from tests.integration.conftest import api, fast_settings, fresh_postgres_database, send_raw
+from tests.integration.test_mailpit_api import html_part
 
 BIG = os.urandom(3 * 1024 * 1024)  # past the 1 MiB above which downloads use a file
 
@@ -36,6 +38,38 @@ def _message(attachment: bytes) -> bytes:
     msg.add_attachment(attachment, maintype="application", subtype="octet-stream",
                        filename="big.bin")  # fmt: skip
     return msg.as_bytes(policy=policy.SMTP)
+
+
+def _inline_message(image: bytes, spacer: bytes = b"GIF89a spacer") -> bytes:
+    """Text and HTML, the HTML's images related to it (Mailpit's ``Inline``): ``image``
+    with a file name (part 1.2.2), ``spacer`` with a Content-ID alone and no disposition
+    (1.2.3, not an attachment); then an attachment (2)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", "b@example.com", "inline"
+    msg.set_content("see the logo")
+    msg.add_alternative(
+        '<p>logo <img src="cid:logo"> <img src="cid:spacer"> and again'
+        ' <img src="cid:logo"> <img src="cid:nowhere"></p>',
+        subtype="html",
+    )
+    html = html_part(msg)
+    html.add_related(
+        image,
+        maintype="image",
+        subtype="png",
+        cid="<logo>",
+        disposition="inline",
+        filename="logo.png",
+    )
+    html.add_related(spacer, maintype="image", subtype="gif", cid="<spacer>")
+    msg.add_attachment(b"small one", maintype="text", subtype="plain", filename="a.txt")
+    return msg.as_bytes(policy=policy.SMTP)  # fmt: skip
+
+
+def _data_uris(html: str) -> list[tuple[str, bytes]]:
+    """The ``data:`` URIs in ``html``: their media types and decoded bytes."""
+    found = re.findall(r"data:([^;]+);base64,([A-Za-z0-9+/=]*)", html)
+    return [(media_type, base64.b64decode(data)) for media_type, data in found]
 
 
 def _send(address: tuple[str, int], raw: bytes) -> None:
@@ -133,41 +167,151 @@ def _anon() -> int:
     raise AssertionError("no RssAnon")
 
 
-async def test_a_big_message_s_parts_are_decoded_for_one_reader_at_a_time(
+async def test_a_big_message_s_parts_download_exactly_numbered_as_a_small_one_s(db: str) -> None:
+    """Mailpit's part and thumbnail downloads and the UI's inline images of a big message
+    come from files now: the bytes, the part ids, the headers and the 404s are those of
+    the parse in memory (what a small message still gets)."""
+    image = os.urandom(3 * 1024 * 1024)
+    raw = _inline_message(image)
+    expected = mime_parts(raw)  # the numbering and the contents of the in-memory parse
+    async with Gateway(fast_settings(db), mode=Mode.DEV) as gw, api(gw) as client:
+        await send_raw(gw, raw)
+        await send_raw(gw, _inline_message(b"small logo"))
+        small, big = [m["id"] for m in (await client.get("/inbox")).json()["items"]]
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as web:
+            listed = {}
+            for mid in (small, big):
+                view = (await web.get(f"/mailpit/api/v1/message/{mid}")).json()
+                listed[mid] = [p["PartID"] for p in (*view["Inline"], *view["Attachments"])]
+            assert listed[big] == listed[small] == ["1.2.2", "1.2.3", "2"]
+            assert [p.part_id for p in expected.each()] == listed[big]
+            for part in expected.each():
+                got = await web.get(f"/mailpit/api/v1/message/{big}/part/{part.part_id}")
+                assert got.status_code == 200 and got.content == part.content, part.part_id
+                assert got.headers["content-length"] == str(len(part.content))
+                assert got.headers["x-content-type-options"] == "nosniff"
+                assert got.headers["content-security-policy"] == "sandbox; default-src 'none'"
+            logo = await web.get(f"/mailpit/api/v1/message/{big}/part/1.2.2")
+            assert logo.content == image and logo.headers["content-type"] == "image/png"
+            assert logo.headers["content-disposition"] == 'filename="logo.png"'
+            text = await web.get(f"/mailpit/api/v1/message/{big}/part/2")
+            assert text.headers["content-type"] == "text/plain; charset=utf-8"
+            for part_id, content in (("1.2.2", image), ("1.2.3", b"GIF89a spacer")):
+                thumb = await web.get(f"/mailpit/api/v1/message/{big}/part/{part_id}/thumb")
+                assert (thumb.status_code, thumb.content) == (200, content), part_id
+                assert thumb.headers["content-security-policy"] == "sandbox"
+            not_image = await web.get(f"/mailpit/api/v1/message/{big}/part/2/thumb")
+            assert not_image.status_code == 400
+            for part_id in ("9", "1.1", "1.2", "0", "1.2.2.1"):  # none, or not listed
+                for mid in (small, big):
+                    for suffix in ("", "/thumb"):
+                        path = f"/mailpit/api/v1/message/{mid}/part/{part_id}{suffix}"
+                        missing = await web.get(path)
+                        assert (missing.status_code, missing.text) == (404, "404 page not found")
+            frame = await web.get(f"/inbox/{big}/html")
+            assert frame.status_code == 200
+            assert frame.headers["content-type"] == "text/html; charset=utf-8"
+            assert frame.headers["content-security-policy"].startswith("sandbox;")
+            assert frame.headers["x-content-type-options"] == "nosniff"
+            assert _data_uris(frame.text) == [
+                ("image/png", image), ("image/gif", b"GIF89a spacer"), ("image/png", image)
+            ]  # fmt: skip
+            assert '<img src="cid:nowhere">' in frame.text
+            small_frame = await web.get(f"/inbox/{small}/html")
+            assert _data_uris(small_frame.text) == [
+                ("image/png", b"small logo"), ("image/gif", b"GIF89a spacer"),
+                ("image/png", b"small logo"),
+            ]  # fmt: skip
+            streamed = frame.headers.keys() - {"transfer-encoding"}  # (no length ahead)
+            assert streamed == small_frame.headers.keys() - {"content-length"}
+            assert small_frame.headers["content-type"] == frame.headers["content-type"]
+
+
+async def test_a_big_part_is_never_whole_in_memory(db: str) -> None:
+    """Mailpit's download of a 48 MiB inline image, and the UI's page inlining it, read
+    the whole message and decoded every part in memory (one reader at a time). Now the
+    message is copied into a file and parsed from there, the image decoded into a file
+    of its own and sent a block at a time (the UI's in base64, a block at a time)."""
+    size = 48 * 1024 * 1024
+    image = os.urandom(size)
+    settings = fast_settings(db, smtp={"max_message_size": 0})
+    async with Gateway(settings, mode=Mode.DEV) as gw, api(gw) as client:
+        assert gw.smtp_address is not None
+        await asyncio.to_thread(_send, gw.smtp_address, _inline_message(image))
+        [item] = (await client.get("/inbox")).json()["items"]
+        mid = item["id"]
+        frame = _frame_digest((await gw.inbox.get(mid, "default")).html or "", image)
+        paths = {
+            f"/mailpit/api/v1/message/{mid}/part/1.2.2": (hashlib.sha256(image).hexdigest(), size),
+            f"/inbox/{mid}/html": frame,
+        }
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=60) as web:
+            await _digest(web, f"/mailpit/api/v1/message/{mid}/part/1.2.3")  # warm-up
+            for path, expected in paths.items():
+                with _AnonPeak() as peak:
+                    got = await _digest(web, path)
+                assert got == expected, path
+                assert peak.grown < size // 4, f"{path}: grew {peak.grown / 2**20:.1f} MiB"
+
+
+def _frame_digest(html: str, image: bytes) -> tuple[str, int]:
+    """The SHA-256 and the length of the UI's page of :func:`_inline_message`: ``html``
+    with its ``cid:`` images as ``data:`` URIs (as they were inlined in memory)."""
+    uris = {
+        "cid:logo": b"data:image/png;base64," + base64.b64encode(image),
+        "cid:spacer": b"data:image/gif;base64," + base64.b64encode(b"GIF89a spacer"),
+    }
+    sha, length = hashlib.sha256(), 0
+    for piece in re.split(r"(cid:logo|cid:spacer)", html):
+        encoded = uris.get(piece) or piece.encode()
+        sha.update(encoded)
+        length += len(encoded)
+    return sha.hexdigest(), length
+
+
+async def _digest(web: httpx.AsyncClient, path: str) -> tuple[str, int]:
+    """The SHA-256 and the length of what ``path`` answers, read as it comes."""
+    sha, length = hashlib.sha256(), 0
+    async with web.stream("GET", path) as response:
+        assert response.status_code == 200, path
+        async for block in response.aiter_bytes():
+            sha.update(block)
+            length += len(block)
+    return sha.hexdigest(), length
+
+
+async def test_readers_of_a_big_message_s_parts_never_decode_it_in_memory(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A part of a big message (Mailpit's part download, the UI's inline images) is read
-    by parsing the whole message in memory: four readers at once held four copies. They
-    now take turns; a small message's readers do not."""
+    """A part of a big message (Mailpit's part download, the UI's inline images) was
+    read by parsing the whole message in memory, for one reader at a time. Readers now
+    go at once, each decoding the part it wants from a file; a small message's parts
+    are still decoded in memory."""
     from mailgate.inbox import service
 
-    running, most = 0, 0
+    in_memory = 0
 
     def counted(raw: bytes, **options: Any) -> Any:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        time.sleep(0.2)  # long enough for the others to start, if they may
-        running -= 1
+        nonlocal in_memory
+        in_memory += options.get("contents", True)
         return mime_parts(raw, **options)
 
     monkeypatch.setattr(service, "mime_parts", counted)
-    settings = fast_settings(db_url, smtp={"max_message_size": 0})
-    async with Gateway(settings, mode=Mode.DEV) as gw, api(gw) as client:
-        await send_raw(gw, _message(BIG))
-        await send_raw(gw, _message(b"small"))
-        big, small = [m["id"] for m in reversed((await client.get("/inbox")).json()["items"])]
-        async with httpx.AsyncClient(base_url=f"{gw.http_url}/mailpit", timeout=30) as mailpit:
-            got = await asyncio.gather(
-                *(mailpit.get(f"/api/v1/message/{big}/part/3") for _ in range(4))
-            )
-            assert [g.content == BIG for g in got] == [True] * 4
-            assert most == 1
-            most = 0
-            await asyncio.gather(
-                *(mailpit.get(f"/api/v1/message/{small}/part/3") for _ in range(4))
-            )
-            assert most > 1
+    image = os.urandom(3 * 1024 * 1024)
+    async with Gateway(fast_settings(db_url), mode=Mode.DEV) as gw, api(gw) as client:
+        await send_raw(gw, _inline_message(image))
+        await send_raw(gw, _inline_message(b"small logo"))
+        small, big = [m["id"] for m in (await client.get("/inbox")).json()["items"]]
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as web:
+            paths = [f"/mailpit/api/v1/message/{big}/part/1.2.2"] * 3
+            paths += [f"/mailpit/api/v1/message/{big}/part/1.2.2/thumb", f"/inbox/{big}/html"]
+            got = await asyncio.gather(*(web.get(path) for path in paths))
+            assert [g.content == image for g in got[:4]] == [True] * 4
+            assert _data_uris(got[4].text)[0] == ("image/png", image)
+            assert in_memory == 0
+            await web.get(f"/mailpit/api/v1/message/{small}/part/1.2.2")
+            await web.get(f"/inbox/{small}/html")
+            assert in_memory == 2
 
 
 async def test_mailpit_s_view_of_a_big_message_never_holds_it(db_url: str) -> None:
@@ -180,9 +324,9 @@ async def test_mailpit_s_view_of_a_big_message_never_holds_it(db_url: str) -> No
     async with Gateway(settings, mode=Mode.DEV) as gw, api(gw) as client:
         await send_raw(gw, _message(attachment))
         [item] = (await client.get("/inbox")).json()["items"]
-        await gw.inbox.parts(item["id"], "default", contents=False)  # warm-up
+        await gw.inbox.parts(item["id"], "default")  # warm-up
         with _AnonPeak() as peak:
-            listed = await gw.inbox.parts(item["id"], "default", contents=False)
+            listed = await gw.inbox.parts(item["id"], "default")
         async with httpx.AsyncClient(base_url=f"{gw.http_url}/mailpit", timeout=30) as mailpit:
             view = (await mailpit.get(f"/api/v1/message/{item['id']}")).json()
     big = listed.find("3")
@@ -274,9 +418,15 @@ async def test_big_downloads_copy_two_at_a_time(
     async with Gateway(fast_settings(db_url), mode=Mode.DEV) as gw, api(gw) as client:
         await send_raw(gw, _message(BIG))
         [item] = (await client.get("/inbox")).json()["items"]
-        paths = [f"/inbox/{item['id']}/attachments/1", f"/inbox/{item['id']}/raw"] * 3
-        got = await asyncio.gather(*(client.get(path) for path in paths))
-    assert [g.status_code for g in got] == [200] * 6 and got[0].content == BIG
+        paths = [
+            f"/inbox/{item['id']}/attachments/1",
+            f"/inbox/{item['id']}/raw",
+            f"/mailpit/api/v1/message/{item['id']}/part/3",
+        ] * 3
+        async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as web:
+            got = await asyncio.gather(*(web.get(path) for path in paths))
+    assert [g.status_code for g in got] == [200] * 9 and got[0].content == BIG
+    assert got[2].content == BIG
     assert most == 2
 
 

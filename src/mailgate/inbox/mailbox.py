@@ -107,13 +107,19 @@ class Mailbox:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
         return await self.inbox.raw_download(capture_id, tenant)
 
-    async def parts(
-        self, capture_id: str, tenant: str, box: str | None, *, contents: bool = True
-    ) -> PartList:
+    async def parts(self, capture_id: str, tenant: str, box: str | None) -> PartList:
         """The message's attachments and inline parts (:meth:`Inbox.parts`)."""
         if box is not None:
             await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
-        return await self.inbox.parts(capture_id, tenant, contents=contents)
+        return await self.inbox.parts(capture_id, tenant)
+
+    async def part_download(
+        self, capture_id: str, tenant: str, box: str | None, part_id: str
+    ) -> Download:
+        """One part's decoded bytes for a download (:meth:`Inbox.part_download`)."""
+        if box is not None:
+            await self.inbox.get(capture_id, tenant, box=box)  # NotFound outside the box
+        return await self.inbox.part_download(capture_id, part_id, tenant)
 
     async def set_read(
         self,

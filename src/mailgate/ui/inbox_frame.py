@@ -8,20 +8,24 @@ whatever the embedding page says) and shown in an ``<iframe sandbox>`` without
 its own. Nothing but inline styles and ``data:`` images load, so a tracking pixel
 learns nothing until the user asks for remote images (:func:`frame_headers` with
 ``remote``). ``cid:`` images (RFC 2392) become ``data:`` URIs of their parts: a
-request from the sandboxed frame's opaque origin carries no session cookie.
+request from the sandboxed frame's opaque origin carries no session cookie. A big
+message's parts come from files (:meth:`Inbox.part_downloads`), encoded a block at a
+time as the page is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from mailgate.inbox.events import EventKind, Subscription
-from mailgate.mime.parts import PartList
+from mailgate.inbox.service import Download
+from mailgate.mime.parts import MimePart
 from mailgate.ui.live import MIN_GAP, sse_event
 
-__all__ = ["frame_headers", "inline_images", "woken_stream"]
+__all__ = ["frame_headers", "inline_images", "referenced", "woken_stream"]
 
 #: the frame's policy; ``cid:`` is there for a client that resolves it itself
 _FRAME_CSP = (
@@ -42,15 +46,49 @@ def frame_headers(*, remote: bool) -> dict[str, str]:
     }
 
 
-def inline_images(html: str, parts: PartList, media_type: Callable[[str], str]) -> str:
-    """``html`` with each ``cid:`` reference to one of its parts as a ``data:`` URI;
+#: octets of a part read and encoded at a time (a multiple of 3: no padding between)
+_BLOCK = 3 * 256 * 1024
+
+
+def referenced(html: str) -> Callable[[MimePart], bool]:
+    """Whether ``html`` refers to a part by its Content-ID (the parts to inline)."""
+    return lambda part: bool(part.content_id) and f"cid:{part.content_id}" in html
+
+
+def inline_images(
+    html: str, images: Sequence[tuple[MimePart, Download]], media_type: Callable[[str], str]
+) -> Iterator[bytes]:
+    """``html`` in UTF-8 with each ``cid:`` reference to one of ``images`` as a
+    ``data:`` URI (the first of the parts with that Content-ID), a block at a time;
     ``media_type`` makes a part's declared type safe to write into an attribute."""
-    for part in (*parts.inline, *parts.attachments):
-        if part.content_id and f"cid:{part.content_id}" in html:
-            data = base64.b64encode(part.content).decode("ascii")
-            uri = f"data:{media_type(part.content_type)};base64,{data}"
-            html = html.replace(f"cid:{part.content_id}", uri)
-    return html
+    by_cid: dict[str, tuple[MimePart, Download]] = {}
+    for part, download in images:
+        if part.content_id:
+            by_cid.setdefault(part.content_id, (part, download))
+    if not by_cid:
+        yield html.encode()
+        return
+    # in the parts' order: of "cid:a" and "cid:ab", the first listed is replaced first
+    pattern = re.compile("|".join(re.escape(f"cid:{cid}") for cid in by_cid))
+    pos = 0
+    for match in pattern.finditer(html):
+        part, download = by_cid[match.group().removeprefix("cid:")]
+        yield html[pos : match.start()].encode()
+        yield f"data:{media_type(part.content_type)};base64,".encode()
+        yield from _base64(download)
+        pos = match.end()
+    yield html[pos:].encode()
+
+
+def _base64(download: Download) -> Iterator[bytes]:
+    """A part's bytes in base64, from its file a block at a time (from its start each
+    time: a part may be referred to more than once)."""
+    if download.file is None:
+        yield base64.b64encode(download.content)
+        return
+    download.file.seek(0)
+    while block := download.file.read(_BLOCK):
+        yield base64.b64encode(block)
 
 
 async def woken_stream(

@@ -14,6 +14,7 @@ history entry or a page cached by a GET) and only on the message page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -26,10 +27,12 @@ from mailgate.deliver.ssrf import NetGuard
 from mailgate.errors import InvalidInput, NotFound
 from mailgate.inbox.mailbox import Mailbox, search_terms
 from mailgate.inbox.release import ReleaseRefused
+from mailgate.inbox.service import Download
+from mailgate.mime.parts import MimePart
 from mailgate.store import CapturedRecord
 from mailgate.ui.context import UiSession, render, ui_context
 from mailgate.ui.guard import UiSessionDep, form_fields, ui_guard
-from mailgate.ui.inbox_frame import frame_headers, inline_images, woken_stream
+from mailgate.ui.inbox_frame import frame_headers, inline_images, referenced, woken_stream
 
 if TYPE_CHECKING:  # mailgate.web imports this package
     from mailgate.web.api_mailpit import MailpitOptions
@@ -294,16 +297,23 @@ async def message(
 
 @router.get("/inbox/{capture_id}/html")
 async def message_html(capture_id: str, request: Request, remote: bool = False) -> Response:
-    """The HTML part for the sandboxed iframe (see :mod:`mailgate.ui.inbox_frame`)."""
+    """The HTML part for the sandboxed iframe (see :mod:`mailgate.ui.inbox_frame`), its
+    ``cid:`` images inlined; a big message's read from their files as it is sent."""
     services = _services(request)
     record = await services.inbox.get(capture_id, TENANT)
-    parts = await Mailbox.of(services.inbox).parts(capture_id, TENANT, None)
+    html = record.html or ""
+    images: Sequence[tuple[MimePart, Download]] = ()
+    if "cid:" in html:
+        images = await services.inbox.part_downloads(capture_id, TENANT, referenced(html))
     downloads, _, _ = _web()
-    html = inline_images(record.html or "", parts, downloads.safe_media_type)
+    page = inline_images(html, images, downloads.safe_media_type)
     request.state.ui_page = False  # its own headers: the UI's forbid framing it
-    return Response(
-        html, media_type="text/html; charset=utf-8", headers=frame_headers(remote=remote)
-    )
+    headers = {**frame_headers(remote=remote), "Content-Type": "text/html; charset=utf-8"}
+    files = [d.file for _, d in images if d.file is not None]
+    if not files:
+        return Response(b"".join(page), headers=headers)
+    response: Response = downloads.stream_response(page, files, headers)
+    return response
 
 
 @router.get("/inbox/{capture_id}/attachments/{index}")

@@ -288,7 +288,7 @@ async def get_message(capture_id: str, request: Request, ctx: CtxDep) -> Respons
     """The message (``latest`` allowed); marks it read."""
     capture_id = await ctx.resolve(capture_id, request)
     record = await ctx.mailbox.get(capture_id, ctx.tenant, ctx.box, mark_read=True)
-    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box, contents=False)
+    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)
     return JSONResponse(message_json(record, parts))
 
 
@@ -312,22 +312,19 @@ async def get_raw(capture_id: str, request: Request, ctx: CtxDep) -> Response:
 
 @router.get("/api/v1/message/{capture_id}/part/{part_id}")
 async def get_part(capture_id: str, part_id: str, request: Request, ctx: CtxDep) -> Response:
-    """The part's decoded bytes, with its own content type. Never run on this origin:
-    ``nosniff`` and a ``sandbox`` CSP, whatever the type."""
+    """The part's decoded bytes, with its own content type (a big message's through a
+    file, :meth:`Inbox.part_downloads`). Never run on this origin: ``nosniff`` and a
+    ``sandbox`` CSP, whatever the type."""
     capture_id = await ctx.resolve(capture_id, request)
-    part = (await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)).find(part_id)
-    if part is None:
-        raise NotFound(_NOT_FOUND)
-    name = re.sub(r'["\\\r\n]', "_", part.filename)
-    return Response(
-        part.content,
-        media_type=part.content_type or "application/octet-stream",
-        headers={
-            "Content-Disposition": f'filename="{name}"',
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-        },
-    )
+    part = await ctx.mailbox.part_download(capture_id, ctx.tenant, ctx.box, part_id)
+    name = re.sub(r'["\\\r\n]', "_", part.filename or "")
+    headers = {
+        "Content-Type": _typed(part.content_type or "application/octet-stream"),
+        "Content-Disposition": f'filename="{name}"',
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+    }
+    return download_response(part, headers)
 
 
 @router.get("/api/v1/message/{capture_id}/part/{part_id}/thumb")
@@ -335,13 +332,24 @@ async def get_thumbnail(capture_id: str, part_id: str, request: Request, ctx: Ct
     """An image part itself, not scaled (Mailpit makes a 180x120 JPEG); 400 for a part
     that is not an image."""
     capture_id = await ctx.resolve(capture_id, request)
-    part = (await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)).find(part_id)
-    if part is None:
-        raise NotFound(_NOT_FOUND)
+    part = await ctx.mailbox.part_download(capture_id, ctx.tenant, ctx.box, part_id)
     if not part.content_type.startswith("image/"):
+        part.close()
         raise InvalidInput(f"part {part_id} is not an image ({part.content_type})")
-    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-    return Response(part.content, media_type=part.content_type, headers=headers)
+    headers = {
+        "Content-Type": part.content_type,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
+    return download_response(part, headers)
+
+
+def _typed(media_type: str) -> str:
+    """``media_type`` as Starlette's ``Response`` names it (a text type with its UTF-8
+    charset), as a part was served before it could come from a file."""
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        return f"{media_type}; charset=utf-8"
+    return media_type
 
 
 @router.get("/api/v1/message/{capture_id}/link-check")
@@ -552,10 +560,10 @@ async def view_html(capture_id: str, request: Request, ctx: CtxDep) -> Response:
     record = await ctx.mailbox.get(capture_id, ctx.tenant, ctx.box)
     if not record.html:
         raise NotFound(_NOT_FOUND)
-    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)
     base = request.scope.get("root_path", "") + (f"/{ctx.box}" if ctx.box else "")
     html = record.html
-    for part in (*parts.inline, *parts.attachments):
+    parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box) if "cid:" in html else None
+    for part in parts.each() if parts is not None else ():
         if part.content_id:
             url = f"{base}/api/v1/message/{capture_id}/part/{part.part_id}"
             html = html.replace(f"cid:{part.content_id}", url)

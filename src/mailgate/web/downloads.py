@@ -14,7 +14,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
@@ -24,7 +24,13 @@ from starlette.types import Receive, Scope, Send
 if TYPE_CHECKING:
     from mailgate.inbox.service import Download
 
-__all__ = ["download_headers", "download_response", "safe_filename", "safe_media_type"]
+__all__ = [
+    "download_headers",
+    "download_response",
+    "safe_filename",
+    "safe_media_type",
+    "stream_response",
+]
 
 #: RFC 6838 §4.2 type/subtype names; anything else goes out as octet-stream.
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -51,24 +57,35 @@ def download_response(download: Download, headers: dict[str, str]) -> Response:
     if download.file is None:
         return Response(download.content, headers=headers)
     sized = {**headers, "content-length": str(download.size)}
-    return _FileResponse(download.file, headers=sized)
+    return stream_response(_blocks(download.file), [download.file], sized)
+
+
+def stream_response(
+    blocks: Iterator[bytes], files: Sequence[BinaryIO], headers: dict[str, str]
+) -> Response:
+    """``blocks`` sent as they come (made in Starlette's thread pool), ``files`` (what
+    they are read from) closed when sent."""
+    return _FileResponse(blocks, files, headers=headers)
 
 
 class _FileResponse(StreamingResponse):
-    """An open file sent a block at a time, closed once the response is done, or the
-    client gone: Starlette stops the stream without closing its iterator, so a file
-    closed by the iterator stayed open (its disk space held: its name is gone) until
-    the garbage collector came by."""
+    """Blocks read from open files, sent as they come, the files closed once the
+    response is done, or the client gone: Starlette stops the stream without closing
+    its iterator, so a file closed by the iterator stayed open (its disk space held: its
+    name is gone) until the garbage collector came by."""
 
-    def __init__(self, file: BinaryIO, headers: dict[str, str]) -> None:
-        self._file = file
-        super().__init__(_blocks(file), headers=headers)
+    def __init__(
+        self, blocks: Iterator[bytes], files: Sequence[BinaryIO], headers: dict[str, str]
+    ) -> None:
+        self._files = files
+        super().__init__(blocks, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._file.close()
+            for file in self._files:
+                file.close()
 
 
 def _blocks(file: BinaryIO) -> Iterator[bytes]:
