@@ -53,12 +53,14 @@ def _message(mib: int) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
-def start_dev(src: Path, mode: str, db: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_dev(
+    src: Path, mode: str, db: str | None, ports: tuple[int, int] | None = None
+) -> tuple[subprocess.Popen[bytes], int, int]:
     """`mailgate dev` from ``src`` in attachment storage ``mode``, on ``db`` or a new
     SQLite file, with no message size limit, once it answers on SMTP: the process (in a
-    session of its own), its SMTP port, its HTTP port."""
+    session of its own), its SMTP port, its HTTP port (``ports``, else free ones)."""
     work = Path(tempfile.mkdtemp(prefix="mailgate-bench-"))
-    smtp, http = _free_port(), _free_port()
+    smtp, http = ports or (_free_port(), _free_port())
     env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
                MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
                MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE=mode,
