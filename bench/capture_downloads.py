@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import smtplib
 import threading
 import time
@@ -31,7 +30,7 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from capture_memory import _anon_mib, _message, start_dev
+from capture_memory import _anon_mib, _message, running_dev
 
 
 def _inline_message(mib: int) -> bytes:
@@ -65,8 +64,7 @@ def measure(
     db: str | None,
     ports: tuple[int, int] | None,
 ) -> None:
-    server, smtp, http = start_dev(src, mode, db, ports)
-    try:
+    with running_dev(src, mode, db, ports) as (server, smtp, http):
         with smtplib.SMTP("127.0.0.1", smtp, timeout=300) as client:
             client.sendmail("a@example.com", ["b@example.com"], raw)
         base = f"http://127.0.0.1:{http}"
@@ -77,9 +75,6 @@ def measure(
         for n in parallel:
             figures = _downloads(server.pid, url, n)
             print(f"{case:10} {mode:8}  {n} at once: {figures}", flush=True)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
 
 
 def _downloads(pid: int, url: str, n: int) -> str:

@@ -16,6 +16,7 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import smtplib
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -53,13 +55,26 @@ def _message(mib: int) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
-def start_dev(
+@contextlib.contextmanager
+def running_dev(
     src: Path, mode: str, db: str | None, ports: tuple[int, int] | None = None
-) -> tuple[subprocess.Popen[bytes], int, int]:
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     """`mailgate dev` from ``src`` in attachment storage ``mode``, on ``db`` or a new
     SQLite file, with no message size limit, once it answers on SMTP: the process (in a
-    session of its own), its SMTP port, its HTTP port (``ports``, else free ones)."""
-    work = Path(tempfile.mkdtemp(prefix="mailgate-bench-"))
+    session of its own), its SMTP port, its HTTP port (``ports``, else free ones). On the
+    way out the process group is stopped and its temporary directory removed."""
+    with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as name:
+        server, smtp, http = _start_dev(Path(name), src, mode, db, ports)
+        try:
+            yield server, smtp, http
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait()
+
+
+def _start_dev(
+    work: Path, src: Path, mode: str, db: str | None, ports: tuple[int, int] | None
+) -> tuple[subprocess.Popen[bytes], int, int]:
     smtp, http = ports or (_free_port(), _free_port())
     env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
                MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
@@ -79,8 +94,7 @@ def start_dev(
 
 
 def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
-    server, smtp, _ = start_dev(src, mode, db)
-    try:
+    with running_dev(src, mode, db) as (server, smtp, _):
         time.sleep(2)  # settled
         idle = peak = _anon_mib(server.pid)
         done = threading.Event()
@@ -102,9 +116,6 @@ def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
         sampler.join()
         return (f"{mode:8}  RssAnon idle {idle} MiB, peak {peak} MiB (+{peak - idle}), "
                 f"250 after {waited:.2f} s")  # fmt: skip
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
 
 
 def main() -> None:
