@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -23,6 +24,15 @@ async def close(event: dict[str, Any]) -> str:
 
 def crash(event: dict[str, Any]) -> str:
     raise RuntimeError("the handler broke")
+
+
+def exits(event: dict[str, Any]) -> str:
+    """``sys.exit()`` in a handler: its crash, not the gateway's end."""
+    sys.exit("the handler quit")
+
+
+async def exits_async(event: dict[str, Any]) -> str:
+    raise KeyboardInterrupt
 
 
 async def slow(event: dict[str, Any]) -> None:

@@ -114,7 +114,11 @@ class HandlerPool:
         except TimeoutError:
             self._record(kind, "timeout", started)
             raise HandlerFailed(f"a {kind} handler took over {self.timeout:g} s") from None
-        except Exception as exc:
+        except asyncio.CancelledError:  # the session lost, or shutdown past its grace
+            raise
+        # SystemExit and KeyboardInterrupt too: sys.exit() in a handler is its crash, not
+        # the gateway's end (left to the event loop, it stopped the whole process)
+        except BaseException as exc:
             self._record(kind, "error", started)
             log.warning("capture handler (%s) failed on message %s: %s", kind, event.get("id"),
                         f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
