@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import ssl
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from enum import StrEnum
@@ -40,7 +39,7 @@ from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
 from mailgate.ingest.chaos import Chaos, Stage, configured
-from mailgate.ingest.handlers import HandlerPool, load_handlers
+from mailgate.ingest.handlers import HandlerPool, HandlerThreads, load_handlers
 from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
 from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_submission import SubmissionHandler
@@ -601,7 +600,7 @@ class Gateway:
 
         client = httpx.AsyncClient(timeout=s.pool.timeout)
         self._stack.push_async_callback(client.aclose)
-        threads = ThreadPoolExecutor(s.pool.num_workers, thread_name_prefix="mailgate-handler")
+        threads = HandlerThreads(s.pool.num_workers)
         self._stack.callback(threads.shutdown, wait=False, cancel_futures=True)
         pool = HandlerPool(
             load_handlers(s.handlers, client, threads),

@@ -91,3 +91,36 @@ def test_sigint_ends_a_stalled_transaction_after_the_grace(
         _assert_closed(stalled)
     assert mg.wait() == 0, mg.output()
     assert "mailgate dev: stopped" in mg.stdout()
+
+
+#: a sync capture handler that never returns (a call stuck on a dead peer, say)
+_STUCK_HANDLER = """
+import threading
+
+def stuck(event):
+    threading.Event().wait()
+"""
+
+
+def test_a_sync_handler_stuck_for_good_does_not_keep_the_process_alive(
+    mailgate: StartSync, workspace: Workspace
+) -> None:
+    """A sync handler's thread cannot be stopped; its answer is dropped and the process
+    still ends after the grace. Python joins a ThreadPoolExecutor's threads at exit, so
+    one handler stuck for good kept ``mailgate dev`` running after it said "stopped"."""
+    (workspace.root / "stuck_handler.py").write_text(_STUCK_HANDLER, encoding="utf-8")
+    env = {
+        "MAILGATE_SMTP__HANDLERS": '["stuck_handler:stuck"]',  # python -m: cwd on the path
+        "MAILGATE_SMTP__POOL__TIMEOUT": "0.5",
+        "MAILGATE_SMTP__SHUTDOWN_GRACE": "1",
+    }
+    mg = mailgate(*dev_args(workspace), env=env)
+    assert mg.smtp_port is not None
+    with _session(mg.smtp_port) as smtp:
+        smtp.mail("app@example.com")
+        smtp.rcpt("you@example.com")
+        code, text = smtp.data(_message("its handler never returns"))
+        assert code == 451, text
+    mg.signal(signal.SIGTERM)
+    assert mg.wait(10) == 0, mg.output()
+    assert "mailgate dev: stopped" in mg.stdout()

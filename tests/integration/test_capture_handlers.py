@@ -22,7 +22,13 @@ import pytest
 
 from mailgate.app import Mode
 from mailgate.errors import ConfigError
-from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict, load_handlers
+from mailgate.ingest.handlers import (
+    HandlerFailed,
+    HandlerPool,
+    HandlerThreads,
+    Verdict,
+    load_handlers,
+)
 from tests.http_peer import Receiver, always
 from tests.integration import capture_handlers
 from tests.integration.conftest import GatewayFactory, api, send_raw
@@ -246,7 +252,7 @@ async def test_stuck_sync_handlers_keep_to_their_own_threads() -> None:
     """A sync handler that timed out still holds its thread until it returns; ten of them
     must not take asyncio's default executor (where messages are parsed and the store
     read): it still answers, and the stuck ones hold ``num_workers`` threads, no more."""
-    threads = ThreadPoolExecutor(2, thread_name_prefix="mailgate-handler")
+    threads = HandlerThreads(2)
     async with httpx.AsyncClient() as client:
         handlers = load_handlers(["tests.integration.capture_handlers:blocked"], client, threads)
     pool = HandlerPool(handlers, workers=2, timeout=0.2)

@@ -19,7 +19,9 @@ interrupted: it runs to its end and its answer is dropped.
 Sync handlers run in threads of their own, ``num_workers`` of them: one that timed out
 still holds its thread until it returns, and stuck handlers must never take the threads
 that parse messages and read the store (asyncio's default executor) from everyone else.
-A call that finds every such thread stuck waits for one within its time-out.
+A call that finds every such thread stuck waits for one within its time-out. They are
+daemon threads (:class:`HandlerThreads`): one stuck for good must not keep the process
+from ending once the gateway has stopped.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import asyncio
 import importlib
 import inspect
 import logging
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,7 +43,7 @@ from mailgate.errors import ConfigError
 if TYPE_CHECKING:  # the composition root makes the client, only when handlers are set
     import httpx
 
-__all__ = ["HandlerFailed", "HandlerPool", "Verdict", "load_handlers"]
+__all__ = ["HandlerFailed", "HandlerPool", "HandlerThreads", "Verdict", "load_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,63 @@ class HandlerPool:
     def _record(self, kind: str, outcome: str, started: float) -> None:
         if self.recorder is not None:
             self.recorder.smtp_handler(kind, outcome, time.monotonic() - started)
+
+
+_Call = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class HandlerThreads(Executor):
+    """``workers`` daemon threads that call the sync handlers.
+
+    Not a ThreadPoolExecutor: Python joins its threads at exit, whatever ``shutdown``
+    was told, so a sync handler stuck for good (a call to a peer that never answers)
+    kept the process alive after SIGTERM, when it had said it stopped. A daemon thread
+    is left behind at exit instead; its handler's answer is dropped, as a shutdown past
+    its grace drops it anyway."""
+
+    def __init__(self, workers: int, *, name: str = "mailgate-handler") -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the handler threads are shut down")
+        future: Future[Any] = Future()
+        self._calls.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; ``cancel_futures``: drop those not started; ``wait``: for
+        the threads to end (each ends once its call has returned)."""
+        self._closed = True
+        while cancel_futures:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call[0].cancel()
+        for _ in self._threads:
+            self._calls.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args, kwargs = call
+            if future.set_running_or_notify_cancel():  # else cancelled while it waited
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # the handler's, for its caller to see
+                    future.set_exception(exc)
+            del call, future, fn, args, kwargs  # nothing of an event held while idle
 
 
 def load_handlers(
