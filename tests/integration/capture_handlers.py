@@ -39,6 +39,15 @@ async def slow(event: dict[str, Any]) -> None:
     await asyncio.sleep(30)
 
 
+async def late(event: dict[str, Any]) -> str:
+    """Slow, and answers even when its time-out cancels it (a bare ``except:``)."""
+    try:
+        await asyncio.sleep(30)
+    except BaseException:
+        return "CONTINUE"
+    return "CONTINUE"
+
+
 async def gated(event: dict[str, Any]) -> str:
     SEEN.append(event)
     await GATE.setdefault("open", asyncio.Event()).wait()

@@ -155,6 +155,7 @@ async def test_a_webhook_answer_is_read_no_further_than_a_verdict_needs() -> Non
         ("tests.integration.capture_handlers:exits", {}),
         ("tests.integration.capture_handlers:exits_async", {}),
         ("tests.integration.capture_handlers:slow", {"pool": {"timeout": 0.3}}),
+        ("tests.integration.capture_handlers:late", {"pool": {"timeout": 0.3}}),
         ("webhook-500", {}),
     ],
 )

@@ -113,8 +113,10 @@ class HandlerPool:
     async def _one(self, kind: str, handler: Handler, event: dict[str, Any]) -> Verdict:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as deadline:
                 verdict = await handler(event)
+            if deadline.expired():  # it swallowed its cancellation (bare except:) to answer
+                raise TimeoutError
         except TimeoutError:
             self._record(kind, "timeout", started)
             raise HandlerFailed(f"a {kind} handler took over {self.timeout:g} s") from None
