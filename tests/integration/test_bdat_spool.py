@@ -225,6 +225,26 @@ async def test_too_big_is_552_and_leaves_no_file(
         assert (await http.get("/inbox")).json()["items"] == []
 
 
+async def test_a_spool_that_cannot_be_written_is_452_at_last(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A full disk, or a temp_dir that is no directory: the chunks are still read, and
+    LAST hears ``452 4.3.1`` (not 552, nor a connection cut without a word)."""
+    temp_dir = tmp_path / "a-file"
+    temp_dir.write_bytes(b"")
+    raw = _message("no room")
+    async with start_gateway(Mode.DEV, smtp=_tempfile(temp_dir)) as gw, api(gw) as http:
+        client = await asyncio.to_thread(_client, gw)
+        try:
+            assert (await asyncio.to_thread(_bdat, client, raw[:1_500_000]))[0] == 250
+            code, text = await asyncio.to_thread(_bdat, client, raw[1_500_000:], last=True)
+            assert (code, text[:6]) == (452, b"4.3.1 "), text
+            assert (await asyncio.to_thread(client.noop))[0] == 250  # still in step
+        finally:
+            await asyncio.to_thread(client.close)
+        assert (await http.get("/inbox")).json()["items"] == []
+
+
 async def test_a_message_refused_by_chaos_leaves_no_file(
     start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:

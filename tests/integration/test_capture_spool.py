@@ -132,6 +132,28 @@ async def test_a_client_gone_in_the_middle_leaves_no_file(
         assert (await client.get("/inbox")).json()["items"] == []
 
 
+async def test_a_spool_that_cannot_be_written_is_452_and_the_session_goes_on(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A full disk, or a temp_dir that is no directory: the client hears ``452 4.3.1`` at
+    the end of its DATA (RFC 5321 §4.2.2, RFC 3463 §3.4) and may go on. The OSError was
+    left to asyncio, which cut the connection without a reply or a line in the log."""
+    temp_dir = tmp_path / "a-file"
+    temp_dir.write_bytes(b"")
+    async with start_gateway(Mode.DEV, smtp=_tempfile(temp_dir)) as gw, api(gw) as client:
+        sock = await _in_data(gw)
+        try:
+            stuffed = _message("no room").replace(b"\r\n.", b"\r\n..")
+            await asyncio.to_thread(sock.sendall, stuffed + b".\r\n")
+            reply = await asyncio.to_thread(_read_reply, sock)
+            assert reply.startswith(b"452 4.3.1 "), reply
+            await asyncio.to_thread(sock.sendall, b"NOOP\r\n")
+            assert (await asyncio.to_thread(_read_reply, sock)).startswith(b"250 ")
+        finally:
+            sock.close()
+        assert (await client.get("/inbox")).json()["items"] == []
+
+
 async def test_handlers_get_the_spooled_attachments_files(
     start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:

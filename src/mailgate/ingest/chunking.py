@@ -47,7 +47,7 @@ class ChunkedBody:
     are written as they came: the file and its line-ending counts are the joined chunks'."""
 
     __slots__ = ("_file", "_held", "_keep", "_limit", "_pieces", "declared", "remaining",
-                 "spool")  # fmt: skip
+                 "spool", "unwritable")  # fmt: skip
 
     def __init__(self, limit: int, *, keep: bool = True, spool: Spool | None = None) -> None:
         self._limit = limit
@@ -58,6 +58,9 @@ class ChunkedBody:
         self.spool = spool  #: where the message goes past its threshold; None: memory
         self.declared = 0  #: octets announced so far, this chunk's included
         self.remaining = 0  #: octets of the current chunk still to come
+        #: why the spool file could not be written (a full disk): the chunks are read
+        #: and thrown away, and LAST is refused
+        self.unwritable: OSError | None = None
 
     @property
     def too_big(self) -> bool:
@@ -102,6 +105,10 @@ class ChunkedBody:
             return self.content(), None
         try:
             return None, file.close()
+        except OSError as exc:
+            file.discard()
+            self.unwritable = exc
+            return None, None
         except BaseException:
             file.discard()
             raise
@@ -124,7 +131,11 @@ class ChunkedBody:
             spool = self.spool
             if spool is not None and self._held > spool.threshold:
                 self._spill(spool)
-        except BaseException:  # the file could not be written: no message is kept
+        except OSError as exc:  # the file could not be written: no message is kept
+            self.unwritable = exc
+            self._keep = False
+            self.discard()
+        except BaseException:
             self._keep = False
             self.discard()
             raise

@@ -81,9 +81,10 @@ class DataEnd(NamedTuple):
     """The end of a DATA block: the message, or why it is refused; and what came after."""
 
     content: bytes | None  #: unstuffed, with its last CRLF; None when refused or spooled
-    refusal: Refusal | None  #: TOO_BIG or LINE_TOO_LONG
+    refusal: Refusal | None  #: TOO_BIG, LINE_TOO_LONG or STORE_UNAVAILABLE
     rest: bytes  #: the bytes after ``CRLF.CRLF``: the client's next commands (RFC 2920)
     spooled: Spooled | None = None  #: the message, when it went to a file
+    error: OSError | None = None  #: why the spool could not be written (STORE_UNAVAILABLE)
 
 
 class DataReader:
@@ -97,11 +98,12 @@ class DataReader:
     5321 §4.2.5 has the server answer only then. Its size is RFC 1870's: the octets of the
     message, its last CRLF included, without the end's dot or the dots that stuffed its
     lines; so the block may run a third longer (every line a stuffed ``.``) before the
-    rest is read and thrown away as it comes.
+    rest is read and thrown away as it comes. So is the rest of a block whose spool file
+    cannot be written (a full disk), which ends refused as STORE_UNAVAILABLE.
     """
 
     __slots__ = ("_chunks", "_held", "_limit", "_received", "_spool", "_stuffed_limit",
-                 "_tail", "_too_big", "_writer")  # fmt: skip
+                 "_tail", "_too_big", "_unwritable", "_writer")  # fmt: skip
 
     def __init__(self, limit: int, spool: Spool | None = None) -> None:
         self._chunks: list[bytes] = []
@@ -113,6 +115,7 @@ class DataReader:
         self._too_big = False
         self._spool = spool
         self._writer: _SpoolWriter | None = None  #: once past the spool's threshold
+        self._unwritable: OSError | None = None  #: why the spool could not be written
 
     def feed(self, chunk: bytes) -> DataEnd | None:
         """Take the next chunk; the end of the block once its terminator has arrived."""
@@ -125,7 +128,7 @@ class DataReader:
                 self._too_big = True
                 self._chunks.clear()
                 self.discard()
-            elif chunk:
+            elif chunk and self._unwritable is None:
                 self._chunks.append(chunk)
                 self._held += len(chunk)
                 spool = self._spool
@@ -138,6 +141,8 @@ class DataReader:
         if self._too_big:
             self.discard()
             return DataEnd(None, Refusal.TOO_BIG, rest)
+        if self._unwritable is not None:
+            return DataEnd(None, Refusal.STORE_UNAVAILABLE, rest, error=self._unwritable)
         if self._writer is not None:
             return self._spooled(chunk, size, rest)
         content = _joined(self._chunks, chunk, size)
@@ -159,12 +164,17 @@ class DataReader:
         """Past the threshold: from now on the block goes to a file, a chunk at a time,
         all but its last 3 octets (they may be the end's ``.CRLF``)."""
         assert self._spool is not None
-        if self._writer is None:
-            self._writer = _SpoolWriter(self._spool.directory)
-        held = b"".join(self._chunks)
-        self._chunks = [held[-3:]]
-        self._held = len(self._chunks[0])
-        self._writer.write(held[:-3])
+        try:
+            if self._writer is None:
+                self._writer = _SpoolWriter(self._spool.directory)
+            held = b"".join(self._chunks)
+            self._chunks = [held[-3:]]
+            self._held = len(self._chunks[0])
+            self._writer.write(held[:-3])
+        except OSError as exc:  # a full disk: the rest is read and thrown away
+            self._unwritable = exc
+            self._chunks.clear()
+            self.discard()
 
     def _spooled(self, last: bytes, size: int, rest: bytes) -> DataEnd:
         writer = self._writer
@@ -175,6 +185,9 @@ class DataReader:
         try:
             writer.write(pending[: size - writer.stuffed])
             spooled = writer.close()
+        except OSError as exc:
+            writer.discard()
+            return DataEnd(None, Refusal.STORE_UNAVAILABLE, rest, error=exc)
         except BaseException:
             writer.discard()
             raise

@@ -523,6 +523,9 @@ class SmtpEngine(asyncio.Protocol):
         elif end.refusal is Refusal.LINE_TOO_LONG:
             self._new_transaction()
             self._refuse(end.refusal, "500 Line too long (see RFC5321 4.5.3.1.6)")
+        elif end.refusal is Refusal.STORE_UNAVAILABLE:
+            self._new_transaction()
+            self._unspooled(end.error)
         elif self.config.chaos.armed and self._chaos(Stage.DATA):
             _remove(end.spooled)
         else:
@@ -546,7 +549,10 @@ class SmtpEngine(asyncio.Protocol):
     def _end_chunks(self, body: ChunkedBody) -> None:
         """BDAT LAST: the message, in memory or in its file, to the handler."""
         content, spooled = body.end()
-        if content is None and spooled is None:
+        if body.unwritable is not None:
+            self._new_transaction()
+            self._unspooled(body.unwritable)
+        elif content is None and spooled is None:
             self._new_transaction()
             self._refuse(Refusal.TOO_BIG, "552 5.3.4 Too much mail data")
         elif self.config.chaos.armed and self._chaos(Stage.DATA):
@@ -555,6 +561,16 @@ class SmtpEngine(asyncio.Protocol):
             self.envelope.original_content = content
             self.envelope.spooled = spooled
             self._started(self._loop.create_task(self._deliver()))
+
+    def _unspooled(self, error: OSError | None) -> None:
+        """The message could not be written to the spool (tempfile mode: a full disk, a
+        temp_dir that is no directory): RFC 5321 §4.2.2's 452 with RFC 3463's 4.3.1,
+        and the operator is told why."""
+        log.error("SMTP %s: could not write a message to the spool: %s",
+                  peer_text(self.session.peer), error)  # fmt: skip
+        self._refuse(
+            Refusal.STORE_UNAVAILABLE, "452 4.3.1 Insufficient system storage, try again later"
+        )
 
     async def _deliver(self) -> None:
         """The handler's answer to a message; the transaction ends before the reply."""
