@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from mailgate.app import Mode
+from mailgate.ingest import smtp as smtp_module
+from mailgate.ingest.chunking import HELD_WHOLE
+from mailgate.ingest.smtp import bare_line_endings
 from tests.integration.conftest import GatewayFactory, api
 
 
@@ -177,11 +180,19 @@ async def test_lines_that_are_no_command_are_answered_until_the_twentieth(
 
 @pytest.mark.parametrize("mode", ["memory", "tempfile"])  # tempfile: written as it comes
 async def test_a_big_message_with_bare_lf_lines_is_kept_and_flagged(
-    start_gateway: GatewayFactory, tmp_path: Path, mode: str
+    start_gateway: GatewayFactory, tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``smtplib`` sends bytes as they are: a message written with ``\\n`` arrives with
     bare LFs. Its lines are 77 octets, not one line as long as the message: kept, and
-    its line endings named in ``problems``."""
+    its line endings named in ``problems``, counted as it came: never in one pass over
+    the whole message on the event loop."""
+    counted = bare_line_endings
+
+    def small_only(raw: bytes) -> tuple[str, ...]:
+        assert len(raw) <= HELD_WHOLE, f"{len(raw)} octets counted in one pass"
+        return counted(raw)
+
+    monkeypatch.setattr(smtp_module, "bare_line_endings", small_only)
     body = b"".join(b"%076d\n" % n for n in range(20_000))  # 1.5 MB
     raw = b"Subject: bare lf\n\n" + body
     storage = {"mode": mode, "temp_dir": str(tmp_path)}

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from mailgate.ingest.chunking import ChunkedBody, bdat_args
+from mailgate.ingest.chunking import HELD_WHOLE, ChunkedBody, bdat_args
 from mailgate.ingest.smtp_data import MAX_DATA_LINE, DataEnd, DataReader, long_line
 from mailgate.ingest.smtp_session import Refusal
 from mailgate.ingest.smtp_syntax import mail_params, parse_path, path_params, split_command
@@ -290,6 +290,41 @@ def test_a_10_mb_message_in_256_kib_reads() -> None:
     assert len(end.content) == len(body) - 1 and end.content.endswith(b"\r\n." + line)
 
 
+def _endings(content: bytes) -> tuple[int, int, int]:
+    return content.count(b"\r\n"), content.count(b"\n"), content.count(b"\r")
+
+
+#: MESSAGE over and over, past the octets held as chunks: written to memory as it comes
+BIG = MESSAGE * (HELD_WHOLE // len(MESSAGE) * 2)
+BIG_STUFFED = STUFFED * (HELD_WHOLE // len(MESSAGE) * 2)
+
+
+@pytest.mark.parametrize("read", [7, 4096, 65_536, 256 * 1024])
+def test_a_big_message_is_unstuffed_and_its_endings_counted_as_it_comes(read: int) -> None:
+    """Past :data:`HELD_WHOLE` DATA is written to memory as it arrives: the same message,
+    and its line endings counted on the way (a CRLF split between two reads is one), so
+    its end needs no pass over the whole of it on the event loop."""
+    stream = BIG_STUFFED + b".\r\nQUIT\r\n"
+    end = _read(_split(stream, read))
+    assert end.content == BIG and end.refusal is None and end.rest == b"QUIT\r\n"
+    assert end.endings == _endings(BIG)
+    assert _read([STUFFED + b".\r\n"]).endings is None  # a small one is counted at its end
+
+
+@pytest.mark.parametrize(("length", "refused"), [(MAX_DATA_LINE, False), (MAX_DATA_LINE + 1, True)])
+def test_a_line_too_long_in_a_big_message(length: int, refused: bool) -> None:
+    stream = BIG_STUFFED + b"y" * length + b"\r\n" + BIG_STUFFED + b".\r\nRSET\r\n"
+    end = _read(_split(stream, 5000))
+    assert end.rest == b"RSET\r\n"
+    assert (end.refusal is Refusal.LINE_TOO_LONG) is refused
+
+
+def test_a_big_message_over_the_limit_is_refused() -> None:
+    stream = BIG_STUFFED + b".\r\nRSET\r\n"
+    assert _read(_split(stream, 65_536), limit=len(BIG) - 1).refusal is Refusal.TOO_BIG
+    assert _read(_split(stream, 65_536), limit=len(BIG)).content == BIG
+
+
 # --------------------------------------------------------------------------- BDAT (RFC 3030)
 
 
@@ -316,6 +351,15 @@ def test_chunks_across_split_reads_are_joined_byte_identical(read: int) -> None:
     assert _chunks(body, sizes, message + after, read) == after  # no octet more, no less
     assert body.content() == message
     assert body.declared == len(message) and not body.too_big
+
+
+@pytest.mark.parametrize("read", [7, 65_536])
+def test_big_chunks_are_written_to_memory_and_their_endings_counted(read: int) -> None:
+    sizes = [HELD_WHOLE - 1, 3, len(BIG) - HELD_WHOLE - 2]
+    body = ChunkedBody(0)
+    assert _chunks(body, sizes, BIG + b"NOOP\r\n", read) == b"NOOP\r\n"
+    assert body.end() == (BIG, None)
+    assert body.endings == _endings(BIG)
 
 
 def test_chunks_past_the_limit_are_read_but_not_kept() -> None:

@@ -150,10 +150,12 @@ class CaptureHandler(EnvelopeHooks):
     ) -> str:
         spooled = envelope.spooled
         raw = envelope.original_content or b""
-        if spooled is None:
-            endings = bare_line_endings(raw)
-        else:  # counted as it was written to its file
+        if spooled is not None:  # counted as it was written to its file
             endings = _bare_endings(spooled.crlf, spooled.lf, spooled.cr)
+        elif envelope.line_endings is not None:  # a big one, counted as it came
+            endings = _bare_endings(*envelope.line_endings)
+        else:
+            endings = bare_line_endings(raw)
         meta = CaptureMeta(
             mail_from=envelope.mail_from or "",
             rcpt_to=tuple(envelope.rcpt_tos),

@@ -12,12 +12,14 @@ writes its message to a :class:`SpoolFile` instead of holding it.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from mailgate.ingest.chunking import HELD_WHOLE
 from mailgate.ingest.smtp_session import Refusal
 
 __all__ = [
@@ -61,7 +63,7 @@ class Spool:
     (``smtp.attachment_storage.mode = tempfile``)."""
 
     directory: Path
-    threshold: int = 1024 * 1024
+    threshold: int = HELD_WHOLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,9 @@ class DataEnd(NamedTuple):
     rest: bytes  #: the bytes after ``CRLF.CRLF``: the client's next commands (RFC 2920)
     spooled: Spooled | None = None  #: the message, when it went to a file
     error: OSError | None = None  #: why the spool could not be written (STORE_UNAVAILABLE)
+    #: ``content``'s CRLF pairs, LF and CR octets, when counted as it came (past
+    #: :data:`HELD_WHOLE`)
+    endings: tuple[int, int, int] | None = None
 
 
 class DataReader:
@@ -132,7 +137,8 @@ class DataReader:
                 self._chunks.append(chunk)
                 self._held += len(chunk)
                 spool = self._spool
-                if spool is not None and (self._writer or self._held > spool.threshold):
+                threshold = HELD_WHOLE if spool is None else spool.threshold
+                if self._writer is not None or self._held > threshold:
                     self._spill()
             self._tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
             return None
@@ -161,12 +167,13 @@ class DataReader:
             self._writer = None
 
     def _spill(self) -> None:
-        """Past the threshold: from now on the block goes to a file, a chunk at a time,
-        all but its last 3 octets (they may be the end's ``.CRLF``)."""
-        assert self._spool is not None
+        """Past the threshold: from now on the block goes to a file (or, without a spool,
+        a buffer in memory), a chunk at a time, all but its last 3 octets (they may be
+        the end's ``.CRLF``)."""
         try:
             if self._writer is None:
-                self._writer = _SpoolWriter(self._spool.directory)
+                spool = self._spool
+                self._writer = _SpoolWriter(None if spool is None else spool.directory)
             held = b"".join(self._chunks)
             self._chunks = [held[-3:]]
             self._held = len(self._chunks[0])
@@ -184,19 +191,24 @@ class DataReader:
         self._chunks = []
         try:
             writer.write(pending[: size - writer.stuffed])
-            spooled = writer.close()
+            if writer.path is None:
+                content, endings = writer.held()
+            else:
+                spooled = writer.close()
         except OSError as exc:
             writer.discard()
             return DataEnd(None, Refusal.STORE_UNAVAILABLE, rest, error=exc)
         except BaseException:
             writer.discard()
             raise
-        if self._limit and spooled.size > self._limit:
+        if self._limit and writer.size > self._limit:
             writer.discard()
             return DataEnd(None, Refusal.TOO_BIG, rest)
         if writer.long_line:
             writer.discard()
             return DataEnd(None, Refusal.LINE_TOO_LONG, rest)
+        if writer.path is None:
+            return DataEnd(content, None, rest, endings=endings)
         return DataEnd(None, None, rest, spooled)
 
 
@@ -206,13 +218,19 @@ class SpoolFile:
     way (``bare_line_endings`` needs them and must not read the file again): BDAT's
     octets as sent (:class:`~mailgate.ingest.chunking.ChunkedBody`), DATA's unstuffed
     (:class:`_SpoolWriter`). Its owner removes it (:meth:`discard`) unless :meth:`close`
-    handed it on as a :class:`Spooled`."""
+    handed it on as a :class:`Spooled`. Without a ``directory`` it is a buffer in memory
+    (:data:`HELD_WHOLE`), its contents and counts taken with :meth:`held`."""
 
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="data-", suffix=".eml", dir=directory)  # 0600
-        self.path = Path(name)
-        self.file: BinaryIO = os.fdopen(fd, "wb")
+    def __init__(self, directory: Path | None) -> None:
+        self.path: Path | None = None
+        self.file: BinaryIO
+        if directory is None:
+            self.file = io.BytesIO()
+        else:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix="data-", suffix=".eml", dir=directory)  # 0600
+            self.path = Path(name)
+            self.file = os.fdopen(fd, "wb")
         self.size = 0  #: octets written
         self._crlf = self._lf = self._cr = 0
         self._last = b""  #: the last octet written
@@ -228,12 +246,22 @@ class SpoolFile:
         self.file.write(piece)
 
     def close(self) -> Spooled:
+        """The file, written (not one in memory)."""
+        assert self.path is not None
         self.file.close()
         return Spooled(self.path, self.size, self._crlf, self._lf, self._cr)
 
+    def held(self) -> tuple[bytes, tuple[int, int, int]]:
+        """The message written to memory, and its CRLF pairs, LF and CR octets."""
+        assert isinstance(self.file, io.BytesIO)
+        content = self.file.getvalue()  # (the buffer itself, not a copy of it)
+        self.file.close()
+        return content, (self._crlf, self._lf, self._cr)
+
     def discard(self) -> None:
         self.file.close()
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class _SpoolWriter(SpoolFile):
@@ -241,7 +269,7 @@ class _SpoolWriter(SpoolFile):
     goes, the CRLF before it may be in the previous piece) and its line lengths checked,
     holding no more than a line's start in memory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None) -> None:
         super().__init__(directory)
         self.stuffed = 0  #: octets taken, as the client sent them
         self.long_line = False

@@ -530,6 +530,7 @@ class SmtpEngine(asyncio.Protocol):
             _remove(end.spooled)
         else:
             self.envelope.original_content = end.content
+            self.envelope.line_endings = end.endings
             self.envelope.spooled = end.spooled
             self._started(self._loop.create_task(self._deliver()))
 
@@ -559,6 +560,7 @@ class SmtpEngine(asyncio.Protocol):
             _remove(spooled)
         else:
             self.envelope.original_content = content
+            self.envelope.line_endings = body.endings
             self.envelope.spooled = spooled
             self._started(self._loop.create_task(self._deliver()))
 

@@ -53,8 +53,8 @@ class Session:
 class Envelope:
     """One mail transaction (RFC 5321 §3.3): from MAIL to the end of DATA or RSET."""
 
-    __slots__ = ("chunked", "mail_from", "mail_options", "original_content", "rcpt_options",
-                 "rcpt_tos", "smtp_utf8", "spooled")  # fmt: skip
+    __slots__ = ("chunked", "line_endings", "mail_from", "mail_options", "original_content",
+                 "rcpt_options", "rcpt_tos", "smtp_utf8", "spooled")  # fmt: skip
 
     def __init__(self) -> None:
         self.mail_from: str | None = None  #: "" for the null reverse-path ``<>``
@@ -63,6 +63,8 @@ class Envelope:
         self.rcpt_tos: list[str] = []
         self.rcpt_options: list[str] = []
         self.original_content: bytes | None = None  #: the message, unstuffed
+        #: its CRLF pairs, LF and CR octets when counted as it came (a big one); else None
+        self.line_endings: tuple[int, int, int] | None = None
         #: or, past the spool's threshold (tempfile mode), the file it was written to
         self.spooled: Spooled | None = None
         #: the BDAT chunks so far (RFC 3030); None while no BDAT was taken (DATA may come)
