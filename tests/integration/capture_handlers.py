@@ -17,6 +17,11 @@ def keep(event: dict[str, Any]) -> str:
     return "CONTINUE"
 
 
+def typo(event: dict[str, Any]) -> object:
+    """Neither CLOSE nor CONTINUE."""
+    return 42
+
+
 async def close(event: dict[str, Any]) -> str:
     SEEN.append(event)
     return "close\n"

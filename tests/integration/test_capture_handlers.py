@@ -83,6 +83,25 @@ async def test_continue_keeps_the_session_and_every_handler_gets_the_event(
     assert value(metrics, calls, kind="python", outcome="continue") == 2
 
 
+@pytest.mark.parametrize("handler", ["webhook", "tests.integration.capture_handlers:typo"])
+async def test_an_answer_that_is_no_verdict_keeps_the_session_and_is_told_once(
+    start_gateway: GatewayFactory, handler: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Receiver(always(200), body=lambda n, r: "STOP") as hook:
+        url = hook.url + "/capture"
+        spec = _with_secrets(url) + "?token=s3cret" if handler == "webhook" else handler
+        async with start_gateway(Mode.DEV, smtp={"handlers": [spec]}) as gw, api(gw) as client:
+            assert gw.smtp_address is not None
+            outcomes = await asyncio.to_thread(_send_twice, gw.smtp_address)
+            kept = (await client.get("/inbox")).json()["items"]
+    assert outcomes == [{}, {}]  # taken as CONTINUE
+    assert sorted(m["subject"] for m in kept) == ["1", "2"]
+    told = [r.getMessage() for r in caplog.records if "neither CLOSE nor CONTINUE" in r.message]
+    shown = url if handler == "webhook" else handler
+    assert len(told) == 1 and shown in told[0] and ("STOP" in told[0] or "42" in told[0])
+    assert "s3cret" not in caplog.text
+
+
 @pytest.mark.parametrize("handler", ["webhook", "tests.integration.capture_handlers:close"])
 async def test_close_ends_the_session_after_the_250(
     start_gateway: GatewayFactory, handler: str
@@ -160,10 +179,17 @@ async def test_a_webhook_answer_is_read_no_further_than_a_verdict_needs() -> Non
     ],
 )
 async def test_a_failing_handler_answers_451_and_keeps_nothing(
-    start_gateway: GatewayFactory, handler: str, settings: dict[str, Any]
+    start_gateway: GatewayFactory,
+    handler: str,
+    settings: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with Receiver(always(500)) as hook:
-        spec = hook.url + "/capture" if handler == "webhook-500" else handler
+        spec = (
+            _with_secrets(hook.url) + "/capture?token=s3cret"
+            if handler == "webhook-500"
+            else handler
+        )
         smtp = {"handlers": [spec], **settings}
         async with start_gateway(Mode.DEV, smtp=smtp) as gw, api(gw) as client:
             assert gw.smtp_address is not None
@@ -171,6 +197,14 @@ async def test_a_failing_handler_answers_451_and_keeps_nothing(
             kept = (await client.get("/inbox")).json()["items"]
     assert outcomes == [451, 451]  # and the session goes on
     assert kept == []
+    if handler == "webhook-500":  # the URL logged without its credentials or query
+        assert f"{hook.url}/capture answered 500" in caplog.text
+        assert "s3cret" not in caplog.text
+
+
+def _with_secrets(url: str) -> str:
+    """``url`` with a user and password in it (``http://user:s3cret@host…``)."""
+    return url.replace("://", "://user:s3cret@", 1)
 
 
 async def test_with_every_worker_busy_a_session_waits_and_the_others_are_served(

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, Future
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from mailgate.errors import ConfigError
 
@@ -205,7 +206,11 @@ def load_handlers(
 
 def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str, Handler]:
     if spec.startswith(("http://", "https://")):
-        return "webhook", _webhook(spec, client)
+        try:
+            shown = _shown(spec)
+        except ValueError as exc:  # a port that is no number, or out of range
+            raise ConfigError(f"smtp.handlers: {_shown(spec, port=False)!r}: {exc}") from None
+        return "webhook", _webhook(spec, shown, client, _reader(shown))
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"smtp.handlers: {spec!r} is neither an http(s) URL nor module:function")
@@ -216,7 +221,7 @@ def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str,
     function = getattr(module, attribute, None)
     if not callable(function):
         raise ConfigError(f"smtp.handlers: {spec!r} is not a function")
-    return "python", _python(function, threads)
+    return "python", _python(function, threads, _reader(spec))
 
 
 #: octets of a webhook's answer read: ``CLOSE`` with room for space and quotes; a longer
@@ -224,26 +229,32 @@ def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str,
 _MAX_ANSWER = 1024
 
 
-def _webhook(url: str, client: httpx.AsyncClient) -> Handler:
+def _webhook(
+    url: str, shown: str, client: httpx.AsyncClient, read: Callable[[object], Verdict]
+) -> Handler:
+    """POSTs to ``url``, logged as ``shown``."""
+
     async def post(event: dict[str, Any]) -> Verdict:
         async with client.stream("POST", url, json=event) as response:
             if not response.is_success:
-                raise HandlerFailed(f"{url} answered {response.status_code}")
+                raise HandlerFailed(f"{shown} answered {response.status_code}")
             answer = b""
             async for chunk in response.aiter_bytes():
                 answer += chunk[: _MAX_ANSWER + 1 - len(answer)]
                 if len(answer) > _MAX_ANSWER:
-                    return Verdict.CONTINUE
-        return _verdict(answer)
+                    break
+        return read(answer)
 
     return post
 
 
-def _python(function: Callable[..., Any], threads: Executor) -> Handler:
+def _python(
+    function: Callable[..., Any], threads: Executor, read: Callable[[object], Verdict]
+) -> Handler:
     if inspect.iscoroutinefunction(function):
 
         async def call_async(event: dict[str, Any]) -> Verdict:
-            return _verdict(await function(event))
+            return read(await function(event))
 
         return call_async
 
@@ -251,18 +262,52 @@ def _python(function: Callable[..., Any], threads: Executor) -> Handler:
         result = await asyncio.get_running_loop().run_in_executor(threads, function, event)
         if inspect.isawaitable(result):
             result = await result
-        return _verdict(result)
+        return read(result)
 
     return call
 
 
-def _verdict(answer: object) -> Verdict:
+def _shown(url: str, *, port: bool = True) -> str:
+    """A webhook's URL as logged: no user, password, query or fragment (a token may be
+    in any of them); ValueError for a port that is no port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    number = parts.port if port else None
+    return f"{parts.scheme}://{host}{'' if number is None else f':{number}'}{parts.path}"
+
+
+def _reader(spec: str) -> Callable[[object], Verdict]:
+    """:func:`_verdict` of the handler ``spec``'s answers; the first that is no verdict
+    is logged (a typo such as ``STOP`` or ``"CLOSE."`` would keep sessions unseen)."""
+    warned = False
+
+    def read(answer: object) -> Verdict:
+        nonlocal warned
+        verdict = _verdict(answer)
+        if verdict is not None:
+            return verdict
+        if not warned:
+            warned = True
+            log.warning("capture handler %s answered %s, which is neither CLOSE nor CONTINUE:"
+                        " taken as CONTINUE (told once)", spec, repr(answer)[:80])  # fmt: skip
+        return Verdict.CONTINUE
+
+    return read
+
+
+def _verdict(answer: object) -> Verdict | None:
     """``CLOSE`` (any case; surrounding space and JSON quotes ignored) closes;
-    ``CONTINUE``, nothing (None, an empty body) or anything else keeps the session."""
+    ``CONTINUE`` or nothing (None, an empty body) keeps the session; None for anything
+    else (kept too)."""
+    if answer is None:
+        return Verdict.CONTINUE
     if isinstance(answer, Verdict):
         return answer
     if isinstance(answer, bytes):
         answer = answer.decode("utf-8", "replace")
-    if isinstance(answer, str) and answer.strip().strip('"').upper() == Verdict.CLOSE:
-        return Verdict.CLOSE
-    return Verdict.CONTINUE
+    if not isinstance(answer, str):
+        return None
+    word = answer.strip().strip('"').upper()
+    return Verdict(word) if word in Verdict.__members__ else (None if word else Verdict.CONTINUE)
