@@ -37,8 +37,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, Future
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
+from mailgate.deliver.fetch import loggable_url
 from mailgate.errors import ConfigError
 
 if TYPE_CHECKING:  # the composition root makes the client, only when handlers are set
@@ -206,10 +206,7 @@ def load_handlers(
 
 def _load(spec: str, client: httpx.AsyncClient, threads: Executor) -> tuple[str, Handler]:
     if spec.startswith(("http://", "https://")):
-        try:
-            shown = _shown(spec)
-        except ValueError as exc:  # a port that is no number, or out of range
-            raise ConfigError(f"smtp.handlers: {_shown(spec, port=False)!r}: {exc}") from None
+        shown = loggable_url(spec)
         return "webhook", _webhook(spec, shown, client, _reader(shown))
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -265,17 +262,6 @@ def _python(
         return read(result)
 
     return call
-
-
-def _shown(url: str, *, port: bool = True) -> str:
-    """A webhook's URL as logged: no user, password, query or fragment (a token may be
-    in any of them); ValueError for a port that is no port."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    number = parts.port if port else None
-    return f"{parts.scheme}://{host}{'' if number is None else f':{number}'}{parts.path}"
 
 
 def _reader(spec: str) -> Callable[[object], Verdict]:
