@@ -7,7 +7,8 @@ Pure: :class:`DataReader` takes the chunks the connection received and returns a
 :class:`DataEnd`; the size and line-length limits are checked here, the replies are the
 connection's. BDAT's chunks (RFC 3030) are counted, not searched:
 :class:`~mailgate.ingest.chunking.ChunkedBody`. Past the :class:`Spool`'s threshold either
-writes its message to a :class:`SpoolFile` instead of holding it.
+writes its message to a :class:`SpoolFile` instead of holding it; without a spool, past
+:data:`~mailgate.ingest.chunking.HELD_WHOLE`, to one in memory.
 """
 
 from __future__ import annotations
