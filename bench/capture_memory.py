@@ -5,7 +5,8 @@ store (or on ``--db``, a PostgreSQL URL), sends one message with an attachment o
 ``--mib`` MiB (CRLF lines, as SMTP has them) with smtplib, and samples the server's
 ``RssAnon`` (its heap: not the files it maps) every 10 ms. Prints the idle figure, the
 peak and the time the client waited for its 250, in each attachment storage mode asked
-for.
+for, and the longest a second session waited meanwhile for the answer to a NOOP (sent
+one after the other from its own thread): how long the message held the event loop.
 
     .venv/bin/python bench/capture_memory.py [--mib 50] [--modes memory,tempfile]
         [--src /path/to/other/checkout/src] [--db postgresql://…]
@@ -105,6 +106,12 @@ def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
                 peak = max(peak, _anon_mib(server.pid))
                 time.sleep(0.01)
 
+        # in a process of its own: smtplib's dot-stuffing of the big message holds this
+        # one's GIL for tens of milliseconds
+        pinger = subprocess.Popen([sys.executable, "-c", _PING, str(smtp)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert pinger.stdout is not None and pinger.stdin is not None
+        pinger.stdout.readline()  # connected
         sampler = threading.Thread(target=sample)
         sampler.start()
         began = time.perf_counter()
@@ -114,8 +121,27 @@ def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
         time.sleep(1)
         done.set()
         sampler.join()
+        longest = float(pinger.communicate(b"")[0])
         return (f"{mode:8}  RssAnon idle {idle} MiB, peak {peak} MiB (+{peak - idle}), "
-                f"250 after {waited:.2f} s")  # fmt: skip
+                f"250 after {waited:.2f} s, longest NOOP {longest * 1000:.0f} ms")  # fmt: skip
+
+
+#: NOOP after NOOP on a session of its own until its stdin closes; prints the longest wait
+_PING = """
+import smtplib, sys, threading, time
+smtp = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=300)
+print("ready", flush=True)
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+longest = 0.0
+while not done.is_set():
+    sent = time.perf_counter()
+    smtp.noop()
+    longest = max(longest, time.perf_counter() - sent)
+    time.sleep(0.001)
+smtp.quit()
+print(longest)
+"""
 
 
 def main() -> None:
