@@ -211,10 +211,11 @@ async def test_a_from_field_past_a_thousand_others_is_counted(gateway: Gateway) 
     assert (code, text[:5]) == (550, b"5.6.0")
 
 
+@pytest.mark.parametrize("lines", [0, 30_000], ids=["small", "2 MiB"])  # 2 MiB: counted as it came
 async def test_a_smuggled_second_message_is_refused_with_the_first(
-    gateway: Gateway, upstream: Upstream
+    gateway: Gateway, upstream: Upstream, lines: int
 ) -> None:
-    smuggled = (
+    smuggled = (b"x" * 70 + b"\r\n") * lines + (
         b"hello\n.\nMAIL FROM:<app@example.com>\nRCPT TO:<victim@example.org>\nDATA\n"
         b"From: app@example.com\nSubject: smuggled\n\nspoofed\n"
     )

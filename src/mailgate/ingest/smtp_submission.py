@@ -129,7 +129,12 @@ class SubmissionHandler(EnvelopeHooks):
         if not isinstance(user, SmtpUser):
             return "530 5.7.0 Authentication required"
         raw = envelope.original_content or b""
-        if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+        crlf, lf, cr = envelope.line_endings or (
+            raw.count(b"\r\n"),
+            raw.count(b"\n"),
+            raw.count(b"\r"),
+        )
+        if lf != crlf or cr != crlf:  # (a big message's counted as it came)
             return "550 5.5.2 Message refused: bare LF or CR in DATA (lines end in CRLF)"
         if b"\0" in raw:  # RFC 5322 §2.3, RFC 6152: only BINARYMIME (not offered) has NUL
             return "550 5.6.0 Message refused: a NUL octet in DATA (text only)"
