@@ -297,3 +297,19 @@ def test_undecodable_bytes_never_leave_lone_surrogates() -> None:
     texts = [*parsed.headers, *map(str, parsed.headers.values()), *parsed.problems]
     for text in texts:
         text.encode("utf-8")
+
+
+def test_an_encoded_word_with_8bit_bytes_in_its_base64_is_kept_as_it_is() -> None:
+    """Raw 8-bit bytes inside a B word made ``a2b_base64`` raise ValueError (not
+    binascii.Error): the message could not be stored and the client heard ``451``."""
+    assert decode_header("=?utf-8?B?é?= x") == "=?utf-8?B?é?= x"
+    raw = (
+        b"From: =?utf-8?B?\xff\xfe?= <a@example.com>\r\nSubject: =?utf-8?B?caf\xc3\xa9?=\r\n"
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?B?\xc3\xa9.txt?="\r\n\r\nx\r\n'
+        b"--zz--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == "=?utf-8?B?café?="
+    [attachment] = parsed.attachments
+    assert attachment.filename == "=?utf-8?B?é.txt?="

@@ -67,7 +67,7 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
             return binascii.a2b_base64(text + "=" * (-len(text) % 4))
         data = text.replace("_", " ").encode("ascii")  # RFC 2047 §4.2: "_" is a space
         return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data)
-    except (binascii.Error, UnicodeEncodeError):
+    except ValueError:  # binascii.Error; non-ASCII text (a2b_base64, encode): kept as is
         return None
 
 
