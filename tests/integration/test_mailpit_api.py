@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from mailgate.app import Gateway, Mode
-from tests.integration.conftest import GatewayFactory
+from tests.integration.conftest import GatewayFactory, send_raw
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -190,6 +190,35 @@ async def test_message_headers_raw_and_parts(start_gateway: GatewayFactory) -> N
         assert (await mp.get("/api/v1/message/nope")).status_code == 404
         unknown = await mp.get("/api/v1/message/latest", params={"query": "subject:none"})
         assert (unknown.status_code, unknown.text) == (404, "Message not found")
+
+
+async def test_a_part_s_name_and_type_that_are_not_latin_1_are_served(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A response header is Latin-1: a part named ``\ufffd`` (an RFC 2231 name in a
+    charset Python does not know) or typed ``image/png\u202e`` was a 500."""
+    raw = (
+        b"From: a@example.com\r\nSubject: odd parts\r\n"
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n"
+        b"--zz\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+        b"--zz\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''%E2%82%AC%22%0A.pdf\r\n\r\nx\r\n"
+        b"--zz\r\nContent-Type: image/png\xe2\x80\xae; name=a.png\r\n"
+        b"Content-Disposition: inline\r\n\r\ny\r\n--zz--\r\n"
+    )
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        await send_raw(gw, raw)
+        pdf = await mp.get("/api/v1/message/latest/part/2")
+        assert (pdf.status_code, pdf.content) == (200, b"x")
+        assert pdf.headers["content-type"] == "application/pdf"
+        assert pdf.headers["content-disposition"] == (
+            "filename=\"_.pdf\"; filename*=UTF-8''%E2%82%AC%22.pdf"
+        )
+        odd = await mp.get("/api/v1/message/latest/part/3")
+        assert (odd.status_code, odd.content) == (200, b"y")
+        assert odd.headers["content-type"] == "application/octet-stream"
+        thumb = await mp.get("/api/v1/message/latest/part/3/thumb")
+        assert thumb.status_code == 400 and "not an image" in thumb.text
 
 
 async def test_search_read_status_tags_and_deletes(start_gateway: GatewayFactory) -> None:

@@ -37,7 +37,7 @@ from mailgate.inbox.mailbox import Mailbox, search_terms
 from mailgate.inbox.release import ReleaseRefused
 from mailgate.ingest.chaos import Stage, Trigger, Triggers, trigger
 from mailgate.web.deps import ServicesDep, TenantDep, admin_only
-from mailgate.web.downloads import download_response
+from mailgate.web.downloads import download_response, filename_params, safe_media_type
 from mailgate.web.mailpit_checks import html_check, link_check
 from mailgate.web.mailpit_events import router as events_router
 from mailgate.web.mailpit_json import headers_json, message_json, summary_json
@@ -317,10 +317,9 @@ async def get_part(capture_id: str, part_id: str, request: Request, ctx: CtxDep)
     ``sandbox`` CSP, whatever the type."""
     capture_id = await ctx.resolve(capture_id, request)
     part = await ctx.mailbox.part_download(capture_id, ctx.tenant, ctx.box, part_id)
-    name = re.sub(r'["\\\r\n]', "_", part.filename or "")
     headers = {
-        "Content-Type": _typed(part.content_type or "application/octet-stream"),
-        "Content-Disposition": f'filename="{name}"',
+        "Content-Type": _typed(safe_media_type(part.content_type)),
+        "Content-Disposition": _named(part.filename or ""),
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox; default-src 'none'",
     }
@@ -333,15 +332,24 @@ async def get_thumbnail(capture_id: str, part_id: str, request: Request, ctx: Ct
     that is not an image."""
     capture_id = await ctx.resolve(capture_id, request)
     part = await ctx.mailbox.part_download(capture_id, ctx.tenant, ctx.box, part_id)
-    if not part.content_type.startswith("image/"):
+    media_type = safe_media_type(part.content_type)
+    if not media_type.startswith("image/"):
         part.close()
         raise InvalidInput(f"part {part_id} is not an image ({part.content_type})")
     headers = {
-        "Content-Type": part.content_type,
+        "Content-Type": media_type,
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox",
     }
     return download_response(part, headers)
+
+
+def _named(filename: str) -> str:
+    """Mailpit's ``filename="…"``; a name that is not plain ASCII also as RFC 8187's
+    ``filename*`` (a header is Latin-1: a name such as ``€.pdf`` was a 500)."""
+    if not (filename.isascii() and filename.isprintable()):
+        return filename_params(filename)
+    return 'filename="{}"'.format(re.sub(r'["\\]', "_", filename))
 
 
 def _typed(media_type: str) -> str:

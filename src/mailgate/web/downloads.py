@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "download_headers",
     "download_response",
+    "filename_params",
     "safe_filename",
     "safe_media_type",
     "stream_response",
@@ -128,8 +129,13 @@ def _base_name(filename: str) -> str:
 
 
 def _disposition(name: str) -> str:
-    """RFC 6266 §4.1: a plain ``filename`` for old clients, ``filename*`` with the real one."""
+    return f"attachment; {filename_params(name)}"
+
+
+def filename_params(name: str) -> str:
+    """RFC 6266 §4.1: a plain ``filename`` for old clients, ``filename*`` with the real one
+    (a header is Latin-1 text: ``name`` itself may not fit in one)."""
     fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     fallback = re.sub(r'["\\%]', "_", fallback).strip() or "attachment"
     encoded = quote(name, safe=_ATTR_CHAR_EXTRA, encoding="utf-8")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    return f"filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
