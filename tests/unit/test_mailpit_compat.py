@@ -3,6 +3,7 @@ header forms, snippets, send requests and the release policy (chaos: test_chaos.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -193,3 +194,22 @@ def test_links_and_html_checks() -> None:
         "css-at-media": 1,
     }  # fmt: skip
     assert check["Total"]["Nodes"] == 6 and check["Platforms"] == {}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<a" * 60_000,  # 15 s of every Mailpit list (its snippet) before the defusing pass
+        "<!--" * 100_000,
+        "<![CDATA[" * 100_000,
+        "<?" * 100_000,
+        "<style>" * 50_000,  # html-check's <style> search was quadratic too: 83 s
+    ],
+    ids=["open-tags", "comments", "cdata", "processing", "styles"],
+)
+def test_hostile_html_costs_the_snippet_and_the_checks_bounded_time(hostile: str) -> None:
+    started = time.monotonic()
+    snippet(None, hostile)
+    find_links(None, hostile)
+    html_check(hostile)
+    assert time.monotonic() - started < 5

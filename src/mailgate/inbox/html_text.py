@@ -3,7 +3,7 @@
 Built on the standard library's :mod:`html.parser`, which never builds a tree (so
 nesting depth costs nothing) but, on CPython 3.11, rescans the rest of the document
 for every ``<`` that opens a tag it cannot close: 60 KB of ``<a `` took 54 s.
-:func:`_defuse` therefore first turns every ``<`` that cannot start a complete
+:func:`defuse` therefore first turns every ``<`` that cannot start a complete
 construct within :data:`MAX_TAG_CHARS` into text (``&lt;``), in one linear pass, and
 the input is cut at :data:`MAX_HTML_CHARS`. What it keeps is what a browser shows:
 an unclosed ``<a>`` ends at the next ``<a>`` or the end of the document, scripts and
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-__all__ = ["MAX_HTML_CHARS", "MAX_TAG_CHARS", "Anchor", "HtmlText", "read_html"]
+__all__ = ["MAX_HTML_CHARS", "MAX_TAG_CHARS", "Anchor", "HtmlText", "defuse", "read_html"]
 
 MAX_HTML_CHARS = 1_000_000  #: HTML past this is not read (a sign-in mail is ~50 KB)
 MAX_TAG_CHARS = 8192  #: a tag (with its attributes) longer than this is shown as text
@@ -56,7 +56,7 @@ class HtmlText:
 def read_html(html: str) -> HtmlText:
     """The visible text and the links of ``html``; linear in its length."""
     scan = _Scan()
-    scan.feed(_defuse(html[:MAX_HTML_CHARS]))
+    scan.feed(defuse(html[:MAX_HTML_CHARS]))
     scan.close()
     scan.end_anchor()
     return HtmlText(text="".join(scan.parts), flow=tuple(scan.flow))
@@ -65,7 +65,7 @@ def read_html(html: str) -> HtmlText:
 _OPENERS = re.compile(r"<(?=[A-Za-z/!?])")
 
 
-def _defuse(html: str) -> str:
+def defuse(html: str) -> str:
     """``html`` with every ``<`` that html.parser would rescan to the end made text.
 
     A ``<`` followed by a letter, ``/``, ``!`` or ``?`` opens a construct; it is kept

@@ -16,6 +16,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
 
+from mailgate.inbox.html_text import defuse
 from mailgate.mime.entity import read_entity
 from mailgate.mime.parts import MimePart, PartList, digests
 from mailgate.store import CapturedRecord
@@ -161,7 +162,7 @@ class _TextOnly(HTMLParser):
 
 def _html_text(html: str) -> str:
     parser = _TextOnly()
-    parser.feed(html[:200_000])  # a snippet needs only the start
+    parser.feed(defuse(html[:200_000]))  # a snippet needs only the start
     parser.close()
     return "".join(parser.chunks)
 
