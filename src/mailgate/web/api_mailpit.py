@@ -15,6 +15,7 @@ What differs from Mailpit is listed in the README ("Using Mailpit's clients").
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -571,10 +572,13 @@ async def view_html(capture_id: str, request: Request, ctx: CtxDep) -> Response:
     base = request.scope.get("root_path", "") + (f"/{ctx.box}" if ctx.box else "")
     html = record.html
     parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box) if "cid:" in html else None
+    urls: dict[str, str] = {}
     for part in parts.each() if parts is not None else ():
         if part.content_id:
             url = f"{base}/api/v1/message/{capture_id}/part/{part.part_id}"
-            html = html.replace(f"cid:{part.content_id}", url)
+            urls.setdefault(part.content_id, url)
+    if urls:
+        html = await asyncio.to_thread(_linked, html, urls)
     if request.query_params.get("embed") == "1":
         html = re.sub(r"<a\s", '<a target="_blank" rel="noreferrer noopener" ', html, flags=re.I)
     headers = {
@@ -583,6 +587,15 @@ async def view_html(capture_id: str, request: Request, ctx: CtxDep) -> Response:
         "Referrer-Policy": "no-referrer",
     }
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def _linked(html: str, urls: dict[str, str]) -> str:
+    """``html`` with each ``cid:`` reference as the URL of its part, in one pass (in a
+    worker thread): a ``replace`` per part, on the event loop, held every other request
+    15 s for 990 parts and 3.6 MB of HTML. Of ``cid:a`` and ``cid:ab``, the part listed
+    first is replaced first, as each part in turn was."""
+    pattern = re.compile("|".join(re.escape(f"cid:{cid}") for cid in urls))
+    return pattern.sub(lambda match: urls[match.group()[4:]], html)
 
 
 @router.get("/view/{capture_id}.txt")
