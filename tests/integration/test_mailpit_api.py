@@ -256,6 +256,43 @@ async def test_the_html_view_links_many_parts_in_one_pass_off_the_event_loop(
     assert slowest < 1, f"/healthz waited {slowest:.1f} s"
 
 
+async def _slowest_healthz(mp: httpx.AsyncClient, gw: Gateway, path: str) -> float:
+    """The longest ``/healthz`` took while ``path`` was being answered (200)."""
+    asked = asyncio.create_task(mp.get(path, timeout=60))
+    slowest = 0.0
+    while not asked.done():
+        started = asyncio.get_running_loop().time()
+        assert (await mp.get(f"{gw.http_url}/healthz")).status_code == 200
+        slowest = max(slowest, asyncio.get_running_loop().time() - started)
+        await asyncio.sleep(0.01)
+    assert (await asked).status_code == 200, path
+    return slowest
+
+
+async def test_a_big_message_s_json_and_checks_are_made_off_the_event_loop(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The list's summary (20,000 Cc addresses) and html-check and link-check reading
+    a megabyte of HTML each held every other request about a second."""
+    cc = ",\r\n ".join(f"u{n}@example.com" for n in range(40_000))
+    html = base64.encodebytes(b"<b>x</b>" * 125_000).decode().replace("\n", "\r\n")
+    raw = (
+        f"From: a@example.com\r\nSubject: big\r\nCc: {cc}\r\nContent-Type: text/html\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{html}"
+    ).encode()
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        await send_raw(gw, raw)
+        mid = (await mp.get("/api/v1/message/latest")).json()["ID"]
+        for path in (
+            "/api/v1/messages",
+            f"/api/v1/message/{mid}",
+            f"/api/v1/message/{mid}/html-check",
+            f"/api/v1/message/{mid}/link-check",
+        ):
+            slowest = await _slowest_healthz(mp, gw, path)
+            assert slowest < 0.3, f"{path}: /healthz waited {slowest:.2f} s"
+
+
 async def test_search_read_status_tags_and_deletes(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
         await send(gw, rich_message())

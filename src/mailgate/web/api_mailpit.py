@@ -216,7 +216,7 @@ async def list_messages(request: Request, ctx: CtxDep) -> Response:
     """Newest first from ``start`` (``limit``, default 50), with the mailbox's totals."""
     start, limit = _int(request, "start", 0), _int(request, "limit", 50)
     page = await ctx.mailbox.page(ctx.tenant, ctx.box, start=start, limit=limit)
-    return _summary_page(page, start, search=False)
+    return await asyncio.to_thread(_summary_page, page, start, search=False)
 
 
 @router.get("/api/v1/search")
@@ -227,10 +227,12 @@ async def search(request: Request, ctx: CtxDep) -> Response:
     terms = search_terms(query, request.query_params.get("tz"))
     start, limit = _int(request, "start", 0), _int(request, "limit", 50)
     page = await ctx.mailbox.page(ctx.tenant, ctx.box, query=terms, start=start, limit=limit)
-    return _summary_page(page, start, search=True)
+    return await asyncio.to_thread(_summary_page, page, start, search=True)
 
 
 def _summary_page(page: Any, start: int, *, search: bool) -> Response:
+    """The page as JSON, made in a worker thread: the summaries of 50 hostile messages
+    (20,000 Cc addresses, a 200 KB snippet source each: 4 MB) held the event loop 0.9 s."""
     return JSONResponse(
         {
             "total": page.mailbox.total,
@@ -290,7 +292,7 @@ async def get_message(capture_id: str, request: Request, ctx: CtxDep) -> Respons
     capture_id = await ctx.resolve(capture_id, request)
     record = await ctx.mailbox.get(capture_id, ctx.tenant, ctx.box, mark_read=True)
     parts = await ctx.mailbox.parts(capture_id, ctx.tenant, ctx.box)
-    return JSONResponse(message_json(record, parts))
+    return await asyncio.to_thread(lambda: JSONResponse(message_json(record, parts)))
 
 
 @router.get("/api/v1/message/{capture_id}/headers")
@@ -376,7 +378,7 @@ async def check_html(capture_id: str, request: Request, ctx: CtxDep) -> Response
     record = await ctx.mailbox.get(capture_id, ctx.tenant, ctx.box)
     if not record.html:
         raise InvalidInput("message does not contain HTML")
-    return JSONResponse(html_check(record.html))
+    return JSONResponse(await asyncio.to_thread(html_check, record.html))
 
 
 @router.post("/api/v1/message/{capture_id}/release")

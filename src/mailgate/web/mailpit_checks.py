@@ -86,8 +86,9 @@ def find_links(text: str | None, html: str | None) -> list[str]:
 async def link_check(
     text: str | None, html: str | None, *, follow: bool, guard: NetGuard
 ) -> dict[str, Any]:
-    """``{"Errors", "Links": [{"URL", "StatusCode", "Status"}]}``."""
-    links = find_links(text, html)
+    """``{"Errors", "Links": [{"URL", "StatusCode", "Status"}]}``; the HTML is read in a
+    worker thread (a megabyte of it held the event loop for a second)."""
+    links = await asyncio.to_thread(find_links, text, html)
     async with httpx.AsyncClient(timeout=_TIMEOUT, verify=True) as client:
         checked = await asyncio.gather(*(_check(client, guard, url, follow) for url in links))
     return {

@@ -94,7 +94,8 @@ class _Reader:
                 await websocket.close(1013, "fell behind: reconnect")
                 return
             if event is not None:
-                messages, counted = mailpit_messages(event, self.scope.box)
+                # in a worker thread: a new message's summary reads its HTML and addresses
+                messages, counted = await asyncio.to_thread(mailpit_messages, event, self.scope.box)
                 for message in messages:
                     await websocket.send_text(_frame(message))
                 if counted and self.stats_at is None:
