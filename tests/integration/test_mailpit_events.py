@@ -20,9 +20,10 @@ from mailgate.app import Gateway, Mode
 from mailgate.clock import SystemClock
 from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.store import TokenStore
-from tests.integration.conftest import GatewayFactory
+from mailgate.web import mailpit_events
+from tests.integration.conftest import GatewayFactory, send_raw
 from tests.integration.test_capture_handlers import CLEAN_SUBJECT, send_unclean
-from tests.integration.test_mailpit_api import mailpit, plain, rich_message, send
+from tests.integration.test_mailpit_api import mailpit, plain, rich_message, send, threads_of
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -55,6 +56,23 @@ async def test_new_is_the_list_summary_then_stats(start_gateway: GatewayFactory)
         assert stats == {
             "Type": "stats", "Data": {"Total": 1, "Unread": 1, "Version": __version__}
         }  # fmt: skip
+
+
+async def test_a_big_message_s_summary_is_made_off_the_event_loop(
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new message's summary reads its HTML and addresses (40,000 Cc held the loop): a
+    big message's is made in a worker thread, a small one's on the loop (cheaper than the
+    hand-off, for the many small events of a busy capture server)."""
+    made = threads_of(monkeypatch, mailpit_events, "mailpit_messages")
+    cc = ",\r\n ".join(f"u{n}@example.com" for n in range(5_000))
+    big = f"From: a@example.com\r\nSubject: big\r\nCc: {cc}\r\n\r\nhi\r\n".encode()
+    async with start_gateway(Mode.DEV) as gw, events(gw) as ws:
+        await send_raw(gw, b"From: a@example.com\r\nSubject: small\r\n\r\nhi\r\n")
+        assert (await frame(ws))["Data"]["Subject"] == "small"
+        await send_raw(gw, big)
+        assert (await frame(ws))["Data"]["Subject"] == "big"
+    assert made == ["loop", "worker"]
 
 
 async def test_read_tags_delete_and_truncate(start_gateway: GatewayFactory) -> None:
