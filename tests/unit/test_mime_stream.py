@@ -27,7 +27,14 @@ from typing import Any, BinaryIO
 import pytest
 
 from mailgate.mime import ParsedMessage, parse_message, parts, stream
-from mailgate.mime.parts import MimePart, PartList, digests, mime_parts, mime_parts_into
+from mailgate.mime.parts import (
+    MimePart,
+    PartList,
+    cid_references,
+    digests,
+    mime_parts,
+    mime_parts_into,
+)
 from tests.unit import test_mailpit_compat, test_mime, test_parse_corpus, test_parse_limits
 
 DATA = Path(__file__).parent.parent / "data"
@@ -343,3 +350,12 @@ def test_a_full_disk_is_raised_not_reported_as_bad_mime(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No space left"), spooled(raw, tmp_path) as source:
         parse_message(source, attachment_sink=lambda _: full.open("wb"))
     assert parse_message(raw).problems == ()
+
+
+def test_cid_references_match_in_one_pass_the_content_id_given_first_first() -> None:
+    """Of ``cid:a`` and ``cid:ab``, the part listed first is matched (Mailpit replaces
+    each part's in turn); regex characters in a Content-ID are plain text."""
+    html = '<img src="cid:ab"><img src="cid:a"><img src="cid:x.y*">'
+    assert cid_references(["a", "ab"]).findall(html) == ["cid:a", "cid:a"]
+    assert cid_references(["ab", "a", "x.y*"]).findall(html) == ["cid:ab", "cid:a", "cid:x.y*"]
+    assert cid_references(["x.y"]).findall("cid:xzy") == []

@@ -10,7 +10,13 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from mailgate.ingest.chunking import HELD_WHOLE, ChunkedBody, bdat_args
-from mailgate.ingest.smtp_data import MAX_DATA_LINE, DataEnd, DataReader, long_line
+from mailgate.ingest.smtp_data import (
+    MAX_DATA_LINE,
+    DataEnd,
+    DataReader,
+    line_endings,
+    long_line,
+)
 from mailgate.ingest.smtp_session import Refusal
 from mailgate.ingest.smtp_syntax import mail_params, parse_path, path_params, split_command
 
@@ -290,10 +296,6 @@ def test_a_10_mb_message_in_256_kib_reads() -> None:
     assert len(end.content) == len(body) - 1 and end.content.endswith(b"\r\n." + line)
 
 
-def _endings(content: bytes) -> tuple[int, int, int]:
-    return content.count(b"\r\n"), content.count(b"\n"), content.count(b"\r")
-
-
 #: MESSAGE over and over, past the octets held as chunks: written to memory as it comes
 BIG = MESSAGE * (HELD_WHOLE // len(MESSAGE) * 2)
 BIG_STUFFED = STUFFED * (HELD_WHOLE // len(MESSAGE) * 2)
@@ -307,7 +309,7 @@ def test_a_big_message_is_unstuffed_and_its_endings_counted_as_it_comes(read: in
     stream = BIG_STUFFED + b".\r\nQUIT\r\n"
     end = _read(_split(stream, read))
     assert end.content == BIG and end.refusal is None and end.rest == b"QUIT\r\n"
-    assert end.endings == _endings(BIG)
+    assert end.endings == line_endings(BIG)
     assert _read([STUFFED + b".\r\n"]).endings is None  # a small one is counted at its end
 
 
@@ -359,7 +361,7 @@ def test_big_chunks_are_written_to_memory_and_their_endings_counted(read: int) -
     body = ChunkedBody(0)
     assert _chunks(body, sizes, BIG + b"NOOP\r\n", read) == b"NOOP\r\n"
     assert body.end() == (BIG, None)
-    assert body.endings == _endings(BIG)
+    assert body.endings == line_endings(BIG)
 
 
 def test_chunks_past_the_limit_are_read_but_not_kept() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
@@ -35,9 +35,6 @@ from mailgate.mime.stream import Discard
 from mailgate.store import CapturedRecord, InboxStore
 from mailgate.store.inbox import BoxCount, Pruned, RawFile
 from mailgate.store.schema import sanitize_json
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["PROBLEMS_KEY", "CaptureMeta", "Download", "Inbox", "capture_event"]
 

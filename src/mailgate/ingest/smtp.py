@@ -33,7 +33,7 @@ from mailgate.inbox import CaptureMeta, Inbox, capture_event
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
-from mailgate.ingest.smtp_data import Spool
+from mailgate.ingest.smtp_data import Spool, line_endings
 from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpConnection, SmtpRecorder
 from mailgate.ingest.smtp_session import Envelope, Networks, Refusal, Session, peer_text
 
@@ -254,7 +254,7 @@ def bare_line_endings(raw: bytes) -> tuple[str, ...]:
     DATA here, so ``LF.LF`` followed by a second MAIL FROM stays inside this message;
     a server that also ended DATA on it would take that as a second message ("SMTP
     smuggling"). Capture keeps the message and says so."""
-    return _bare_endings(raw.count(b"\r\n"), raw.count(b"\n"), raw.count(b"\r"))
+    return _bare_endings(*line_endings(raw))
 
 
 def _bare_endings(crlf: int, lf_octets: int, cr_octets: int) -> tuple[str, ...]:

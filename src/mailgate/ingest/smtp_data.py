@@ -30,6 +30,7 @@ __all__ = [
     "Spool",
     "SpoolFile",
     "Spooled",
+    "line_endings",
     "long_line",
     "unstuffed",
 ]
@@ -55,6 +56,12 @@ def long_line(data: bytes | bytearray, limit: int = MAX_DATA_LINE, start: int = 
             return True  # a bare LF after limit + 1 octets
         start = lf + 1
     return False
+
+
+def line_endings(content: bytes) -> tuple[int, int, int]:
+    """The CRLF pairs, LF octets and CR octets of ``content``, as :class:`SpoolFile`
+    counts them as they come (a bare LF or CR is one past the pairs)."""
+    return content.count(b"\r\n"), content.count(b"\n"), content.count(b"\r")
 
 
 @dataclass(frozen=True, slots=True)

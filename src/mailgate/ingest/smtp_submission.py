@@ -32,6 +32,7 @@ from mailgate.ids import new_id
 from mailgate.ingest.addresses import parse_address_list
 from mailgate.ingest.smtp import EnvelopeHooks
 from mailgate.ingest.smtp_auth import AuthResult, LoginPassword
+from mailgate.ingest.smtp_data import line_endings
 from mailgate.ingest.smtp_protocol import SmtpConnection
 from mailgate.ingest.smtp_session import Envelope, Session
 from mailgate.ingest.submission import Submissions
@@ -129,12 +130,8 @@ class SubmissionHandler(EnvelopeHooks):
         if not isinstance(user, SmtpUser):
             return "530 5.7.0 Authentication required"
         raw = envelope.original_content or b""
-        crlf, lf, cr = envelope.line_endings or (
-            raw.count(b"\r\n"),
-            raw.count(b"\n"),
-            raw.count(b"\r"),
-        )
-        if lf != crlf or cr != crlf:  # (a big message's counted as it came)
+        crlf, lf, cr = envelope.line_endings or line_endings(raw)  # (a big one's counted)
+        if lf != crlf or cr != crlf:
             return "550 5.5.2 Message refused: bare LF or CR in DATA (lines end in CRLF)"
         if b"\0" in raw:  # RFC 5322 §2.3, RFC 6152: only BINARYMIME (not offered) has NUL
             return "550 5.6.0 Message refused: a NUL octet in DATA (text only)"

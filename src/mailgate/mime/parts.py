@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, BinaryIO
@@ -46,7 +47,7 @@ from mailgate.mime.view import MimeView
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["MimePart", "PartList", "digests", "mime_parts", "mime_parts_into"]
+__all__ = ["MimePart", "PartList", "cid_references", "digests", "mime_parts", "mime_parts_into"]
 
 MAX_DEPTH = 64  #: multipart levels walked, as ``mailgate.mime.parse``
 MAX_PARTS = 1000  #: parts numbered per message
@@ -256,6 +257,13 @@ def _body_into(entity: Entity, view: EmailMessage, file: BinaryIO) -> None:
         file.write(_decoded(entity, view))
         return
     decode_into(entity.source, start, end, transfer_encoding(view), Output(file))
+
+
+def cid_references(content_ids: Iterable[str]) -> re.Pattern[str]:
+    """The ``cid:`` URLs (RFC 2392) of ``content_ids`` in HTML, found in one pass; of
+    ``cid:a`` and ``cid:ab``, the one given first is matched first (a part's in turn,
+    as Mailpit replaces them). A match's text after ``cid:`` is its Content-ID."""
+    return re.compile("|".join(re.escape(f"cid:{cid}") for cid in content_ids))
 
 
 def digests(content: bytes) -> tuple[int, str, str, str]:

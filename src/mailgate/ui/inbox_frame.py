@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from mailgate.inbox.events import EventKind, Subscription
 from mailgate.inbox.service import Download
-from mailgate.mime.parts import MimePart
+from mailgate.mime.parts import MimePart, cid_references
 from mailgate.ui.live import MIN_GAP, sse_event
 
 __all__ = ["frame_headers", "inline_images", "referenced", "woken_stream"]
@@ -76,10 +75,8 @@ def inline_images(
 def _inlined(
     html: str, by_cid: Mapping[str, tuple[MimePart, Download]], media_type: Callable[[str], str]
 ) -> Iterator[bytes]:
-    # in the parts' order: of "cid:a" and "cid:ab", the first listed is replaced first
-    pattern = re.compile("|".join(re.escape(f"cid:{cid}") for cid in by_cid))
     pos = 0
-    for match in pattern.finditer(html):
+    for match in cid_references(by_cid).finditer(html):  # in the parts' order
         part, download = by_cid[match.group().removeprefix("cid:")]
         yield html[pos : match.start()].encode()
         yield f"data:{media_type(part.content_type)};base64,".encode()

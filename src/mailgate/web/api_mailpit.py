@@ -37,6 +37,7 @@ from mailgate.inbox import CaptureMeta
 from mailgate.inbox.mailbox import Mailbox, search_terms
 from mailgate.inbox.release import ReleaseRefused
 from mailgate.ingest.chaos import Stage, Trigger, Triggers, trigger
+from mailgate.mime.parts import cid_references
 from mailgate.web.deps import ServicesDep, TenantDep, admin_only
 from mailgate.web.downloads import download_response, filename_params, safe_media_type
 from mailgate.web.mailpit_checks import html_check, link_check
@@ -596,8 +597,7 @@ def _linked(html: str, urls: dict[str, str]) -> str:
     worker thread): a ``replace`` per part, on the event loop, held every other request
     15 s for 990 parts and 3.6 MB of HTML. Of ``cid:a`` and ``cid:ab``, the part listed
     first is replaced first, as each part in turn was."""
-    pattern = re.compile("|".join(re.escape(f"cid:{cid}") for cid in urls))
-    return pattern.sub(lambda match: urls[match.group()[4:]], html)
+    return cid_references(urls).sub(lambda match: urls[match.group()[4:]], html)
 
 
 @router.get("/view/{capture_id}.txt")
