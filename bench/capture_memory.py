@@ -6,10 +6,13 @@ store (or on ``--db``, a PostgreSQL URL), sends one message with an attachment o
 ``RssAnon`` (its heap: not the files it maps) every 10 ms. Prints the idle figure, the
 peak and the time the client waited for its 250, in each attachment storage mode asked
 for, and the longest a second session waited meanwhile for the answer to a NOOP (sent
-one after the other from its own thread): how long the message held the event loop.
+one after the other from its own process): how long the message held the event loop.
+With ``--webhook`` the message is also handed, as its capture event, to a webhook in this
+process (``smtp.handlers``; it reads the whole POST and answers CONTINUE), as a capture
+server with handlers does it.
 
     .venv/bin/python bench/capture_memory.py [--mib 50] [--modes memory,tempfile]
-        [--src /path/to/other/checkout/src] [--db postgresql://…]
+        [--src /path/to/other/checkout/src] [--db postgresql://…] [--webhook]
 
 Figures are printed, never asserted.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import smtplib
@@ -30,6 +34,7 @@ import time
 from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -58,14 +63,19 @@ def _message(mib: int) -> bytes:
 
 @contextlib.contextmanager
 def running_dev(
-    src: Path, mode: str, db: str | None, ports: tuple[int, int] | None = None
+    src: Path,
+    mode: str,
+    db: str | None,
+    ports: tuple[int, int] | None = None,
+    handlers: list[str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     """`mailgate dev` from ``src`` in attachment storage ``mode``, on ``db`` or a new
-    SQLite file, with no message size limit, once it answers on SMTP: the process (in a
-    session of its own), its SMTP port, its HTTP port (``ports``, else free ones). On the
-    way out the process group is stopped and its temporary directory removed."""
+    SQLite file, with no message size limit (and ``handlers`` as ``smtp.handlers``), once
+    it answers on SMTP: the process (in a session of its own), its SMTP port, its HTTP
+    port (``ports``, else free ones). On the way out the process group is stopped and its
+    temporary directory removed."""
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as name:
-        server, smtp, http = _start_dev(Path(name), src, mode, db, ports)
+        server, smtp, http = _start_dev(Path(name), src, mode, db, ports, handlers or [])
         try:
             yield server, smtp, http
         finally:
@@ -74,11 +84,17 @@ def running_dev(
 
 
 def _start_dev(
-    work: Path, src: Path, mode: str, db: str | None, ports: tuple[int, int] | None
+    work: Path,
+    src: Path,
+    mode: str,
+    db: str | None,
+    ports: tuple[int, int] | None,
+    handlers: list[str],
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     smtp, http = ports or (_free_port(), _free_port())
     env = dict(os.environ, PYTHONPATH=str(src), HOME=str(work),
                MAILGATE_SMTP__MAX_MESSAGE_SIZE="0",
+               MAILGATE_SMTP__HANDLERS=json.dumps(handlers),
                MAILGATE_SMTP__ATTACHMENT_STORAGE__MODE=mode,
                MAILGATE_SMTP__ATTACHMENT_STORAGE__TEMP_DIR=str(work / "att"))  # fmt: skip
     command = [sys.executable, "-m", "mailgate", "dev", "--db", db or f"sqlite:///{work}/m.db",
@@ -94,8 +110,44 @@ def _start_dev(
     return server, smtp, http
 
 
-def measure(src: Path, mode: str, raw: bytes, db: str | None) -> str:
-    with running_dev(src, mode, db) as (server, smtp, _):
+class _Continue(BaseHTTPRequestHandler):
+    """A capture webhook: reads the event whole, answers CONTINUE."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "8")
+        self.end_headers()
+        self.wfile.write(b"CONTINUE")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _webhook(wanted: bool) -> Iterator[list[str]]:
+    """A webhook's URL in a list (none unless ``wanted``), served from a thread."""
+    if not wanted:
+        yield []
+        return
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Continue) as hook:
+        serving = threading.Thread(target=hook.serve_forever, daemon=True)
+        serving.start()
+        try:
+            yield [f"http://127.0.0.1:{hook.server_address[1]}/capture"]
+        finally:
+            hook.shutdown()
+
+
+def measure(src: Path, mode: str, raw: bytes, db: str | None, webhook: bool = False) -> str:
+    with (
+        _webhook(webhook) as hooks,
+        running_dev(src, mode, db, handlers=hooks) as (
+            server,
+            smtp,
+            _,
+        ),
+    ):
         time.sleep(2)  # settled
         idle = peak = _anon_mib(server.pid)
         done = threading.Event()
@@ -150,12 +202,14 @@ def main() -> None:
     parser.add_argument("--modes", default="memory,tempfile")
     parser.add_argument("--src", type=Path, default=Path(__file__).parent.parent / "src")
     parser.add_argument("--db", help="a PostgreSQL URL (default: a new SQLite file)")
+    parser.add_argument("--webhook", action="store_true",
+                        help="hand each message to a webhook too (smtp.handlers)")  # fmt: skip
     args = parser.parse_args()
     raw = _message(args.mib)
     print(f"{args.src}: one message of {len(raw) / 2**20:.1f} MiB "
           f"({args.mib} MiB attachment)")  # fmt: skip
     for mode in args.modes.split(","):
-        print(measure(args.src, mode, raw, args.db), flush=True)
+        print(measure(args.src, mode, raw, args.db, args.webhook), flush=True)
 
 
 if __name__ == "__main__":
