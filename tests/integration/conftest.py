@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import smtplib
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -58,6 +59,20 @@ async def fresh_postgres_database(postgres_url: str, name: str) -> str:
     finally:
         await admin.close()
     return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
+def threads_of(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
+    """Where each call of ``module.name`` runs from now on: "loop" or "worker"."""
+    calls: list[str] = []
+    real = getattr(module, name)
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        on_loop = threading.current_thread() is threading.main_thread()
+        calls.append("loop" if on_loop else "worker")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, watched)
+    return calls
 
 
 async def send_raw(gw: Gateway, raw: bytes) -> None:

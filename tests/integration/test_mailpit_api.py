@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import smtplib
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
@@ -18,7 +17,7 @@ import pytest
 
 from mailgate.app import Gateway, Mode
 from mailgate.web import api_mailpit, mailpit_checks
-from tests.integration.conftest import GatewayFactory, send_raw
+from tests.integration.conftest import GatewayFactory, send_raw, threads_of
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -252,20 +251,6 @@ async def test_the_html_view_links_many_parts_in_one_pass_off_the_event_loop(
     assert shown.text.count(f"/mailpit/api/v1/message/{mid}/part/") == 200_000
     assert f'src="/mailpit/api/v1/message/{mid}/part/{cids + 1}"' in shown.text
     assert passes == ["worker"]
-
-
-def threads_of(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
-    """Where each call of ``module.name`` runs from now on: "loop" or "worker"."""
-    calls: list[str] = []
-    real = getattr(module, name)
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        on_loop = threading.current_thread() is threading.main_thread()
-        calls.append("loop" if on_loop else "worker")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, watched)
-    return calls
 
 
 async def test_a_big_message_s_json_and_checks_are_made_off_the_event_loop(

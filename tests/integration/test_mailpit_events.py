@@ -21,9 +21,9 @@ from mailgate.clock import SystemClock
 from mailgate.inbox.events import EventKind, InboxEvent
 from mailgate.store import TokenStore
 from mailgate.web import mailpit_events
-from tests.integration.conftest import GatewayFactory, send_raw
+from tests.integration.conftest import GatewayFactory, send_raw, threads_of
 from tests.integration.test_capture_handlers import CLEAN_SUBJECT, send_unclean
-from tests.integration.test_mailpit_api import mailpit, plain, rich_message, send, threads_of
+from tests.integration.test_mailpit_api import mailpit, plain, rich_message, send
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -7,7 +7,6 @@ development mail from every source ends up in one place.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import mmap
 import os
@@ -20,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from mailgate.blockwise import b64_text, utf8_text
 from mailgate.clock import Clock
 from mailgate.errors import NotFound
 from mailgate.ids import new_id
@@ -519,7 +519,9 @@ def capture_event(
     """The capture event of DESIGN §3, as handlers and ``GET /inbox/{id}`` see it.
 
     Attachment content is included only when ``contents`` is given (memory mode), each
-    attachment's file only when ``paths`` is (tempfile mode).
+    attachment's file only when ``paths`` is (tempfile mode). Big values are encoded a
+    block at a time (:mod:`mailgate.blockwise`): the SMTP server makes a big message's
+    event in a worker thread, which must not hold the GIL for long.
     ``message.problems`` lists what the parser could not read fully (empty when it
     read everything); the raw source always has the whole message.
     """
@@ -530,7 +532,7 @@ def capture_event(
         item = {k: att[k] for k in ("filename", "content_type", "size", "cid", "inline")}
         item["index"] = i
         if contents is not None:
-            item["content"] = base64.b64encode(contents[i]).decode()
+            item["content"] = b64_text(contents[i])
         if paths is not None:
             item["path"] = paths[i]
         attachments.append(item)
@@ -554,7 +556,7 @@ def capture_event(
             "message_id": record.message_id,
             "body": record.text,
             "html": record.html,
-            "raw": raw.decode("utf-8", "replace") if raw is not None else None,
+            "raw": utf8_text(raw) if raw is not None else None,
             "problems": problems,
             **_raw_bytes(raw),
         },
@@ -569,9 +571,9 @@ def _raw_bytes(raw: bytes | None) -> dict[str, str]:
     if raw is None or raw.isascii():
         return {}
     try:
-        raw.decode("utf-8")
+        utf8_text(raw, "strict")
     except UnicodeDecodeError:
-        return {"raw_base64": base64.b64encode(raw).decode("ascii")}
+        return {"raw_base64": b64_text(raw)}
     return {}
 
 
