@@ -380,9 +380,9 @@ def test_extension_bad_fields_are_named(fields: Doc, reason: str) -> None:
 
 def test_huge_values_pass_through_quickly_for_submission_to_judge() -> None:
     huge = "x" * 5_000_000
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     item = extension(message={"subject": huge, "text": huge, "html": huge})
-    assert time.monotonic() - started < 10 and len(item["subject"]) == 5_000_000
+    assert time.process_time() - started < 10 and len(item["subject"]) == 5_000_000
 
 
 # --- attachments ----------------------------------------------------------------------
@@ -768,10 +768,10 @@ def test_plain_pybars_would_have_run_that_code() -> None:
 )  # fmt: skip
 def test_work_and_output_are_bounded(source: str, partials: dict[str, str], reason: str) -> None:
     data = {"a": list(range(300)), "big": "x" * 500_000}
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     with invalid(reason):
         html(source, data, partials)
-    assert time.monotonic() - started < 30  # about 0.3 s; minutes without the bounds
+    assert time.process_time() - started < 30  # about 0.3 s; minutes without the bounds
 
 
 def test_a_broken_template_is_parsed_once_however_many_documents_name_it() -> None:
@@ -798,10 +798,10 @@ def test_whitespace_control_cannot_backtrack_for_ever() -> None:
     """pybars' own regex needs exponential time on a line of block tags and spaces that
     does not end in a newline (minutes for this one)."""
     line = "\n" + "{{#a}}" * 12 + " " * 20 + "{{/a}}" * 12 + " " * 20
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     assert html(line.replace("}}{{", "}}" + " " * 20 + "{{") + "x", {"a": True}).endswith("x")
     assert html(" " * 100_000 + "{{~x}}", {"x": "y"}) == "y"
-    assert time.monotonic() - started < 30  # milliseconds; pybars' regex takes hours
+    assert time.process_time() - started < 30  # milliseconds; pybars' regex takes hours
 
 
 # --- anything at all ------------------------------------------------------------------

@@ -72,10 +72,10 @@ def test_html_text_has_lines_and_cells_and_no_scripts() -> None:
     ids=["open-tags", "letters", "cdata", "nested", "long-tags", "comments"],
 )
 def test_hostile_html_costs_bounded_time(hostile: str) -> None:
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     find_links(None, hostile)
     find_codes(subject=None, text=None, html=hostile)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_html_past_the_cap_is_not_read() -> None:
@@ -217,7 +217,7 @@ def test_safe_patterns_are_accepted() -> None:
     ids=["punctuation", "brackets", "joined", "long-words", "digits", "at-signs"],
 )
 def test_hostile_text_costs_bounded_time(hostile: str) -> None:
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     find_links(hostile, None)
     find_codes(subject=hostile, text=hostile, html=None)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5

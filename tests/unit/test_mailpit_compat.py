@@ -208,8 +208,8 @@ def test_links_and_html_checks() -> None:
     ids=["open-tags", "comments", "cdata", "processing", "styles"],
 )
 def test_hostile_html_costs_the_snippet_and_the_checks_bounded_time(hostile: str) -> None:
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: no other process's load counts
     snippet(None, hostile)
     find_links(None, hostile)
     html_check(hostile)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
