@@ -23,7 +23,8 @@ for every load, round and server one ``smtp-source`` run, timed from its start t
   and headers just under mailgate's default ``smtp.max_message_size`` of 10 MiB), 10
   sessions, new connection per message; the server's peak RSS (``VmHWM`` after resetting
   it through ``/proc/PID/clear_refs``, and VmRSS of its process group polled every 50 ms)
-  and its RSS once the load is over.
+  and its RSS once the load is over, as smtp-source exits and 2 s later (mailgate gives a
+  big message's heap back within a second: mailgate.heap).
 
 After each run the server's count is checked (mailgate ``DELETE /api/v1/inbox``, MailDev's
 ``/api/email/summary`` then ``DELETE /api/email/all``, smtp-sink's ``mesg=N`` counter) and
@@ -118,7 +119,9 @@ class Run:
     server_cpu: float  #: CPU seconds of the server's process group during the run
     client_cpu: float  #: smtp-source's CPU seconds
     peak_rss: int | None = None  #: bytes; only for the large-message case
-    rss_after: int | None = None
+    rss_after: int | None = None  #: as smtp-source exits
+    #: 2 s later (``AFTER_SETTLED``): mailgate gives a big message's heap back within 1 s
+    rss_settled: int | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -389,6 +392,10 @@ async def measure(
     server_cpu = cpu_seconds(pids) - cpu0
     peak = max(poller.peak, *(status_bytes(p, "VmHWM") for p in pids)) if big else None
     after = rss(pids) if big else None
+    settled = None
+    if big:
+        await asyncio.sleep(AFTER_SETTLED)
+        settled = rss(pids)
     stored = await take_count(t, api, case.messages)
     return Run(
         case.key,
@@ -402,6 +409,7 @@ async def measure(
         client_cpu,
         peak,
         after,
+        settled,
         errors,
     )
 
@@ -543,6 +551,10 @@ async def main_async(args: argparse.Namespace) -> int:
     return 1 if any(r.errors or r.stored != r.messages for r in runs) else 0
 
 
+#: seconds after a big load before its settled RSS is read
+AFTER_SETTLED = 2.0
+
+
 def progress(run: Run) -> str:
     text = (
         f"  {run.case:>6} {run.target:>13}: {run.rate:9.1f} msg/s  "
@@ -550,7 +562,10 @@ def progress(run: Run) -> str:
         f"stored {run.stored}/{run.messages}"
     )
     if run.peak_rss is not None:
-        text += f"  peak RSS {run.peak_rss / MB:.0f} MB, after {(run.rss_after or 0) / MB:.0f} MB"
+        text += (
+            f"  peak RSS {run.peak_rss / MB:.0f} MB, after {(run.rss_after or 0) / MB:.0f} MB,"
+            f" {AFTER_SETTLED:g} s later {(run.rss_settled or 0) / MB:.0f} MB"
+        )
     return text + (f"  ERRORS: {run.errors}" if run.errors else "")
 
 
@@ -648,6 +663,7 @@ def detail_table(
         "smtp-source CPU, % of a core",
         "peak RSS MB",
         "RSS after MB",
+        f"{AFTER_SETTLED:g} s later MB",
         "verified",
     ]
     rows = []
@@ -658,6 +674,7 @@ def detail_table(
                 continue
             peak = [float(r.peak_rss) / MB for r in g if r.peak_rss is not None]
             after = [float(r.rss_after) / MB for r in g if r.rss_after is not None]
+            settled = [float(r.rss_settled) / MB for r in g if r.rss_settled is not None]
             rows.append(
                 [
                     name,
@@ -668,6 +685,7 @@ def detail_table(
                     f"{median([100 * r.client_cpu / r.seconds for r in g]):.0f}%",
                     spread(peak, ".0f") if peak else "–",
                     spread(after, ".0f") if after else "–",
+                    spread(settled, ".0f") if settled else "–",
                     yes(all(r.stored == r.messages and not r.errors for r in g)),
                 ]
             )
