@@ -31,6 +31,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from mailgate import heap
 from mailgate.ingest.chaos import Stage
 from mailgate.ingest.smtp_session import Envelope, Refusal, Session, peer_text, tls_info, within
 from mailgate.ingest.smtp_syntax import MAX_COMMAND_LINE
@@ -582,6 +583,8 @@ class SmtpEngine(asyncio.Protocol):
             reply = "250 OK" if hook is None else await hook(self, self.session, envelope)
         finally:
             _remove(envelope.spooled)  # the handler has read it (or failed to)
+            if envelope.spooled is not None or envelope.line_endings is not None:
+                heap.TRIM.soon()  # a big one (past HELD_WHOLE): give its memory back
             if self.envelope is envelope:
                 self._new_transaction()
         self._reply(reply)
