@@ -9,8 +9,9 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.mime import parse_message
+from mailgate.mime import view as view_module
 from mailgate.mime.parts import mime_parts
-from mailgate.mime.view import KEPT_LENGTH, MimeView, _parsed
+from mailgate.mime.view import KEPT_LENGTH, MimeView, _parse, _parsed
 
 FIELD_SETS = [
     {},
@@ -70,6 +71,27 @@ def test_a_field_is_parsed_once_per_process() -> None:
     again = parse_message(raw)
     assert _parsed.cache_info().misses == parsed  # nothing parsed anew
     assert again == first and first.text == "hi\n"
+
+
+def test_a_long_field_is_parsed_once_per_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field too long to keep for the process is still parsed once by its view, not
+    at every read: the email API reads Content-Type for the type, the main type, the
+    charset and each parameter."""
+    parses: list[str] = []
+
+    def counted(name: str, value: str) -> object:
+        parses.append(name)
+        return _parse(name, value)
+
+    monkeypatch.setattr(view_module, "_parse", counted)
+    long_type = "text/plain; charset=utf-8; " + "; ".join(f"p{n}=v{n}" for n in range(40))
+    assert len(long_type) > KEPT_LENGTH
+    view, plain = MimeView(), EmailMessage(policy=policy.default)
+    for message in (view, plain):
+        message.set_raw("Content-Type", long_type)
+        message.set_raw("Content-Disposition", "attachment; filename=" + "x" * KEPT_LENGTH)
+    assert _answers(view) == _answers(view) == _answers(plain)
+    assert sorted(parses) == ["Content-Disposition", "Content-Type"]
 
 
 @pytest.mark.parametrize("label", ["a\x00b", "\udcff", "idna", "undefined", "punycode"])
