@@ -7,7 +7,9 @@ parsed fully is reported in ``ParsedMessage.problems`` and stays in the raw sour
 * at most ``MAX_HEADER_FIELDS`` top-level header fields are decoded;
 * multiparts nest at most ``MAX_DEPTH`` levels; a deeper one is kept whole as one
   opaque attachment;
-* at most ``MAX_PARTS`` parts are listed; later ones are left out.
+* at most ``MAX_PARTS`` parts are listed; later ones are left out;
+* the email package reads a bounded part of each MIME field and of all of them
+  (``mailgate.mime.budget``): a field's first 64 parameters, say.
 
 Rules a mail client follows, and so does this parser:
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import BinaryIO
 
+from mailgate.mime.budget import FieldBudget
 from mailgate.mime.decode import decode_8bit, decode_header, decode_text, safe_filename
 from mailgate.mime.entity import Entity, Source, guess_boundary, read_entity, split_multipart
 from mailgate.mime.stream import DECODED, Output, decode_into, decoded, transfer_encoding
@@ -92,13 +95,15 @@ class _Part:
     end: int = 0
     children: list[_Part] | None = None
     content_type: str = ""
-    mime: dict[str, str] = field(default_factory=dict)  #: the MIME fields as in the source
+    #: the MIME fields as in the source, within the message's ``FieldBudget``
+    mime: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Walk:
     problems: list[str] = field(default_factory=list)
     parts: int = 0
+    fields: FieldBudget = field(default_factory=FieldBudget)
 
 
 def parse_message(raw: Source, *, attachment_sink: AttachmentSink | None = None) -> ParsedMessage:
@@ -128,6 +133,7 @@ def parse_message(raw: Source, *, attachment_sink: AttachmentSink | None = None)
     except Exception as exc:  # a parser bug must not cost the message
         walk.problems.append(f"mime: body not parsed ({type(exc).__name__}); see the raw source")
         text, html, attachments = None, None, ()
+    walk.problems.extend(walk.fields.problems())
     return ParsedMessage(
         headers=headers,
         subject=_first(headers, "Subject"),
@@ -182,11 +188,12 @@ def _view(mime: dict[str, str], default: str) -> EmailMessage:
 
 
 def _tree(entity: Entity, walk: _Walk, *, depth: int, default: str) -> _Part:
-    view = _view(entity.mime, default)
+    mime = walk.fields.bounded(entity.mime)
+    view = _view(mime, default)
     content_type = view.get_content_type()
     source, start, end = entity.source, entity.body_start, entity.end
     if view.get_content_maintype() != "multipart":
-        return _Part(view, source, start, end, None, content_type, entity.mime)
+        return _Part(view, source, start, end, None, content_type, mime)
     if depth >= MAX_DEPTH:
         walk.problems.append(
             f"mime: multipart nested deeper than {MAX_DEPTH} levels;"
@@ -346,8 +353,11 @@ def _stream(part: _Part, file: BinaryIO, keep_head: bool) -> tuple[int, bytes]:
 
 def _filename(part: _Part) -> str | None:
     """The part's filename; raw 8-bit bytes in it are read as UTF-8, else latin-1
-    (the email API would read invalid UTF-8 as U+FFFD)."""
+    (the email API would read invalid UTF-8 as U+FFFD). Fields without such bytes are
+    read from the part's own view: a long one it keeps is not parsed again."""
     fields = {k: decode_8bit(v) for k, v in part.mime.items() if k != "content-transfer-encoding"}
+    if all(part.mime[k] is v for k, v in fields.items()):
+        return safe_filename(part.view.get_filename())
     return safe_filename(_view(fields, "text/plain").get_filename())
 
 

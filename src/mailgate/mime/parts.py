@@ -15,6 +15,10 @@ And sorted as enmime sorts them (breadth first, each list in tree order):
 * **inlines**: ``Content-Disposition: inline``;
 * **others**: no disposition, neither text/plain nor text/html nor octet-stream.
 
+The email package reads each part's MIME fields within the message's budget
+(``mailgate.mime.budget``), as ``parse_message`` does: the same cuts, which capture
+records as the message's problems.
+
 A message that is not multipart is an attachment itself (``0``) when it is neither
 text/plain nor text/html or is marked as an attachment. Mailpit lists only the parts
 with a file name or a Content-ID (the file name falling back to the Content-ID), its
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, BinaryIO
 
+from mailgate.mime.budget import FieldBudget
 from mailgate.mime.decode import decode_8bit, safe_filename
 from mailgate.mime.entity import Entity, Source, read_entity, split_multipart
 from mailgate.mime.stream import (
@@ -136,8 +141,8 @@ def mime_parts_into(raw: Source, into: Callable[[MimePart], BinaryIO | None]) ->
 
 def _listed(raw: Source, body: _Body) -> tuple[PartList, dict[str, _Node]]:
     """The listed parts, and every numbered node by its part id."""
-    counter = [0]
-    root = _walk(read_entity(raw), "0", depth=0, counter=counter, root=True, body=body)
+    walk = _Walk()
+    root = _walk(read_entity(raw), "0", depth=0, walk=walk, root=True, body=body)
     if not root.multipart:
         return _single(root.part), {"0": root}
     nodes = _breadth_first(root)
@@ -181,10 +186,18 @@ def _breadth_first(root: _Node) -> list[_Node]:
     return found
 
 
+@dataclass(slots=True)
+class _Walk:
+    parts: int = 0  #: parts numbered so far
+    #: what the email package may still read of the MIME fields, as ``parse_message``
+    #: reads them (its problems are recorded at capture)
+    fields: FieldBudget = field(default_factory=FieldBudget)
+
+
 def _walk(
-    entity: Entity, part_id: str, *, depth: int, counter: list[int], root: bool, body: _Body
+    entity: Entity, part_id: str, *, depth: int, walk: _Walk, root: bool, body: _Body
 ) -> _Node:
-    view = _view(entity.mime)
+    view = _view(walk.fields.bounded(entity.mime))
     boundary = view.get_boundary()
     parts = None
     if view.get_content_maintype() == "multipart" and boundary and depth < MAX_DEPTH:
@@ -194,8 +207,8 @@ def _walk(
         return _Node(_leaf(entity, view, part_id, body), entity, view)
     node = _Node(_leaf(entity, view, part_id, body), entity, view, multipart=True)
     for index, (start, end) in enumerate(parts, start=1):
-        counter[0] += 1
-        if counter[0] > MAX_PARTS:
+        walk.parts += 1
+        if walk.parts > MAX_PARTS:
             break
         child_id = str(index) if root else f"{part_id}.{index}"
         node.children.append(
@@ -203,7 +216,7 @@ def _walk(
                 read_entity(entity.source, start=start, end=end),
                 child_id,
                 depth=depth + 1,
-                counter=counter,
+                walk=walk,
                 root=False,
                 body=body,
             )
