@@ -59,6 +59,7 @@ __all__ = [
     "api_tokens",
     "attachments",
     "attempts",
+    "auth_failures",
     "events",
     "inbox",
     "inbox_raw",
@@ -479,6 +480,22 @@ rate_buckets = Table(
     Column("key", SafeString(200), primary_key=True),
     Column("tokens", Float, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Failed SMTP AUTH attempts, one row each, shared by every process on the store so that
+# the limit per client address holds across them (ingest/auth_throttle.py). Rows older
+# than the window go as new ones are written, and the table never holds more than
+# store/auth_failures.py's cap.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("client", SafeString(100), nullable=False),  # the client's IP address
+    Column("failed_at", UTCDateTime, nullable=False),
+    Index("ix_auth_failures_client", "client", "failed_at"),  # one address's newest
+    Index("ix_auth_failures_failed_at", "failed_at"),  # the expired, oldest first
 )
 
 # Settings changed at run time (issue 11): the dotted name of each one changed, its JSON
