@@ -40,7 +40,7 @@ from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
 from mailgate.ingest.chaos import Chaos, Stage, configured
 from mailgate.ingest.handlers import HandlerPool, HandlerThreads, load_handlers
-from mailgate.ingest.smtp import AuthThrottle, CaptureHandler, SmtpServer
+from mailgate.ingest.smtp import CaptureHandler, SharedAuthThrottle, SmtpServer
 from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_submission import SubmissionHandler
 from mailgate.ingest.submission import Submissions
@@ -55,6 +55,7 @@ from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
 from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
+from mailgate.store.auth_failures import AuthFailureStore
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
@@ -562,11 +563,16 @@ class Gateway:
         s = self.settings
         submission = isinstance(handler, SubmissionHandler)
         files = self.inbox.files
-        throttle = (
-            AuthThrottle(s.smtp.auth_max_failures, s.smtp.auth_failure_window)
-            if submission
-            else None
-        )
+        throttle = None
+        if submission:  # failed AUTH counted in the store: one limit for every process
+            assert self._db is not None
+            throttle = SharedAuthThrottle(
+                AuthFailureStore(self._db),
+                self.clock,
+                s.smtp.auth_max_failures,
+                s.smtp.auth_failure_window,
+            )
+            self._stack.push_async_callback(throttle.aclose)  # after the server stops
         server = SmtpServer(
             handler,
             submission=submission,

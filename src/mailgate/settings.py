@@ -226,7 +226,8 @@ class SmtpSettings(BaseModel):
         5,
         ge=1,
         description="Submission: failed AUTH attempts a client address may make within"
-        " auth_failure_window; then it hears 421 until the window passes.",
+        " auth_failure_window; then it hears 421 until the window passes. Counted in the"
+        " store: one limit for every process on it.",
     )
     auth_failure_window: float = Field(
         300.0, gt=0, description="Seconds over which failed AUTH attempts are counted."

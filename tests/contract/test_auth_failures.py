@@ -1,15 +1,47 @@
-"""Failed SMTP AUTH counted through the store (``auth_failures``), on SQLite and PostgreSQL."""
+"""Failed SMTP AUTH counted through the store (``auth_failures``), on SQLite and PostgreSQL:
+the store's rows, and :class:`SharedAuthThrottle` on two engines as two ``serve``
+processes would have them (the same file, or the same PostgreSQL database)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
+from sqlalchemy import text
+
+from mailgate.errors import StoreUnavailable
+from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.store import Database
 from mailgate.store.auth_failures import PRUNE_BATCH, AuthFailureStore
 from tests.builders import NOW
 
 WINDOW = 300.0
 CLIENT = "192.0.2.7"
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+async def other(database: Database, store_url: str) -> AsyncIterator[Database]:
+    """A second engine on the same store: another ``serve`` process's."""
+    db = Database(store_url)
+    yield db
+    await db.aclose()
+
+
+def _throttle(db: Database, clock: Clock, max_failures: int = 3) -> SharedAuthThrottle:
+    return SharedAuthThrottle(AuthFailureStore(db), clock, max_failures, WINDOW)
 
 
 async def test_a_failure_is_one_row_read_newest_first(database: Database) -> None:
@@ -46,3 +78,83 @@ async def test_a_flood_of_addresses_in_one_window_keeps_the_table_bounded(
     assert await store.count() == 10
     assert await store.newest("2001:db8::18", since, 1) != []  # the newest are kept
     assert await store.newest("2001:db8::0", since, 1) == []
+
+
+async def test_failures_in_one_process_block_the_address_in_another(
+    database: Database, other: Database
+) -> None:
+    clock = Clock()
+    here, there = _throttle(database, clock), _throttle(other, clock)
+    await here.failed(CLIENT)
+    since = NOW - timedelta(seconds=WINDOW)  # committed when failed() returns (before a 535)
+    assert await AuthFailureStore(other).newest(CLIENT, since, 5) == [NOW]
+    clock.at += timedelta(seconds=10)
+    await there.failed(CLIENT)
+    assert await here.admit(CLIENT) and await there.admit(CLIENT)  # 2 of 3: checked
+    await here.done(CLIENT, failed=True)  # the third, here
+    assert not await there.admit(CLIENT)  # there only counted one itself
+    assert there.blocked(CLIENT)  # remembered: the next AUTH is refused without a query
+    await there.done(CLIENT, failed=False)
+    assert await there.admit("192.0.2.8")  # another address is not blocked
+    await there.done("192.0.2.8", failed=False)
+    # until the oldest failure in the window ages out, not before
+    clock.at = NOW + timedelta(seconds=WINDOW - 1)
+    assert there.blocked(CLIENT) and not await there.admit(CLIENT)
+    clock.at = NOW + timedelta(seconds=WINDOW)
+    assert not there.blocked(CLIENT)
+    assert await there.admit(CLIENT)
+
+
+async def test_checks_in_progress_still_count_in_the_process(
+    database: Database, other: Database
+) -> None:
+    """The in-process rule stays: parallel checks here cannot pass the limit, with the
+    store's failures (another process's) counted too."""
+    clock = Clock()
+    await _throttle(other, clock).failed(CLIENT)
+    here = _throttle(database, clock)
+    admits = [asyncio.ensure_future(here.admit(CLIENT)) for _ in range(5)]
+    ended: set[asyncio.Future[bool]] = set()
+    while len(ended) < 2:  # 1 failure + 2 in progress: the others wait
+        more, _ = await asyncio.wait(set(admits) - ended, return_when=asyncio.FIRST_COMPLETED)
+        ended |= more
+    for _ in ended:
+        await here.done(CLIENT, failed=True)
+    async with asyncio.timeout(30):  # a third admitted would wait for a done() forever
+        assert sorted(await asyncio.gather(*admits)) == [False] * 3 + [True] * 2
+
+
+async def test_a_successful_auth_writes_nothing(database: Database) -> None:
+    throttle = _throttle(database, Clock())
+    for _ in range(5):
+        assert await throttle.admit(CLIENT)
+        await throttle.done(CLIENT, failed=False)
+    assert await AuthFailureStore(database).count() == 0
+
+
+async def test_the_store_unreachable_refuses_rather_than_admits(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A store that cannot be read says so (the caller answers 454); nothing admitted."""
+    if store_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'no-such-dir' / 'store.sqlite3'}"
+    else:
+        url = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens on port 1
+    db = Database(url)
+    try:
+        throttle = _throttle(db, Clock())
+        with pytest.raises(StoreUnavailable):
+            await throttle.admit(CLIENT)
+    finally:
+        await db.aclose()
+
+
+async def test_a_failure_the_store_cannot_take_is_still_counted_here(
+    database: Database,
+) -> None:
+    throttle = _throttle(database, Clock(), max_failures=2)
+    async with database.write() as conn:
+        await conn.execute(text("DROP TABLE auth_failures"))
+    for _ in range(2):
+        await throttle.failed(CLIENT)  # logged, not raised
+    assert throttle.blocked(CLIENT)

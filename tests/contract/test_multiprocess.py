@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 
 from mailgate.store import Database
+from mailgate.store.auth_failures import AuthFailureStore
 from mailgate.store.database import alembic_config
 from mailgate.store.schema import messages
 
@@ -75,6 +76,38 @@ async def main():
         results.append([done.id, done.duplicate])
     await db.aclose()
     print(json.dumps(results))
+
+asyncio.run(main())
+"""
+
+# Each process counts ``failures`` failed AUTHs of one address against a limit of twice
+# that (alone, it stays under it), then waits for the other to be done, and asks
+# whether a password may be checked.
+AUTH_FAILURES = """
+import asyncio, json, os, sys, time
+from sqlalchemy import text
+from mailgate.clock import SystemClock
+from mailgate.ingest.auth_throttle import SharedAuthThrottle
+from mailgate.store import Database
+from mailgate.store.auth_failures import AuthFailureStore
+
+async def main():
+    url, ready, go, failures, both = sys.argv[1:6]
+    db = Database(url)
+    async with db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.002)
+    throttle = SharedAuthThrottle(AuthFailureStore(db), SystemClock(), 2 * int(failures), 300.0)
+    for _ in range(int(failures)):
+        await throttle.failed("192.0.2.9")
+    open(ready + ".done", "w").close()
+    while not all(os.path.exists(done) for done in both.split(",")):
+        time.sleep(0.002)
+    admitted = await throttle.admit("192.0.2.9")
+    await db.aclose()
+    print(json.dumps(admitted))
 
 asyncio.run(main())
 """
@@ -184,3 +217,21 @@ async def test_two_processes_enqueueing_the_same_keys_get_one_message_each(
     assert rows == keys
     for (id_a, dup_a), (id_b, dup_b) in zip(first, second, strict=True):
         assert id_a == id_b and sorted([dup_a, dup_b]) == [False, True]
+
+
+async def test_two_processes_failing_auth_share_one_limit(fresh_url: Fresh, tmp_path: Path) -> None:
+    """Each process's failed AUTHs were kept in its own memory: two processes with 10
+    failures each, against a limit of 20, each still checked passwords. Now every
+    failure is a row in the store, none lost to the race, and both refuse."""
+    failures = 10
+    url = await fresh_url()
+    db = Database(url)
+    try:
+        await db.migrate()
+        done = ",".join(str(tmp_path / f"ready{i}.done") for i in range(2))
+        outputs = await asyncio.to_thread(_race, AUTH_FAILURES, url, tmp_path, str(failures), done)
+        counted = await AuthFailureStore(db).count()
+    finally:
+        await db.aclose()
+    assert [json.loads(out) for out in outputs] == [False, False]
+    assert counted == 2 * failures

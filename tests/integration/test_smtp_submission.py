@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.util import greenlet_spawn
 
 from mailgate.app import Gateway, Mode
 from mailgate.ingest.tls import self_signed
+from mailgate.store import Database
 from tests.integration.conftest import (
     GatewayFactory,
     api,
@@ -358,6 +360,80 @@ async def test_a_client_leaving_during_its_check_still_counts(
                 return smtp.docmd("AUTH", _plain("app", PASSWORD))[0]
 
         assert await asyncio.to_thread(again) == 421
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def shared_store(request: pytest.FixtureRequest, db_url: str) -> str:
+    """One store for two gateways: a SQLite file, or a database on the session's cluster."""
+    if request.param == "sqlite":
+        return db_url
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    return await fresh_postgres_database(postgres_url, "mailgate_auth_shared")
+
+
+def _logins(address: tuple[str, int], *passwords: str) -> list[int]:
+    """AUTH PLAIN as ``app`` with each password in turn on one session: the codes (421 for
+    a session closed after its 421)."""
+    codes = []
+    with smtplib.SMTP(*address, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        for password in passwords:
+            try:
+                codes.append(smtp.docmd("AUTH", _plain("app", password))[0])
+            except smtplib.SMTPServerDisconnected:
+                codes.append(421)
+                break
+    return codes
+
+
+async def test_failed_auth_in_one_process_is_refused_in_another(
+    upstream: Upstream, shared_store: str
+) -> None:
+    """Two gateways (each its own engine, as two ``serve`` processes behind one load
+    balancer) on one store: the limit was per process, so each allowed its own 3 guesses.
+    Now 3 failures at one make the other refuse the address, right password or not."""
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    settings = fast_settings(shared_store, relay_url=upstream.url, smtp=smtp_settings)
+    async with Gateway(settings, mode=Mode.SERVE) as one, Gateway(settings, mode=Mode.SERVE) as two:
+        async with api(one) as client:
+            await _add_user(client, "app")
+        assert await asyncio.to_thread(_logins, _address(one), "wrong", "wrong") == [535, 535]
+        assert await asyncio.to_thread(_logins, _address(two), "wrong") == [535]  # the third
+        # neither gateway counted 3 itself; the store did
+        assert await asyncio.to_thread(_logins, _address(one), PASSWORD) == [421]
+        assert await asyncio.to_thread(_logins, _address(two), PASSWORD) == [421]
+        # and the one that learnt it from the store refuses at once, without a query
+        one_address = _address(one)
+
+        def refused_at_auth() -> int:
+            with smtplib.SMTP(*one_address, timeout=20) as smtp:
+                smtp.ehlo("client.test")
+                try:
+                    return smtp.docmd("AUTH", "LOGIN")[0]  # before any password prompt
+                except smtplib.SMTPServerDisconnected:
+                    return 421
+
+        assert await asyncio.to_thread(refused_at_auth) == 421
+
+
+async def test_auth_is_454_when_the_store_cannot_count_failures(
+    start_gateway: GatewayFactory, upstream: Upstream, db_url: str
+) -> None:
+    """The store unreadable while a password is about to be checked: no count to vouch
+    for the guess, so it is not checked (a temporary 454, RFC 4954 §6) rather than let
+    through unlimited."""
+    smtp_settings = {"mode": "submission", "auth_max_failures": 3}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+        assert await asyncio.to_thread(_logins, _address(gw), PASSWORD) == [235]
+        broken = Database(db_url)
+        try:
+            async with broken.write() as conn:
+                await conn.execute(text("DROP TABLE auth_failures"))
+        finally:
+            await broken.aclose()
+        assert await asyncio.to_thread(_logins, _address(gw), PASSWORD, PASSWORD) == [454, 454]
 
 
 async def test_auth_needs_tls_from_other_networks(

@@ -25,16 +25,16 @@ import dataclasses
 import hmac
 import logging
 import ssl
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
+from mailgate.ingest.auth_throttle import AuthThrottle, SharedAuthThrottle
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import EVENT_ON_LOOP, HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
 from mailgate.ingest.smtp_data import Spool, line_endings
-from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpConnection, SmtpRecorder
+from mailgate.ingest.smtp_protocol import SmtpConfig, SmtpConnection, SmtpRecorder, Throttle
 from mailgate.ingest.smtp_session import Envelope, Networks, Refusal, Session, peer_text
 from mailgate.store import CapturedRecord
 
@@ -45,6 +45,7 @@ __all__ = [
     "EnvelopeHooks",
     "Networks",
     "Refusal",
+    "SharedAuthThrottle",
     "SmtpRecorder",
     "SmtpServer",
 ]
@@ -304,71 +305,6 @@ def _text(value: bytes | str | None) -> str | None:
     return value
 
 
-class AuthThrottle:
-    """Failed AUTH attempts per client address (as Postfix's anvil counts them): past
-    ``max_failures`` within ``window`` seconds the address is turned away (421) until
-    its oldest failure in the window is older than that. Kept per process.
-
-    Checking a password takes time (a hash, off the loop), so a client could have many
-    checked at once, or leave sessions waiting at the password prompt, and so try more
-    than ``max_failures`` before the first failure counts. Each check is therefore
-    admitted (:meth:`admit`) only while the address's failures plus the checks in
-    progress are under the limit, else it waits for one of them to end, and never once
-    the address is blocked."""
-
-    def __init__(self, max_failures: int, window: float) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
-        self._checking: dict[str, int] = {}
-        self._ended: dict[str, asyncio.Event] = {}
-
-    async def admit(self, client: str) -> bool:
-        """Wait until a password of ``client`` may be checked: True, and the check
-        counts as in progress until :meth:`done`; False once the address is blocked."""
-        while not self.blocked(client):
-            checking = self._checking.get(client, 0)
-            if len(self._recent(client)) + checking < self.max_failures:
-                self._checking[client] = checking + 1
-                return True
-            ended = self._ended.setdefault(client, asyncio.Event())
-            await ended.wait()
-        return False
-
-    def done(self, client: str, *, failed: bool) -> None:
-        """A check admitted by :meth:`admit` has ended (``failed``: counted as such)."""
-        if failed:
-            self.failed(client)
-        left = self._checking.pop(client, 1) - 1
-        if left:
-            self._checking[client] = left
-        if (ended := self._ended.pop(client, None)) is not None:
-            ended.set()  # the waiting look again
-
-    def _recent(self, client: str) -> list[float]:
-        since = time.monotonic() - self.window
-        recent = [t for t in self._failures.get(client, ()) if t > since]
-        if recent:
-            self._failures[client] = recent
-        else:
-            self._failures.pop(client, None)
-        return recent
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self.max_failures
-
-    def failed(self, client: str) -> None:
-        recent = self._recent(client)
-        now = time.monotonic()
-        if len(self._failures) >= _MAX_THROTTLED:
-            since = now - self.window
-            self._failures = {k: v for k, v in self._failures.items() if v[-1] > since}
-        self._failures[client] = [*recent, now][-self.max_failures :]
-
-
-_MAX_THROTTLED = 100_000  #: client addresses remembered at most (a flood must not grow it)
-
-
 _FAREWELL = 2.0  #: seconds a session's connection gets to close after its 421
 
 
@@ -400,7 +336,7 @@ class SmtpServer:
         max_connections: int = 500,
         write_timeout: float = 10.0,
         submission: bool = False,
-        throttle: AuthThrottle | None = None,
+        throttle: Throttle | None = None,
         cleartext_auth_from: Networks = (),
         chaos: Chaos | None = None,
         spool: Spool | None = None,

@@ -15,16 +15,23 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from mailgate.errors import StoreError
 from mailgate.ingest.chaos import Stage
 from mailgate.ingest.smtp_engine import TOO_LONG, SmtpEngine
 from mailgate.ingest.smtp_session import Refusal
 
+if TYPE_CHECKING:
+    from mailgate.ingest.smtp_protocol import Throttle
+
 __all__ = ["AuthResult", "CramMd5", "LoginPassword", "SmtpAuth"]
+
+log = logging.getLogger(__name__)
 
 _CODE_SUCCESS = "235 2.7.0 Authentication successful"
 _CODE_INVALID = "535 5.7.8 Authentication credentials invalid"
@@ -124,8 +131,7 @@ class SmtpAuth(SmtpEngine):
         verify, throttle = self.config.verify, self.config.throttle
         client = self._client()
         if result.success and verify is not None:
-            if throttle is not None and not await throttle.admit(client):
-                self._throttled()  # blocked while the client answered, or while it waited
+            if throttle is not None and not await self._admitted(throttle, client):
                 return AuthResult(success=False)
             identity, failed = None, False
             try:
@@ -137,17 +143,39 @@ class SmtpAuth(SmtpEngine):
                 failed = True
                 raise
             finally:  # (a check that broke off, the store down, is no failed login)
-                if throttle is not None:
-                    throttle.done(client, failed=failed)
+                if throttle is not None:  # in the store before the client hears 535
+                    await throttle.done(client, failed=failed)
             result = (
                 AuthResult(success=False, handled=False)
                 if identity is None
                 else AuthResult(success=True, auth_data=identity)
             )
         elif not result.success and throttle is not None:
-            throttle.failed(client)
+            await throttle.failed(client)
         self.config.recorder.smtp_auth(mechanism, success=result.success)
         return result
+
+    async def _admitted(self, throttle: Throttle, client: str) -> bool:
+        """Whether the client's password may be checked now (:meth:`Throttle.admit`);
+        else it has been answered: 421 when the address is blocked (while the client
+        answered, or while it waited, or in another process), and 454 (RFC 4954 §6:
+        temporary authentication failure) when the store cannot say how many failures
+        the address has: a guess the limit cannot vouch for is not checked."""
+        try:
+            if await throttle.admit(client):
+                return True
+        except StoreError as exc:
+            log.warning(
+                "SMTP AUTH from %s answered 454: its failed attempts could not be read"
+                " from the store: %s",
+                client,
+                exc,
+            )
+            self.config.recorder.smtp_refused(Refusal.STORE_UNAVAILABLE)
+            self._reply("454 4.7.0 Temporary authentication failure, try again later")
+            return False
+        self._throttled()
+        return False
 
     async def _plain(self, initial: str | None) -> AuthResult:
         """RFC 4616: ``authzid NUL authcid NUL passwd``."""

@@ -75,12 +75,16 @@ class SmtpRecorder(Protocol):
 
 
 class Throttle(Protocol):
-    """Failed AUTH per client address (:class:`mailgate.ingest.smtp.AuthThrottle`)."""
+    """Failed AUTH per client address
+    (:class:`mailgate.ingest.auth_throttle.SharedAuthThrottle`). ``blocked`` answers at
+    once; ``admit`` may read the store (:class:`~mailgate.errors.StoreError` when it
+    cannot: the attempt is refused for now); a failure is counted when ``failed`` or
+    ``done`` returns."""
 
     def blocked(self, client: str) -> bool: ...
-    def failed(self, client: str) -> None: ...
+    async def failed(self, client: str) -> None: ...
     async def admit(self, client: str) -> bool: ...
-    def done(self, client: str, *, failed: bool) -> None: ...
+    async def done(self, client: str, *, failed: bool) -> None: ...
 
 
 # --------------------------------------------------------------------------- configuration

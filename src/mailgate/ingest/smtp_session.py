@@ -30,7 +30,8 @@ class Refusal(StrEnum):
     TOO_MANY_RECIPIENTS = "too_many_recipients"  #: RCPT past the limit (RFC 5321 §4.5.3.1.10)
     BAD_ADDRESS = "bad_address"  #: a malformed MAIL FROM or RCPT TO address (553)
     LINE_TOO_LONG = "line_too_long"  #: a DATA line past the limit (RFC 5321 §4.5.3.1.6)
-    STORE_UNAVAILABLE = "store_unavailable"  #: the capture could not be committed (451)
+    #: the capture could not be committed (451), or the failed AUTH counted (454)
+    STORE_UNAVAILABLE = "store_unavailable"
     TOO_MANY_CONNECTIONS = "too_many_connections"  #: over smtp.max_connections (421)
     AUTH_THROTTLED = "auth_throttled"  #: too many failed AUTH from the address (421)
     CHAOS = "chaos"  #: a chaos trigger fired (:mod:`mailgate.ingest.chaos`)
