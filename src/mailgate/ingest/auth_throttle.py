@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -122,11 +122,13 @@ class AuthThrottle:
 
 @dataclass(slots=True)
 class _Pending:
-    """An address's failures being written here, and the reads of its count under way."""
+    """An address's failures being written here, and the reads of its count under way,
+    one at a time (``lock``): a read then finds each of this process's failures either
+    in the store or still counted in ``writing``, never in both nor in neither."""
 
-    writing: int = 0  #: rows not committed yet
-    finished: int = 0  #: rows written (or given up) since the first of these began
-    readers: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    writing: int = 0  #: failures counted here whose rows are not committed yet
+    users: int = 0  #: reads and writes under way (the entry goes with the last)
 
 
 class SharedAuthThrottle:
@@ -209,26 +211,25 @@ class SharedAuthThrottle:
             await asyncio.wait(self._writes)
 
     async def _stored(self, client: str) -> int:
-        """The address's failures in the window: the store's, plus this process's being
-        written. A row written while the read ran may be in it or not, so it is counted
-        as not: never fewer than there are (a failure here and one elsewhere are two),
-        at worst one more for a moment."""
-        pending = self._pending.setdefault(client, _Pending())
-        pending.readers += 1
-        finished = pending.finished
+        """The address's failures in the window: the store's, plus this process's whose
+        rows are not written yet. Reads and writes of one address take turns here, so the
+        count is exact for this process's failures (a write committing during the read
+        was counted twice, and the address refused one attempt too early, uncounted)."""
+        pending = self._use(client)
         try:
-            now = self.clock.now()
-            newest = await self.store.newest(client, now - self.window, self.max_failures)
+            async with pending.lock:
+                now = self.clock.now()
+                newest = await self.store.newest(client, now - self.window, self.max_failures)
+                counted = len(newest) + pending.writing
         finally:
-            pending.readers -= 1
-            self._forget(client, pending)
+            self._done_with(client, pending)
         self._judge(client, newest)
-        return len(newest) + pending.writing + pending.finished - finished
+        return counted
 
     async def _record(self, client: str) -> None:
         """Write the failure in a task of its own: a session cancelled meanwhile (its
         client left during the check) does not cut the write short."""
-        pending = self._pending.setdefault(client, _Pending())
+        pending = self._use(client)
         pending.writing += 1
         task = asyncio.get_running_loop().create_task(self._write(client, pending))
         self._writes.add(task)
@@ -236,9 +237,13 @@ class SharedAuthThrottle:
         await asyncio.shield(task)
 
     async def _write(self, client: str, pending: _Pending) -> None:
-        now = self.clock.now()
         try:
-            newest = await self.store.add(client, now, now - self.window, self.max_failures)
+            async with pending.lock:
+                now = self.clock.now()
+                try:
+                    newest = await self.store.add(client, now, now - self.window, self.max_failures)
+                finally:
+                    pending.writing -= 1
         except StoreError as exc:
             log.warning(
                 "a failed SMTP AUTH from %s could not be counted in the store (counted in"
@@ -248,13 +253,17 @@ class SharedAuthThrottle:
             )
             return
         finally:
-            pending.writing -= 1
-            pending.finished += 1
-            self._forget(client, pending)
+            self._done_with(client, pending)
         self._judge(client, newest)
 
-    def _forget(self, client: str, pending: _Pending) -> None:
-        if not pending.writing and not pending.readers:
+    def _use(self, client: str) -> _Pending:
+        pending = self._pending.setdefault(client, _Pending())
+        pending.users += 1
+        return pending
+
+    def _done_with(self, client: str, pending: _Pending) -> None:
+        pending.users -= 1
+        if not pending.users:
             self._pending.pop(client, None)
 
     def _judge(self, client: str, newest: Sequence[datetime]) -> None:
