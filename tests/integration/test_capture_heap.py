@@ -1,6 +1,6 @@
-"""After a big message the SMTP server gives the C heap's free memory back (glibc's
-``malloc_trim``), once for all the big messages ending within a second: fifty 10 MB
-messages left `mailgate dev` at 250-310 MB with nothing to do (docs/benchmarks.md)."""
+"""After big messages the SMTP server gives the C heap's free memory back (glibc's
+``malloc_trim``), once none has ended for a second: fifty 10 MB messages left `mailgate
+dev` at 140-310 MB with nothing to do, now 128-138 MB (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
