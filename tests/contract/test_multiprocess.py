@@ -27,21 +27,30 @@ from mailgate.store.schema import messages
 
 ROUNDS = 3
 
-# Both scripts connect first, then wait for the go-file so the processes race for real
+# The scripts connect first, then wait for the go-file so the processes race for real
 # (Python's start-up alone would otherwise keep them a second apart).
-MIGRATE = """
-import asyncio, os, sys, time
-from sqlalchemy import text
-from mailgate.store import Database
-
-async def main():
-    url, ready, go = sys.argv[1:4]
+STARTED = """
+async def started(url, ready, go):
     db = Database(url)
     async with db.read() as conn:
         await conn.execute(text("SELECT 1"))
     open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.002)
+    return db
+"""
+
+MIGRATE = (
+    """
+import asyncio, os, sys, time
+from sqlalchemy import text
+from mailgate.store import Database
+"""
+    + STARTED
+    + """
+async def main():
+    url, ready, go = sys.argv[1:4]
+    db = await started(url, ready, go)
     try:
         await db.migrate()
     finally:
@@ -49,23 +58,22 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
-ENQUEUE = """
+ENQUEUE = (
+    """
 import asyncio, json, os, sys, time
 from datetime import UTC, datetime
 from sqlalchemy import text
 from mailgate.ids import new_id
 from mailgate.model import Message
 from mailgate.store import Database, QueueStore
-
+"""
+    + STARTED
+    + """
 async def main():
     url, ready, go, keys = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    db = Database(url)
-    async with db.read() as conn:
-        await conn.execute(text("SELECT 1"))
-    open(ready, "w").close()
-    while not os.path.exists(go):
-        time.sleep(0.002)
+    db = await started(url, ready, go)
     queue, now, results = QueueStore(db), datetime.now(UTC), []
     for i in range(keys):
         message = Message(
@@ -79,26 +87,25 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 # Each process counts ``failures`` failed AUTHs of one address against a limit of twice
 # that (alone, it stays under it), then waits for the other to be done, and asks
 # whether a password may be checked.
-AUTH_FAILURES = """
+AUTH_FAILURES = (
+    """
 import asyncio, json, os, sys, time
 from sqlalchemy import text
 from mailgate.clock import SystemClock
 from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.store import Database
 from mailgate.store.auth_failures import AuthFailureStore
-
+"""
+    + STARTED
+    + """
 async def main():
     url, ready, go, failures, both = sys.argv[1:6]
-    db = Database(url)
-    async with db.read() as conn:
-        await conn.execute(text("SELECT 1"))
-    open(ready, "w").close()
-    while not os.path.exists(go):
-        time.sleep(0.002)
+    db = await started(url, ready, go)
     throttle = SharedAuthThrottle(AuthFailureStore(db), SystemClock(), 2 * int(failures), 300.0)
     for _ in range(int(failures)):
         await throttle.failed("192.0.2.9")
@@ -111,6 +118,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 #: makes a fresh, empty database and returns its URL
 Fresh = Callable[[], Awaitable[str]]

@@ -47,6 +47,15 @@ def start_gateway(db_url: str) -> GatewayFactory:
     return start
 
 
+async def engine_url(request: pytest.FixtureRequest, db_url: str, name: str) -> str:
+    """For a fixture parametrised ``sqlite``/``postgresql``: ``db_url`` (a SQLite file),
+    or the new PostgreSQL database ``name`` on the session's cluster."""
+    if request.param == "sqlite":
+        return db_url
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    return await fresh_postgres_database(postgres_url, name)
+
+
 async def fresh_postgres_database(postgres_url: str, name: str) -> str:
     """The URL of a new, empty database ``name`` on the session's PostgreSQL cluster (a
     test's own: dropped first if a run before left it)."""

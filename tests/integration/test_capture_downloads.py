@@ -26,7 +26,7 @@ import pytest
 from mailgate.app import Gateway, Mode
 from mailgate.mime.parts import mime_parts
 from mailgate.ui import inbox_frame, inbox_pages
-from tests.integration.conftest import api, fast_settings, fresh_postgres_database, send_raw
+from tests.integration.conftest import api, engine_url, fast_settings, send_raw
 from tests.integration.test_mailpit_api import html_part
 
 BIG = os.urandom(3 * 1024 * 1024)  # past the 1 MiB above which downloads use a file
@@ -81,10 +81,7 @@ def _send(address: tuple[str, int], raw: bytes) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db(request: pytest.FixtureRequest, db_url: str) -> str:
-    if request.param == "sqlite":
-        return db_url
-    postgres_url: str = request.getfixturevalue("postgres_url")
-    return await fresh_postgres_database(postgres_url, "mailgate_downloads")
+    return await engine_url(request, db_url, "mailgate_downloads")
 
 
 async def test_a_big_message_s_attachments_and_source_download_exactly(db: str) -> None:

@@ -26,6 +26,7 @@ from mailgate.store import Database
 from tests.integration.conftest import (
     GatewayFactory,
     api,
+    engine_url,
     fast_settings,
     fresh_postgres_database,
     wait_for_state,
@@ -365,10 +366,7 @@ async def test_a_client_leaving_during_its_check_still_counts(
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def shared_store(request: pytest.FixtureRequest, db_url: str) -> str:
     """One store for two gateways: a SQLite file, or a database on the session's cluster."""
-    if request.param == "sqlite":
-        return db_url
-    postgres_url: str = request.getfixturevalue("postgres_url")
-    return await fresh_postgres_database(postgres_url, "mailgate_auth_shared")
+    return await engine_url(request, db_url, "mailgate_auth_shared")
 
 
 def _logins(address: tuple[str, int], *passwords: str) -> list[int]:

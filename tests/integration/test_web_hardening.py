@@ -25,8 +25,8 @@ from mailgate.store.schema import inbox, messages
 from tests.integration.conftest import (
     GatewayFactory,
     api,
+    engine_url,
     fast_settings,
-    fresh_postgres_database,
 )
 
 LIMIT = 64 * 1024
@@ -356,10 +356,7 @@ async def test_deep_stored_capture_never_fails_the_inbox(start_gateway: GatewayF
 async def dev_on_each_engine(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Gateway]:
     """``mailgate dev`` on a SQLite file and on a fresh PostgreSQL database, holding one
     message (Cc'd, tagged ``x y``)."""
-    url = db_url
-    if request.param == "postgresql":
-        postgres_url = request.getfixturevalue("postgres_url")
-        url = await fresh_postgres_database(postgres_url, "mailgate_web_hardening")
+    url = await engine_url(request, db_url, "mailgate_web_hardening")
     async with Gateway(fast_settings(url), mode=Mode.DEV) as gw:
         async with httpx.AsyncClient(base_url=gw.http_url, timeout=10) as client:
             sent = await client.post(
