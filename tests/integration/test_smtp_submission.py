@@ -23,6 +23,7 @@ from sqlalchemy.util import greenlet_spawn
 from mailgate.app import Gateway, Mode
 from mailgate.ingest.tls import self_signed
 from mailgate.store import Database
+from mailgate.store.auth_failures import AuthFailureStore
 from tests.integration.conftest import (
     GatewayFactory,
     api,
@@ -432,6 +433,27 @@ async def test_auth_is_454_when_the_store_cannot_count_failures(
         finally:
             await broken.aclose()
         assert await asyncio.to_thread(_logins, _address(gw), PASSWORD, PASSWORD) == [454, 454]
+
+
+async def test_auth_is_454_and_counts_no_failure_when_the_users_cannot_be_read(
+    start_gateway: GatewayFactory, upstream: Upstream, db_url: str
+) -> None:
+    """The SMTP users unreadable during the check: no verdict, so a temporary 454 and
+    no failure counted. It was taken as a wrong password: 535, and after
+    ``auth_max_failures`` of them the address was locked out for the window."""
+    smtp_settings = {"mode": "submission", "auth_max_failures": 2}
+    async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
+        async with api(gw) as client:
+            await _add_user(client, "app")
+        broken = Database(db_url)
+        try:
+            async with broken.write() as conn:
+                await conn.execute(text("DROP TABLE smtp_users"))
+            codes = await asyncio.to_thread(_logins, _address(gw), *["wrong"] * 4)
+            assert codes == [454] * 4
+            assert await AuthFailureStore(broken).count() == 0
+        finally:
+            await broken.aclose()
 
 
 async def test_auth_needs_tls_from_other_networks(

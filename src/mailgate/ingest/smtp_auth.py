@@ -142,6 +142,9 @@ class SmtpAuth(SmtpEngine):
                 # leaving at once would make guesses free (each still costs a hash)
                 failed = True
                 raise
+            except StoreError as exc:  # the users unreadable: no verdict, no failure
+                self._unavailable(client, "the SMTP users could not be read", exc)
+                return AuthResult(success=False)
             finally:  # (a check that broke off, the store down, is no failed login)
                 if throttle is not None:  # in the store before the client hears 535
                     await throttle.done(client, failed=failed)
@@ -165,17 +168,16 @@ class SmtpAuth(SmtpEngine):
             if await throttle.admit(client):
                 return True
         except StoreError as exc:
-            log.warning(
-                "SMTP AUTH from %s answered 454: its failed attempts could not be read"
-                " from the store: %s",
-                client,
-                exc,
-            )
-            self.config.recorder.smtp_refused(Refusal.STORE_UNAVAILABLE)
-            self._reply("454 4.7.0 Temporary authentication failure, try again later")
+            self._unavailable(client, "its failed attempts could not be read", exc)
             return False
         self._throttled()
         return False
+
+    def _unavailable(self, client: str, what: str, error: StoreError) -> None:
+        """454 (RFC 4954 §6: temporary authentication failure): the store cannot say."""
+        log.warning("SMTP AUTH from %s answered 454: %s: %s", client, what, error)
+        self.config.recorder.smtp_refused(Refusal.STORE_UNAVAILABLE)
+        self._reply("454 4.7.0 Temporary authentication failure, try again later")
 
     async def _plain(self, initial: str | None) -> AuthResult:
         """RFC 4616: ``authzid NUL authcid NUL passwd``."""

@@ -83,17 +83,15 @@ class SubmissionHandler(EnvelopeHooks):
         return AuthResult(success=isinstance(data, LoginPassword), auth_data=data)
 
     async def verify(self, credentials: object) -> SmtpUser | None:
-        """The SMTP user of AUTH's credentials (what the session keeps), or None."""
+        """The SMTP user of AUTH's credentials (what the session keeps), or None; raises
+        :class:`~mailgate.errors.StoreError` when the users cannot be read (the client
+        hears 454 and no failure is counted: a store down is no wrong password)."""
         if not isinstance(credentials, LoginPassword) or not credentials.as_itself:
             return None
         login, password = (_text(credentials.login), _text(credentials.password))
         if not login or len(login) > 255:
             return None
-        try:
-            return await self.users.authenticate(login, password)
-        except StoreError:
-            log.warning("SMTP AUTH for %r could not read the users", login)
-            return None
+        return await self.users.authenticate(login, password)
 
     async def handle_MAIL(
         self,
