@@ -495,6 +495,7 @@ class Gateway:
             smtp=smtp,
             outbox=OutboxStore(db).backlogs,
             pulse=self.ui_pulse,
+            failures=AuthFailureStore(db),
         )
 
     async def _serve_http(self, app: Any, host: str, port: int, name: str) -> tuple[str, int]:

@@ -1,7 +1,7 @@
 """Failed AUTH attempts per client address (as Postfix's anvil counts them), turned away
-past a limit: :class:`AuthThrottle` counts them in one process (the admin UI's login,
-and the checks in progress of the SMTP server), :class:`SharedAuthThrottle` in the store
-too, so that every ``serve`` process on one store holds one limit (submission's AUTH).
+past a limit: :class:`AuthThrottle` counts them in one process (with the checks in
+progress), :class:`SharedAuthThrottle` in the store too, so that every ``serve``
+process on one store holds one limit (submission's AUTH, the admin UI's login).
 :func:`blocked_until` is the arithmetic, on values."""
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ class SharedAuthThrottle:
     clocks in step (NTP), or the window shifts by their difference."""
 
     def __init__(
-        self, store: AuthFailureStore, clock: Clock, max_failures: int, window: float
+        self, store: AuthFailureStore | None, clock: Clock, max_failures: int, window: float
     ) -> None:
+        """``store``: None counts in this process only (an app with no store)."""
         self.store = store
         self.clock = clock
         self.max_failures = max_failures
@@ -190,7 +191,7 @@ class SharedAuthThrottle:
         """:meth:`AuthThrottle.admit`, with the store's count of the address's failures."""
         if self.blocked(client):
             return False
-        return await self.local.admit(client, self._stored)
+        return await self.local.admit(client, None if self.store is None else self._stored)
 
     async def done(self, client: str, *, failed: bool) -> None:
         """A check admitted by :meth:`admit` has ended; a failure is in the store when
@@ -215,6 +216,7 @@ class SharedAuthThrottle:
         rows are not written yet. Reads and writes of one address take turns here, so the
         count is exact for this process's failures (a write committing during the read
         was counted twice, and the address refused one attempt too early, uncounted)."""
+        assert self.store is not None, "asked only of a throttle with a store"
         pending = self._use(client)
         try:
             async with pending.lock:
@@ -229,6 +231,8 @@ class SharedAuthThrottle:
     async def _record(self, client: str) -> None:
         """Write the failure in a task of its own: a session cancelled meanwhile (its
         client left during the check) does not cut the write short."""
+        if self.store is None:
+            return
         pending = self._use(client)
         pending.writing += 1
         task = asyncio.get_running_loop().create_task(self._write(client, pending))
@@ -237,6 +241,7 @@ class SharedAuthThrottle:
         await asyncio.shield(task)
 
     async def _write(self, client: str, pending: _Pending) -> None:
+        assert self.store is not None, "started only by a throttle with a store"
         try:
             async with pending.lock:
                 now = self.clock.now()

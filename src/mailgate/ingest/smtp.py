@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
-from mailgate.ingest.auth_throttle import AuthThrottle, SharedAuthThrottle
+from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import EVENT_ON_LOOP, HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
@@ -39,7 +39,6 @@ from mailgate.ingest.smtp_session import Envelope, Networks, Refusal, Session, p
 from mailgate.store import CapturedRecord
 
 __all__ = [
-    "AuthThrottle",
     "CaptureHandler",
     "CramMd5",
     "EnvelopeHooks",

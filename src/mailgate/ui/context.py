@@ -11,7 +11,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from mailgate import __version__
-from mailgate.ingest.smtp import AuthThrottle
+from mailgate.clock import SystemClock
+from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.ui.assets import Assets
 from mailgate.ui.options import UiOptions
 from mailgate.ui.sessions import SessionSigner, session_key
@@ -46,7 +47,11 @@ class UiContext:
         admin_pass = options.admin_pass.get_secret_value() if options.admin_pass else None
         secret = options.secret_key.get_secret_value() if options.secret_key else None
         self.signer = SessionSigner(session_key(secret, options.admin_user, admin_pass, api_token))
-        self.throttle = AuthThrottle(options.login_failures, options.login_window)
+        #: failed logins per client address (keys ``ui:<address>``), in the store when
+        #: the composition root gave one, as SMTP AUTH's are: one limit for every process
+        self.throttle = SharedAuthThrottle(
+            options.failures, SystemClock(), options.login_failures, options.login_window
+        )
         self.assets = Assets()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("mailgate.ui", "templates"),

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, HTTPException, Request
 
+from mailgate.errors import StoreError
 from mailgate.http_auth import basic_credentials
 from mailgate.ui.context import UiContext, UiSession, ui_context
 from mailgate.ui.sessions import Session
@@ -62,7 +63,7 @@ async def ui_guard(request: Request) -> UiSession:
     request.state.ui_page = True  # the security headers and the cookie (ui/headers.py)
     session = ui.signer.read(request.cookies.get(COOKIE), time.time())
     if session is None:
-        session = _log_in(request, ui)
+        session = await _log_in(request, ui)
         request.state.ui_new_session = session
     if request.method not in SAFE_METHODS:
         await _check_csrf(request, ui, session)
@@ -72,14 +73,14 @@ async def ui_guard(request: Request) -> UiSession:
 UiSessionDep = Annotated[UiSession, Depends(ui_guard)]
 
 
-def _log_in(request: Request, ui: UiContext) -> Session:
+async def _log_in(request: Request, ui: UiContext) -> Session:
     services: Services = request.state.services
     if not auth_required(ui, services):
         return ui.signer.new(time.time())
     user, password, token = _credentials(request)
     if user is None and password is None and token is None:
         raise LoginRequired()
-    if not check_login(request, ui, user, password, token):
+    if not await check_login(request, ui, user, password, token):
         raise LoginRequired(failed=True)
     return ui.signer.new(time.time())
 
@@ -88,19 +89,28 @@ def auth_required(ui: UiContext, services: Services) -> bool:
     return ui.options.admin_user is not None or services.api_token is not None
 
 
-def check_login(
+async def check_login(
     request: Request, ui: UiContext, user: str | None, password: str | None, token: str | None
 ) -> bool:
-    """Whether the credentials open the UI; a failure counts against the client address,
-    and a throttled address is refused (429) before they are even compared."""
-    client = request.client.host if request.client else ""
-    if ui.throttle.blocked(client):
+    """Whether the credentials open the UI. A failure counts against the client address
+    in the store, as SMTP AUTH's do (:class:`SharedAuthThrottle`: one limit for every
+    process on it), and an address past the limit is refused (429) before they are even
+    compared; one whose failures cannot be read, 503. A login reads the count once and
+    writes only when it fails (a valid session cookie skips all this)."""
+    client = "ui:" + (request.client.host if request.client else "")
+    try:
+        admitted = await ui.throttle.admit(client)
+    except StoreError:
+        raise HTTPException(503, "failed logins cannot be counted: try again later") from None
+    if not admitted:
         retry = str(int(ui.options.login_window))
         raise HTTPException(429, "too many failed logins: wait", headers={"Retry-After": retry})
-    if _accepted(ui, request.state.services, user, password, token):
-        return True
-    ui.throttle.failed(client)
-    return False
+    accepted = False
+    try:
+        accepted = _accepted(ui, request.state.services, user, password, token)
+    finally:
+        await ui.throttle.done(client, failed=not accepted)
+    return accepted
 
 
 def _accepted(

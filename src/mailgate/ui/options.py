@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from mailgate.store.auth_failures import AuthFailureStore
 from mailgate.ui.live import Pulse
 
 __all__ = ["SmtpStatus", "UiOptions"]
@@ -29,7 +30,8 @@ class UiOptions:
     ``outbox``: each outbox consumer's backlog; ``pulse``: poked when something the
     dashboard shows changed; ``refresh``: seconds between renders of a live page
     otherwise; ``login_failures`` within ``login_window`` seconds from one client
-    address, and it is refused (429) until the oldest is that old."""
+    address, and it is refused (429) until the oldest is that old; ``failures``: where
+    they are counted, shared by every process on the store (None: in this one only)."""
 
     admin_user: str | None = None
     admin_pass: SecretStr | None = None
@@ -40,4 +42,5 @@ class UiOptions:
     refresh: float = 3.0
     login_failures: int = 5
     login_window: float = 60.0
+    failures: AuthFailureStore | None = None
     started: float = field(default_factory=time.monotonic)  #: for the uptime

@@ -66,7 +66,7 @@ async def login(request: Request) -> Response:
         raise HTTPException(403, "cross-site request refused")
     form = await form_fields(request)
     user, password, token = (form.get(k) or None for k in ("user", "password", "token"))
-    if not check_login(request, ui, user, password, token):
+    if not await check_login(request, ui, user, password, token):
         page = ui.fragment("login.html", failed=True, next=form.get("next", "/"))
         return HTMLResponse(page, status_code=401)
     request.state.ui_new_session = ui.signer.new(time.time())

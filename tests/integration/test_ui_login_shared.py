@@ -1,0 +1,55 @@
+"""The admin UI's failed logins are counted in the store, as SMTP AUTH's are: two
+gateways on one store (two ``serve`` processes behind one load balancer) hold one limit
+per client address, where each allowed its own."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from mailgate.app import Gateway, Mode
+from mailgate.store import Database
+from mailgate.store.auth_failures import AuthFailureStore
+from tests.integration.conftest import engine_url, fast_settings
+
+ADMIN = ("admin", "a long admin password")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def shared_store(request: pytest.FixtureRequest, db_url: str) -> str:
+    return await engine_url(request, db_url, "mailgate_ui_login_shared")
+
+
+async def _status(gw: Gateway, password: str) -> int:
+    async with httpx.AsyncClient(base_url=gw.http_url, timeout=30) as http:
+        return (await http.get("/", auth=(ADMIN[0], password))).status_code
+
+
+async def test_failed_logins_at_one_gateway_are_refused_at_the_other(shared_store: str) -> None:
+    settings = fast_settings(shared_store, admin_user=ADMIN[0], admin_pass=ADMIN[1])
+    async with Gateway(settings, mode=Mode.SERVE) as one, Gateway(settings, mode=Mode.SERVE) as two:
+        assert [await _status(one, "guess") for _ in range(3)] == [401] * 3
+        assert [await _status(two, "guess") for _ in range(2)] == [401] * 2  # 5: the limit
+        assert await _status(one, ADMIN[1]) == 429  # even the right password, at either
+        assert await _status(two, ADMIN[1]) == 429
+    db = Database(shared_store)
+    try:
+        assert await AuthFailureStore(db).count() == 5
+    finally:
+        await db.aclose()
+
+
+async def test_a_login_is_503_when_the_failures_cannot_be_read(db_url: str) -> None:
+    """No count to vouch for the guess: it is not compared (and nothing is let through)."""
+    settings = fast_settings(db_url, admin_user=ADMIN[0], admin_pass=ADMIN[1])
+    async with Gateway(settings, mode=Mode.SERVE) as gw:
+        assert await _status(gw, ADMIN[1]) == 200
+        broken = Database(db_url)
+        try:
+            async with broken.write() as conn:
+                await conn.execute(text("DROP TABLE auth_failures"))
+        finally:
+            await broken.aclose()
+        assert await _status(gw, ADMIN[1]) == 503
+        assert await _status(gw, "guess") == 503
