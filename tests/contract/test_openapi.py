@@ -109,7 +109,7 @@ schema = schemathesis.openapi.from_dict(SCHEMA, config=SchemathesisConfig.from_d
 
 
 def test_the_running_gateway_publishes_this_schema(gateway_url: str) -> None:
-    assert httpx.get(f"{gateway_url}/openapi.json").json() == SCHEMA
+    assert httpx.get(f"{gateway_url}/openapi.json", timeout=30).json() == SCHEMA
 
 
 def rejections_are_explained(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:

@@ -49,7 +49,8 @@ def submit(gw: GatewayThread, **message: Any) -> str:
 def wait_for_state(gw: GatewayThread, message_id: str, state: str) -> dict[str, Any]:
     deadline = time.monotonic() + 15
     while True:
-        found: dict[str, Any] = httpx.get(f"{gw.url}/api/v1/messages/{message_id}").json()
+        url = f"{gw.url}/api/v1/messages/{message_id}"
+        found: dict[str, Any] = httpx.get(url, timeout=30).json()
         if found["state"] == state:
             return found
         assert time.monotonic() < deadline, f"still {found['state']}, not {state}"

@@ -48,7 +48,7 @@ def test_ui_pages_carry_a_strict_csp_and_frame_and_referrer_rules(
         assert page.headers["cache-control"] == "no-store"
         assert "<script>" not in page.text and " on" + "click=" not in page.text
     # the JSON API keeps its own headers
-    assert "content-security-policy" not in httpx.get(f"{gw.url}/healthz").headers
+    assert "content-security-policy" not in httpx.get(f"{gw.url}/healthz", timeout=30).headers
 
 
 def test_static_files_are_versioned_and_cached_for_a_year(

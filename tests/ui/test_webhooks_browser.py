@@ -86,7 +86,7 @@ def test_an_endpoint_is_created_used_switched_and_deleted_without_showing_its_se
         page.get_by_role("button", name="Delete").click()
         expect(page.locator("#webhook-result")).to_have_text("Deleted.")
         expect(page.locator("#webhooks-none")).to_be_visible()
-        assert httpx.get(gw.url + "/api/v1/webhooks").json() == {"webhooks": []}
+        assert httpx.get(gw.url + "/api/v1/webhooks", timeout=30).json() == {"webhooks": []}
         assert watched.errors == []
         assert watched.csp_violations() == []
     finally:
