@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from mailgate.app import Gateway, Mode
 from mailgate.settings import Settings
+from mailgate.store import Database
 
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
 
@@ -45,6 +47,17 @@ def start_gateway(db_url: str) -> GatewayFactory:
             yield gateway
 
     return start
+
+
+async def drop_table(db_url: str, name: str) -> None:
+    """Drop the table ``name`` from the store at ``db_url``, under whatever runs on it (a
+    store that cannot be read: what answers then)."""
+    db = Database(db_url)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text(f'DROP TABLE "{name}"'))
+    finally:
+        await db.aclose()
 
 
 async def engine_url(request: pytest.FixtureRequest, db_url: str, name: str) -> str:

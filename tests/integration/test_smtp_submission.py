@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.util import greenlet_spawn
 
 from mailgate.app import Gateway, Mode
@@ -27,6 +26,7 @@ from mailgate.store.auth_failures import AuthFailureStore
 from tests.integration.conftest import (
     GatewayFactory,
     api,
+    drop_table,
     engine_url,
     fast_settings,
     fresh_postgres_database,
@@ -426,12 +426,7 @@ async def test_auth_is_454_when_the_store_cannot_count_failures(
         async with api(gw) as client:
             await _add_user(client, "app")
         assert await asyncio.to_thread(_logins, _address(gw), PASSWORD) == [235]
-        broken = Database(db_url)
-        try:
-            async with broken.write() as conn:
-                await conn.execute(text("DROP TABLE auth_failures"))
-        finally:
-            await broken.aclose()
+        await drop_table(db_url, "auth_failures")
         assert await asyncio.to_thread(_logins, _address(gw), PASSWORD, PASSWORD) == [454, 454]
 
 
@@ -445,15 +440,14 @@ async def test_auth_is_454_and_counts_no_failure_when_the_users_cannot_be_read(
     async with start_gateway(relay_url=upstream.url, smtp=smtp_settings) as gw:
         async with api(gw) as client:
             await _add_user(client, "app")
-        broken = Database(db_url)
-        try:
-            async with broken.write() as conn:
-                await conn.execute(text("DROP TABLE smtp_users"))
-            codes = await asyncio.to_thread(_logins, _address(gw), *["wrong"] * 4)
-            assert codes == [454] * 4
-            assert await AuthFailureStore(broken).count() == 0
-        finally:
-            await broken.aclose()
+        await drop_table(db_url, "smtp_users")
+        codes = await asyncio.to_thread(_logins, _address(gw), *["wrong"] * 4)
+        assert codes == [454] * 4
+    db = Database(db_url)
+    try:
+        assert await AuthFailureStore(db).count() == 0
+    finally:
+        await db.aclose()
 
 
 async def test_auth_needs_tls_from_other_networks(

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from mailgate.app import Gateway, Mode
 from mailgate.store import Database
 from mailgate.store.auth_failures import AuthFailureStore
-from tests.integration.conftest import engine_url, fast_settings
+from tests.integration.conftest import drop_table, engine_url, fast_settings
 
 ADMIN = ("admin", "a long admin password")
 
@@ -45,11 +44,6 @@ async def test_a_login_is_503_when_the_failures_cannot_be_read(db_url: str) -> N
     settings = fast_settings(db_url, admin_user=ADMIN[0], admin_pass=ADMIN[1])
     async with Gateway(settings, mode=Mode.SERVE) as gw:
         assert await _status(gw, ADMIN[1]) == 200
-        broken = Database(db_url)
-        try:
-            async with broken.write() as conn:
-                await conn.execute(text("DROP TABLE auth_failures"))
-        finally:
-            await broken.aclose()
+        await drop_table(db_url, "auth_failures")
         assert await _status(gw, ADMIN[1]) == 503
         assert await _status(gw, "guess") == 503
