@@ -527,6 +527,7 @@ def capture_event(
     """
     headers = dict(record.headers)
     problems = headers.pop(PROBLEMS_KEY, [])
+    raw_text, raw_bytes = _raw(raw)
     attachments = []
     for i, att in enumerate(record.attachments):
         item = {k: att[k] for k in ("filename", "content_type", "size", "cid", "inline")}
@@ -556,25 +557,25 @@ def capture_event(
             "message_id": record.message_id,
             "body": record.text,
             "html": record.html,
-            "raw": utf8_text(raw) if raw is not None else None,
+            "raw": raw_text,
             "problems": problems,
-            **_raw_bytes(raw),
+            **raw_bytes,
         },
         "size": record.size,
         "attachments": attachments,
     }
 
 
-def _raw_bytes(raw: bytes | None) -> dict[str, str]:
-    """``raw_base64``, the message byte for byte, when ``raw`` (text: U+FFFD for what is
-    not UTF-8) cannot give it back: 8-bit mail in latin-1, say."""
-    if raw is None or raw.isascii():
-        return {}
+def _raw(raw: bytes | None) -> tuple[str | None, dict[str, str]]:
+    """``message.raw``, the message as text (U+FFFD for what is not UTF-8), and
+    ``raw_base64``, the message byte for byte, when that text cannot give it back: 8-bit
+    mail in latin-1, say. A UTF-8 message is decoded once."""
+    if raw is None:
+        return None, {}
     try:
-        utf8_text(raw, "strict")
+        return utf8_text(raw, "strict"), {}
     except UnicodeDecodeError:
-        return {"raw_base64": b64_text(raw)}
-    return {}
+        return utf8_text(raw), {"raw_base64": b64_text(raw)}
 
 
 def _auth(auth: dict[str, Any] | None) -> dict[str, Any]:
