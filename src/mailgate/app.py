@@ -38,9 +38,10 @@ from mailgate.inbox import Inbox
 from mailgate.inbox.attachment_files import AttachmentFiles
 from mailgate.inbox.release import Release, ReleasePolicy
 from mailgate.inbox.sorting import SortBy
+from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.ingest.chaos import Chaos, Stage, configured
 from mailgate.ingest.handlers import HandlerPool, HandlerThreads, load_handlers
-from mailgate.ingest.smtp import CaptureHandler, SharedAuthThrottle, SmtpServer
+from mailgate.ingest.smtp import CaptureHandler, SmtpServer
 from mailgate.ingest.smtp_data import Spool
 from mailgate.ingest.smtp_submission import SubmissionHandler
 from mailgate.ingest.submission import Submissions

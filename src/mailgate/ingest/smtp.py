@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from mailgate.inbox import CaptureMeta, Inbox, capture_event
-from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.ingest.chaos import Chaos
 from mailgate.ingest.handlers import EVENT_ON_LOOP, HandlerFailed, HandlerPool, Verdict
 from mailgate.ingest.smtp_auth import AuthResult, CramMd5, LoginPassword
@@ -44,7 +43,6 @@ __all__ = [
     "EnvelopeHooks",
     "Networks",
     "Refusal",
-    "SharedAuthThrottle",
     "SmtpRecorder",
     "SmtpServer",
 ]
