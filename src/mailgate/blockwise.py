@@ -48,10 +48,24 @@ def json_blocks(value: Any) -> list[bytes]:
     allow_nan=False).encode()`` in pieces (to be sent one after the other, never joined
     into one), a long string escaped a block at a time: for JSON objects, arrays,
     strings, numbers, true, false and null (a dict with a key that is not a string is
-    dumped whole, as json converts such keys)."""
+    dumped whole, as json converts such keys). The small pieces (a key, a comma, a
+    number) are joined into blocks of up to :data:`BLOCK` octets: sent one by one, an
+    event with 40,000 headers was 120,000 writes."""
     pieces: list[str] = []
     _pieces(value, pieces)
-    return [piece.encode() for piece in pieces]
+    blocks: list[bytes] = []
+    joined: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        data = piece.encode()
+        if joined and size + len(data) > BLOCK:
+            blocks.append(b"".join(joined))
+            joined, size = [], 0
+        joined.append(data)
+        size += len(data)
+    if joined:
+        blocks.append(b"".join(joined))
+    return blocks
 
 
 def _pieces(value: Any, out: list[str]) -> None:

@@ -101,6 +101,16 @@ def test_json_escapes_a_long_string_a_block_at_a_time(monkeypatch: pytest.Monkey
     assert max(map(len, blocks)) <= 4 * BLOCK  # UTF-8 of a block's characters
 
 
+def test_json_joins_small_pieces_into_blocks() -> None:
+    """Each block is one write of the webhook's POST: a key, a comma or a number is not
+    one of its own."""
+    value = {f"X-Header-{n}": [f"value {n}", n] for n in range(40_000)}
+    blocks = json_blocks(value)
+    assert b"".join(blocks) == _dumped(value)
+    assert len(blocks) <= len(_dumped(value)) // (BLOCK // 2) + 1  # not 200,000 pieces
+    assert max(map(len, blocks)) <= BLOCK
+
+
 def test_json_refuses_what_the_stdlib_refuses() -> None:
     with pytest.raises(ValueError):
         json_blocks({"n": float("nan")})
