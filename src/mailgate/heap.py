@@ -4,7 +4,7 @@ A big message's buffers (its copy, the parse's, the capture event's) are freed o
 stored, but glibc's malloc keeps what they freed for the next allocations: its mmap
 threshold grows to the largest block freed (up to 32 MiB), so the next 10 MB buffers
 come from the heap, and a heap is given back only from its top. After fifty 10 MB
-messages `mailgate dev` stayed at 250–310 MB with nothing to do (idle: 71 MB).
+messages `mailgate dev` stayed at 140–311 MB with nothing to do (idle: 71 MB).
 ``malloc_trim(0)`` gives back every free page of every arena: it runs in a worker
 thread once no big message has ended for a second, so after a burst, not during it. (A
 trim a second during the burst raised its peak by 40-90 MB: it locks each arena in

@@ -251,8 +251,8 @@ class SharedAuthThrottle:
                     pending.writing -= 1
         except StoreError as exc:
             log.warning(
-                "a failed SMTP AUTH from %s could not be counted in the store (counted in"
-                " this process only): %s",
+                "a failed AUTH or login from %s could not be counted in the store (counted"
+                " in this process only): %s",
                 client,
                 exc,
             )
