@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["BLOCK", "b64_text", "json_blocks", "utf8_text"]
@@ -51,12 +52,10 @@ def json_blocks(value: Any) -> list[bytes]:
     dumped whole, as json converts such keys). The small pieces (a key, a comma, a
     number) are joined into blocks of up to :data:`BLOCK` octets: sent one by one, an
     event with 40,000 headers was 120,000 writes."""
-    pieces: list[str] = []
-    _pieces(value, pieces)
     blocks: list[bytes] = []
     joined: list[bytes] = []
     size = 0
-    for piece in pieces:
+    for piece in _pieces(value):  # made as they are joined: never all held at once
         data = piece.encode()
         if joined and size + len(data) > BLOCK:
             blocks.append(b"".join(joined))
@@ -68,26 +67,27 @@ def json_blocks(value: Any) -> list[bytes]:
     return blocks
 
 
-def _pieces(value: Any, out: list[str]) -> None:
+def _pieces(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         if len(value) <= BLOCK:
-            out.append(_dumps(value))
+            yield _dumps(value)
             return
-        out.append('"')
-        out.extend(_dumps(value[i : i + BLOCK])[1:-1] for i in range(0, len(value), BLOCK))
-        out.append('"')
+        yield '"'
+        for i in range(0, len(value), BLOCK):
+            yield _dumps(value[i : i + BLOCK])[1:-1]
+        yield '"'
     elif isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        out.append("{")
+        yield "{"
         for n, (key, item) in enumerate(value.items()):
-            out.append(f"{',' if n else ''}{_dumps(key)}:")
-            _pieces(item, out)
-        out.append("}")
+            yield f"{',' if n else ''}{_dumps(key)}:"
+            yield from _pieces(item)
+        yield "}"
     elif isinstance(value, list | tuple):
-        out.append("[")
+        yield "["
         for n, item in enumerate(value):
             if n:
-                out.append(",")
-            _pieces(item, out)
-        out.append("]")
+                yield ","
+            yield from _pieces(item)
+        yield "]"
     else:
-        out.append(_dumps(value))
+        yield _dumps(value)
