@@ -73,6 +73,8 @@ class Code:
 #: a bare http(s) URL; its trailing punctuation is trimmed by :func:`_trim_url`
 _URL = re.compile(r"\bhttps?://[^\s<>\"'`{}|\\^]+", re.IGNORECASE)
 _NOT_LINKS = ("javascript:", "vbscript:", "data:")
+#: what a browser strips from both ends of a URL (WHATWG URL §4.4: C0 controls, space)
+_URL_ENDS = "".join(map(chr, range(0x21)))
 
 
 def find_links(text: str | None, html: str | None) -> list[Link]:
@@ -82,7 +84,7 @@ def find_links(text: str | None, html: str | None) -> list[Link]:
     found: dict[str, Link] = {}
 
     def add(url: str, anchor: str | None) -> None:
-        url = re.sub(r"[\t\r\n]", "", url)  # a browser drops these inside a URL
+        url = re.sub(r"[\t\r\n]", "", url).strip(_URL_ENDS)  # as a browser reads it
         if not url or url.startswith("#") or url.lower().startswith(_NOT_LINKS):
             return
         known = found.get(url)
