@@ -48,3 +48,34 @@ def test_a_script_link_behind_leading_control_characters_is_not_listed(
     assert "javascript:" not in page.text
     listed = httpx.get(f"{gw.url}/api/v1/inbox/{capture_id}/links", timeout=10).json()
     assert [link["url"] for link in listed["links"]] == ["https://example.com/fine"]
+
+
+def test_the_list_stays_small_for_a_megabyte_subject_and_10_000_recipients(
+    ui_gateway: Callable[..., GatewayThread],
+) -> None:
+    """A list row shows the start of what a sender wrote (the cell clips it anyway): one
+    message with a 1 MB subject and 10,000 To addresses made ``/inbox`` 2.2 MB, and
+    fifty of them (one page; 10 MB messages are captured) would make it hundreds."""
+    gw = ui_gateway(Mode.DEV)
+    subject = "S" * 1_000_000
+    folded = "\n ".join(subject[i : i + 900] for i in range(0, len(subject), 900))
+    to = ",\n ".join(f"r{i}@example.com" for i in range(10_000))
+    sender = "\n ".join(["F" * 900] * 100)
+    capture_id = _send_raw(
+        gw, f"From: {sender} <app@example.com>\nTo: {to}\nSubject: {folded}\n\nbody\n"
+    )
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        page = http.get("/inbox")
+        assert page.status_code == 200
+        assert f'href="/inbox/{capture_id}">SSSS' in page.text
+        assert "r0@example.com" in page.text and "FFFF" in page.text
+        assert len(page.content) < 20_000
+        with http.stream("GET", "/ui/events/inbox") as events:  # the live list: the same rows
+            received = ""
+            for chunk in events.iter_text():
+                received += chunk
+                if "event: rows" in received and received.count("\n\n") >= 3:
+                    break
+                assert len(received) < 40_000
+        message = http.get(f"/inbox/{capture_id}")  # the message's own page has it all
+        assert message.status_code == 200 and folded.replace("\n", "") in message.text

@@ -20,7 +20,7 @@ from mailgate.ui.sessions import SessionSigner, session_key
 if TYPE_CHECKING:  # mailgate.web imports this package
     from mailgate.web.services import Services
 
-__all__ = ["NAV", "UiContext", "UiSession", "render", "ui_context"]
+__all__ = ["CLIP", "NAV", "UiContext", "UiSession", "clip", "render", "ui_context"]
 
 #: the layout's navigation: (path, label); a page marks itself with ``current=path``
 NAV = (
@@ -31,6 +31,15 @@ NAV = (
     ("/webhooks", "Webhooks"),
     ("/settings", "Settings"),
 )
+
+#: characters of a sender's text a list cell shows (the cell clips it to a line anyway)
+CLIP = 300
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """The start of ``text``, for a list row: a sender decides its length (a 1 MB
+    subject, 10,000 addresses), and each row of a page of 50 would carry all of it."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,7 @@ class UiContext:
             lstrip_blocks=True,
         )
         self.templates.globals.update(asset=self.assets.url, nav=NAV, version=__version__)
+        self.templates.filters["clip"] = clip
 
     def fragment(self, name: str, **context: Any) -> str:
         """A template on its own (an SSE fragment, an htmx answer), no layout."""
