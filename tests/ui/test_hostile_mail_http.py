@@ -79,3 +79,32 @@ def test_the_list_stays_small_for_a_megabyte_subject_and_10_000_recipients(
                 assert len(received) < 40_000
         message = http.get(f"/inbox/{capture_id}")  # the message's own page has it all
         assert message.status_code == 200 and folded.replace("\n", "") in message.text
+
+
+def test_an_attachment_keeps_its_sandbox_policy_on_the_ui_route(
+    ui_gateway: Callable[..., GatewayThread],
+) -> None:
+    """An attachment goes out with ``Content-Security-Policy: sandbox`` (web/downloads.py):
+    opened anyway, an HTML or SVG one runs nothing and has no origin. On the UI's route
+    the UI's own policy replaced it (whose ``script-src 'self'`` admits this origin's
+    script); both are sent now, and a browser enforces each."""
+    gw = ui_gateway(Mode.DEV)
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    capture_id = _send_raw(
+        gw,
+        "From: app@example.com\nTo: you@example.com\nSubject: files\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="B"\n\n--B\nContent-Type: text/plain\n\nhi\n'
+        '--B\nContent-Type: image/svg+xml\nContent-Disposition: attachment; filename="a.svg"\n\n'
+        f"{svg}\n--B\nContent-Type: text/html\n"
+        'Content-Disposition: attachment; filename="b.html"\n\n'
+        "<script>alert(2)</script>\n--B--\n",
+    )
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        for index, media_type in enumerate(["image/svg+xml", "text/html"]):
+            got = http.get(f"/inbox/{capture_id}/attachments/{index}")
+            assert got.status_code == 200
+            assert got.headers["content-type"] == media_type
+            assert got.headers["content-disposition"].startswith("attachment;")
+            assert got.headers["x-content-type-options"] == "nosniff"
+            policies = got.headers.get_list("content-security-policy")
+            assert "sandbox" in policies, policies

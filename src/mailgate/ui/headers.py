@@ -48,7 +48,12 @@ class UiHeaders:
             if message["type"] == "http.response.start" and state.get("ui_page"):
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
-                    headers[name] = value
+                    if name == "Content-Security-Policy" and name in headers:
+                        # the route's own (an attachment's ``sandbox``) stays beside
+                        # the UI's: a browser enforces both (CSP3 §8.1)
+                        headers.append(name, value)
+                    else:
+                        headers[name] = value
                 session: Session | None = state.get("ui_new_session")
                 if session is not None:
                     headers.append("Set-Cookie", self._cookie(session, scope["scheme"]))
