@@ -3,6 +3,7 @@ login rate limit, and the refusal to serve an open UI beyond loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ import pytest
 from mailgate.app import Gateway, Mode
 from mailgate.errors import ConfigError
 from mailgate.threaded import GatewayThread
-from tests.integration.conftest import fast_settings
+from tests.integration.conftest import fast_settings, fresh_postgres_database
 
 ADMIN = ("ops", "correct horse battery")
 TOKEN = "ui-token-5531"
@@ -197,3 +198,25 @@ def test_admin_credentials_come_from_mailgate_and_legacy_names(
     ours = Settings()  # a mailgate name wins over the old agent's
     assert ours.admin_user == "ops" and ours.admin_pass is not None
     assert ours.admin_pass.get_secret_value() == "ops-pass"
+
+
+def test_a_database_password_given_as_a_url_parameter_is_masked(postgres_url: str) -> None:
+    """libpq's URIs (and asyncpg's, through SQLAlchemy) take the password as a query
+    parameter too: ``postgresql://mailgate@db/mailgate?password=…`` logs in (checked
+    against a scram-sha-256 server). The settings page, the settings API and the
+    database URL the CLI prints showed that one in clear."""
+    from mailgate.store.database import redact_url
+
+    secret = "Leak-Pg-Query-Pw-8"  # the test cluster trusts: the driver sends it unread
+    database = asyncio.run(fresh_postgres_database(postgres_url, "ui_url_password"))
+    db_url = f"{database}?password={secret}"
+    gateway = Gateway(fast_settings(db_url, api_token=TOKEN), mode=Mode.SERVE)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    with GatewayThread(gateway) as gw, httpx.Client(base_url=gw.url, headers=bearer) as http:
+        page = http.get("/settings")
+        api = http.get("/api/v1/settings")
+    assert page.status_code == 200 and api.status_code == 200
+    assert "?password=**********" in page.text
+    assert api.json()["boot"]["db_url"].endswith("/ui_url_password?password=**********")
+    for shown in (page.text, api.text, redact_url(db_url)):
+        assert secret not in shown

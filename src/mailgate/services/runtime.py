@@ -182,6 +182,10 @@ def boot_view(settings: Settings) -> dict[str, Any]:
 
 #: ``scheme://user:password@``: the password of a URL's userinfo (RFC 3986 §3.2.1)
 _URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*(?=@)")
+#: ``?password=…``: libpq's URIs (and asyncpg's) take the password as a parameter too
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>^[A-Za-z][A-Za-z0-9+.-]*://[^?#]*\?(?:[^#]*&)?password=)[^&#]*"
+)
 
 
 def _masked(value: Any) -> Any:
@@ -190,5 +194,6 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list):
         return [_masked(item) for item in value]
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>**********", value)
+        value = _URL_PASSWORD.sub(r"\g<head>**********", value)
+        return _QUERY_PASSWORD.sub(r"\g<head>**********", value)
     return value

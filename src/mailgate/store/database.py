@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -96,8 +97,10 @@ def driver_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password masked: safe to print or log."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with any password masked (also one given as ``?password=``, which
+    asyncpg takes as libpq does): safe to print or log."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
 
 
 class Database:
