@@ -57,6 +57,7 @@ from mailgate.services.webhooks import WebhooksService
 from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.auth_failures import AuthFailureStore
+from mailgate.store.ended_sessions import EndedSessionStore
 from mailgate.store.outbox import OutboxStore
 from mailgate.store.rate_limits import RateLimitStore
 from mailgate.store.retention import purge
@@ -497,6 +498,7 @@ class Gateway:
             outbox=OutboxStore(db).backlogs,
             pulse=self.ui_pulse,
             failures=AuthFailureStore(db),
+            ended=EndedSessionStore(db),
         )
 
     async def _serve_http(self, app: Any, host: str, port: int, name: str) -> tuple[str, int]:

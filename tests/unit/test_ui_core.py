@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 from mailgate.ui.chart import bar_chart
+from mailgate.ui.context import UiContext
 from mailgate.ui.live import sse_event
+from mailgate.ui.options import UiOptions
 from mailgate.ui.sessions import SESSION_LIFETIME, SessionSigner, session_key
 
 NOW = 1_800_000_000.0
@@ -28,6 +30,16 @@ def test_a_cookie_signed_with_another_key_or_altered_is_refused() -> None:
     mine = SessionSigner(b"k" * 32)
     for forged in (f"{sid}.{issued}", f"x{sid}.{issued}.{signature}", "é.1.x", "", "a.b.c.d"):
         assert mine.read(forged, NOW) is None, forged
+
+
+async def test_without_a_store_a_logout_ends_the_session_in_this_process() -> None:
+    ui = UiContext(UiOptions(), api_token=None)
+    ended, kept = ui.signer.new(NOW), ui.signer.new(NOW)
+    await ui.end(ended, NOW + 1)
+    assert await ui.ended(ended) and not await ui.ended(kept)
+    later = ui.signer.new(NOW + SESSION_LIFETIME)
+    await ui.end(later, NOW + SESSION_LIFETIME + 1)  # past the first one's expiry: forgotten
+    assert not await ui.ended(ended) and await ui.ended(later)
 
 
 def test_the_csrf_token_belongs_to_one_session() -> None:

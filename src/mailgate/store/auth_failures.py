@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Select, delete, func, insert, select
+from sqlalchemy import Connection, Select, func, insert, select
 
 from mailgate.store.database import Database
-from mailgate.store.schema import auth_failures
+from mailgate.store.schema import auth_failures, delete_unlocked
 
 __all__ = ["MAX_ROWS", "PRUNE_BATCH", "AuthFailureStore"]
 
@@ -82,14 +82,8 @@ def _add(
     added = conn.execute(insert(auth_failures).values(client=client, failed_at=at))
     [new_id] = added.inserted_primary_key or (None,)
     expired = select(c.id).where(c.failed_at <= since).order_by(c.failed_at).limit(PRUNE_BATCH)
-    _delete(conn, expired)
+    delete_unlocked(conn, c.id, expired)
     if new_id is not None and new_id > max_rows:
         beyond = select(c.id).where(c.id <= new_id - max_rows).order_by(c.id).limit(PRUNE_BATCH)
-        _delete(conn, beyond)
+        delete_unlocked(conn, c.id, beyond)
     return list(conn.execute(_newest(client, since, limit)).scalars())
-
-
-def _delete(conn: Connection, ids: Select[int]) -> None:
-    """Delete the rows ``ids`` selects, but those another transaction has locked."""
-    locked = ids.with_for_update(skip_locked=True).scalar_subquery()
-    conn.execute(delete(auth_failures).where(auth_failures.c.id.in_(locked)))

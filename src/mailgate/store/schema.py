@@ -37,12 +37,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.dialects import postgresql, sqlite
 
 #: queued or deferred, written out: a partial index is only used by a query whose WHERE
@@ -60,6 +62,8 @@ __all__ = [
     "attachments",
     "attempts",
     "auth_failures",
+    "delete_unlocked",
+    "ended_sessions",
     "events",
     "inbox",
     "inbox_raw",
@@ -90,6 +94,14 @@ def upsert(dialect: Dialect, table: Table) -> sqlite.Insert | postgresql.Insert:
     from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
     return postgresql_insert(table)
+
+
+def delete_unlocked(conn: Connection, key: Column[Any], keys: Select[Any]) -> None:
+    """Delete the rows of ``key``'s table whose ``key`` ``keys`` selects, but those
+    another transaction has locked (``SKIP LOCKED`` on PostgreSQL; SQLite's writers are
+    serialised already): two processes pruning at once never wait for each other."""
+    locked = keys.with_for_update(skip_locked=True).scalar_subquery()
+    conn.execute(delete(key.table).where(key.in_(locked)))
 
 
 def sanitize_text(value: str) -> str:
@@ -496,6 +508,17 @@ auth_failures = Table(
     Column("failed_at", UTCDateTime, nullable=False),
     Index("ix_auth_failures_client", "client", "failed_at"),  # one address's newest
     Index("ix_auth_failures_failed_at", "failed_at"),  # the expired, oldest first
+)
+
+# Admin UI sessions ended by a logout before their expiry (a session is a signed cookie:
+# without this a copy of it kept opening the UI); every process refuses the ids here.
+# Rows past their expiry go as new ones are written (store/ended_sessions.py).
+ended_sessions = Table(
+    "ended_sessions",
+    metadata,
+    Column("id", SafeString(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_ended_sessions_expires_at", "expires_at"),  # the expired, oldest first
 )
 
 # Settings changed at run time (issue 11): the dotted name of each one changed, its JSON

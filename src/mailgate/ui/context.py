@@ -4,6 +4,7 @@ and the one way a page is rendered from the base layout."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -15,7 +16,7 @@ from mailgate.clock import SystemClock
 from mailgate.ingest.auth_throttle import SharedAuthThrottle
 from mailgate.ui.assets import Assets
 from mailgate.ui.options import UiOptions
-from mailgate.ui.sessions import SessionSigner, session_key
+from mailgate.ui.sessions import Session, SessionSigner, session_key
 
 if TYPE_CHECKING:  # mailgate.web imports this package
     from mailgate.web.services import Services
@@ -61,6 +62,8 @@ class UiContext:
         self.throttle = SharedAuthThrottle(
             options.failures, SystemClock(), options.login_failures, options.login_window
         )
+        #: the sessions logged out in this process, when there is no store for them
+        self._ended: dict[str, float] = {}
         self.assets = Assets()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("mailgate.ui", "templates"),
@@ -71,6 +74,22 @@ class UiContext:
         )
         self.templates.globals.update(asset=self.assets.url, nav=NAV, version=__version__)
         self.templates.filters["clip"] = clip
+
+    async def ended(self, session: Session) -> bool:
+        """Whether a logout ended ``session`` (raises StoreError when that is unknown)."""
+        if self.options.ended is None:
+            return session.id in self._ended
+        return await self.options.ended.ended(session.id)
+
+    async def end(self, session: Session, now: float) -> None:
+        """Refuse ``session`` from now on, at every process on the store (a logout)."""
+        expires = session.issued + self.signer.lifetime
+        if self.options.ended is None:
+            self._ended = {sid: at for sid, at in self._ended.items() if at > now}
+            self._ended[session.id] = expires
+            return
+        when = datetime.fromtimestamp(expires, UTC), datetime.fromtimestamp(now, UTC)
+        await self.options.ended.end(session.id, *when)
 
     def fragment(self, name: str, **context: Any) -> str:
         """A template on its own (an SSE fragment, an htmx answer), no layout."""

@@ -62,15 +62,25 @@ async def ui_guard(request: Request) -> UiSession:
     ui = ui_context(request)
     request.state.ui_page = True  # the security headers and the cookie (ui/headers.py)
     session = ui.signer.read(request.cookies.get(COOKIE), time.time())
+    if session is not None and await _ended(ui, session):
+        session = None  # logged out: a copy of its cookie opens nothing
     if session is None:
         session = await _log_in(request, ui)
         request.state.ui_new_session = session
+    request.state.ui_session = session  # for the logout
     if request.method not in SAFE_METHODS:
         await _check_csrf(request, ui, session)
     return UiSession(session.id, ui.signer.csrf_token(session))
 
 
 UiSessionDep = Annotated[UiSession, Depends(ui_guard)]
+
+
+async def _ended(ui: UiContext, session: Session) -> bool:
+    try:
+        return await ui.ended(session)
+    except StoreError:
+        raise HTTPException(503, "sessions cannot be checked: try again later") from None
 
 
 async def _log_in(request: Request, ui: UiContext) -> Session:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from mailgate.store.auth_failures import AuthFailureStore
+from mailgate.store.ended_sessions import EndedSessionStore
 from mailgate.ui.live import Pulse
 
 __all__ = ["SmtpStatus", "UiOptions"]
@@ -31,7 +32,9 @@ class UiOptions:
     dashboard shows changed; ``refresh``: seconds between renders of a live page
     otherwise; ``login_failures`` within ``login_window`` seconds from one client
     address, and it is refused (429) until the oldest is that old; ``failures``: where
-    they are counted, shared by every process on the store (None: in this one only)."""
+    they are counted, shared by every process on the store (None: in this one only);
+    ``ended``: the sessions logged out, refused by every process on the store (None: by
+    this one only)."""
 
     admin_user: str | None = None
     admin_pass: SecretStr | None = None
@@ -43,4 +46,5 @@ class UiOptions:
     login_failures: int = 5
     login_window: float = 60.0
     failures: AuthFailureStore | None = None
+    ended: EndedSessionStore | None = None
     started: float = field(default_factory=time.monotonic)  #: for the uptime

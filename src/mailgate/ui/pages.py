@@ -12,6 +12,7 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from mailgate.errors import StoreError
 from mailgate.ui.context import render, ui_context
 from mailgate.ui.dashboard import dashboard_view, render_fragments
 from mailgate.ui.guard import (
@@ -50,7 +51,12 @@ async def dashboard_events(request: Request) -> StreamingResponse:
 
 
 @router.post("/ui/logout")
-async def logout() -> Response:
+async def logout(request: Request) -> Response:
+    """Ends the session at every process on the store, not only the browser's cookie."""
+    try:
+        await ui_context(request).end(request.state.ui_session, time.time())
+    except StoreError:
+        raise HTTPException(503, "the session cannot be ended: try again later") from None
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
