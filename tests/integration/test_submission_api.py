@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from mailgate.app import Gateway, Mode
 from mailgate.ingest.submission import Submissions
 from mailgate.settings import LimitSettings
 from mailgate.store import Database, QueueStore
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, engine_url, fast_settings
 
 
 def item(**kw: Any) -> dict[str, Any]:
@@ -188,3 +190,34 @@ async def test_items_are_parsed_off_the_event_loop(tmp_path: Path) -> None:
     finally:
         await db.aclose()
     assert len(threads) == 2 and threading.get_ident() not in threads
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, db_url: str) -> str:
+    return await engine_url(request, db_url, "mailgate_submission_api")
+
+
+async def test_fields_the_store_or_the_clock_cannot_hold_are_rejected_items(
+    store_url: str,
+) -> None:
+    """An account name longer than the store's column (64, a VARCHAR on PostgreSQL) and a
+    send_at whose UTC is outside the years 1-9999 were taken as valid: the insert of the
+    whole batch, or the batch's parsing, then failed with a 500, the good items with it."""
+    bad = [
+        item(account="a" * 65),
+        item(send_at="0001-01-01T00:00:00+14:00"),
+        item(send_at="9999-12-31T23:59:59-14:00"),
+    ]
+    batch = [item(id="first"), *bad, item(id="last", account="b" * 64)]
+    async with Gateway(fast_settings(store_url), mode=Mode.SERVE) as gw, api(gw) as client:
+        response = await post_raw(client, json.dumps(batch))
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["queued"] == 2
+        assert [r["index"] for r in body["rejected"]] == [1, 2, 3]
+        reasons = [r["reason"] for r in body["rejected"]]
+        assert reasons[0].startswith("account: "), reasons[0]
+        assert reasons[1].startswith("send_at: "), reasons[1]
+        assert reasons[2].startswith("send_at: "), reasons[2]
+        listed = (await client.get("/messages")).json()["items"]
+        assert sorted(m["key"] for m in listed) == ["first", "last"]

@@ -73,7 +73,7 @@ class MessageIn(BaseModel):
     )
 
     id: str | None = Field(None, min_length=1, max_length=255)
-    account: str = "default"
+    account: str = Field("default", max_length=64)
     from_: str | None = Field(None, alias="from")
     to: str | list[str]
     cc: list[str] = []
@@ -150,7 +150,7 @@ def parse_message_json(
             _attachment(i, a, max_attachment) for i, a in enumerate(data.attachments)
         ),
         priority=Priority[data.priority.upper()],
-        send_at=data.send_at.astimezone(UTC) if data.send_at else None,
+        send_at=_utc("send_at", data.send_at) if data.send_at else None,
         metadata=check_metadata(
             data.metadata, max_depth=limits.max_metadata_depth, max_bytes=limits.max_metadata_bytes
         ),
@@ -191,6 +191,15 @@ def _printable(part: object) -> str:
     """A location part (a dict key may be any text) made safe to echo back as JSON."""
     text = str(part)
     return text if text.isprintable() else repr(text)
+
+
+def _utc(where: str, value: datetime) -> datetime:
+    """``value`` in UTC; a time whose UTC falls outside the years 1-9999 (year 1 at +14:00)
+    cannot be held by a ``datetime`` at all."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidMessage(f"{where}: {value.isoformat()} is out of range in UTC") from None
 
 
 def _recipients(where: str, entries: list[str], limit: int) -> tuple[str, ...]:
@@ -328,9 +337,7 @@ class Submissions:
             return report
         # Parsing is CPU work (address syntax, base64, a thousand items): a worker thread
         # keeps the event loop serving the API and SMTP sessions meanwhile.
-        good, report.rejected = await asyncio.to_thread(
-            self._parse_all, items, tenant, now, source
-        )
+        good, report.rejected = await asyncio.to_thread(self._parse_all, items, tenant, now, source)
         good = await self._admit(good, report, now)
         if good:
             results = await self.queue.enqueue([m for _, m in good], now)
