@@ -384,6 +384,27 @@ async def test_send_chaos_info_and_webui(start_gateway: GatewayFactory) -> None:
         assert options.status_code == 200
 
 
+async def test_send_refuses_an_attachment_typed_multipart(start_gateway: GatewayFactory) -> None:
+    """A multipart type names a container (RFC 2046 §5.1.1: parts between boundaries), not
+    a file's bytes: an attachment sent with one was written as a multipart entity with no
+    boundary, its base64 body lost (an empty part in Mailpit's JSON, a nameless text one
+    in the inbox's)."""
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        content = base64.b64encode(b"hello").decode()
+        request = {
+            "From": {"Email": "a@example.com"},
+            "To": [{"Email": "b@example.com"}],
+            "Subject": "s",
+            "Attachments": [{"Filename": "a.bin", "Content": content, "ContentType": ""}],
+        }
+        for media_type in ("multipart/mixed", " Multipart/Alternative"):
+            request["Attachments"][0]["ContentType"] = media_type  # type: ignore[index]
+            refused = await mp.post("/api/v1/send", json=request)
+            assert refused.status_code == 400, refused.text
+            assert "multipart" in refused.json()["Error"]
+        assert (await mp.get("/api/v1/messages")).json()["total"] == 0
+
+
 async def test_release_without_a_relay_in_dev_is_refused(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
         await send(gw, plain("hello"))

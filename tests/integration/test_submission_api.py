@@ -221,3 +221,25 @@ async def test_fields_the_store_or_the_clock_cannot_hold_are_rejected_items(
         assert reasons[2].startswith("send_at: "), reasons[2]
         listed = (await client.get("/messages")).json()["items"]
         assert sorted(m["key"] for m in listed) == ["first", "last"]
+
+
+async def test_an_attachment_typed_multipart_is_a_rejected_item(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A multipart type needs a boundary and parts of its own (RFC 2046 §5.1.1): an
+    attachment submitted as one was queued, then built as a multipart entity with no
+    boundary whose base64 body no reader could find (the captured part was empty)."""
+    content = base64.b64encode(b"hello").decode()
+    bad = [
+        item(attachments=[{"filename": "a.bin", "content_type": t, "content": content}])
+        for t in ("multipart/mixed", "MULTIPART/related")
+    ]
+    async with start_gateway() as gw, api(gw) as client:
+        response = await post_raw(client, json.dumps([item(id="good"), *bad]))
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["queued"] == 1
+        assert [r["index"] for r in body["rejected"]] == [1, 2]
+        for rejected in body["rejected"]:
+            assert rejected["reason"].startswith("attachments.0.content_type: "), rejected
+            assert "multipart" in rejected["reason"]

@@ -16,6 +16,7 @@ from mailgate.errors import InvalidMessage
 
 __all__ = [
     "MIME_TYPE_PATTERN",
+    "MULTIPART_REFUSED",
     "RESERVED_HEADERS",
     "base_filename",
     "check_body",
@@ -25,6 +26,7 @@ __all__ = [
     "check_header_text",
     "check_plain_text",
     "check_storable",
+    "is_multipart",
 ]
 
 #: C0 controls except TAB, DEL, C1 controls (U+0085 NEL among them), the Unicode line and
@@ -110,12 +112,27 @@ def check_header_name(name: str) -> str:
 
 
 def check_content_type(field: str, value: str) -> str:
-    """``type/subtype`` (RFC 2045 §5.1), lower-cased; parameters are refused, not dropped."""
+    """``type/subtype`` (RFC 2045 §5.1), lower-cased; parameters are refused, not dropped.
+    Not a multipart type: that is a container of parts between boundaries (RFC 2046
+    §5.1.1), which a file's base64 bytes are not."""
     if not _MIME_TYPE.fullmatch(value):
         raise InvalidMessage(
             f"{field}: {value!r} is not a MIME type (type/subtype, RFC 2045 tokens, no parameters)"
         )
+    if is_multipart(value):
+        raise InvalidMessage(f"{field}: {MULTIPART_REFUSED}")
     return value.lower()
+
+
+#: why an attachment may not be typed multipart, for every path that takes a type
+MULTIPART_REFUSED = (
+    "an attachment cannot be multipart (RFC 2046 §5.1.1: parts between boundaries, not a"
+    " file's bytes); send the file as application/octet-stream"
+)
+
+
+def is_multipart(content_type: str) -> bool:
+    return content_type.strip().lower().startswith("multipart/")
 
 
 def check_cid(field: str, value: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from mailgate.clock import Clock
 from mailgate.ids import new_id
+from mailgate.ingest.validation import MULTIPART_REFUSED, is_multipart
 from mailgate.mime import build_message
 from mailgate.model import Attachment, Message
 
@@ -162,4 +163,6 @@ def _attachment(value: Any) -> Attachment:
         raise SendRefused(f'invalid attachment "{filename}"')
     if any(c in f"{filename}{content_type or ''}{cid or ''}" for c in "\r\n"):
         raise SendRefused(f'invalid attachment "{filename}"')
+    if content_type is not None and is_multipart(content_type):
+        raise SendRefused(f'invalid attachment "{filename}": {MULTIPART_REFUSED}')
     return Attachment(filename, content_type or "application/octet-stream", data, cid=cid)
