@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from mailgate.app import Mode
-from tests.integration.conftest import GatewayFactory
+from tests.integration.conftest import GatewayFactory, api
 from tests.integration.test_mailpit_api import mailpit, rich_message, send
 from tests.peers import Upstream
 
@@ -49,3 +49,28 @@ async def test_info_names_the_database(start_gateway: GatewayFactory) -> None:
         await send(gw, rich_message())
         info = (await mp.get("/api/v1/info")).json()
         assert info["Database"].endswith(".sqlite3") and info["DatabaseSize"] > 0
+
+
+async def test_release_refuses_a_recipient_with_a_control_character_or_two_addresses(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A NUL in a release recipient passed the address check; the store made it U+FFFD and
+    the relay was sent ``RCPT TO:<a@example.net\ufffd>``. An entry holding two addresses
+    released to the first only, the second dropped without a word. Both are refused, as
+    Mailpit refuses what ``mail.ParseAddress`` cannot read as one address."""
+    async with (
+        Upstream() as upstream,
+        start_gateway(Mode.DEV, relay_url=upstream.url) as gw,
+        mailpit(gw) as mp,
+    ):
+        await send(gw, rich_message())
+        latest = (await mp.get("/api/v1/messages")).json()["messages"][0]["ID"]
+        for to in ("a@example.net\x00", "a\x01b@example.net", "a@example.net, b@example.org"):
+            refused = await mp.post(f"/api/v1/message/{latest}/release", json={"To": [to]})
+            assert refused.status_code == 400, (to, refused.text)
+            assert refused.text.startswith("Invalid email address: ")
+        ok = await mp.post(f"/api/v1/message/{latest}/release", json={"To": ["c@example.net"]})
+        assert (ok.status_code, ok.text) == (200, "ok")
+        async with api(gw) as client:  # a release is queued before its answer
+            queued = (await client.get("/messages")).json()["items"]
+        assert [m["to"] for m in queued] == [["c@example.net"]]

@@ -32,7 +32,11 @@ from mailgate.store import CapturedRecord
 __all__ = ["Release", "ReleasePolicy", "ReleaseRefused"]
 
 _REPLACED = {b"bcc", b"date", b"message-id"}
-_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
+#: one bare address: no space, no specials, and no control character (a NUL was relayed
+#: as the store's U+FFFD in ``RCPT TO``)
+_ADDRESS = re.compile(
+    r"^[^@\s<>()\[\],;:\"\x00-\x1f\x7f-\x9f]+@[^@\s<>()\[\],;:\"\x00-\x1f\x7f-\x9f]+$"
+)
 
 
 class ReleaseRefused(InvalidInput):
@@ -130,11 +134,12 @@ class Release:
 
 def checked_addresses(given: Sequence[str]) -> list[str]:
     """The bare addresses of ``given`` (``a@b`` or ``Name <a@b>``), in order, once each;
-    ``ReleaseRefused`` naming the first that is not one."""
+    ``ReleaseRefused`` naming the first that is not one (``a@b, c@d`` is two: parseaddr
+    read the first and dropped the second)."""
     found: dict[str, None] = {}
     for value in given:
         _, address = parseaddr(value) if "\r" not in value and "\n" not in value else ("", "")
-        if not _ADDRESS.match(address):
+        if not _ADDRESS.match(address) or len(getaddresses([value])) != 1:
             raise ReleaseRefused(f"Invalid email address: {value}")
         found.setdefault(address, None)
     return list(found)
