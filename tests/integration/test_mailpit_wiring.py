@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from mailgate.app import Mode
-from tests.integration.conftest import GatewayFactory, api
+from tests.integration.conftest import GatewayFactory, api, send_raw
 from tests.integration.test_mailpit_api import mailpit, rich_message, send
 from tests.peers import Upstream
 
@@ -74,3 +74,24 @@ async def test_release_refuses_a_recipient_with_a_control_character_or_two_addre
         async with api(gw) as client:  # a release is queued before its answer
             queued = (await client.get("/messages")).json()["items"]
         assert [m["to"] for m in queued] == [["c@example.net"]]
+
+
+async def test_release_of_a_from_address_with_a_control_character_uses_the_envelope(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A captured ``From: <a\\x00b@example.com>`` was taken as the release's envelope
+    sender and relayed as ``MAIL FROM:<a\\ufffdb@example.com>`` (the store's replacement
+    for NUL); such an address is skipped and the captured MAIL FROM is used."""
+    raw = b"From: <a\x00b@example.com>\r\nTo: b@example.com\r\nSubject: nul\r\n\r\nhi\r\n"
+    async with (
+        Upstream() as upstream,
+        start_gateway(Mode.DEV, relay_url=upstream.url) as gw,
+        mailpit(gw) as mp,
+    ):
+        await send_raw(gw, raw)
+        latest = (await mp.get("/api/v1/messages")).json()["messages"][0]["ID"]
+        ok = await mp.post(f"/api/v1/message/{latest}/release", json={"To": ["c@example.net"]})
+        assert (ok.status_code, ok.text) == (200, "ok")
+        await asyncio.wait_for(upstream.arrived.wait(), 10)
+        [received] = upstream.received
+        assert received.mail_from == "a@example.com"

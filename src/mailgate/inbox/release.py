@@ -38,6 +38,10 @@ _ADDRESS = re.compile(
     r"^[^@\s<>()\[\],;:\"\x00-\x1f\x7f-\x9f]+@[^@\s<>()\[\],;:\"\x00-\x1f\x7f-\x9f]+$"
 )
 
+#: not in an envelope address: a control character, or U+FFFD, what a NUL or bytes that
+#: were not text became when the message was captured (it went out in MAIL FROM)
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
+
 
 class ReleaseRefused(InvalidInput):
     """The release cannot be done as asked; ``str(exc)`` says why (Mailpit's wording)."""
@@ -150,7 +154,7 @@ def _envelope_sender(record: CapturedRecord) -> str:
         values = [v for k, v in record.headers.items() if k.lower() == name.lower()]
         flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
         for _, address in getaddresses(flat):
-            if "@" in address:
+            if "@" in address and not _UNSENDABLE.search(address):
                 return address
     return record.mail_from
 
