@@ -162,6 +162,20 @@ async def test_codes_with_a_pattern_and_refused_patterns(start_gateway: GatewayF
         assert missing.status_code == 404
 
 
+async def test_a_pattern_repeating_past_what_re_can_count_is_refused(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``a{99999999999}``: ``re`` raises OverflowError, not ``re.error``, for a count past
+    4,294,967,294; the request was a 500 instead of a 422 naming the parameter."""
+    async with start_gateway(Mode.DEV) as gw, api(gw) as client:
+        await asyncio.to_thread(_send, gw, _mail("cy@example.net", "Code", text="code 1234"))
+        url = f"/inbox/{await _only_id(client)}/codes"
+        for bad in ("a{99999999999}", "a{1,4294967296}"):
+            refused = await client.get(url, params={"pattern": bad})
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.json()["detail"][0]["loc"] == ["query", "pattern"]
+
+
 async def test_wait_returns_a_message_sent_after_it_began_and_408_on_timeout(
     start_gateway: GatewayFactory,
 ) -> None:

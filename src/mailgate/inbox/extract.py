@@ -195,7 +195,7 @@ def compile_code_pattern(source: str) -> re.Pattern[str]:
     try:
         compiled = re.compile(source)
         _check_nesting(sre_parse.parse(source).data, repeated=False)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999}
         raise InvalidInput(f"the code pattern does not compile: {exc}") from None
     return compiled
 
