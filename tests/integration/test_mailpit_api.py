@@ -287,6 +287,27 @@ async def test_a_big_message_s_json_and_checks_are_made_off_the_event_loop(
     assert {name: set(calls) for name, calls in made.items()} == {n: {"worker"} for n in made}
 
 
+async def test_a_big_send_request_is_read_and_built_off_the_event_loop(
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POST /api/v1/send`` with a 40 MB attachment held every other request 0.7 s:
+    its JSON was parsed, its base64 decoded and its message built on the event loop."""
+    made = threads_of(monkeypatch, api_mailpit, "sendable")
+    content = base64.b64encode(b"x" * 3_000_000).decode()
+    request = {
+        "From": {"Email": "a@example.com"},
+        "To": [{"Email": "b@example.com"}],
+        "Subject": "big",
+        "Attachments": [{"Filename": "a.bin", "Content": content}],
+    }
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        sent = await mp.post("/api/v1/send", json=request, timeout=60)
+        assert sent.status_code == 200, sent.text
+        message = (await mp.get(f"/api/v1/message/{sent.json()['ID']}")).json()
+        assert [a["Size"] for a in message["Attachments"]] == [3_000_000]
+    assert set(made) == {"worker"}
+
+
 async def test_search_read_status_tags_and_deletes(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
         await send(gw, rich_message())
