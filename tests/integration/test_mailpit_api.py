@@ -426,6 +426,32 @@ async def test_send_refuses_an_attachment_typed_multipart(start_gateway: Gateway
         assert (await mp.get("/api/v1/messages")).json()["total"] == 0
 
 
+async def test_send_refuses_an_attachment_that_is_not_base64(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Characters outside base64's alphabet were dropped, not refused: ``"!!!"`` was
+    captured as an empty file. Mailpit (Go's ``StdEncoding.DecodeString``) answers 400;
+    line breaks, which Go skips, still pass, as does a ``data:…;base64,`` prefix."""
+    request: dict[str, Any] = {
+        "From": {"Email": "a@example.com"},
+        "To": [{"Email": "b@example.com"}],
+        "Subject": "s",
+    }
+    async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
+        for bad in ("!!!", "aGk=!", "aGk*"):
+            request["Attachments"] = [{"Filename": "a.txt", "Content": bad}]
+            refused = await mp.post("/api/v1/send", json=request)
+            assert refused.status_code == 400, (bad, refused.text)
+            assert refused.json()["Error"].startswith('error decoding base64 attachment "a.txt"')
+        assert (await mp.get("/api/v1/messages")).json()["total"] == 0
+        for good in ("aGVs\r\nbG8=\n", "data:text/plain;base64,aGVsbG8="):
+            request["Attachments"] = [{"Filename": "a.txt", "Content": good}]
+            sent = await mp.post("/api/v1/send", json=request)
+            assert sent.status_code == 200, (good, sent.text)
+            message = (await mp.get(f"/api/v1/message/{sent.json()['ID']}")).json()
+            assert [a["Size"] for a in message["Attachments"]] == [5]
+
+
 async def test_release_without_a_relay_in_dev_is_refused(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, mailpit(gw) as mp:
         await send(gw, plain("hello"))
