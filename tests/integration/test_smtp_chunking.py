@@ -130,6 +130,24 @@ async def test_pipelined_chunks_and_the_commands_after_them(start_gateway: Gatew
     assert raw == MESSAGE
 
 
+async def test_a_client_that_half_closes_after_its_last_command_hears_every_reply(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A client may pipeline its whole transaction, QUIT included (RFC 3030 §4.2), and
+    shut down its side of the connection (TCP half-close: ``nc -N``, ``socat``): every
+    command it sent is still answered, the message's 250 with it, or a client told
+    nothing sends again a message that was kept (a duplicate). Then the server closes."""
+    async with start_gateway(Mode.DEV) as gw, session(gw) as client:
+        await client.send(TRANSACTION + b"BDAT %d LAST\r\n" % len(MESSAGE) + MESSAGE + b"QUIT\r\n")
+        client.writer.write_eof()
+        replies = await client.replies(4)
+        assert await client.reader.read() == b""  # and the server closes
+        _, raw = await _only_raw(gw)
+    assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"221"], replies
+    assert replies[2].startswith(b"250 2.0.0 OK: queued as ")
+    assert raw == MESSAGE
+
+
 async def test_bdat_0_last_ends_the_message(start_gateway: GatewayFactory) -> None:
     async with start_gateway(Mode.DEV) as gw, session(gw) as client:
         await client.send(TRANSACTION + b"BDAT %d\r\n" % len(MESSAGE) + MESSAGE)
@@ -236,3 +254,26 @@ async def test_submission_refuses_bare_lf_in_chunks_and_takes_clean_ones(
         async with api(submission) as http:
             [queued] = (await http.get("/messages")).json()["items"]
         assert queued["subject"] == "chunked"
+
+
+async def test_submission_answers_a_half_closed_pipeline_and_closes_at_data_with_no_end(
+    submission: Gateway,
+) -> None:
+    """MAIL waits on the store (a task), so what was pipelined after it is still in the
+    buffer when the client shuts its side down: it is answered all the same. A DATA the
+    client can no longer end closes the connection then, not a read time-out later."""
+    plain = base64.b64encode(f"\0app\0{PASSWORD}".encode())
+    clean = MESSAGE.replace(b"\x00", b"")  # submission takes text: no NUL (RFC 6152)
+    async with session(submission) as client:
+        await client.send(b"AUTH PLAIN " + plain + b"\r\n")
+        assert (await client.reply()).startswith(b"235 ")
+        await client.send(TRANSACTION + b"BDAT %d LAST\r\n" % len(clean) + clean
+                          + TRANSACTION + b"DATA\r\n")  # fmt: skip
+        client.writer.write_eof()
+        replies = await client.replies(6)
+        async with asyncio.timeout(5):
+            assert await client.reader.read() == b""
+    assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"250", b"250", b"354"], replies
+    async with api(submission) as http:
+        [queued] = (await http.get("/messages")).json()["items"]
+    assert replies[2].decode().split()[-1] == queued["id"]

@@ -87,7 +87,7 @@ class SmtpEngine(asyncio.Protocol):
     is kept here, in slots, so the verbs' classes add none."""
 
     __slots__ = ("_auth_needs_tls", "_bdat", "_bdat_end", "_bogus", "_buf", "_closing", "_data",
-                 "_discarding",
+                 "_discarding", "_eof",
                  "_last_read", "_line_waiter", "_loop", "_paused_at",
                  "_read_paused", "_registered", "_stall", "_task", "_timer", "_tls",
                  "_turned_away", "_upgrading", "_write_paused", "close_after_reply", "config",
@@ -116,6 +116,7 @@ class SmtpEngine(asyncio.Protocol):
         self._bogus = 0
         self._closing = False
         self._discarding = False
+        self._eof = False  #: the client shut its side down: it sends no more
         self._read_paused = False
         self._write_paused = False
         self._registered = False
@@ -231,7 +232,16 @@ class SmtpEngine(asyncio.Protocol):
         self._flow()
 
     def eof_received(self) -> bool | None:
-        return None  # the client is done: close (a command still running is cancelled)
+        """The client has shut down its side (TCP half-close, as ``nc -N`` or ``socat`` do
+        after a pipelined session): what it sent before is still answered — a message's
+        250 among it, or a client told nothing sends again a message kept — and then the
+        connection is closed (:meth:`_process`). Over TLS, or in the middle of a message
+        that can no longer end, it is closed now (a command still running is cancelled)."""
+        if self._tls or self._data is not None or self._bdat is not None:
+            return None
+        self._eof = True
+        self._process()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -325,6 +335,8 @@ class SmtpEngine(asyncio.Protocol):
                 return
             line = self._take_line()
             if line is None:
+                if self._eof:  # every line the client sent is answered
+                    self._close()
                 return
             if waiter is not None:
                 self._line_waiter = None
@@ -334,6 +346,8 @@ class SmtpEngine(asyncio.Protocol):
                 self._reply("500 Command line too long")
             else:
                 self._command(line)
+        if self._eof and (self._data is not None or self._bdat is not None):
+            self._close()  # a message whose end can no longer come
 
     def _take_line(self) -> bytes | None:
         """The next complete line of the buffer, without its line end; :data:`TOO_LONG`
