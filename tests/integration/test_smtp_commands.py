@@ -111,6 +111,23 @@ async def test_parameters_follow_the_path_after_white_space_whatever_the_path(
     ], replies  # fmt: skip
 
 
+async def test_a_size_in_digits_that_are_not_ascii_is_a_syntax_error(
+    start_gateway: GatewayFactory,
+) -> None:
+    """RFC 1870 §3: ``size-value ::= 1*20DIGIT``, ASCII digits. A superscript two passed
+    ``str.isdigit`` and broke ``int()``: the client heard 451 "local error" and the log a
+    traceback; Arabic-Indic digits were read as a number. Both are a 501 now."""
+    async with start_gateway(Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            "MAIL FROM:<a@example.com> SIZE=\u00b2\r\n".encode(),
+            "MAIL FROM:<a@example.com> SIZE=\u0661\u0662\r\n".encode(),
+            b"MAIL FROM:<a@example.com> SIZE=12\r\n",
+        ])  # fmt: skip
+    assert [r[:3] for r in replies] == ["220", "250", "501", "501", "250"], replies
+
+
 async def test_a_path_with_a_control_character_or_bytes_not_utf8_is_refused(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -358,7 +358,7 @@ class SmtpConnection(SmtpAuth):
                 return syntax
         size = params.pop("SIZE", None)
         if size is not None:
-            if not isinstance(size, str) or not size.isdigit():
+            if not isinstance(size, str) or not (size.isascii() and size.isdigit()):
                 return syntax
             limit = self.config.max_message_size
             if limit and int(size) > limit:
