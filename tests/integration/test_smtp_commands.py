@@ -162,6 +162,26 @@ async def test_a_path_with_a_control_character_or_bytes_not_utf8_is_refused(
     assert "553 5.1.3" in problem
 
 
+async def test_a_bare_path_that_breaks_the_address_parser_is_refused_553(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A path without brackets goes to the standard library's RFC 5322 parser, which
+    raises AttributeError or UnboundLocalError on some (a domain literal left open): the
+    command crashed, the client heard 451 "local error" and the log a traceback. They are
+    malformed addresses: 553, and VRFY's 502."""
+    async with start_gateway(Mode.DEV) as gw:
+        assert gw.smtp_address is not None
+        replies = await asyncio.to_thread(_converse, gw.smtp_address, [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:'@\t[\"\r\n",
+            b"MAIL FROM:<a@example.com>\r\n",
+            b"RCPT TO:a@[\"\r\n",
+            b"RCPT TO:'``@[\t\r\n",
+            b"VRFY a@[\"\r\n",
+        ])  # fmt: skip
+    assert [r[:3] for r in replies] == ["220", "250", "553", "250", "553", "553", "502"], replies
+
+
 async def test_a_unicode_recipient_needs_smtputf8_declared(start_gateway: GatewayFactory) -> None:
     """RFC 6531 §3.4: without MAIL's SMTPUTF8 the transaction is ASCII; a server that took
     a Unicode address anyway passed the client's mistake on to the next hop."""

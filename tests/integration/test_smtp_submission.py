@@ -194,6 +194,20 @@ async def test_an_encoded_word_is_never_an_address(
         assert (await client.get("/messages")).json()["items"] == []
 
 
+@pytest.mark.parametrize("sender", ['x@["', "],.aIPv6:", '!IPv6:;IPv6:("\\;.', "x, .@", "=?@[ "])
+async def test_a_from_field_that_breaks_the_address_parser_is_refused(
+    gateway: Gateway, sender: str
+) -> None:
+    """The standard library's address parser raises AttributeError, TypeError or
+    UnboundLocalError on these, not HeaderParseError: the client heard "451 local error,
+    try again later" (and would, for ever), the log a traceback. It is a malformed From:,
+    550 5.6.0 as any other."""
+    code, text = await asyncio.to_thread(_send, _address(gateway), _message(sender))
+    assert (code, text[:5]) == (550, b"5.6.0"), text
+    async with api(gateway) as client:
+        assert (await client.get("/messages")).json()["items"] == []
+
+
 @pytest.mark.parametrize(
     "message",
     [_message(extra=b"Subject: n\x00ul\r\n"), _message(body=b"a NUL \x00 in the body\r\n")],
