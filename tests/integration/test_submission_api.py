@@ -243,3 +243,18 @@ async def test_an_attachment_typed_multipart_is_a_rejected_item(
         for rejected in body["rejected"]:
             assert rejected["reason"].startswith("attachments.0.content_type: "), rejected
             assert "multipart" in rejected["reason"]
+
+
+async def test_addresses_that_break_the_stdlib_parser_are_rejected_items(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The email package's address parser raises AttributeError, TypeError or
+    UnboundLocalError on some malformed lists, not HeaderParseError: such a ``from`` or
+    ``to`` failed the whole batch with a 500."""
+    bad = [item(**{"from": v}) for v in ('x@["', "],.aIPv6:", "x, .@")] + [item(to='a@["')]
+    async with start_gateway() as gw, api(gw) as client:
+        response = await post_raw(client, json.dumps([item(id="good"), *bad]))
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["queued"] == 1
+        assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4]
