@@ -674,3 +674,27 @@ async def test_sessions_on_postgresql_open_connections_in_auth_and_mail(
     # "unclosed connection" ResourceWarning in whichever test runs then)
     await greenlet_spawn(emptied.dispose)
     assert [code for code, _ in sent] == [250] * 16
+
+
+@pytest.mark.parametrize("rcpt", ["a", "Postmaster", "a.@example.org", "a@-b.example"])
+async def test_a_recipient_rest_would_refuse_is_refused_at_rcpt(
+    gateway: Gateway, upstream: Upstream, rcpt: str
+) -> None:
+    """Relayed as given, ``<a>`` or ``<Postmaster>`` would be completed by the upstream
+    with a domain of its own; each is refused at RCPT (553 5.1.3), and the transaction
+    goes on to the recipients that are addresses."""
+
+    def session() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP(*_address(gateway), timeout=20) as smtp:
+            smtp.ehlo("client.test")
+            smtp.login("app", PASSWORD)
+            smtp.mail("app@example.com")
+            return [smtp.rcpt(rcpt), smtp.rcpt("to@example.org"), smtp.data(_message())]
+
+    refused, accepted, data = await asyncio.to_thread(session)
+    assert (refused[0], refused[1][:5]) == (553, b"5.1.3"), refused
+    assert (accepted[0], data[0]) == (250, 250)
+    async with api(gateway) as client:
+        [queued] = (await client.get("/messages")).json()["items"]
+        await wait_for_state(client, queued["id"], "sent")
+    assert [r.rcpt_tos for r in upstream.received] == [["to@example.org"]]

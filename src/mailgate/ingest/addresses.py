@@ -24,7 +24,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from mailgate.errors import InvalidMessage
 from mailgate.ingest.validation import check_header_text
 
-__all__ = ["parse_address_list", "parse_mailbox"]
+__all__ = ["address_problem", "parse_address_list", "parse_mailbox"]
 
 _HOSTNAME = re.compile(
     r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$", re.IGNORECASE
@@ -93,6 +93,14 @@ def _normalize(field: str, value: str, parsed: tuple[str, str], limit: int) -> s
 
 
 @functools.lru_cache(maxsize=8192)
+def address_problem(addr: str) -> str | None:
+    """Why a bare address (an SMTP path's) is not one mail may be sent to, as a REST
+    recipient is checked (email-validator, no DNS; dotless and special-use domains taken
+    as hostnames); None when it is."""
+    normalized, error = _validated(addr)
+    return error if normalized is None else None
+
+
 def _validated(addr: str) -> tuple[str | None, str]:
     """The normalized address, or None and why it is not valid."""
     local, _, domain = addr.rpartition("@")

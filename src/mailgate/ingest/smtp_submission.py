@@ -7,6 +7,8 @@ The session rules (RFC 6409, as Postfix's submission service applies them):
   AUTH is offered only over TLS unless the client is on loopback (the server's session).
 * The user's ``senders`` bound MAIL FROM (``553 5.7.1``) and the From: header
   (``550 5.7.1``): an application can send only as itself.
+* A recipient is an address REST would take (``553 5.1.3`` otherwise): no bare
+  ``<postmaster>`` or ``<user>`` that a relay further on completes with its own domain.
 * DATA with a bare LF or CR is refused (``550 5.5.2``, as Postfix's
   ``smtpd_forbid_bare_newline``): a relay further on that ends DATA at ``LF.LF`` could
   otherwise be handed a second, smuggled message. So is one with a NUL (``550 5.6.0``):
@@ -29,7 +31,7 @@ from email.utils import format_datetime, make_msgid
 from mailgate.clock import Clock
 from mailgate.errors import InvalidMessage, StoreError
 from mailgate.ids import new_id
-from mailgate.ingest.addresses import parse_address_list
+from mailgate.ingest.addresses import address_problem, parse_address_list
 from mailgate.ingest.smtp import EnvelopeHooks
 from mailgate.ingest.smtp_auth import AuthResult, LoginPassword
 from mailgate.ingest.smtp_data import line_endings
@@ -120,6 +122,22 @@ class SubmissionHandler(EnvelopeHooks):
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SmtpConnection,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        """A recipient is checked as a REST one is: ``<postmaster>`` or ``<a>`` relayed
+        on would be completed by the upstream with a domain of its own, and a malformed
+        one refused by it only after the message was accepted here."""
+        problem = address_problem(address)
+        if problem is not None:
+            return f"553 5.1.3 <{address}>: not a valid recipient address: {problem}"
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: Envelope
