@@ -113,7 +113,7 @@ async def send_raw(gw: Gateway, raw: bytes) -> None:
 async def api(gateway: Gateway, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(
-        base_url=f"{gateway.http_url}/api/v1", headers=headers, timeout=10
+        base_url=f"{gateway.http_url}/api/v1", headers=headers, timeout=30
     ) as client:
         yield client
 
