@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import func, insert, select
@@ -243,3 +245,24 @@ def _attempt(text: str) -> Attempt:
         5,
         {"a@example.com": RecipientResult(Outcome.SENT, 250, text.removeprefix("250 "))},
     )
+
+
+async def test_postgresql_refusing_connections_raises_store_unavailable(postgres_url: str) -> None:
+    """A server that turns connections away for now (too many connections, as a fleet of
+    ``serve`` processes meets ``max_connections``; starting up; shutting down) answers
+    with an error SQLAlchemy's asyncpg layer raises as a plain ``DBAPIError``: it was a
+    :class:`StoreError` (the API's 500), not a :class:`StoreUnavailable` (503, 451)."""
+    role = f"mg_full_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_url)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    db = Database(postgres_url.replace("postgres@", f"{role}@", 1))
+    try:
+        with pytest.raises(StoreUnavailable) as write_error:
+            await QueueStore(db).enqueue([make_message()], NOW)
+        with pytest.raises(StoreUnavailable):
+            await QueueStore(db).get("x", "default")
+    finally:
+        await db.aclose()
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
+    assert "too many connections" in str(write_error.value)

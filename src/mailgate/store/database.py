@@ -419,7 +419,8 @@ def translated() -> Iterator[None]:
 
     Unreachable, dropped or locked databases (driver ``OSError``s such as a refused
     connection, ``OperationalError``, ``InterfaceError``, an invalidated connection,
-    a pool time-out) become :class:`StoreUnavailable`: worth retrying later. Other
+    a pool time-out, a PostgreSQL server starting up, shutting down or out of
+    connections) become :class:`StoreUnavailable`: worth retrying later. Other
     driver errors (``IntegrityError``, ``DataError``, ``ProgrammingError``) mean the
     statement itself is wrong and become plain :class:`StoreError`. Anything else,
     mailgate's own exceptions included, passes through unchanged.
@@ -427,8 +428,10 @@ def translated() -> Iterator[None]:
     try:
         yield
     except sqlalchemy.exc.DBAPIError as exc:
-        unavailable = exc.connection_invalidated or isinstance(
-            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        unavailable = (
+            exc.connection_invalidated
+            or isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+            or _server_unavailable(exc.orig)
         )
         kind = StoreUnavailable if unavailable else StoreError
         raise kind(f"database error: {exc.orig!r}") from exc
@@ -437,6 +440,24 @@ def translated() -> Iterator[None]:
         raise (StoreUnavailable if unavailable else StoreError)(f"database error: {exc!r}") from exc
     except (OSError, sqlalchemy.exc.TimeoutError) as exc:
         raise StoreUnavailable(f"database unreachable: {exc!r}") from exc
+
+
+#: SQLSTATE classes of a PostgreSQL server that cannot serve now, whatever the statement:
+#: connection exception, insufficient resources (too many connections, disk full),
+#: operator intervention (shutting down, starting up, terminated), system error (I/O)
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def _server_unavailable(orig: BaseException | None) -> bool:
+    """Whether PostgreSQL refused for a passing reason (by the error's SQLSTATE class).
+
+    SQLAlchemy's asyncpg layer raises such refusals as a plain ``DBAPIError`` (asyncpg's
+    ``CannotConnectNowError``, ``TooManyConnectionsError``, ``AdminShutdownError`` are no
+    ``OperationalError`` there), so the class alone made a server that is starting up,
+    shutting down or full of connections look like a bug: the API answered 500.
+    """
+    sqlstate = getattr(orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
