@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import socket
 from pathlib import Path
 
@@ -266,3 +267,44 @@ async def test_postgresql_refusing_connections_raises_store_unavailable(postgres
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
     assert "too many connections" in str(write_error.value)
+
+
+# -- a SQLite file removed or replaced under a running gateway ---------------------------
+
+
+def _insert_event(conn: sqlalchemy.Connection) -> None:
+    row = {"message_id": "m", "kind": "t", "payload": {}, "created_at": NOW}
+    conn.execute(insert(events), [row])
+
+
+@pytest.mark.parametrize("how", ["directory removed", "file replaced"])
+async def test_a_write_to_a_sqlite_file_gone_from_its_path_is_not_acknowledged(
+    tmp_path: Path, how: str
+) -> None:
+    """Connections already open went on committing to a file removed (its directory
+    deleted) or replaced under them: every write succeeded, so the API answered 202 and
+    SMTP 250 for messages no restart would see. Each write path now says unavailable."""
+    home = tmp_path / "data"
+    home.mkdir()
+    path = home / "store.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.migrate()
+        queue = QueueStore(db)
+        await queue.enqueue([make_message()], NOW)  # every connection is open and warm
+        await db.small_transaction(_insert_event)
+        if how == "directory removed":
+            shutil.rmtree(home)
+        else:
+            path.rename(tmp_path / "old.sqlite3")
+            path.write_bytes((tmp_path / "old.sqlite3").read_bytes())
+        with pytest.raises(StoreUnavailable):
+            await queue.enqueue([make_message()], NOW)  # Database.transaction
+        with pytest.raises(StoreUnavailable):
+            await db.small_transaction(_insert_event)  # the capture server's group commit
+        with pytest.raises(StoreUnavailable):
+            async with db.write() as conn:
+                await conn.execute(insert(events), {"message_id": "w", "kind": "t",
+                                                    "payload": {}, "created_at": NOW})  # fmt: skip
+    finally:
+        await db.aclose()

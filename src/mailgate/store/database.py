@@ -224,6 +224,7 @@ class Database:
             self._close_loop_connection()  # the next one starts from a fresh connection
             raise
         self._checkpoint_later(driver.total_changes - before)
+        self._committed_to_the_file()
         return result
 
     def _loop_connection(self) -> tuple[Connection, sqlite3.Connection]:
@@ -285,7 +286,31 @@ class Database:
         with self._sqlite.connect() as conn:
             conn.execution_options(mailgate_write=True)
             with conn.begin():
-                return fn(conn, *args, **kwargs)
+                result = fn(conn, *args, **kwargs)
+        self._committed_to_the_file()
+        return result
+
+    def _committed_to_the_file(self) -> None:
+        """Raise :class:`StoreUnavailable` if the SQLite file at the path migrated is gone
+        or another one: called after each write commits, before anyone is told it did.
+
+        Connections already open go on writing to a file that was removed (its directory
+        deleted, a temp cleaner) or replaced: every commit succeeds, and is lost at the
+        next start. Accept means durable, so such a commit must not become a 202 or a
+        ``250``; the client is told to try again (503, 451) instead. A stat a transaction
+        (about a microsecond); an error other than "no such file" (a directory made
+        unreadable) proves nothing about the file and is left to ``/readyz``.
+        """
+        if self._file is None or self._file_identity is None:
+            return
+        try:
+            st = os.stat(self._file)
+        except FileNotFoundError as exc:
+            raise StoreUnavailable("the database file was removed after it was opened") from exc
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) != self._file_identity:
+            raise StoreUnavailable("the database file was replaced after it was opened")
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[StoreConnection]:
@@ -311,6 +336,7 @@ class Database:
                     await in_thread(self._thread, conn.close)  # rolls back
                     raise
                 await in_thread(self._thread, _commit, conn)
+                self._committed_to_the_file()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[StoreConnection]:
