@@ -26,6 +26,7 @@ from mailgate.ids import new_lease_owner
 from mailgate.model import Attempt, Outcome, RecipientResult, State
 from mailgate.policy import Decision
 from mailgate.store import CapturedRecord, Database, InboxStore, QueueStore
+from mailgate.store import database as database_module
 from mailgate.store.schema import attempts, events, messages, sanitize_json, sanitize_text
 from tests.builders import NOW, make_message
 
@@ -308,3 +309,30 @@ async def test_a_write_to_a_sqlite_file_gone_from_its_path_is_not_acknowledged(
                                                     "payload": {}, "created_at": NOW})  # fmt: skip
     finally:
         await db.aclose()
+
+
+async def test_readiness_of_a_database_that_never_answers_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL that takes the connection and stays silent (frozen, or cut off by the
+    network) kept ``/readyz`` waiting for asyncpg's own 60 s connect time-out, and for
+    ever on a connection already open: the check now gives up and says why."""
+    monkeypatch.setattr(database_module, "CHECK_SECONDS", 0.2)
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # kept open, never written to
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    try:
+        async with asyncio.timeout(120):  # a guard against hanging the suite, not a bound
+            problem = await db.check()
+    finally:
+        await db.aclose()
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert problem == "unreachable (no answer in 0.2 s)"

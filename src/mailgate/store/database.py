@@ -72,6 +72,10 @@ READ_CONNECTIONS = 12
 #: its statements)
 READ_THREADS = 4
 
+#: how long ``/readyz`` waits for the store to answer before saying it does not: a
+#: PostgreSQL frozen or cut off by the network keeps the connection open and silent
+CHECK_SECONDS = 5.0
+
 #: PostgreSQL advisory-lock key held while migrating: "mailgate" in ASCII, a bigint.
 MIGRATION_LOCK = int.from_bytes(b"mailgate", "big")
 
@@ -390,12 +394,15 @@ class Database:
             if problem is not None:
                 return problem
         try:
-            async with self.read() as conn:
-                current = (
-                    await conn.execute(text("SELECT version_num FROM alembic_version"))
-                ).scalar_one_or_none()
+            async with asyncio.timeout(CHECK_SECONDS):
+                async with self.read() as conn:
+                    current = (
+                        await conn.execute(text("SELECT version_num FROM alembic_version"))
+                    ).scalar_one_or_none()
         except StoreError as exc:  # no database, or no alembic_version table in it
             return f"unreachable ({type(exc.__cause__ or exc).__name__})"
+        except TimeoutError:  # a server that takes connections but never answers
+            return f"unreachable (no answer in {CHECK_SECONDS:g} s)"
         if current != SCHEMA_HEAD:
             return f"schema at revision {current}, this mailgate needs {SCHEMA_HEAD}"
         return None
