@@ -83,3 +83,38 @@ def test_readyz_is_503_when_the_database_file_is_not_readable(workspace: Workspa
     }
     assert alive.status_code == 200  # alive all the same
     assert readable_again.status_code == 200, readable_again.text
+
+
+def test_readyz_is_503_when_the_database_file_is_read_only(workspace: Workspace) -> None:
+    """A file left read-only (``chmod 444``, a restore with the wrong mode) was ready by
+    /readyz, which only read from it, while every submission was refused: a gateway
+    started on it answered 503 to each POST and 451 to each message, and said ready."""
+    out, err = workspace.root / "mailgate.out", workspace.root / "mailgate.err"
+    command = [*bound_by_file_modes(), *MAILGATE, "serve", "--http", "127.0.0.1:0",
+               "--db", str(workspace.db)]  # fmt: skip
+
+    def start() -> SyncMailgate:
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            proc = subprocess.Popen(
+                command, cwd=workspace.root, env=workspace.environ(), stdin=subprocess.DEVNULL,
+                stdout=stdout, stderr=stderr, start_new_session=True,
+            )  # fmt: skip
+        mg = SyncMailgate(proc, out, err)
+        mg.wait_ready()
+        return mg
+
+    message = {"from": "app@example.com", "to": "you@example.com", "subject": "s", "text": "t"}
+    mg = start()  # makes the database
+    mg.kill()
+    workspace.db.chmod(0o444)
+    mg = start()
+    try:
+        with httpx.Client(base_url=mg.web, timeout=10) as client:
+            refused = client.post("/api/v1/messages", json=message)
+            ready = client.get("/readyz")
+    finally:
+        mg.kill()
+
+    assert refused.status_code == 503, refused.text
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["checks"]["store"] == "read-only (database file: Permission denied)"

@@ -432,7 +432,8 @@ def _sqlite_file(url: str) -> str | None:
 
 
 def _file_problem(path: str, opened: tuple[int, int]) -> str | None:
-    """Why the SQLite file at ``path`` is not the database opened as ``opened``."""
+    """Why the SQLite file at ``path`` is not the database opened as ``opened``, or
+    cannot be written to."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -443,6 +444,10 @@ def _file_problem(path: str, opened: tuple[int, int]) -> str | None:
         return "unreachable (the database file was replaced after it was opened)"
     if header != _SQLITE_HEADER:
         return "unreachable (the database file is no longer an SQLite database)"
+    try:  # opened for writing, nothing written: new connections open it the same way
+        os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:  # made read-only (chmod, a read-only mount): every write fails
+        return f"read-only (database file: {exc.strerror})"
     return None
 
 
