@@ -317,7 +317,13 @@ class DeliverySettings(BaseModel):
     concurrency: int = Field(16, description="Messages in flight at once in this process.")
     pool_size: int = Field(8, description="Open SMTP connections kept per upstream.")
     lease_seconds: float = Field(
-        300.0, description="A leased message returns to the queue if not settled in time."
+        300.0,
+        # a lease that ends before the first renewal (at half of it) runs lets every
+        # other dispatcher lease the message again while it is sent: 0 or less sent
+        # each message up to three times from two processes, with nobody dead
+        ge=1,
+        description="A leased message returns to the queue if not settled in time"
+        " (renewed at half of it while a send runs).",
     )
     poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
     smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")

@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mailgate.errors import ConfigError
-from mailgate.settings import RetentionSettings, Settings, load_settings
+from mailgate.settings import DeliverySettings, RetentionSettings, Settings, load_settings
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,3 +60,12 @@ def test_database_urls_are_redacted_for_output() -> None:
 def test_finished_mail_is_kept_seven_days_by_default() -> None:
     """Issue 7 and docs/webhooks.md: messages and their events go 7 days after the last."""
     assert RetentionSettings().days == 7
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 0.5])
+def test_a_delivery_lease_that_ends_at_once_refuses_to_start(seconds: float) -> None:
+    """``delivery.lease_seconds`` 0 (or less) was taken: every lease had expired when it was
+    taken, so two ``serve`` processes sent the same messages up to three times each."""
+    with pytest.raises(ValidationError, match="lease_seconds"):
+        DeliverySettings(lease_seconds=seconds)
+    assert DeliverySettings(lease_seconds=1).lease_seconds == 1
