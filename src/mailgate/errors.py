@@ -17,6 +17,7 @@ infrastructure, or a bug::
     ├── UnbuildableMessage     a queued message whose MIME cannot be built (fails for good)
     └── StoreError             the database refused an operation (a constraint, bad SQL: a bug)
         └── StoreUnavailable   the database cannot be reached or is busy: try again later
+            └── CommitOutcomeUnknown  the connection broke at COMMIT: maybe written
 
 The store translates SQLAlchemy's exceptions into ``StoreError`` where they leave
 :class:`mailgate.store.Database` (``raise StoreUnavailable(...) from exc``, as httpx
@@ -27,6 +28,7 @@ the original stays on ``__cause__`` for the log.
 from __future__ import annotations
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConfigError",
     "Conflict",
     "InvalidInput",
@@ -71,6 +73,11 @@ class StoreError(MailgateError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached, dropped the connection, or stayed locked: the
     operation may succeed if retried later (SMTP ``451``, HTTP ``503``)."""
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """A write's statements ran but its commit failed: it may be durable or not, so
+    writing it again could write it twice (a group commit's writers get this)."""
 
 
 class UnbuildableMessage(MailgateError):

@@ -11,7 +11,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import pytest
 from sqlalchemy import Connection, func, insert, select
 
-from mailgate.errors import StoreError, StoreUnavailable
+from mailgate.errors import CommitOutcomeUnknown, StoreError, StoreUnavailable
 from mailgate.store import Database
 from mailgate.store.group_commit import GroupCommit
 from mailgate.store.schema import attempts, events
@@ -184,3 +184,34 @@ async def test_a_cancelled_writer_cancels_nobody_else_s_commit(database: Databas
     async with database.read() as conn:
         ids = set((await conn.execute(select(events.c.message_id))).scalars())
     assert {f"m{i}" for i in range(5)} <= ids  # the cancelled one may or may not be there
+
+
+async def test_an_unavailable_store_at_commit_is_an_unknown_outcome(tmp_path: Path) -> None:
+    """A store found unavailable once the statements ran (here the SQLite file moved
+    away under the open connection: the commit went to a file no restart will open)
+    gives every writer :class:`CommitOutcomeUnknown`, so the dispatcher, which writes an
+    outcome again when the store was unavailable, does not write this one twice."""
+    path = tmp_path / "store.sqlite3"
+    writes: list[list[str]] = []
+
+    def write(conn: Connection, items: Sequence[str]) -> list[None]:
+        writes.append(list(items))
+        conn.execute(insert(events), [_event(i) for i in items])
+        path.rename(tmp_path / "moved.sqlite3")
+        return [None] * len(items)
+
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.migrate()
+        writer = GroupCommit(db, write)
+        results = await asyncio.gather(
+            *(writer.submit(f"m{i}") for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await db.aclose()
+    assert all(isinstance(r, CommitOutcomeUnknown) for r in results), results
+    assert writes == [["m0", "m1", "m2"]]
+
+
+def _event(message_id: str) -> dict[str, object]:
+    return {"message_id": message_id, "kind": "t", "payload": {}, "created_at": NOW}

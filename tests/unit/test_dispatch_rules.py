@@ -7,6 +7,7 @@ buggy transport would; the store and the MIME builder are the program's own.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, ItemsView, Iterator, Mapping
 from dataclasses import replace
@@ -23,6 +24,7 @@ from mailgate.model import Message, Outcome, RecipientResult, SendResult, State
 from mailgate.policy import RetryPolicy
 from mailgate.settings import DeliverySettings
 from mailgate.store import Database, Job, MessageRecord, QueueStore
+from mailgate.store import database as database_module
 from tests.builders import make_message
 
 OWNER = "test-dispatcher"
@@ -189,3 +191,42 @@ async def test_backoff_grows_with_the_attempts_already_made(queue: QueueStore) -
     [attempt] = record.attempts
     assert record.state is State.DEFERRED and record.next_attempt_at is not None
     assert record.next_attempt_at - attempt.at == timedelta(seconds=480)
+
+
+class LockingTheStore(Accepting):
+    """Accepts the message, and while it does another program takes the SQLite file's
+    write lock (an open ``sqlite3`` shell transaction, a backup) for ``hold`` seconds."""
+
+    def __init__(self, path: Path, hold: float) -> None:
+        super().__init__()
+        self.path, self.hold = path, hold
+
+    async def send(self, outgoing: Outgoing) -> SendResult:
+        other = sqlite3.connect(self.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(self.hold, other.close)  # rolls back
+        return await super().send(outgoing)
+
+
+async def test_an_outcome_the_store_could_not_take_is_recorded_once_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store unavailable when a sent message's outcome was recorded (PostgreSQL
+    restarting, the SQLite file locked) left the message ``sending`` until its lease
+    expired, and then it was sent again: every message in flight during a blip of the
+    database went out twice. Nothing of the outcome was written, so it is tried again."""
+    monkeypatch.setattr(database_module, "BUSY_TIMEOUT_MS", 100)  # "locked" comes quickly
+    path = tmp_path / "queue.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.migrate()
+        queue = QueueStore(db)
+        message = make_message(created_at=datetime.now(UTC))
+        transport = LockingTheStore(path, hold=1.0)
+        await dispatcher(queue, transport).deliver(await leased(queue, message))
+        record = await state_of(queue, message)
+    finally:
+        await db.aclose()
+    assert len(transport.sent) == 1
+    assert record.state is State.SENT, record
+    assert [a.code for a in record.attempts] == [250]

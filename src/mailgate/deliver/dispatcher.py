@@ -29,7 +29,7 @@ from mailgate.deliver.attachments import AttachmentUnavailable, unavailable_resu
 from mailgate.deliver.router import Route, Routes
 from mailgate.deliver.tracing import attempt_span
 from mailgate.deliver.transport import Envelope, Outgoing, Prepare, Transport
-from mailgate.errors import StoreUnavailable, UnbuildableMessage
+from mailgate.errors import CommitOutcomeUnknown, StoreUnavailable, UnbuildableMessage
 from mailgate.metrics import Metrics
 from mailgate.mime import build_message
 from mailgate.model import Account, Attempt, FailureClass, Outcome, SendResult, State, mailbox
@@ -70,6 +70,9 @@ _LEASE_AT_LEAST = 0.5
 #: a token due this soon is waited for with the lease held, instead of a release
 _PACE_IN_PLACE = 1.0
 _PACE_TRIES = 4  #: tokens may go to other processes meanwhile: then release
+#: first and longest wait before recording a sent message's outcome again, when the store
+#: was unavailable (seconds; doubled each time)
+_RECORD_RETRY = (0.5, 10.0)
 
 
 class _Unpaced:
@@ -517,14 +520,46 @@ class Dispatcher:
     async def _record(self, job: Job, attempt: Attempt, decision: Decision) -> bool:
         """Settle the job (its state and the outbox events reporting it, in one
         transaction), then tell ``on_recorded``; False if that did not happen (its lease
-        will expire)."""
-        try:
-            recorded = await self.queue.record(job, self.owner, attempt, decision)
-        except Exception:
-            log.exception(
-                "could not record the outcome of %s; its lease will expire", job.message.id
-            )
-            return False
+        will expire).
+
+        The attempt is over (the mail may have gone): a store unavailable for a moment
+        (PostgreSQL restarting, a SQLite file locked by another program) must not make
+        its lease expire and the message go out again, so while nothing of the outcome
+        was written it is tried again, for up to a lease (the write checks the lease
+        still holds), unless the dispatcher is stopping. A commit whose outcome is
+        unknown is not written again.
+        """
+        delay, longest = _RECORD_RETRY
+        give_up = time.monotonic() + self.settings.lease_seconds
+        while True:
+            try:
+                recorded = await self.queue.record(job, self.owner, attempt, decision)
+                break
+            except StoreUnavailable as exc:
+                if (
+                    isinstance(exc, CommitOutcomeUnknown)
+                    or self._stopping
+                    or time.monotonic() + delay > give_up
+                ):
+                    log.warning(
+                        "could not record the outcome of %s (%s); its lease will expire",
+                        job.message.id,
+                        exc,
+                    )
+                    return False
+                log.warning(
+                    "could not record the outcome of %s (%s); trying again in %g s",
+                    job.message.id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+            except Exception:
+                log.exception(
+                    "could not record the outcome of %s; its lease will expire", job.message.id
+                )
+                return False
         if not recorded:
             log.warning("lease on %s was lost before its outcome was recorded", job.message.id)
         elif self.on_recorded is not None:

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from mailgate.errors import StoreUnavailable
+from mailgate.errors import CommitOutcomeUnknown, StoreUnavailable
 from mailgate.store.database import Database
 
 __all__ = ["GroupCommit"]
@@ -117,7 +117,9 @@ class GroupCommit(Generic[T, R]):
 
         On failure, return the exception (futures untouched) and whether the
         transaction certainly rolled back: a statement failed, so nothing of it is
-        durable. If the commit itself failed, the outcome is unknown.
+        durable. If the commit itself failed, the outcome is unknown: an unavailable
+        store is then :class:`CommitOutcomeUnknown`, which its writers must not retry
+        (the others they may: nothing of theirs was written).
         """
         written = False
 
@@ -134,6 +136,12 @@ class GroupCommit(Generic[T, R]):
                 results = await self.db.small_transaction(write, items)
             else:
                 results = await self.db.transaction(write, items)
+        except StoreUnavailable as exc:
+            if not written or isinstance(exc, CommitOutcomeUnknown):
+                return exc, not written
+            unknown = CommitOutcomeUnknown(f"the commit's outcome is unknown: {exc}")
+            unknown.__cause__ = exc
+            return unknown, False
         except Exception as exc:
             return exc, not written
         for (_, done), result in zip(batch, results, strict=True):
