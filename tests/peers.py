@@ -37,6 +37,18 @@ class Received:
         return msg
 
 
+class _Session(SMTP):
+    """aiosmtpd's session, with the reply to the DATA command itself scriptable."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        upstream = self.event_handler
+        assert isinstance(upstream, Upstream)
+        if upstream.data_command_reply is None or not self.envelope or not self.envelope.rcpt_tos:
+            await super().smtp_DATA(arg)
+            return
+        await self.push(upstream.data_command_reply)
+
+
 class Upstream:
     """``async with Upstream() as up:`` — then relay to ``up.url``."""
 
@@ -60,6 +72,8 @@ class Upstream:
         self.rcpt_replies: dict[str, str] = {}  #: address → reply (e.g. "550 5.1.1 no such user")
         self.data_replies: deque[str] = deque()  #: consumed one per DATA; then 250
         self.drop_at: str | None = None  #: "MAIL", "RCPT" or "DATA": close the connection there
+        self.mail_reply: str | None = None  #: the reply to every MAIL instead of 250
+        self.data_command_reply: str | None = None  #: the reply to DATA itself instead of 354
         self.connections = 0
         self.transactions = 0
         self.arrived = asyncio.Event()
@@ -86,7 +100,7 @@ class Upstream:
         return self
 
     def _session(self, loop: asyncio.AbstractEventLoop) -> SMTP:
-        return SMTP(
+        return _Session(
             self,
             hostname="upstream.test",
             enable_SMTPUTF8=self.smtputf8,
@@ -129,6 +143,8 @@ class Upstream:
     ) -> str:
         if self._drop(server, "MAIL"):
             return "421 4.4.2 dropped"
+        if self.mail_reply is not None:
+            return self.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"

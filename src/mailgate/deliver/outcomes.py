@@ -20,6 +20,7 @@ __all__ = [
     "config_error",
     "no_reply",
     "no_reply_class",
+    "out_of_step",
     "reply_result",
     "setup_reply",
     "summary",
@@ -49,6 +50,18 @@ def summary(
 
 def reply_result(code: int, text: str) -> SendResult:
     return summary(classify(code), code, text, {})
+
+
+def out_of_step(code: int, text: str) -> SendResult:
+    """A reply that is not a refusal where aiosmtplib expected another (``250`` to DATA
+    instead of ``354``, ``252`` to RCPT, ``354`` to MAIL): a server that answered a
+    command twice, or a reply left over on a reused connection, puts every reply after
+    it one command late (RFC 5321 §4.2: one reply per command). Nothing this server said
+    in the transaction can be trusted, so it is never taken as "sent" (which would lose
+    the message): transient for every recipient, on a new connection.
+    """
+    text = f"reply out of sequence: {code} {text}"
+    return SendResult(Outcome.DEFERRED, code, None, text, {}, failure_class=FailureClass.PROTOCOL)
 
 
 def setup_reply(code: int, text: str) -> SendResult:

@@ -8,6 +8,8 @@ within limits that keep it polite and correct:
 * a connection idle longer than ``noop_after`` is checked with NOOP (RFC 5321
   §4.1.1.9) before it carries a message, so a server that silently closed it is
   found before MAIL, not in the middle of a transaction;
+* a connection with bytes left over after its last reply is out of step with the
+  server: it is closed, never reused;
 * a connection idle for ``idle_timeout`` or open for ``max_age`` is closed with
   QUIT (RFC 5321 §4.1.1.10), as Postfix's ``smtp_connection_cache_time_limit`` and
   ``smtp_connection_reuse_time_limit`` do: servers drop idle clients anyway
@@ -125,7 +127,7 @@ class SmtpPool:
         """Back to the idle list while it is open; one past its age is QUIT by the reaper."""
         self._stats.in_use -= 1
         conn.used_at = self._clock()
-        if self._closed or not conn.client.is_connected:
+        if self._closed or not conn.client.is_connected or _unread(conn.client):
             conn.client.close()
             self._stats.closed += 1
             return
@@ -197,6 +199,14 @@ class SmtpPool:
             await conn.client.quit(timeout=_QUIT_TIMEOUT)
         except (SMTPException, OSError):
             conn.client.close()
+
+
+def _unread(client: aiosmtplib.SMTP) -> bool:
+    """Bytes left after the last reply: the server sent more than one reply (``250`` twice
+    after DATA), which the next message's MAIL would read as its own, and every reply
+    after it one command late (RFC 5321 §4.2: one reply per command). aiosmtplib drops
+    data that arrives between commands, but keeps what came with the reply it parsed."""
+    return bool(getattr(client.protocol, "_buffer", b""))
 
 
 class _HasStats(Protocol):

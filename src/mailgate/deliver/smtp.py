@@ -9,6 +9,10 @@ says nothing about the message, so it never fails one for good. A refused login
 or an impossible TLS upgrade is the account's problem: it comes back as a
 ``config_error`` result (class ``auth`` or ``tls``), retried without counting.
 
+A reply that refuses with a code that is no refusal (2yz or 3yz where another was
+due) means the server and we are out of step: the attempt is deferred as a whole
+and the connection closed (:func:`~mailgate.deliver.outcomes.out_of_step`).
+
 A pooled session that turns out closed (dropped, or ``421`` at MAIL: RFC 5321
 §3.8, the server is shutting the channel) is replaced by a new one within the
 attempt, but only before MAIL was accepted: after that the server may hold the
@@ -31,6 +35,7 @@ from aiosmtplib import (
 from mailgate.deliver.outcomes import (
     all_refused,
     no_reply,
+    out_of_step,
     reply_result,
     setup_reply,
     summary,
@@ -52,6 +57,14 @@ class _Stale(Exception):
     def __init__(self, result: SendResult) -> None:
         super().__init__(result.detail)
         self.result = result  #: what to report if no new session is tried
+
+
+class _OutOfStep(Exception):
+    """A reply that is no refusal where aiosmtplib expected another: see the module."""
+
+    def __init__(self, exc: SMTPResponseException) -> None:
+        super().__init__(exc.message)
+        self.result = out_of_step(exc.code, exc.message)
 
 
 class SmtpTransport:
@@ -81,6 +94,9 @@ class SmtpTransport:
             try:
                 return await self._send(envelope, content)
             except SetupRefused as exc:  # our credentials or TLS policy
+                return exc.result
+            except _OutOfStep as exc:  # the connection was discarded: no reply can be trusted
+                log.warning("%s answered out of sequence: %s", self.name, exc.result.detail)
                 return exc.result
             except SMTPResponseException as exc:  # refused at connect, EHLO or STARTTLS
                 return setup_reply(exc.code, exc.message)
@@ -136,6 +152,8 @@ class SmtpTransport:
         except SMTPServerDisconnected as exc:
             raise _Stale(no_reply(exc)) from exc
         except SMTPResponseException as exc:
+            if not _refusal(exc.code):
+                raise _OutOfStep(exc) from exc
             # 421 (RFC 5321 §3.8: closing the channel): aiosmtplib has closed it already
             if not client.is_connected:
                 raise _Stale(reply_result(exc.code, exc.message)) from exc
@@ -151,6 +169,8 @@ class SmtpTransport:
             try:
                 await client.rcpt(rcpt, encoding=encoding)
             except SMTPRecipientRefused as exc:
+                if not _refusal(exc.code):
+                    raise _OutOfStep(exc) from exc
                 results[rcpt] = RecipientResult(classify(exc.code), exc.code, exc.message)
         accepted = [r for r in envelope.recipients if r not in results]
         if not accepted:
@@ -159,6 +179,8 @@ class SmtpTransport:
         try:
             reply = await client.data(content)
         except SMTPDataError as exc:
+            if not _refusal(exc.code):
+                raise _OutOfStep(exc) from exc
             status = classify(exc.code)
             for rcpt in accepted:
                 results[rcpt] = RecipientResult(status, exc.code, exc.message)
@@ -170,6 +192,12 @@ class SmtpTransport:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+def _refusal(code: int) -> bool:
+    """4yz or 5yz (RFC 5321 §4.2.1); anything else in place of the reply aiosmtplib
+    expected is out of step."""
+    return 400 <= code < 600
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:
