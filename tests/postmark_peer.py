@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
@@ -21,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.http_peer import LocalServer
@@ -34,6 +35,8 @@ class Scripted:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    #: when given, the answer's body is what this yields, as it yields it (not ``body``)
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
 
 
 class PostmarkPeer:
@@ -77,9 +80,11 @@ class PostmarkPeer:
             return JSONResponse(body, status_code=401)
         return JSONResponse({"ID": 1, "Name": "test server"})
 
-    async def _email(self, request: Request) -> JSONResponse:
+    async def _email(self, request: Request) -> Response:
         if self.script:
             s = self.script.popleft()
+            if s.stream is not None:
+                return StreamingResponse(s.stream(), status_code=s.status, headers=s.headers)
             return JSONResponse(s.body, status_code=s.status, headers=s.headers)
         if request.headers.get("x-postmark-server-token") != self.token:
             return _error(401, 10, "Request does not contain a valid Server token.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -127,3 +129,43 @@ async def test_429_is_throttled_and_honours_retry_after(
     result = await postmark.send(outgoing(make_message()))
     assert result.status is Outcome.DEFERRED and not result.config_error
     assert (result.failure_class, result.retry_after) == (FailureClass.THROTTLED, 17.0)
+
+
+async def test_an_answer_dripped_byte_by_byte_times_out(
+    peer: PostmarkPeer, postmark: Transport
+) -> None:
+    """httpx's timeout is per read: a body that kept coming, a byte now and then, held
+    the send (and its message, leased and renewed) until the drip ended: never, here.
+    The whole POST is bounded by the account's ``timeout`` (5 s)."""
+
+    async def drip() -> AsyncIterator[bytes]:
+        while True:
+            yield b" "
+            await asyncio.sleep(0.2)
+
+    peer.script.append(Scripted(200, {}, stream=drip))
+    async with asyncio.timeout(30):
+        result = await postmark.send(outgoing(make_message()))
+    assert (result.status, result.failure_class) == (Outcome.DEFERRED, FailureClass.TIMEOUT)
+    assert result.detail == "no answer in 5 s"
+
+
+async def test_a_huge_answer_is_not_held_in_memory(peer: PostmarkPeer, postmark: Transport) -> None:
+    """A 64 MiB answer (a proxy's error page gone wrong) was read whole, twice over
+    (bytes and text): only its first 64 KiB is read now."""
+    chunk = b"x" * 65536
+
+    async def huge() -> AsyncIterator[bytes]:
+        for _ in range(1024):
+            yield chunk
+
+    peer.script.append(Scripted(500, {}, stream=huge))
+    tracemalloc.start()
+    try:
+        result = await postmark.send(outgoing(make_message()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.status, result.failure_class) == (Outcome.DEFERRED, FailureClass.OTHER)
+    assert result.detail == "Postmark 500: Internal Server Error"
+    assert peak < 16 * 1024 * 1024

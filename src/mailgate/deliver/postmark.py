@@ -16,10 +16,17 @@ codes" and "API error codes"):
 * ``429``: rate limit: deferred ``throttled``, honouring ``Retry-After``.
 * ``5xx`` (500 internal error, 503 maintenance), time-outs, refused connections:
   deferred, like an SMTP 4xx.
+
+The whole POST is bounded by ``timeout`` (httpx's own is per read, so an answer
+dripped a byte at a time would hold the message, and a dispatcher slot, for ever),
+and at most 64 KiB of the answer is read: Postmark's are a few hundred bytes, and a
+huge one must not be held in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +45,7 @@ _RECIPIENT_CODES = frozenset({300, 406})
 #: ErrorCodes that are the account's setup: bad token, sender signature, not allowed to send
 _ACCOUNT_CODES = {10: FailureClass.AUTH, 400: FailureClass.AUTH, 401: FailureClass.AUTH}
 _ACCOUNT_CODES |= {405: FailureClass.POLICY, 412: FailureClass.POLICY, 413: FailureClass.POLICY}
+_KEEP = 64 * 1024  #: answer bytes read; the rest is not
 _INACTIVE = re.compile(r"(?:inactive addresses|Found inactive addresses):\s*(.+?)(?:\.\s|\.?$)")
 
 
@@ -47,6 +55,7 @@ class PostmarkTransport:
     name = "postmark"
 
     def __init__(self, token: str, *, base_url: str, timeout: float) -> None:
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -58,10 +67,27 @@ class PostmarkTransport:
         prepared = await outgoing.content()
         body = email_fields(prepared.message, outgoing.envelope.recipients)
         try:
-            response = await self._client.post("/email", json=body)
+            async with asyncio.timeout(self._timeout):
+                response, content = await self._post(body)
         except httpx.HTTPError as exc:  # refused, reset, timed out, TLS
             return _no_answer(exc)
-        return _answer(response, outgoing.envelope.recipients)
+        except TimeoutError:
+            text = f"no answer in {self._timeout:g} s"
+            return SendResult(
+                Outcome.DEFERRED, None, None, text, {}, failure_class=FailureClass.TIMEOUT
+            )
+        return _answer(response, content, outgoing.envelope.recipients)
+
+    async def _post(self, body: dict[str, Any]) -> tuple[httpx.Response, bytes]:
+        """The answer and at most ``_KEEP`` bytes of its body (the connection is closed
+        if there was more)."""
+        async with self._client.stream("POST", "/email", json=body) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_bytes():
+                kept += chunk[: _KEEP - len(kept)]
+                if len(kept) >= _KEEP:
+                    break
+        return response, bytes(kept)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -77,8 +103,8 @@ def _no_answer(exc: httpx.HTTPError) -> SendResult:
     )
 
 
-def _answer(response: httpx.Response, recipients: tuple[str, ...]) -> SendResult:
-    body = _json(response)
+def _answer(response: httpx.Response, content: bytes, recipients: tuple[str, ...]) -> SendResult:
+    body = _json(content)
     error_code = int(body.get("ErrorCode", -1)) if str(body.get("ErrorCode", "")).isdigit() else -1
     text = f"Postmark {response.status_code}: {body.get('Message') or response.reason_phrase}"
     if response.status_code == 200 and error_code == 0:
@@ -134,9 +160,9 @@ def _deferred(
     )
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(content: bytes) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
