@@ -5,6 +5,7 @@ replay, dead letters and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -419,3 +420,52 @@ async def test_a_connection_the_receiver_closed_while_idle_costs_no_failed_attem
         attempts = await _first_attempts(client, hook["id"], 2)
     assert second.headers["mailgate-attempt"] == "1"
     assert [a["outcome"] for a in attempts] == ["delivered", "delivered"]
+
+
+async def test_an_answer_sent_twice_is_not_taken_for_the_next_posts(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A receiver answered its first POST twice, in one write. The second answer stayed
+    in h11's buffer of the kept-alive connection and was taken as the answer to the next
+    POST, whose event was acknowledged though the receiver refused it (500): lost. A
+    connection with unread bytes after its answer is closed, not reused."""
+    events: list[str] = []
+
+    async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await answer(reader, writer)
+        finally:
+            writer.close()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            fields = dict(line.split(": ", 1) for line in head.decode().lower().split("\r\n")[1:-2])
+            await reader.readexactly(int(fields["content-length"]))
+            events.append(fields["mailgate-event-id"])
+            if len(events) == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2)
+            elif len(events) == 2:
+                writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with start_gateway(**_settings()) as gw, api(gw) as client:
+            hook = await _hook(client, f"http://127.0.0.1:{port}/hook", kinds=["message.queued"])
+            await _send(client, "first")
+            await _first_attempts(client, hook["id"], 1)
+            await _send(client, "second")
+            attempts = await _first_attempts(client, hook["id"], 3)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(a["outcome"], a["status"]) for a in reversed(attempts)][:3] == [
+        ("delivered", 200),
+        ("failed", 500),
+        ("delivered", 200),
+    ]
+    assert events[1] == events[2] != events[0]

@@ -8,7 +8,8 @@ POSTs a second. The protocol work itself is h11's (the state machine under httpx
 this module only connects, writes the request, and reads the status and at most a few
 KiB of the answer.
 
-A connection is reused only when both sides finished the exchange cleanly; one that the
+A connection is reused only when both sides finished the exchange cleanly and nothing
+came after the answer; one that the
 receiver closed while idle is noticed (end of stream before any answer) and the POST is
 sent once more on a new connection, as browsers and httpx do.
 """
@@ -152,7 +153,11 @@ class _Connection:
                 raise ProtocolFailure(_NO_ANSWER)
 
     def reusable(self) -> bool:
+        """Both sides done, and nothing received past the answer: bytes left over (an
+        answer sent twice) would be read as the next request's answer."""
         c = self.h11
+        if c.trailing_data[0]:
+            return False
         if c.our_state is h11.DONE and c.their_state is h11.DONE:
             with contextlib.suppress(h11.LocalProtocolError):
                 c.start_next_cycle()
