@@ -155,6 +155,29 @@ async def test_transient_rcpt_refusal_retries_only_that_recipient(
     assert list(body["attempts"][1]["recipients"]) == ["busy@example.com"]
 
 
+async def test_421_at_rcpt_keeps_the_replies_and_defers_the_rest_as_throttled(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """RFC 5321 §3.8: a 421 to RCPT closes the channel (aiosmtplib closes its end). The
+    next RCPT then raised "Server not connected", and the attempt was recorded with that
+    instead of the server's reply: the 550 already given for one recipient was lost (it
+    was tried again) and the 421, a request to slow down, was classed ``network``."""
+    upstream.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
+    upstream.rcpt_replies["b@example.com"] = "421 4.7.0 too many connections, slow down"
+    async with start_gateway(relay_url=upstream.url) as gw, api(gw) as client:
+        to = ["nobody@example.com", "b@example.com", "c@example.com"]
+        [mid] = await submit(client, message(to=to))
+        body = await wait_for_state(client, mid, "deferred")
+    [attempt] = body["attempts"]
+    assert (attempt["code"], attempt["failure_class"]) == (421, "throttled"), attempt
+    assert {r: (v["status"], v["code"]) for r, v in attempt["recipients"].items()} == {
+        "nobody@example.com": ("failed", 550),
+        "b@example.com": ("deferred", 421),
+        "c@example.com": ("deferred", 421),
+    }
+    assert upstream.received == []
+
+
 async def test_dropped_connection_is_deferred(
     start_gateway: GatewayFactory, upstream: Upstream
 ) -> None:

@@ -172,6 +172,9 @@ class SmtpTransport:
                 if not _refusal(exc.code):
                     raise _OutOfStep(exc) from exc
                 results[rcpt] = RecipientResult(classify(exc.code), exc.code, exc.message)
+                if not client.is_connected:  # 421 (RFC 5321 §3.8): the channel is closed
+                    # the others were not (or, accepted, not yet) sent: they wait on this reply
+                    return summary(Outcome.DEFERRED, exc.code, exc.message, results)
         accepted = [r for r in envelope.recipients if r not in results]
         if not accepted:
             await _reset(client)
