@@ -5,6 +5,7 @@
 * ``/file/N``      N bytes (``Content-Length`` given)
 * ``/stream/N``    N bytes without a length (read until the server closes)
 * ``/declared/N``  a ``Content-Length: N`` header and only a few bytes
+* ``/gzip/N``      N zero bytes, gzip-compressed (``Content-Encoding: gzip``)
 * ``/status/C``    status C
 * ``/redirect?to=URL``  ``302 Location: URL``
 * ``/loop``        ``302 Location: /loop``
@@ -18,6 +19,7 @@ import base64
 import datetime
 import ssl
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, b"short", {"Content-Length": arg})
         elif kind == "stream":
             self._stream(int(arg))
+        elif kind == "gzip":
+            self._reply(200, _gzipped_zeros(int(arg)), {"Content-Encoding": "gzip"})
         else:
             self._reply(404, b"no such route", {})
 
@@ -80,6 +84,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def _gzipped_zeros(size: int) -> bytes:
+    """``size`` zero bytes in gzip (about a thousandth of it), made a MiB at a time."""
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
+    mib, parts = bytes(1 << 20), []
+    for start in range(0, size, len(mib)):
+        parts.append(gzip.compress(mib[: size - start]))
+    return b"".join([*parts, gzip.flush()])
 
 
 class _Server(ThreadingHTTPServer):

@@ -9,6 +9,7 @@ given to the guard, so no test depends on /etc/hosts or outside DNS.
 from __future__ import annotations
 
 import os
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,29 @@ async def test_a_large_stream_is_not_read_to_the_end(server: FileServer) -> None
     url = server.url(f"/stream/{50 * 1024 * KB}")
     error = await refused(with_url(url), allow_private_networks=True, max_attachment_size=KB)
     assert "more than 1024 bytes" in str(error)
+
+
+async def test_a_compressed_body_is_inflated(server: FileServer) -> None:
+    url = server.url(f"/gzip/{100 * KB}")
+    [fetched] = (await resolve(with_url(url), allow_private_networks=True)).attachments
+    assert fetched.content == bytes(100 * KB)
+
+
+async def test_a_compressed_body_is_not_inflated_past_the_limit(server: FileServer) -> None:
+    """200 MiB of zeros in 200 KiB of gzip, 1 MiB allowed: httpx inflated each network
+    chunk whole before the limit was looked at (64 KiB of it is 64 MiB), a peak of over
+    100 MB; the body is inflated here no further than the limit."""
+    url = server.url(f"/gzip/{200 * 1024 * KB}")
+    tracemalloc.start()
+    try:
+        error = await refused(
+            with_url(url), allow_private_networks=True, max_attachment_size=1024 * KB
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "over the attachment limit of 1048576 bytes" in str(error) and not error.temporary
+    assert peak < 16 * 1024 * KB
 
 
 async def test_the_message_limit_counts_every_attachment(server: FileServer) -> None:
