@@ -164,6 +164,29 @@ async def test_next_sync_after_delays_the_next_post(start_gateway: GatewayFactor
     assert [i["id"] for i in requests[2].json()["delivery_report"]] == [third]
 
 
+async def test_a_next_sync_after_past_any_float_does_not_stop_the_sync(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``next_sync_after`` as a 400-digit number: ``float()`` raised OverflowError out of
+    the round, which ended the sync task for good; no report was sent again until a
+    restart. A number no float holds cannot be read: the next round comes as usual."""
+
+    def body(n: int, request: Request) -> dict[str, Any]:
+        return {"next_sync_after": 10**400} if n == 1 else {"ok": True}
+
+    async with (
+        Receiver(body=body) as rx,
+        start_gateway(**_reports(rx.url)) as gw,
+        api(gw) as client,
+    ):
+        await _send(client)
+        await rx.wait_for(1)
+        second = await _send(client)
+        await wait_for_state(client, second, "sent")
+        requests = await rx.wait_for(2)
+    assert [i["id"] for i in requests[1].json()["delivery_report"]] == [second]
+
+
 async def test_nothing_is_posted_while_sync_url_is_unset(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -134,7 +134,10 @@ def next_sync_wait(reply: bytes, now: datetime) -> float | None:
     if isinstance(asked, bool) or asked is None:
         return None
     if isinstance(asked, int | float):
-        seconds: float | None = float(asked)
+        try:
+            seconds: float | None = float(asked)
+        except OverflowError:  # an int past any float (JSON's are unbounded): unreadable
+            return None
     elif isinstance(asked, str):
         seconds = _seconds_until(asked.strip(), now)
     else:
