@@ -38,7 +38,16 @@ class Received:
 
 
 class _Session(SMTP):
-    """aiosmtpd's session, with the reply to the DATA command itself scriptable."""
+    """aiosmtpd's session, with the replies to EHLO and to the DATA command itself
+    scriptable."""
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        upstream = self.event_handler
+        assert isinstance(upstream, Upstream)
+        if upstream.ehlo_reply is None:
+            await super().smtp_EHLO(hostname)
+            return
+        await self.push(upstream.ehlo_reply)
 
     async def smtp_DATA(self, arg: str) -> None:
         upstream = self.event_handler
@@ -74,6 +83,7 @@ class Upstream:
         self.drop_at: str | None = None  #: "MAIL", "RCPT" or "DATA": close the connection there
         self.mail_reply: str | None = None  #: the reply to every MAIL instead of 250
         self.data_command_reply: str | None = None  #: the reply to DATA itself instead of 354
+        self.ehlo_reply: str | None = None  #: the reply to EHLO instead of its extensions
         self.connections = 0
         self.transactions = 0
         self.arrived = asyncio.Event()

@@ -178,6 +178,20 @@ async def test_421_at_rcpt_keeps_the_replies_and_defers_the_rest_as_throttled(
     assert upstream.received == []
 
 
+async def test_a_server_that_refuses_ehlo_gets_helo(
+    start_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """RFC 5321 §3.2: a server without service extensions refuses EHLO (500, 502) and
+    takes HELO, which every server must (§4.1.1.1). The refused EHLO deferred every
+    message until it expired; smtplib, aiosmtplib's own sendmail and Postfix say HELO."""
+    upstream.ehlo_reply = "502 5.5.1 EHLO not implemented"
+    async with start_gateway(relay_url=upstream.url) as gw, api(gw) as client:
+        [mid] = await submit(client, message())
+        body = await wait_for_state(client, mid, "sent", "failed")
+    assert [a["code"] for a in body["attempts"]] == [250], body["attempts"]
+    assert [r.rcpt_tos for r in upstream.received] == [["a@example.com"]]
+
+
 async def test_dropped_connection_is_deferred(
     start_gateway: GatewayFactory, upstream: Upstream
 ) -> None:

@@ -1,7 +1,8 @@
 """Opening one account's SMTP session: connect, EHLO, TLS as configured, AUTH.
 
 Each step is taken explicitly (not by aiosmtplib's ``start_tls=None`` guessing),
-so a failure says which step it was and the account's security rules hold:
+so a failure says which step it was and the account's security rules hold (EHLO
+refused by a server without extensions is followed by HELO):
 
 * ``ssl``: implicit TLS from the first byte (RFC 8314 §3.3);
 * ``starttls``: STARTTLS after EHLO is required (RFC 3207); a server that does
@@ -15,7 +16,12 @@ Credentials go only over TLS unless the account says ``auth_plaintext``.
 from __future__ import annotations
 
 import aiosmtplib
-from aiosmtplib import SMTPResponseException, SMTPServerDisconnected, SMTPTimeoutError
+from aiosmtplib import (
+    SMTPHeloError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
 
 from mailgate.deliver.outcomes import config_error
 from mailgate.model import Account, FailureClass, SendResult, SmtpAuth, SmtpSecurity
@@ -84,7 +90,7 @@ class SessionSetup:
         )
         await client.connect()  # closes the client itself if it fails
         try:
-            await client.ehlo()
+            await _hello(client)
             await self._tls(client)
             if self.logs_in:
                 await self._login(client)
@@ -129,6 +135,18 @@ class SessionSetup:
             raise  # the connection, not the login: an ordinary transient failure
         except SMTPResponseException as exc:
             raise SetupRefused(config_error(exc.code, exc.message)) from exc
+
+
+async def _hello(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO where EHLO is refused for good: a server without service extensions
+    answers EHLO with 500 or 502 (RFC 5321 §3.2) and must take HELO (§4.1.1.1), as
+    smtplib and Postfix fall back. A 4yz (or a closed line) is no such answer."""
+    try:
+        await client.ehlo()
+    except SMTPHeloError as exc:
+        if not (500 <= exc.code < 600 and client.is_connected):
+            raise
+        await client.helo()
 
 
 def _mechanism(client: aiosmtplib.SMTP, wanted: SmtpAuth) -> str:
