@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import logging
+import re
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -185,6 +189,55 @@ async def test_a_next_sync_after_past_any_float_does_not_stop_the_sync(
         await wait_for_state(client, second, "sent")
         requests = await rx.wait_for(2)
     assert [i["id"] for i in requests[1].json()["delivery_report"]] == [second]
+
+
+async def test_a_huge_answer_is_not_held_in_memory(start_gateway: GatewayFactory) -> None:
+    """A 2xx answer of 128 MiB (an endpoint echoing a log, say) was read whole into
+    memory; only its first 64 KiB is read now, and the sync goes on."""
+    bodies: list[bytes] = []
+    second_arrived = asyncio.Event()
+    chunk = b" " * 65536
+
+    async def endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while head := await reader.readuntil(b"\r\n\r\n"):
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    assert length is not None
+                    bodies.append(await reader.readexactly(int(length[1])))
+                    if len(bodies) == 2:
+                        second_arrived.set()
+                    size = 2048 * len(chunk) if len(bodies) == 1 else 2
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk)
+                        await writer.drain()
+                    writer.write(b"{}" if size == 2 else b"")
+                    await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(endpoint, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/reports"
+    try:
+        async with start_gateway(**_reports(url)) as gw, api(gw) as client:
+            tracemalloc.start()
+            try:
+                first = await _send(client)
+                await wait_for_state(client, first, "sent")
+                second = await _send(client)
+                await wait_for_state(client, second, "sent")
+                async with asyncio.timeout(10):
+                    await second_arrived.wait()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    finally:
+        server.close()
+        await server.wait_closed()
+    reported = [[i["id"] for i in json.loads(b)["delivery_report"]] for b in bodies]
+    assert reported[:2] == [[first], [second]]
+    assert peak < 32 * 1024 * 1024
 
 
 async def test_nothing_is_posted_while_sync_url_is_unset(

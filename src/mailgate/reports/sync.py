@@ -81,6 +81,7 @@ CONSUMER = "report-sync"  #: the outbox consumer's name
 KINDS = (EventKind.MESSAGE_SENT, EventKind.MESSAGE_FAILED, EventKind.MESSAGE_CANCELLED)
 MAX_WAIT = 86400.0  #: the longest ``next_sync_after`` honoured, in seconds
 _SNIPPET = 300  #: characters of a refusing endpoint's answer kept as the error
+_KEEP = 64 * 1024  #: bytes of an answer read; the rest is not
 
 #: one finished POST: its outcome (``delivered``, ``failed``) and how many reports it held
 SyncRecorder = Callable[[str, int], None]
@@ -296,15 +297,31 @@ class ReportSync:
         headers = {"Content-Type": "application/json"}
         try:
             async with asyncio.timeout(timeout):
-                response = await self._client.post(self.url, content=body, headers=headers)
+                response, reply = await self._exchange(body, headers)
         except TimeoutError:
             return None, f"no answer in {timeout:g} s", b""
         except httpx.HTTPError as exc:  # its text names the host, never a secret
             return None, f"{type(exc).__name__}: {exc}".rstrip(": "), b""
         status = response.status_code
         if 200 <= status < 300:
-            return status, None, response.content
-        return status, _refusal(response), b""
+            return status, None, reply
+        return status, _refusal(response, reply), b""
+
+    async def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """The answer and at most ``_KEEP`` bytes of it: all a ``next_sync_after`` or an
+        error needs; a huge one is not held in memory (the connection is closed)."""
+        assert self._client is not None
+        request = self._client.build_request("POST", self.url, content=body, headers=headers)
+        response = await self._client.send(request, stream=True)
+        try:
+            kept = bytearray()
+            async for chunk in response.aiter_bytes():
+                kept += chunk[: _KEEP - len(kept)]
+                if len(kept) >= _KEEP:
+                    break
+        finally:
+            await response.aclose()
+        return response, bytes(kept)
 
 
 def lease_seconds(settings: ReportSettings) -> float:
@@ -337,8 +354,8 @@ def _bearer(token: str) -> Callable[[httpx.Request], httpx.Request]:
     return add
 
 
-def _refusal(response: httpx.Response) -> str:
+def _refusal(response: httpx.Response, reply: bytes) -> str:
     """``HTTP 500 Internal Server Error: <the start of the body>``."""
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-    shown = " ".join(response.content[:_SNIPPET].decode("utf-8", "replace").split())
+    shown = " ".join(reply[:_SNIPPET].decode("utf-8", "replace").split())
     return f"{text}: {shown}" if shown else text
