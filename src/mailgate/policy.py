@@ -168,6 +168,8 @@ class RetryPolicy:
         """
         if attempts >= self.max_attempts:
             return None
+        if at_least is not None and at_least > self.max_age:
+            return None  # past max_age whenever it is asked; a timedelta may not hold it
         delay = max(self.delay(attempts, draw), timedelta(seconds=at_least or 0.0))
         when = now + delay
         if when > created_at + timedelta(seconds=self.max_age):

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from mailgate.crypto import generate_key
 from mailgate.deliver.transport import Transport
 from mailgate.deliver.transports import transport_for
 from mailgate.model import Attachment, FailureClass, Outcome
 from mailgate.settings import DeliverySettings
 from tests.builders import make_message
 from tests.contract.test_transports import outgoing, postmark_account, postmark_settings
+from tests.integration.conftest import GatewayFactory, api, wait_for_state
 from tests.postmark_peer import PostmarkPeer, Scripted
 
 
@@ -169,3 +171,33 @@ async def test_a_huge_answer_is_not_held_in_memory(peer: PostmarkPeer, postmark:
     assert (result.status, result.failure_class) == (Outcome.DEFERRED, FailureClass.OTHER)
     assert result.detail == "Postmark 500: Internal Server Error"
     assert peak < 16 * 1024 * 1024
+
+
+async def test_a_retry_after_past_any_date_gives_up_instead_of_crashing_the_attempt(
+    start_gateway: GatewayFactory,
+) -> None:
+    """``429`` with ``Retry-After: 10**15`` (seconds): the backoff built a timedelta past
+    its range, OverflowError ended the attempt before it was recorded, and the message
+    stayed ``sending`` to be leased, sent and crashed again for ever, with no attempt
+    shown. A wait longer than the message may live gives up, as a shorter one past
+    ``max_age`` does."""
+    async with PostmarkPeer("pm-token") as pm:
+        settings = {"secret_key": generate_key(), "postmark": {"base_url": pm.url}}
+        async with start_gateway(**settings) as gw, api(gw) as client:
+            account = {"id": "pm", "transport": "postmark", "postmark_token": "pm-token"}
+            assert (await client.post("/accounts", json=account)).status_code == 201
+            assert (await client.post("/accounts/pm/test")).json()["ok"] is True
+            assert (await client.post("/accounts/pm/enable")).status_code == 200
+            limited = {"ErrorCode": 429, "Message": "Rate limit exceeded"}
+            pm.script.append(Scripted(429, limited, {"Retry-After": str(10**15)}))
+            message = {"from": "a@example.com", "to": "b@example.com", "subject": "s",
+                       "text": "t", "account": "pm"}  # fmt: skip
+            [mid] = (await client.post("/messages", json=message)).json()["ids"]
+            body = await wait_for_state(client, mid, "failed", "deferred")
+    assert body["state"] == "failed", body
+    assert body["last_error"] == "expired after 1 attempts: Postmark 429: Rate limit exceeded"
+    [attempt] = body["attempts"]
+    assert (attempt["text"], attempt["failure_class"]) == (
+        "Postmark 429: Rate limit exceeded",
+        "throttled",
+    )
