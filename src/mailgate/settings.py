@@ -71,7 +71,7 @@ __all__ = [
 
 class HttpSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the web server (API, UI) binds to.")
-    port: int = Field(8787, description="Web server port; 0 picks a free one.")
+    port: int = Field(8787, ge=0, le=65535, description="Web server port; 0 picks a free one.")
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Host header names the web server answers besides loopback ones"
@@ -83,6 +83,8 @@ class HttpSettings(BaseModel):
     )
     metrics_port: int | None = Field(
         None,
+        ge=0,
+        le=65535,
         description="Serve /metrics, /healthz and /readyz, without a token, on a listener of"
         " their own at this port (`--metrics HOST:PORT`); unset: /metrics only on the web"
         " server, behind the API token.",
@@ -189,7 +191,7 @@ class ChaosSettings(BaseModel):
 class SmtpSettings(BaseModel):
     enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
-    port: int = Field(1025, description="SMTP port; 0 picks a free one.")
+    port: int = Field(1025, ge=0, le=65535, description="SMTP port; 0 picks a free one.")
     hostname: str = Field("mailgate.local", description="Name in the SMTP greeting and EHLO.")
     read_timeout: float = Field(
         60.0,
@@ -274,6 +276,8 @@ class SmtpSettings(BaseModel):
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
     tls_port: int | None = Field(
         None,
+        ge=0,
+        le=65535,
         description="Also listen with implicit TLS (RFC 8314, as on port 465) on this port"
         " of `host`; 0 picks a free one; unset: no such listener.",
     )
