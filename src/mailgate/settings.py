@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import tomllib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -37,6 +40,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -854,19 +858,36 @@ class _DotEnvSource(DotEnvSettingsSource):
     """
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
+        with _readable_dotenv():
+            super().__init__(settings_cls)
         self.env_vars = {k: v for k, v in self.env_vars.items() if k.upper() not in LEGACY_NAMES}
 
 
 def _dotenv_vars(settings_cls: type[BaseSettings]) -> Mapping[str, str | None]:
     """The ``.env`` file's variables, names as written (read as for the settings)."""
-    return DotEnvSettingsSource(settings_cls, case_sensitive=True).env_vars
+    with _readable_dotenv():
+        return DotEnvSettingsSource(settings_cls, case_sensitive=True).env_vars
+
+
+@contextmanager
+def _readable_dotenv() -> Iterator[None]:
+    """python-dotenv reads ``.env`` as UTF-8 and lets the decoding error out: a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f".env is not UTF-8 text (byte {exc.start} is not)") from None
 
 
 def environ_or_dotenv(name: str) -> str | None:
     """``name`` from the environment or, failing that, from ``.env`` (None if unset or
-    empty): for the legacy variables that are the CLI's options, not settings (LOG_LEVEL)."""
-    return os.environ.get(name) or _dotenv_vars(Settings).get(name) or None
+    empty): for the legacy variables that are the CLI's options, not settings (LOG_LEVEL).
+    An unreadable ``.env`` gives nothing here: loading the settings reports it."""
+    if os.environ.get(name):
+        return os.environ[name]
+    try:
+        return _dotenv_vars(Settings).get(name) or None
+    except ConfigError:
+        return None
 
 
 # --- where each value came from (`mailgate config`) ---
@@ -953,7 +974,26 @@ def data_dir() -> Path:
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build Settings from flags (``overrides``), environment, ``.env``, the legacy names
     and a TOML file."""
-    return _settings_class(config_file)(**overrides)
+    cls = _settings_class(config_file)
+    try:
+        with _readable_dotenv():  # pydantic-settings reads .env before our sources do
+            return cls(**overrides)
+    except SettingsError as exc:  # a section or list given as JSON that is none
+        raise ConfigError(_unparsed(exc)) from None
+
+
+_SOURCE_NAMES = {"EnvSettingsSource": "the environment", "_DotEnvSource": ".env"}
+
+
+def _unparsed(exc: SettingsError) -> str:
+    """``smtp: not valid JSON in the environment (…)`` from pydantic-settings' message,
+    which names its source class; the cause says where in the text, never the text."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return str(exc)
+    field, source = found.groups()
+    where = _SOURCE_NAMES.get(source, source)
+    return f"{field}: not valid JSON in {where} (MAILGATE_{field.upper()}…: {exc.__cause__})"
 
 
 def _settings_class(config_file: Path | None) -> type[Settings]:
@@ -962,8 +1002,23 @@ def _settings_class(config_file: Path | None) -> type[Settings]:
         return Settings
     if not config_file.is_file():
         raise ConfigError(f"config file not found: {config_file}")
+    _check_toml(config_file)
 
     class FileSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
 
     return FileSettings
+
+
+def _check_toml(path: Path) -> None:
+    """The file must be TOML: pydantic-settings lets tomllib's errors out (a traceback)."""
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:  # its message gives the place, not the text
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply") from None

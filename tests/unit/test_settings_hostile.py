@@ -55,3 +55,55 @@ def test_a_flag_port_outside_the_range_exits_2(capsys: pytest.CaptureFixture[str
     assert main(["serve", "--http", "127.0.0.1:70000"]) == 2
     err = capsys.readouterr().err
     assert "http.port: " in err and "Traceback" not in err
+
+
+# --- files and text that cannot be read as settings ---
+
+
+def config_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """``mailgate …``'s one-line error; it must exit 2, without a traceback."""
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mailgate: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"a = 1\na = 2\n", "not valid TOML: Cannot overwrite a value (at line 2"),
+        (b"[http\n", "not valid TOML"),
+        (b"\xff\xfe[http]\n", "not UTF-8 text"),
+        (b"deep = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_config_file_that_is_not_toml_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, reason: str
+) -> None:
+    """tomllib's errors went out of pydantic-settings as they were: a traceback."""
+    path = tmp_path / "mailgate.toml"
+    path.write_bytes(content)
+    for command in ("config", "serve"):
+        err = config_error(capsys, command, "--config", str(path))
+        assert f"config file {path}: {reason}" in err
+
+
+def test_a_dotenv_that_is_not_utf8_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """python-dotenv's UnicodeDecodeError was a traceback (before any argument was read)."""
+    Path(".env").write_bytes(b"MAILGATE_API_TOKEN=s\xe9cret-never-shown\n")
+    err = config_error(capsys, "serve")
+    assert ".env is not UTF-8 text" in err and "never-shown" not in err
+
+
+@pytest.mark.parametrize("where", ["env", ".env"])
+def test_a_section_given_as_broken_json_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """pydantic-settings' SettingsError (the JSON's ValueError) was a traceback."""
+    value = '{"app": "hunter2-never-shown"'
+    if where == "env":
+        monkeypatch.setenv("MAILGATE_SMTP__USERS", value)
+    else:
+        Path(".env").write_text(f"MAILGATE_SMTP__USERS='{value}'\n", encoding="utf-8")
+    err = config_error(capsys, "config")
+    assert "smtp: not valid JSON in " in err and "hunter2" not in err
