@@ -321,20 +321,27 @@ class LimitSettings(BaseModel):
 
 
 class DeliverySettings(BaseModel):
+    # Each bound keeps the dispatcher working: a pool of 0 connections spun a core and
+    # sent nothing, no slots never leased a retry, a NaN lease failed every lease.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     enabled: bool = Field(True, description="Run the dispatcher in this process.")
-    concurrency: int = Field(16, description="Messages in flight at once in this process.")
-    pool_size: int = Field(8, description="Open SMTP connections kept per upstream.")
+    concurrency: int = Field(16, ge=1, description="Messages in flight at once in this process.")
+    pool_size: int = Field(8, ge=1, le=100, description="Open SMTP connections kept per upstream.")
     lease_seconds: float = Field(
         300.0,
         # a lease that ends before the first renewal (at half of it) runs lets every
         # other dispatcher lease the message again while it is sent: 0 or less sent
         # each message up to three times from two processes, with nobody dead
         ge=1,
+        le=86400,
         description="A leased message returns to the queue if not settled in time"
         " (renewed at half of it while a send runs).",
     )
-    poll_interval: float = Field(2.0, description="Longest sleep between queue scans.")
-    smtp_timeout: float = Field(60.0, description="Seconds to wait for each upstream reply.")
+    poll_interval: float = Field(
+        2.0, gt=0, le=86400, description="Longest sleep between queue scans."
+    )
+    smtp_timeout: float = Field(60.0, gt=0, description="Seconds to wait for each upstream reply.")
     pace_burst: int = Field(
         2,
         ge=1,
@@ -344,17 +351,20 @@ class DeliverySettings(BaseModel):
     )
     account_recheck: float = Field(
         30.0,
+        gt=0,
         description="Seconds between checks of a message waiting for its account"
         " (unknown or disabled) to become usable.",
     )
     pool_idle_timeout: float = Field(
-        300.0, description="A pooled SMTP connection unused this many seconds is closed (QUIT)."
+        300.0,
+        ge=0,
+        description="A pooled SMTP connection unused this many seconds is closed (QUIT).",
     )
     pool_max_age: float = Field(
-        3600.0, description="A pooled SMTP connection this many seconds old is closed (QUIT)."
+        3600.0, ge=0, description="A pooled SMTP connection this many seconds old is closed (QUIT)."
     )
     pool_noop_after: float = Field(
-        5.0, description="A pooled SMTP connection idle this long is checked with NOOP first."
+        5.0, ge=0, description="A pooled SMTP connection idle this long is checked with NOOP first."
     )
 
 

@@ -107,3 +107,29 @@ def test_a_section_given_as_broken_json_is_an_error_naming_it(
         Path(".env").write_text(f"MAILGATE_SMTP__USERS='{value}'\n", encoding="utf-8")
     err = config_error(capsys, "config")
     assert "smtp: not valid JSON in " in err and "hunter2" not in err
+
+
+# --- the dispatcher's numbers ---
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("pool_size", "0"),  # no connection ever: a core spun and nothing was sent
+        ("pool_size", "-1"),
+        ("concurrency", "0"),  # no slot: a retry or scheduled message was never leased
+        ("lease_seconds", "nan"),  # every lease failed with a traceback, each poll
+        ("lease_seconds", "inf"),
+        ("lease_seconds", "0"),
+        ("poll_interval", "0"),  # the queue was scanned without a pause
+        ("poll_interval", "-1"),
+        ("smtp_timeout", "0"),  # every send timed out before the greeting
+        ("account_recheck", "nan"),
+        ("pool_idle_timeout", "inf"),
+    ],
+)
+def test_a_dispatcher_setting_that_stops_delivery_is_refused(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    name = f"MAILGATE_DELIVERY__{setting.upper()}"
+    assert f"delivery.{setting}: " in refused(monkeypatch, name, value)
