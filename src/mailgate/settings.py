@@ -73,7 +73,14 @@ __all__ = [
 ]
 
 
-class HttpSettings(BaseModel):
+class _Section(BaseModel):
+    """A section of :class:`Settings`: a name it does not know is a misspelt setting, an
+    error as at the top level (``[delivery] concurency = 4`` must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the web server (API, UI) binds to.")
     port: int = Field(8787, ge=0, le=65535, description="Web server port; 0 picks a free one.")
     allowed_hosts: list[str] = Field(
@@ -95,7 +102,7 @@ class HttpSettings(BaseModel):
     )
 
 
-class HandlerPoolSettings(BaseModel):
+class HandlerPoolSettings(_Section):
     num_workers: int = Field(
         4, ge=1, description="Captured messages handed to the handlers at once; more wait."
     )
@@ -104,7 +111,7 @@ class HandlerPoolSettings(BaseModel):
     )
 
 
-class AttachmentStorageSettings(BaseModel):
+class AttachmentStorageSettings(_Section):
     """How the capture handlers get a captured message's attachments."""
 
     mode: Literal["memory", "tempfile"] = Field(
@@ -192,7 +199,7 @@ class ChaosSettings(BaseModel):
         return data
 
 
-class SmtpSettings(BaseModel):
+class SmtpSettings(_Section):
     enabled: bool = Field(True, description="Run the SMTP server (capture in dev).")
     host: str = Field("127.0.0.1", description="Address the SMTP server binds to.")
     port: int = Field(1025, ge=0, le=65535, description="SMTP port; 0 picks a free one.")
@@ -295,7 +302,7 @@ class SmtpSettings(BaseModel):
         return self
 
 
-class LimitSettings(BaseModel):
+class LimitSettings(_Section):
     max_message_size: int = Field(
         25 * 1024 * 1024, description="Largest message accepted, in bytes (SMTP SIZE, REST)."
     )
@@ -320,10 +327,10 @@ class LimitSettings(BaseModel):
     )
 
 
-class DeliverySettings(BaseModel):
+class DeliverySettings(_Section):
     # Each bound keeps the dispatcher working: a pool of 0 connections spun a core and
     # sent nothing, no slots never leased a retry, a NaN lease failed every lease.
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="Run the dispatcher in this process.")
     concurrency: int = Field(16, ge=1, description="Messages in flight at once in this process.")
@@ -368,7 +375,7 @@ class DeliverySettings(BaseModel):
     )
 
 
-class AttachmentSettings(BaseModel):
+class AttachmentSettings(_Section):
     """Attachments given by ``url`` or ``path``, resolved when the message is sent.
 
     A URL is fetched by the gateway, so by default it may only reach public addresses,
@@ -401,7 +408,7 @@ class AttachmentSettings(BaseModel):
     )
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(_Section):
     """Webhook delivery (endpoints are added with ``POST /api/v1/webhooks`` or
     ``mailgate webhooks add``).
 
@@ -447,7 +454,7 @@ class WebhookSettings(BaseModel):
     )
 
 
-class FirestoreSettings(BaseModel):
+class FirestoreSettings(_Section):
     """The Firestore ``mail`` collection as a source (``mailgate serve --firestore``).
 
     Credentials: a service-account file (``credentials``, else
@@ -505,7 +512,7 @@ class FirestoreSettings(BaseModel):
     ttl_expire_value: int = Field(1, ge=1, description="How many ttl_expire_type units.")
 
 
-class ReportSettings(BaseModel):
+class ReportSettings(_Section):
     """Delivery-report sync (:mod:`mailgate.reports.sync`): final outcomes POSTed in
     batches to one endpoint of the operator's application, which pulls them that way.
 
@@ -569,7 +576,7 @@ class ReportSettings(BaseModel):
         return self
 
 
-class InboxLimits(BaseModel):
+class InboxLimits(_Section):
     """One named inbox's own limits, over the ones of every inbox (unset: those)."""
 
     max_messages: int | None = Field(
@@ -580,7 +587,7 @@ class InboxLimits(BaseModel):
     )
 
 
-class InboxSettings(BaseModel):
+class InboxSettings(_Section):
     """How much captured mail is kept, oldest deleted first."""
 
     max_messages: int = Field(
@@ -660,7 +667,7 @@ class InboxSettings(BaseModel):
         return value
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(_Section):
     """How long finished mail and delivered events are kept."""
 
     days: float = Field(
@@ -675,14 +682,14 @@ class RetentionSettings(BaseModel):
     enabled: bool = Field(True, description="Purge in this process.")
 
 
-class PostmarkSettings(BaseModel):
+class PostmarkSettings(_Section):
     base_url: str = Field(
         "https://api.postmarkapp.com", description="Postmark's API (POST {base_url}/email)."
     )
     timeout: float = Field(30.0, description="Seconds to wait for Postmark's answer.")
 
 
-class RetrySettings(BaseModel):
+class RetrySettings(_Section):
     """The program's retry defaults: the only copy of these numbers (RetryPolicy has none).
 
     Issue 6: a first retry after a minute, doubling to at most an hour, spread ±20 %

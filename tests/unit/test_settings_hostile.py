@@ -133,3 +133,23 @@ def test_a_dispatcher_setting_that_stops_delivery_is_refused(
 ) -> None:
     name = f"MAILGATE_DELIVERY__{setting.upper()}"
     assert f"delivery.{setting}: " in refused(monkeypatch, name, value)
+
+
+# --- misspelt names inside a section ---
+
+
+def test_an_unknown_name_in_a_section_is_refused_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A section ignored names it did not know: ``[delivery] concurency = 4`` ran with
+    16 without a word, while a misspelt top-level name was already an error."""
+    assert "http.prot: unknown setting (did you mean http.port?)" in refused(
+        monkeypatch, "MAILGATE_HTTP__PROT", "9999"
+    )
+    config = tmp_path / "mailgate.toml"
+    config.write_text("[delivery]\nconcurency = 4\n[smtp.pool]\nworkers = 2\n", encoding="utf-8")
+    monkeypatch.delenv("MAILGATE_HTTP__PROT")
+    assert main(["config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "delivery.concurency: unknown setting (did you mean delivery.concurrency?)" in err
+    assert "smtp.pool.workers: unknown setting" in err
