@@ -421,3 +421,31 @@ async def test_a_lease_lost_to_a_change_of_the_document_withdraws_the_message(
         await _doc_until(firestore_client, "mail/edited",
                          lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
     assert [r.message["Subject"] for r in upstream.received] == ["second"]
+
+
+async def test_a_document_carrying_another_documents_lease_is_sent_on_its_own(
+    db_url: str, upstream: Upstream, firestore_emulator: Emulator, firestore_client: Any
+) -> None:
+    """A document written with the ``mailgate`` field of another (an app copying a
+    document mid-lease: not final, its lease over) was taken over under the other's key:
+    the message found under it was the other's, already sent, so the copy stayed
+    PROCESSING for ever, leased again each time its lease ran out, and never sent."""
+    async with _gateway(db_url, upstream, firestore_emulator, lease_seconds=1):
+        mail = firestore_client.collection("mail")
+        await mail.document("original").set(
+            {"to": "o@example.com", "message": {"subject": "original", "text": "t"}}
+        )
+        sent = await _doc_until(firestore_client, "mail/original",
+                                lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+        copied = {
+            **sent["mailgate"],
+            "final": False,
+            "leaseExpireTime": sent["delivery"]["endTime"],
+        }
+        await mail.document("copy").set(
+            {"to": "c@example.com", "message": {"subject": "copy", "text": "t"}, "mailgate": copied}
+        )
+        done = await _doc_until(firestore_client, "mail/copy",
+                                lambda d: _delivery(d).get("state") == "SUCCESS")  # fmt: skip
+    assert done["mailgate"]["messageId"] != sent["mailgate"]["messageId"]
+    assert sorted(r.message["Subject"] for r in upstream.received) == ["copy", "original"]

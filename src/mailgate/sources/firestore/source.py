@@ -402,7 +402,12 @@ class FirestoreSource:
         final = ours.get("final") if ours else False
         if isinstance(lease_end, datetime) and lease_end > now:
             return  # leased, by this gateway or another
-        takeover = ours is not None and not final and isinstance(lease_end, datetime)
+        takeover = (
+            ours is not None
+            and not final
+            and isinstance(lease_end, datetime)
+            and _may_be_key_of(path, ours.get("key"))
+        )
         contract = self._contract(data)
         if contract is None:
             if ours is None and not _looks_final(data):
@@ -605,6 +610,21 @@ def _key(path: str, version: datetime) -> str:
     if len(key) <= _MAX_KEY:
         return key
     return "firestore:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _may_be_key_of(path: str, key: object) -> bool:
+    """Whether ``key`` (a lease's ``mailgate.key``) can be one :func:`_key` made for the
+    document at ``path``: a document copied with another's lease must not be taken over
+    under the other's key, whose message (the other's, sent) is not this document's."""
+    if key is None:
+        return True  # no key: the takeover queues under the version's own
+    if not isinstance(key, str):
+        return False
+    prefix = f"firestore:{path}@"
+    if key.startswith(prefix):
+        return True
+    longest_version = len("0001-01-01T00:00:00.000000+00:00")
+    return key.startswith("firestore:sha256:") and len(prefix) + longest_version > _MAX_KEY
 
 
 def _looks_final(data: Mapping[str, Any]) -> bool:
