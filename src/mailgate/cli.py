@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from mailgate import __version__, cli_accounts, cli_queue, cli_smtp_users, cli_webhooks
 from mailgate.app import Gateway, Mode, database_url, format_hostport
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, StoreUnavailable
 from mailgate.logs import FORMATS, setup_logging
 from mailgate.settings import Settings, environ_or_dotenv, load_settings, setting_origins
 from mailgate.store import Database
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"mailgate: invalid settings:\n{settings_errors(exc)}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # a missing directory, a refused connection: no bug
+        print(f"mailgate: error: cannot use the database: {exc}", file=sys.stderr)
+        return 1
 
 
 def settings_errors(exc: ValidationError) -> str:

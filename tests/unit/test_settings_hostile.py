@@ -153,3 +153,41 @@ def test_an_unknown_name_in_a_section_is_refused_with_a_hint(
     err = capsys.readouterr().err
     assert "delivery.concurency: unknown setting (did you mean delivery.concurrency?)" in err
     assert "smtp.pool.workers: unknown setting" in err
+
+
+# --- database URLs and databases that cannot be used ---
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("notaurl", "the database URL cannot be parsed"),  # sqlalchemy's ArgumentError
+        ("postgresql://u:Hunter2-pw@db:port/mail", "the database URL cannot be parsed"),
+        ("sqlite://", "an in-memory SQLite database cannot work"),  # TypeError(max_overflow)
+        ("sqlite:///:memory:", "an in-memory SQLite database cannot work"),
+        ("sqlite:///file::memory:?cache=shared", "an in-memory SQLite database cannot work"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, reason: str
+) -> None:
+    """Each was a traceback from SQLAlchemy, in every command that opens the store."""
+    monkeypatch.setenv("MAILGATE_DB_URL", url)
+    for argv in (["serve", "--http", "127.0.0.1:0"], ["queue", "list"]):
+        err = config_error(capsys, *argv)
+        assert reason in err and "Hunter2" not in err
+    assert main(["config"]) == 0  # shows the settings, the URL hidden when unparsable
+    assert "Hunter2" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["serve", "--http", "127.0.0.1:0"], ["queue", "list"],
+                                  ["accounts", "list"], ["db", "upgrade"]])  # fmt: skip
+def test_a_database_that_cannot_be_opened_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A SQLite file in a directory that does not exist (or a PostgreSQL server that
+    refuses): StoreUnavailable went out of main as a traceback."""
+    db = tmp_path / "missing" / "mailgate.sqlite3"
+    assert main([*argv, "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailgate: error: cannot use the database: ") and err.count("\n") == 1

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 
 from mailgate.errors import ConfigError, StoreError, StoreUnavailable
 from mailgate.store.sqlite_threads import (
@@ -89,21 +89,44 @@ _DRIVERS = {
 def driver_url(url: str) -> str:
     """``sqlite:///x`` → ``sqlite+pysqlite:///x`` (any SQLite driver named: the standard
     ``sqlite3`` is the one used); ``postgresql://`` → asyncpg unless a driver is named."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # never shown: it may hold a password
+        raise ConfigError(
+            "the database URL cannot be parsed: use sqlite:///path or"
+            " postgresql://user:password@host:port/database"
+        ) from None
     backend = parsed.get_backend_name()
     if backend not in _DRIVERS:
         raise ConfigError(
             f"unsupported database URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"
+        )
+    if backend == "sqlite" and _in_memory(parsed):
+        raise ConfigError(
+            "an in-memory SQLite database cannot work: each of mailgate's connections"
+            " would open its own, empty one; give a file (sqlite:///path)"
         )
     if "+" in parsed.drivername and backend != "sqlite":
         return url
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
 
 
+def _in_memory(parsed: URL) -> bool:
+    database = parsed.database or ""
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or parsed.query.get("mode") == "memory"
+    )
+
+
 def redact_url(url: str) -> str:
     """The URL with any password masked (also one given as ``?password=``, which
     asyncpg takes as libpq does): safe to print or log."""
-    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return "*** (not a database URL)"  # where a password would be cannot be told
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
 
 
