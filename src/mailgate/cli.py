@@ -10,6 +10,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -148,11 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--from", dest="sender", help="sender; default: the gateway's")
     send.add_argument("--subject", required=True)
     send.add_argument("--text", help="plain-text body")
-    send.add_argument("--text-file", type=Path)
+    send.add_argument("--text-file", type=_text_file, metavar="FILE")
     send.add_argument("--html", help="HTML body")
-    send.add_argument("--html-file", type=Path)
-    send.add_argument("--attach", action="append", type=Path, default=[], metavar="FILE")
-    send.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    send.add_argument("--html-file", type=_text_file, metavar="FILE")
+    send.add_argument("--attach", action="append", type=_attachment, default=[], metavar="FILE")
+    send.add_argument("--header", action="append", type=_header, default=[], metavar="NAME:VALUE")
     send.add_argument("--id", help="idempotency key")
     send.add_argument(
         "--url",
@@ -319,12 +320,12 @@ def _send(args: argparse.Namespace) -> int:
         "cc": args.cc,
         "bcc": args.bcc,
     }
-    for field, inline, path in (
+    for field, inline, from_file in (
         ("text", args.text, args.text_file),
         ("html", args.html, args.html_file),
     ):
-        if path is not None:
-            message[field] = path.read_text(encoding="utf-8")
+        if from_file is not None:
+            message[field] = from_file
         elif inline is not None:
             message[field] = inline
     if args.sender:
@@ -332,9 +333,8 @@ def _send(args: argparse.Namespace) -> int:
     if args.id:
         message["id"] = args.id
     if args.header:
-        message["headers"] = dict(h.split(":", 1) for h in args.header)
-        message["headers"] = {k.strip(): v.strip() for k, v in message["headers"].items()}
-    message["attachments"] = [_attachment(p) for p in args.attach]
+        message["headers"] = dict(args.header)
+    message["attachments"] = args.attach
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     import httpx  # here, not at the top: the servers the other commands start need none
 
@@ -342,8 +342,9 @@ def _send(args: argparse.Namespace) -> int:
         response = httpx.post(
             f"{args.url.rstrip('/')}/api/v1/messages", json=message, headers=headers, timeout=60
         )
-    except httpx.HTTPError as exc:
-        print(f"mailgate: error: cannot reach {args.url}: {exc}", file=sys.stderr)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        where = _without_credentials(args.url)
+        print(f"mailgate: error: cannot reach {where}: {exc}", file=sys.stderr)
         return 1
     body = _json_or_none(response)
     rejected = body.get("rejected") if isinstance(body, dict) else None
@@ -377,12 +378,40 @@ def _failure_reason(response: httpx.Response, body: Any) -> str:
     return f"{response.status_code} {reason}"
 
 
-def _attachment(path: Path) -> dict[str, str]:
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` masked, for a message."""
+    return re.sub(r"(//)[^/@]*@", r"\1***@", url)
+
+
+def _header(value: str) -> tuple[str, str]:
+    """``--header NAME:VALUE``; checked by argparse, so a bad one is a usage error."""
+    name, sep, header = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {value!r}")
+    return name.strip(), header.strip()
+
+
+def _text_file(value: str) -> str:
+    """A ``--text-file``/``--html-file``'s content: a usage error when it cannot be read."""
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{value} is not UTF-8 text") from None
+
+
+def _attachment(value: str) -> dict[str, str]:
+    path = Path(value)
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from None
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return {
         "filename": path.name,
         "content_type": content_type,
-        "content": base64.b64encode(path.read_bytes()).decode(),
+        "content": base64.b64encode(content).decode(),
     }
 
 

@@ -145,3 +145,32 @@ def test_send_idempotency_key_and_errors(
         listed = http.get("/api/v1/messages").json()["items"]
         assert [m["id"] for m in listed] == [message_id]  # the repeat queued nothing
         assert len(http.get("/api/v1/inbox").json()["items"]) == 1
+
+
+def test_send_input_it_cannot_use_is_a_clear_error(cli: RunCli, workspace: Workspace) -> None:
+    """Each was a traceback: a file that cannot be read (missing, a directory, not UTF-8
+    text), a --header without a colon, a URL httpx cannot parse (InvalidURL is no
+    HTTPError). And a URL's password was repeated in the 'cannot reach' message."""
+    (workspace.root / "latin1.txt").write_bytes(b"caf\xe9\n")
+    base = ("send", "--to", "a@example.com", "--subject", "s")
+    results = run_together(
+        cli,
+        [*base, "--text-file", str(workspace.root / "missing.txt")],
+        [*base, "--text", "t", "--attach", str(workspace.root)],
+        [*base, "--html-file", str(workspace.root / "latin1.txt")],
+        [*base, "--text", "t", "--header", "no-colon"],
+        [*base, "--text", "t", "--url", "http://[::1"],
+        [*base, "--text", "t", "--url", "http://user:Url-Secret-9@127.0.0.1:1"],
+    )
+    missing, directory, latin1, header, bad_url, secret_url = results
+    for result, code, reason in [
+        (missing, 2, "argument --text-file: cannot read "),
+        (directory, 2, "argument --attach: cannot read "),
+        (latin1, 2, "latin1.txt is not UTF-8 text"),
+        (header, 2, "argument --header: expected NAME:VALUE, got 'no-colon'"),
+        (bad_url, 1, "mailgate: error: cannot reach http://[::1: "),
+        (secret_url, 1, "mailgate: error: cannot reach http://***@127.0.0.1:1: "),
+    ]:
+        assert result.returncode == code, result.stderr
+        assert reason in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "Url-Secret-9" not in secret_url.stderr
