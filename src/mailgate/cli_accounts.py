@@ -341,6 +341,15 @@ _TOKEN_COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Any]] = {
 Func = Callable[[argparse.Namespace], int]
 
 
+def tenant_name(value: str) -> str:
+    """``--tenant``: what the store's tenant columns hold (64 characters), no control
+    characters; a longer one failed PostgreSQL's insert (a traceback) and was kept on
+    SQLite, where no API token could reach the same data on the other engine."""
+    if not 0 < len(value) <= 64 or not value.isprintable():
+        raise argparse.ArgumentTypeError("a tenant is 1 to 64 printable characters")
+    return value
+
+
 def where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
     """Which database (and key) to use: the same as ``mailgate serve`` by default."""
     p.add_argument("--db", metavar="URL", help="sqlite:///path, a file path, or postgresql://…")
@@ -352,7 +361,9 @@ def where_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
         help="whose database and key: serve (MAILGATE_SECRET_KEY) or dev (its key file)",
     )
     if tenant:
-        p.add_argument("--tenant", default="default", help="whose data (default: default)")
+        p.add_argument(
+            "--tenant", type=tenant_name, default="default", help="whose data (default: default)"
+        )
 
 
 def _action(sub: Any, name: str, func: Func, help: str, *, tenant: bool = True) -> Any:
@@ -425,10 +436,10 @@ def _tokens_parser(sub: Any, func: Func) -> None:
     tokens = sub.add_parser("tokens", help="per-tenant API tokens")
     t_sub = tokens.add_subparsers(title="tokens commands", required=True, metavar="COMMAND")
     add = _action(t_sub, "add", func, "make a token for a tenant (printed once)", tenant=False)
-    add.add_argument("--tenant", required=True)
+    add.add_argument("--tenant", type=tenant_name, required=True)
     add.add_argument("--name", default="", help="what it is for")
     listing = _action(t_sub, "list", func, "a tenant's tokens (never the token)", tenant=False)
-    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--tenant", type=tenant_name, required=True)
     remove = _action(t_sub, "remove", func, "revoke a token", tenant=False)
     remove.add_argument("token_id", metavar="ID")
-    remove.add_argument("--tenant", required=True, help="whose token (a check)")
+    remove.add_argument("--tenant", type=tenant_name, required=True, help="whose token (a check)")

@@ -482,7 +482,12 @@ class FirestoreSettings(_Section):
         description="Document shape: simple (to/subject/message.html, state SENT|ERROR),"
         " extension (Trigger Email: message/template, delivery.state), or auto per document.",
     )
-    tenant: str = Field("default", description="The tenant the documents' mail belongs to.")
+    tenant: str = Field(
+        "default",
+        min_length=1,
+        max_length=64,
+        description="The tenant the documents' mail belongs to (up to 64 characters).",
+    )
     poll_interval: float = Field(
         10.0, gt=0, le=86400, description="Seconds between polls (besides the listener)."
     )
@@ -510,6 +515,15 @@ class FirestoreSettings(_Section):
         "never", description="Set delivery.expireAt this long after the outcome (TTL policy)."
     )
     ttl_expire_value: int = Field(1, ge=1, description="How many ttl_expire_type units.")
+
+    @field_validator("tenant")
+    @classmethod
+    def _printable_tenant(cls, value: str) -> str:
+        """The store's tenant columns hold 64 characters (max_length): a longer tenant
+        failed every document's insert on PostgreSQL."""
+        if not value.isprintable():
+            raise ValueError("a tenant is 1 to 64 printable characters")
+        return value
 
 
 class ReportSettings(_Section):

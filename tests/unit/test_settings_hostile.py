@@ -191,3 +191,32 @@ def test_a_database_that_cannot_be_opened_is_one_line_and_exit_1(
     assert main([*argv, "--db", str(db)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mailgate: error: cannot use the database: ") and err.count("\n") == 1
+
+
+# --- tenants: the store's columns hold 64 characters ---
+
+
+@pytest.mark.parametrize("tenant", ["t" * 65, "a\x1b[31mb", ""])
+def test_a_tenant_the_store_cannot_hold_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tenant: str,
+) -> None:
+    """``tokens add``/``smtp-users add --tenant`` of 65 characters failed PostgreSQL's
+    insert with a traceback (VARCHAR(64)) and was kept on SQLite; firestore.tenant of 65
+    failed every document's message on PostgreSQL. Control characters went in as well."""
+    db = str(tmp_path / "mailgate.sqlite3")
+    for argv in (
+        ["tokens", "add", "--tenant", tenant],
+        ["smtp-users", "add", "--tenant", tenant, "bob"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--db", db])
+        assert exit_.value.code == 2
+        assert (
+            "argument --tenant: a tenant is 1 to 64 printable characters" in capsys.readouterr().err
+        )
+    assert "firestore.tenant: " in refused(
+        monkeypatch, "MAILGATE_FIRESTORE__TENANT", tenant or "\x7f"
+    )
