@@ -36,6 +36,14 @@ log = logging.getLogger("mailgate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C in a one-shot command (the servers handle it)
+        print("mailgate: interrupted", file=sys.stderr)
+        return 130  # the shell's 128 + SIGINT
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         setup_logging(

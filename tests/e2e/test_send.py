@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import (
+    CLI_TIMEOUT,
+    MAILGATE,
     RunCli,
     StartSync,
     Workspace,
@@ -174,3 +180,35 @@ def test_send_input_it_cannot_use_is_a_clear_error(cli: RunCli, workspace: Works
         assert result.returncode == code, result.stderr
         assert reason in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "Url-Secret-9" not in secret_url.stderr
+
+
+def test_ctrl_c_while_send_waits_is_a_quiet_exit_130(workspace: Workspace) -> None:
+    """SIGINT while the gateway has not answered: KeyboardInterrupt went out of main as
+    a traceback of httpcore's frames (every one-shot command did the same)."""
+    with socket.socket() as silent:  # accepts the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        argv = ["send", "--url", url, "--to", "a@example.com", "--subject", "s", "--text", "t"]
+        proc = subprocess.Popen(
+            [*MAILGATE, *argv],
+            env=workspace.environ(),
+            cwd=workspace.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            silent.settimeout(CLI_TIMEOUT)
+            connection, _ = silent.accept()  # the request is on its way: it waits now
+            with connection:
+                connection.recv(65536)
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=CLI_TIMEOUT)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == "mailgate: interrupted\n", err
