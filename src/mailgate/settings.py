@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     IPvAnyNetwork,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -516,6 +517,21 @@ class FirestoreSettings(_Section):
     )
     ttl_expire_value: int = Field(1, ge=1, description="How many ttl_expire_type units.")
 
+    @field_validator("collection", "users_collection", "templates_collection")
+    @classmethod
+    def _collection_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A collection's path, checked at start: a bad one failed every poll for ever
+        (``""``, ``a//b``, ``__x__``) or the start with a traceback (``a/b``)."""
+        if value is None or (value == "" and info.field_name == "templates_collection"):
+            return value  # unset: templates are refused
+        segments = value.split("/")
+        if len(segments) % 2 == 0 or not all(map(_collection_id, segments)):
+            raise ValueError(
+                "a collection path: an odd number of ids (mail, or tenants/acme/mail), each"
+                " 1-1500 bytes, without '/', not '.', '..' or __reserved__"
+            )
+        return value
+
     @field_validator("tenant")
     @classmethod
     def _printable_tenant(cls, value: str) -> str:
@@ -524,6 +540,12 @@ class FirestoreSettings(_Section):
         if not value.isprintable():
             raise ValueError("a tenant is 1 to 64 printable characters")
         return value
+
+
+def _collection_id(segment: str) -> bool:
+    """A Firestore collection or document id (Firestore's rules for ids)."""
+    reserved = segment.startswith("__") and segment.endswith("__")
+    return 0 < len(segment.encode()) <= 1500 and segment not in (".", "..") and not reserved
 
 
 class ReportSettings(_Section):

@@ -220,3 +220,33 @@ def test_a_tenant_the_store_cannot_hold_is_refused(
     assert "firestore.tenant: " in refused(
         monkeypatch, "MAILGATE_FIRESTORE__TENANT", tenant or "\x7f"
     )
+
+
+# --- Firestore collection paths ---
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("collection", "a/b"),  # a document's path: a traceback at start
+        ("collection", ""),  # each of these failed every poll, for ever, with a warning
+        ("collection", "a//b"),
+        ("collection", "__mail__"),
+        ("users_collection", ".."),
+        ("templates_collection", "tenants/acme"),
+    ],
+)
+def test_a_collection_path_firestore_refuses_is_a_setting_error(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    name = f"MAILGATE_FIRESTORE__{setting.upper()}"
+    assert f"firestore.{setting}: Value error, a collection path" in refused(
+        monkeypatch, name, value
+    )
+
+
+def test_collection_paths_firestore_takes_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILGATE_FIRESTORE__COLLECTION", "tenants/acme/mail")
+    monkeypatch.setenv("MAILGATE_FIRESTORE__TEMPLATES_COLLECTION", "")
+    firestore = Settings().firestore
+    assert (firestore.collection, firestore.templates_collection) == ("tenants/acme/mail", "")
