@@ -304,24 +304,29 @@ class SmtpSettings(_Section):
 
 
 class LimitSettings(_Section):
+    """What one submission may hold; each at least 1 (0 or less refused every message)."""
+
     max_message_size: int = Field(
-        25 * 1024 * 1024, description="Largest message accepted, in bytes (SMTP SIZE, REST)."
+        25 * 1024 * 1024, ge=1, description="Largest message accepted, in bytes (SMTP SIZE, REST)."
     )
-    max_recipients: int = Field(500, description="Most recipients (to+cc+bcc) of one message.")
-    max_batch: int = Field(1000, description="Most messages in one POST /messages.")
+    max_recipients: int = Field(
+        500, ge=1, description="Most recipients (to+cc+bcc) of one message."
+    )
+    max_batch: int = Field(1000, ge=1, description="Most messages in one POST /messages.")
     max_subject_length: int = Field(
-        998, description="Longest subject, in characters (RFC 5322 §2.1.1 line limit)."
+        998, ge=1, description="Longest subject, in characters (RFC 5322 §2.1.1 line limit)."
     )
     max_header_value: int = Field(
-        4096, description="Longest value of one custom header, in characters."
+        4096, ge=1, description="Longest value of one custom header, in characters."
     )
-    max_headers: int = Field(100, description="Most custom headers on one message.")
-    max_metadata_depth: int = Field(8, description="Deepest nesting of a message's metadata.")
+    max_headers: int = Field(100, ge=1, description="Most custom headers on one message.")
+    max_metadata_depth: int = Field(8, ge=1, description="Deepest nesting of a message's metadata.")
     max_metadata_bytes: int = Field(
-        16384, description="Largest metadata of one message, in bytes of JSON."
+        16384, ge=1, description="Largest metadata of one message, in bytes of JSON."
     )
     max_request_body: int = Field(
         64 * 1024 * 1024,
+        ge=1,
         description="Largest HTTP request body, in bytes; larger ones get 413 before parsing."
         " The effective limit is the smaller of this and max_batch × max_message_size;"
         " the default takes two messages of the largest size as JSON: split bigger batches.",
@@ -384,12 +389,17 @@ class AttachmentSettings(_Section):
     cloud metadata service).
     """
 
-    fetch_timeout: float = Field(30.0, description="Seconds for fetching one URL attachment.")
+    fetch_timeout: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="Seconds for fetching one URL attachment."
+    )
     max_attachment_size: int = Field(
-        25 * 1024 * 1024, description="Largest attachment, in bytes (inline, fetched or read)."
+        25 * 1024 * 1024,
+        ge=1,
+        description="Largest attachment, in bytes (inline, fetched or read).",
     )
     max_message_size: int = Field(
         100 * 1024 * 1024,
+        ge=1,
         description="Most bytes of attachments in one message once url/path ones are resolved.",
     )
     allow_private_networks: bool = Field(
@@ -722,7 +732,9 @@ class PostmarkSettings(_Section):
     base_url: str = Field(
         "https://api.postmarkapp.com", description="Postmark's API (POST {base_url}/email)."
     )
-    timeout: float = Field(30.0, description="Seconds to wait for Postmark's answer.")
+    timeout: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="Seconds to wait for Postmark's answer."
+    )
 
 
 class RetrySettings(_Section):

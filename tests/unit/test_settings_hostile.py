@@ -250,3 +250,32 @@ def test_collection_paths_firestore_takes_are_kept(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MAILGATE_FIRESTORE__TEMPLATES_COLLECTION", "")
     firestore = Settings().firestore
     assert (firestore.collection, firestore.templates_collection) == ("tenants/acme/mail", "")
+
+
+# --- limits that would refuse every message ---
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MAILGATE_LIMITS__MAX_MESSAGE_SIZE",  # 413 "over the limit of -1000 bytes" for all
+        "MAILGATE_LIMITS__MAX_REQUEST_BODY",
+        "MAILGATE_LIMITS__MAX_BATCH",
+        "MAILGATE_LIMITS__MAX_RECIPIENTS",  # "1 recipients, over the limit of -5"
+        "MAILGATE_LIMITS__MAX_SUBJECT_LENGTH",
+        "MAILGATE_LIMITS__MAX_HEADER_VALUE",
+        "MAILGATE_LIMITS__MAX_HEADERS",
+        "MAILGATE_LIMITS__MAX_METADATA_DEPTH",
+        "MAILGATE_LIMITS__MAX_METADATA_BYTES",
+        "MAILGATE_ATTACHMENTS__MAX_ATTACHMENT_SIZE",
+        "MAILGATE_ATTACHMENTS__MAX_MESSAGE_SIZE",
+        "MAILGATE_ATTACHMENTS__FETCH_TIMEOUT",
+        "MAILGATE_POSTMARK__TIMEOUT",
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_limit_that_refuses_every_message_is_a_setting_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    setting = name.removeprefix("MAILGATE_").lower().replace("__", ".")
+    assert f"{setting}: " in refused(monkeypatch, name, value)
