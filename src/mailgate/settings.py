@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -431,15 +431,18 @@ class WebhookSettings(_Section):
     only, checked after DNS resolution, unless private networks or the host are allowed.
     """
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
+
     enabled: bool = Field(True, description="Deliver webhooks in this process.")
     timeout: float = Field(
         10.0, gt=0, description="Seconds a receiver has to answer one POST (connect included)."
     )
     concurrency: int = Field(64, ge=1, description="POSTs in flight at once per endpoint.")
-    retry_delays: list[float] = Field(
+    retry_delays: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
         min_length=1,
-        description="Seconds before each retry of a failed POST; the last one repeats.",
+        description="Seconds before each retry of a failed POST; the last one repeats"
+        " (each above 0: a delay of 0 or less POSTed to a failing receiver at every poll).",
     )
     jitter: float = Field(
         0.2, ge=0, lt=1, description="Each retry delay moves by up to ± this fraction."
@@ -567,6 +570,8 @@ class ReportSettings(_Section):
     ``password`` (HTTP basic) or ``token`` (bearer), never in the URL: a URL holding
     ``user:password@`` is refused, so ``mailgate config`` and the logs cannot show one.
     """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
 
     sync_url: str | None = Field(
         None,

@@ -279,3 +279,24 @@ def test_a_limit_that_refuses_every_message_is_a_setting_error(
 ) -> None:
     setting = name.removeprefix("MAILGATE_").lower().replace("__", ".")
     assert f"{setting}: " in refused(monkeypatch, name, value)
+
+
+# --- webhook and report retries ---
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAILGATE_WEBHOOKS__RETRY_DELAYS", "[-1]"),  # 66 POSTs in 3 s to a failing receiver
+        ("MAILGATE_WEBHOOKS__RETRY_DELAYS", "[5, 0]"),
+        ("MAILGATE_WEBHOOKS__RETRY_DELAYS", "[NaN]"),  # one POST, then never retried
+        ("MAILGATE_WEBHOOKS__DEAD_AFTER", "inf"),  # OverflowError at each failure
+        ("MAILGATE_REPORTS__DEAD_AFTER", "inf"),
+        ("MAILGATE_REPORTS__RETRY_MAX_DELAY", "inf"),
+    ],
+)
+def test_a_retry_schedule_that_cannot_work_is_a_setting_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    setting = name.removeprefix("MAILGATE_").lower().replace("__", ".")
+    assert refused(monkeypatch, name, value).startswith(f"  {setting}")
