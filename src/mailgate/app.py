@@ -54,7 +54,7 @@ from mailgate.services.messages import MessagesService
 from mailgate.services.runtime import RuntimeSettings
 from mailgate.services.smtp_users import SmtpUsersService
 from mailgate.services.webhooks import WebhooksService
-from mailgate.settings import FirestoreSettings, Settings, data_dir, default_db_url
+from mailgate.settings import TTL_DAYS, FirestoreSettings, Settings, data_dir, default_db_url
 from mailgate.store import AccountStore, Database, InboxStore, QueueStore, TokenStore
 from mailgate.store.auth_failures import AuthFailureStore
 from mailgate.store.ended_sessions import EndedSessionStore
@@ -797,10 +797,9 @@ def webhook_guard(settings: Settings, mode: Mode) -> NetGuard:
 
 def firestore_ttl(s: FirestoreSettings) -> timedelta | None:
     """``delivery.expireAt`` after the outcome: the extension's TTL_EXPIRE_TYPE/VALUE."""
-    days = {"hour": 1 / 24, "day": 1, "week": 7, "month": 30, "year": 365}
     if s.ttl_expire_type == "never":
         return None
-    return timedelta(days=days[s.ttl_expire_type] * s.ttl_expire_value)
+    return timedelta(days=TTL_DAYS[s.ttl_expire_type] * s.ttl_expire_value)
 
 
 def _storable(max_message_size: int) -> int:

@@ -50,6 +50,7 @@ from mailgate.legacy_env import LEGACY_NAMES, legacy_label, map_legacy
 from mailgate.policy import RetryPolicy
 
 __all__ = [
+    "TTL_DAYS",
     "AttachmentSettings",
     "ChaosSettings",
     "ChaosTrigger",
@@ -476,6 +477,8 @@ class FirestoreSettings(_Section):
     emulator and no credentials, as the client libraries do.
     """
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
+
     enabled: bool = Field(False, description="Watch the collection (`serve --firestore`).")
     project_id: str | None = Field(
         None,
@@ -520,6 +523,7 @@ class FirestoreSettings(_Section):
     lease_seconds: float = Field(
         120.0,
         gt=0,
+        le=86400,
         description="A leased document whose gateway stopped is taken over this long after"
         " its lease (or its next retry) ends.",
     )
@@ -545,6 +549,13 @@ class FirestoreSettings(_Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _ttl_fits(self) -> Self:
+        """expireAt must be a date: a TTL of a billion years was an OverflowError at start."""
+        if TTL_DAYS.get(self.ttl_expire_type, 0) * self.ttl_expire_value > 36500:
+            raise ValueError("firestore.ttl_expire_value: at most 100 years of ttl_expire_type")
+        return self
+
     @field_validator("tenant")
     @classmethod
     def _printable_tenant(cls, value: str) -> str:
@@ -553,6 +564,10 @@ class FirestoreSettings(_Section):
         if not value.isprintable():
             raise ValueError("a tenant is 1 to 64 printable characters")
         return value
+
+
+#: days in each firestore.ttl_expire_type unit (the extension's TTL_EXPIRE_TYPE)
+TTL_DAYS: dict[str, float] = {"hour": 1 / 24, "day": 1, "week": 7, "month": 30, "year": 365}
 
 
 def _collection_id(segment: str) -> bool:

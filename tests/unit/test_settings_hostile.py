@@ -300,3 +300,22 @@ def test_a_retry_schedule_that_cannot_work_is_a_setting_error(
 ) -> None:
     setting = name.removeprefix("MAILGATE_").lower().replace("__", ".")
     assert refused(monkeypatch, name, value).startswith(f"  {setting}")
+
+
+# --- Firestore times ---
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAILGATE_FIRESTORE__LEASE_SECONDS", "inf"),  # every lease an OverflowError, for ever
+        ("MAILGATE_FIRESTORE__LEASE_SECONDS", "1e12"),  # past datetime's year 9999
+        ("MAILGATE_FIRESTORE__TTL_EXPIRE_VALUE", "1000000000"),  # OverflowError at start
+    ],
+)
+def test_a_firestore_time_past_any_date_is_a_setting_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("MAILGATE_FIRESTORE__TTL_EXPIRE_TYPE", "year")
+    setting = name.removeprefix("MAILGATE_").lower().replace("__", ".")
+    assert setting in refused(monkeypatch, name, value)
