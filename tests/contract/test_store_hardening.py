@@ -29,6 +29,7 @@ from mailgate.store import CapturedRecord, Database, InboxStore, QueueStore
 from mailgate.store import database as database_module
 from mailgate.store.schema import attempts, events, messages, sanitize_json, sanitize_text
 from tests.builders import NOW, make_message
+from tests.integration.conftest import fresh_postgres_database
 
 POISON = "bad\x00reply \ud800 end"  # NUL and a lone surrogate: PostgreSQL/UTF-8 refuse both
 CLEAN = "bad\ufffdreply \ufffd end"
@@ -268,6 +269,78 @@ async def test_postgresql_refusing_connections_raises_store_unavailable(postgres
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
     assert "too many connections" in str(write_error.value)
+
+
+class _FreezingProxy:
+    """A TCP relay to PostgreSQL that can stop passing bytes, both ways, keeping every
+    connection open: a server frozen, or cut off by the network without a reset."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.flowing = asyncio.Event()  #: cleared: frozen
+        self.flowing.set()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        pipes = [
+            asyncio.ensure_future(self._pipe(reader, upstream_writer)),
+            asyncio.ensure_future(self._pipe(upstream_reader, writer)),
+        ]
+        self._tasks.update(pipes)
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One direction; its end closes the other side (asyncpg's close waits for the
+        server to hang up)."""
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_postgresql_that_stops_answering_is_unavailable_not_a_hang(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server frozen or cut off keeps its connections open and silent: a POST waited on
+    it for ever (asyncpg sets no statement time-out, and the pool's ping has none). Each
+    statement and each new connection is now bounded: the store says unavailable (503,
+    451), and works again once the server answers, with no restart."""
+    monkeypatch.setattr(database_module, "STATEMENT_SECONDS", 0.5)
+    monkeypatch.setattr(database_module, "CONNECT_SECONDS", 0.5)
+    url = await fresh_postgres_database(postgres_url, "mailgate_frozen_server")
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    relay = _FreezingProxy(port)
+    async with relay as proxied:
+        db = Database(url.replace(f":{port}/", f":{proxied}/", 1))
+        try:
+            await db.migrate()
+            queue = QueueStore(db)
+            await queue.enqueue([make_message(id="before")], NOW)
+            async with asyncio.timeout(60):  # a guard against hanging the suite, not a bound
+                relay.flowing.clear()
+                with pytest.raises(StoreUnavailable):
+                    await queue.enqueue([make_message(id="frozen")], NOW)
+                with pytest.raises(StoreUnavailable):
+                    await queue.get("before", "default")
+                relay.flowing.set()
+                await queue.enqueue([make_message(id="after")], NOW)
+                assert (await queue.get("after", "default")).id == "after"
+        finally:
+            await db.aclose()
 
 
 # -- a SQLite file removed or replaced under a running gateway ---------------------------

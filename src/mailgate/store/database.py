@@ -76,6 +76,14 @@ READ_THREADS = 4
 #: PostgreSQL frozen or cut off by the network keeps the connection open and silent
 CHECK_SECONDS = 5.0
 
+#: how long a PostgreSQL statement (the pool's ping among them) and a new connection may
+#: take before the store is unavailable: a server frozen or cut off by the network keeps
+#: its connections open and silent, and a POST waited on it for ever (asyncpg has no
+#: statement time-out by default, and waits 60 s for a connection). Migrations, whose
+#: statements may run long on a big store, have none (:meth:`Database.migrate`).
+STATEMENT_SECONDS = 30.0
+CONNECT_SECONDS = 10.0
+
 #: PostgreSQL advisory-lock key held while migrating: "mailgate" in ASCII, a bigint.
 MIGRATION_LOCK = int.from_bytes(b"mailgate", "big")
 
@@ -169,7 +177,11 @@ class Database:
             from sqlalchemy.ext.asyncio import create_async_engine
 
             self.engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                self.url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                connect_args={"command_timeout": STATEMENT_SECONDS, "timeout": CONNECT_SECONDS},
             )
         self._file = _sqlite_file(self.url) if self.is_sqlite else None
         self._file_identity: tuple[int, int] | None = None  #: (device, inode) at migrate
@@ -391,14 +403,30 @@ class Database:
         the DDL is transactional, so the second sees the first's result and has
         nothing left to do. On SQLite ``BEGIN IMMEDIATE`` already takes the file's
         write lock for the whole migration.
+
+        On PostgreSQL it runs on a connection of its own without
+        :data:`STATEMENT_SECONDS`: a migration's statement on a big store, or the wait
+        for another process's migration behind the lock, may take longer.
         """
-        async with self.write() as conn:
-            if not self.is_sqlite:
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
-                )
-            if await conn.run_sync(_revision) != SCHEMA_HEAD:
-                await conn.run_sync(_upgrade)
+        if self.is_sqlite:
+            async with self.write() as conn:
+                await _migrate(conn)
+        else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            engine = create_async_engine(
+                self.url, poolclass=NullPool, connect_args={"timeout": CONNECT_SECONDS}
+            )
+            try:
+                with translated():
+                    async with engine.begin() as conn:
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                        )
+                        await _migrate(conn)
+            finally:
+                await engine.dispose()
         if self._file is not None:
             st = await asyncio.to_thread(os.stat, self._file)
             self._file_identity = (st.st_dev, st.st_ino)
@@ -582,6 +610,11 @@ def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("mailgate.store") / "migrations"))
     return cfg
+
+
+async def _migrate(conn: StoreConnection) -> None:
+    if await conn.run_sync(_revision) != SCHEMA_HEAD:
+        await conn.run_sync(_upgrade)
 
 
 def _revision(conn: Connection) -> str | None:
