@@ -136,15 +136,7 @@ async def test_a_failed_commit_is_not_retried_item_by_item(tmp_path: Path) -> No
         conn.execute(insert(attempts), [_orphan_attempt(i) for i in items])
         return [None] * len(items)
 
-    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    try:
-        await db.migrate()
-        writer = GroupCommit(db, write)
-        results = await asyncio.gather(
-            *(writer.submit(f"m{i}") for i in range(3)), return_exceptions=True
-        )
-    finally:
-        await db.aclose()
+    results = await _three_at_once(f"sqlite:///{tmp_path / 'store.sqlite3'}", write)
     assert all(isinstance(r, StoreError) for r in results), results
     assert writes == [["m0", "m1", "m2"]]  # once, together; never again alone
 
@@ -200,18 +192,26 @@ async def test_an_unavailable_store_at_commit_is_an_unknown_outcome(tmp_path: Pa
         path.rename(tmp_path / "moved.sqlite3")
         return [None] * len(items)
 
-    db = Database(f"sqlite:///{path}")
-    try:
-        await db.migrate()
-        writer = GroupCommit(db, write)
-        results = await asyncio.gather(
-            *(writer.submit(f"m{i}") for i in range(3)), return_exceptions=True
-        )
-    finally:
-        await db.aclose()
+    results = await _three_at_once(f"sqlite:///{path}", write)
     assert all(isinstance(r, CommitOutcomeUnknown) for r in results), results
     assert writes == [["m0", "m1", "m2"]]
 
 
 def _event(message_id: str) -> dict[str, object]:
     return {"message_id": message_id, "kind": "t", "payload": {}, "created_at": NOW}
+
+
+async def _three_at_once(
+    url: str, write: Callable[[Connection, Sequence[str]], list[None]]
+) -> list[object]:
+    """Three items submitted at once to a group commit of ``write`` on a new store: what
+    each submitter got (a result or the exception)."""
+    db = Database(url)
+    try:
+        await db.migrate()
+        writer = GroupCommit(db, write)
+        return await asyncio.gather(
+            *(writer.submit(f"m{i}") for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await db.aclose()

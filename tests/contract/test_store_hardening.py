@@ -220,13 +220,19 @@ async def test_unreachable_database_raises_store_unavailable(engine: str, tmp_pa
     )
     db = Database(url)
     try:
-        with pytest.raises(StoreUnavailable) as write_error:
-            await QueueStore(db).enqueue([make_message()], NOW)
-        with pytest.raises(StoreUnavailable):
-            await QueueStore(db).get("x", "default")
+        write_error = await _unavailable(db)
     finally:
         await db.aclose()
-    assert isinstance(write_error.value.__cause__, (sqlalchemy.exc.DBAPIError, OSError))
+    assert isinstance(write_error.__cause__, (sqlalchemy.exc.DBAPIError, OSError))
+
+
+async def _unavailable(db: Database) -> StoreUnavailable:
+    """A queue write and a read each raise StoreUnavailable; the write's."""
+    with pytest.raises(StoreUnavailable) as write_error:
+        await QueueStore(db).enqueue([make_message()], NOW)
+    with pytest.raises(StoreUnavailable):
+        await QueueStore(db).get("x", "default")
+    return write_error.value
 
 
 async def test_constraint_violation_raises_store_error(database: Database) -> None:
@@ -260,15 +266,12 @@ async def test_postgresql_refusing_connections_raises_store_unavailable(postgres
     await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
     db = Database(postgres_url.replace("postgres@", f"{role}@", 1))
     try:
-        with pytest.raises(StoreUnavailable) as write_error:
-            await QueueStore(db).enqueue([make_message()], NOW)
-        with pytest.raises(StoreUnavailable):
-            await QueueStore(db).get("x", "default")
+        write_error = await _unavailable(db)
     finally:
         await db.aclose()
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
-    assert "too many connections" in str(write_error.value)
+    assert "too many connections" in str(write_error)
 
 
 class _FreezingProxy:
@@ -332,10 +335,7 @@ async def test_a_postgresql_that_stops_answering_is_unavailable_not_a_hang(
             await queue.enqueue([make_message(id="before")], NOW)
             async with asyncio.timeout(60):  # a guard against hanging the suite, not a bound
                 relay.flowing.clear()
-                with pytest.raises(StoreUnavailable):
-                    await queue.enqueue([make_message(id="frozen")], NOW)
-                with pytest.raises(StoreUnavailable):
-                    await queue.get("before", "default")
+                await _unavailable(db)
                 relay.flowing.set()
                 await queue.enqueue([make_message(id="after")], NOW)
                 assert (await queue.get("after", "default")).id == "after"
