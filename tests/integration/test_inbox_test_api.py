@@ -195,7 +195,7 @@ async def test_wait_returns_a_message_sent_after_it_began_and_408_on_timeout(
         event = answer.json()
         assert event["event"] == "EMAIL_RECEIVED" and event["message"]["subject"] == "Welcome"
         assert event["read"] is True  # as GET /inbox/{id} answers it
-        assert 0.5 <= time.monotonic() - started < 3
+        assert 0.5 <= time.monotonic() - started < 8  # answered by the mail, not its timeout
         # a literal path owns every method: no PUT of a message called "wait"
         put = await client.put("/inbox/wait", json={"read": False})
         assert put.status_code == 405 and put.headers["allow"] == "GET, OPTIONS"
