@@ -44,7 +44,8 @@ def effective_capabilities(pid: int) -> int:
     return int(line.split()[1], 16)
 
 
-def test_readyz_is_503_when_the_database_file_is_not_readable(workspace: Workspace) -> None:
+def _serve_bound_by_file_modes(workspace: Workspace) -> SyncMailgate:
+    """``mailgate serve`` on the workspace's database, held to its file modes, ready."""
     out, err = workspace.root / "mailgate.out", workspace.root / "mailgate.err"
     command = [*bound_by_file_modes(), *MAILGATE, "serve", "--http", "127.0.0.1:0",
                "--db", str(workspace.db)]  # fmt: skip
@@ -56,9 +57,18 @@ def test_readyz_is_503_when_the_database_file_is_not_readable(workspace: Workspa
     mg = SyncMailgate(proc, out, err)
     try:
         mg.wait_ready()
+    except BaseException:
+        mg.kill()
+        raise
+    return mg
+
+
+def test_readyz_is_503_when_the_database_file_is_not_readable(workspace: Workspace) -> None:
+    mg = _serve_bound_by_file_modes(workspace)
+    try:
         if os.geteuid() == 0:  # the gateway really is held to file modes
             for name, bit in DAC_CAPABILITIES.items():
-                assert not effective_capabilities(proc.pid) & (1 << bit), name
+                assert not effective_capabilities(mg.proc.pid) & (1 << bit), name
         mode = workspace.db.stat().st_mode
         with httpx.Client(base_url=mg.web, timeout=10) as client:
             assert client.get("/readyz").json()["checks"]["store"] == "ok"
@@ -89,25 +99,11 @@ def test_readyz_is_503_when_the_database_file_is_read_only(workspace: Workspace)
     """A file left read-only (``chmod 444``, a restore with the wrong mode) was ready by
     /readyz, which only read from it, while every submission was refused: a gateway
     started on it answered 503 to each POST and 451 to each message, and said ready."""
-    out, err = workspace.root / "mailgate.out", workspace.root / "mailgate.err"
-    command = [*bound_by_file_modes(), *MAILGATE, "serve", "--http", "127.0.0.1:0",
-               "--db", str(workspace.db)]  # fmt: skip
-
-    def start() -> SyncMailgate:
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            proc = subprocess.Popen(
-                command, cwd=workspace.root, env=workspace.environ(), stdin=subprocess.DEVNULL,
-                stdout=stdout, stderr=stderr, start_new_session=True,
-            )  # fmt: skip
-        mg = SyncMailgate(proc, out, err)
-        mg.wait_ready()
-        return mg
-
     message = {"from": "app@example.com", "to": "you@example.com", "subject": "s", "text": "t"}
-    mg = start()  # makes the database
+    mg = _serve_bound_by_file_modes(workspace)  # makes the database
     mg.kill()
     workspace.db.chmod(0o444)
-    mg = start()
+    mg = _serve_bound_by_file_modes(workspace)
     try:
         with httpx.Client(base_url=mg.web, timeout=10) as client:
             refused = client.post("/api/v1/messages", json=message)
