@@ -150,10 +150,8 @@ def not_a_bool(value: Any) -> Any:
     return value
 
 
-class ChaosTrigger(BaseModel):
+class ChaosTrigger(_Section):
     """One stage's chaos trigger: its reply code, and how often it fires."""
-
-    model_config = ConfigDict(extra="forbid")
 
     code: int = Field(
         451,
@@ -175,10 +173,8 @@ class ChaosTrigger(BaseModel):
         return not_a_bool(value)
 
 
-class ChaosSettings(BaseModel):
+class ChaosSettings(_Section):
     """Capture's chaos triggers at start (issue 10); ``PUT /api/v1/chaos`` changes them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     auth: ChaosTrigger = Field(default_factory=ChaosTrigger, description="AUTH.")
     mail: ChaosTrigger = Field(default_factory=ChaosTrigger, description="MAIL FROM.")
@@ -337,7 +333,7 @@ class LimitSettings(_Section):
 class DeliverySettings(_Section):
     # Each bound keeps the dispatcher working: a pool of 0 connections spun a core and
     # sent nothing, no slots never leased a retry, a NaN lease failed every lease.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     enabled: bool = Field(True, description="Run the dispatcher in this process.")
     concurrency: int = Field(16, ge=1, description="Messages in flight at once in this process.")
@@ -432,7 +428,7 @@ class WebhookSettings(_Section):
     only, checked after DNS resolution, unless private networks or the host are allowed.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
+    model_config = ConfigDict(allow_inf_nan=False)  # timedelta(inf) raises
 
     enabled: bool = Field(True, description="Deliver webhooks in this process.")
     timeout: float = Field(
@@ -477,7 +473,7 @@ class FirestoreSettings(_Section):
     emulator and no credentials, as the client libraries do.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
+    model_config = ConfigDict(allow_inf_nan=False)  # timedelta(inf) raises
 
     enabled: bool = Field(False, description="Watch the collection (`serve --firestore`).")
     project_id: str | None = Field(
@@ -586,7 +582,7 @@ class ReportSettings(_Section):
     ``user:password@`` is refused, so ``mailgate config`` and the logs cannot show one.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # timedelta(inf) raises
+    model_config = ConfigDict(allow_inf_nan=False)  # timedelta(inf) raises
 
     sync_url: str | None = Field(
         None,
