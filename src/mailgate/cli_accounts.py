@@ -30,7 +30,7 @@ from mailgate.deliver import parse_relay_url
 from mailgate.errors import Conflict, NotFound
 from mailgate.model import Account
 from mailgate.services import AccountIn, AccountsService, ProbeSettings, account_view
-from mailgate.settings import Settings
+from mailgate.settings import TENANT_RULE, Settings, valid_tenant
 from mailgate.store import AccountStore, Database, TokenStore
 from mailgate.store.webhooks import WebhookStore
 
@@ -342,11 +342,9 @@ Func = Callable[[argparse.Namespace], int]
 
 
 def tenant_name(value: str) -> str:
-    """``--tenant``: what the store's tenant columns hold (64 characters), no control
-    characters; a longer one failed PostgreSQL's insert (a traceback) and was kept on
-    SQLite, where no API token could reach the same data on the other engine."""
-    if not 0 < len(value) <= 64 or not value.isprintable():
-        raise argparse.ArgumentTypeError("a tenant is 1 to 64 printable characters")
+    """``--tenant``, as the settings' tenants are checked (:func:`valid_tenant`)."""
+    if not valid_tenant(value):
+        raise argparse.ArgumentTypeError(TENANT_RULE)
     return value
 
 

@@ -50,6 +50,7 @@ from mailgate.legacy_env import LEGACY_NAMES, legacy_label, map_legacy
 from mailgate.policy import RetryPolicy
 
 __all__ = [
+    "TENANT_RULE",
     "TTL_DAYS",
     "AttachmentSettings",
     "ChaosSettings",
@@ -72,6 +73,7 @@ __all__ = [
     "load_settings",
     "not_a_bool",
     "setting_origins",
+    "valid_tenant",
 ]
 
 
@@ -557,9 +559,19 @@ class FirestoreSettings(_Section):
     def _printable_tenant(cls, value: str) -> str:
         """The store's tenant columns hold 64 characters (max_length): a longer tenant
         failed every document's insert on PostgreSQL."""
-        if not value.isprintable():
-            raise ValueError("a tenant is 1 to 64 printable characters")
+        if not valid_tenant(value):
+            raise ValueError(TENANT_RULE)
         return value
+
+
+#: what a tenant name may be: what the store's tenant columns hold, nothing unprintable
+TENANT_RULE = "a tenant is 1 to 64 printable characters"
+
+
+def valid_tenant(value: str) -> bool:
+    """Whether ``value`` keeps :data:`TENANT_RULE` (a longer one failed PostgreSQL's
+    inserts and was kept whole on SQLite)."""
+    return 0 < len(value) <= 64 and value.isprintable()
 
 
 #: days in each firestore.ttl_expire_type unit (the extension's TTL_EXPIRE_TYPE)
