@@ -195,7 +195,7 @@ async def test_a_huge_answer_is_not_held_in_memory(start_gateway: GatewayFactory
     """A 2xx answer of 128 MiB (an endpoint echoing a log, say) was read whole into
     memory; only its first 64 KiB is read now, and the sync goes on."""
     bodies: list[bytes] = []
-    second_arrived = asyncio.Event()
+    first_arrived, second_arrived = asyncio.Event(), asyncio.Event()
     chunk = b" " * 65536
 
     async def endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -205,8 +205,7 @@ async def test_a_huge_answer_is_not_held_in_memory(start_gateway: GatewayFactory
                     length = re.search(rb"(?i)content-length: *(\d+)", head)
                     assert length is not None
                     bodies.append(await reader.readexactly(int(length[1])))
-                    if len(bodies) == 2:
-                        second_arrived.set()
+                    (first_arrived if len(bodies) == 1 else second_arrived).set()
                     size = 2048 * len(chunk) if len(bodies) == 1 else 2
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
                     for _ in range(size // len(chunk)):
@@ -225,6 +224,8 @@ async def test_a_huge_answer_is_not_held_in_memory(start_gateway: GatewayFactory
             try:
                 first = await _send(client)
                 await wait_for_state(client, first, "sent")
+                async with asyncio.timeout(10):  # its own report, not one with the second's
+                    await first_arrived.wait()
                 second = await _send(client)
                 await wait_for_state(client, second, "sent")
                 async with asyncio.timeout(10):
