@@ -25,7 +25,14 @@ from mailgate.deliver.ssrf import AddressRefused, NetGuard, UnresolvableHost
 if TYPE_CHECKING:  # imported where a URL is parsed or fetched: a capture server need not
     import httpx
 
-__all__ = ["FetchFailed", "UrlFetcher", "check_url", "loggable_url", "pinned_request"]
+__all__ = [
+    "FetchFailed",
+    "UrlFetcher",
+    "check_url",
+    "loggable_url",
+    "pinned_request",
+    "response_head",
+]
 
 MAX_REDIRECTS = 5
 _TEMPORARY_STATUS = frozenset({408, 425, 429})  #: 4xx a later try may get past
@@ -144,6 +151,17 @@ class UrlFetcher:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def response_head(response: httpx.Response, limit: int) -> bytes:
+    """The first ``limit`` bytes of a streamed answer's body; the rest is not read (a huge
+    answer is never held in memory: the caller closes the response, and its connection)."""
+    kept = bytearray()
+    async for chunk in response.aiter_bytes():
+        kept += chunk[: limit - len(kept)]
+        if len(kept) >= limit:
+            break
+    return bytes(kept)
 
 
 async def pinned_request(

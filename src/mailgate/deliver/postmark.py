@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from mailgate.deliver.fetch import response_head
 from mailgate.deliver.outcomes import no_reply_class
 from mailgate.deliver.postmark_request import email_fields
 from mailgate.deliver.transport import Outgoing
@@ -82,12 +83,7 @@ class PostmarkTransport:
         """The answer and at most ``_KEEP`` bytes of its body (the connection is closed
         if there was more)."""
         async with self._client.stream("POST", "/email", json=body) as response:
-            kept = bytearray()
-            async for chunk in response.aiter_bytes():
-                kept += chunk[: _KEEP - len(kept)]
-                if len(kept) >= _KEEP:
-                    break
-        return response, bytes(kept)
+            return response, await response_head(response, _KEEP)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailgate.blockwise import json_blocks
-from mailgate.deliver.fetch import loggable_url
+from mailgate.deliver.fetch import loggable_url, response_head
 from mailgate.errors import ConfigError
 
 if TYPE_CHECKING:  # the composition root makes the client, only when handlers are set
@@ -246,11 +246,7 @@ def _webhook(
         async with client.stream("POST", url, content=_sent(blocks), headers=headers) as response:
             if not response.is_success:
                 raise HandlerFailed(f"{shown} answered {response.status_code}")
-            answer = b""
-            async for chunk in response.aiter_bytes():
-                answer += chunk[: _MAX_ANSWER + 1 - len(answer)]
-                if len(answer) > _MAX_ANSWER:
-                    break
+            answer = await response_head(response, _MAX_ANSWER + 1)  # past it: no word
         return read(answer)
 
     return post

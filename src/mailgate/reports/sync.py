@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailgate import __version__
 from mailgate.clock import Clock
-from mailgate.deliver.fetch import loggable_url
+from mailgate.deliver.fetch import loggable_url, response_head
 from mailgate.errors import MailgateError
 from mailgate.settings import ReportSettings
 from mailgate.store.outbox import EventKind, OutboxEvent, OutboxStore
@@ -314,14 +314,9 @@ class ReportSync:
         request = self._client.build_request("POST", self.url, content=body, headers=headers)
         response = await self._client.send(request, stream=True)
         try:
-            kept = bytearray()
-            async for chunk in response.aiter_bytes():
-                kept += chunk[: _KEEP - len(kept)]
-                if len(kept) >= _KEEP:
-                    break
+            return response, await response_head(response, _KEEP)
         finally:
             await response.aclose()
-        return response, bytes(kept)
 
 
 def lease_seconds(settings: ReportSettings) -> float:
