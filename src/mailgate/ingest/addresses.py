@@ -22,6 +22,7 @@ from email.headerregistry import Address, AddressHeader
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from mailgate.errors import InvalidMessage
+from mailgate.ingest.smtp_syntax import PARSER_BUGS
 from mailgate.ingest.validation import check_header_text
 
 __all__ = ["address_problem", "parse_address_list", "parse_mailbox"]
@@ -30,9 +31,6 @@ _HOSTNAME = re.compile(
     r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$", re.IGNORECASE
 )
 _SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
-#: what the parser raises, besides HeaderParseError, on some malformed lists (``x@["``,
-#: ``x, .@``, ``=?@[ ``): bugs of its own, each meaning "not an address list" here
-_PARSER_BUGS = (AttributeError, TypeError, UnboundLocalError)
 #: a bare dot-atom ``local@domain`` (RFC 5322 §3.4.1) with nothing the parser could read
 #: differently: no display name, quotes, comments, spaces or groups
 _BARE = re.compile(
@@ -62,7 +60,7 @@ def _parse(field: str, value: str, limit: int) -> list[tuple[str, str]]:
         return [("", part) for part in bare]
     try:
         header = policy.SMTPUTF8.header_factory("To", value)
-    except (HeaderParseError, IndexError, ValueError, RecursionError, *_PARSER_BUGS):
+    except (HeaderParseError, IndexError, ValueError, RecursionError, *PARSER_BUGS):
         # RecursionError: the parser recurses into nested comments "((((…"
         raise InvalidMessage(f"{field}: {value!r} is not a valid address or address list") from None
     assert isinstance(header, AddressHeader)

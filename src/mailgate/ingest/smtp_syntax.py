@@ -15,6 +15,7 @@ from email.errors import HeaderParseError
 
 __all__ = [
     "MAX_COMMAND_LINE",
+    "PARSER_BUGS",
     "after_keyword",
     "is_xtext",
     "mail_params",
@@ -52,9 +53,10 @@ _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>")
 #: what no path may hold (RFC 5321 §4.1.2, RFC 6531 §3.3): a control character, or an
 #: octet that is not UTF-8 (kept by :func:`split_command` as a lone surrogate)
 _NOT_IN_A_PATH = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
-#: what the RFC 5322 parser raises, besides HeaderParseError, on some malformed paths (a
-#: domain literal left open: ``a@["``): bugs of its own, each meaning "malformed" here
-_PARSER_BUGS = (AttributeError, TypeError, UnboundLocalError)
+#: what the email package's RFC 5322 parser raises, besides HeaderParseError, on some
+#: malformed input (a domain literal left open: ``a@["``; ``x, .@``; ``=?@[ ``): bugs of
+#: its own, each meaning "malformed" to its callers (here and ingest.addresses)
+PARSER_BUGS = (AttributeError, TypeError, UnboundLocalError)
 
 
 def parse_path(arg: str) -> tuple[str, str] | None:
@@ -82,7 +84,7 @@ def parse_path(arg: str) -> tuple[str, str] | None:
         else:
             spec, rest = get_addr_spec(arg)
             address = spec.addr_spec
-    except (HeaderParseError, IndexError, *_PARSER_BUGS):
+    except (HeaderParseError, IndexError, *PARSER_BUGS):
         return None
     path = arg[: len(arg) - len(rest)].rstrip()  # (the parser takes white space after it)
     if _NOT_IN_A_PATH.search(path):
